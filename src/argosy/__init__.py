@@ -1,0 +1,12 @@
+"""Argosy: repeatable, secure ML workflows in plain Python.
+
+The public SDK is re-exported here; importing it must stay cheap, because every task's
+process imports it again (no pydantic, SQLAlchemy or pandas at import time).
+"""
+
+from argosy.sdk.pipeline import Pipeline, pipeline
+from argosy.sdk.step import ContainerStep, Step, container_step, step
+from argosy.sdk.types import serializer
+
+__all__ = ["ContainerStep", "Pipeline", "Step", "container_step", "pipeline", "serializer", "step"]
+__version__ = "0.1.0"

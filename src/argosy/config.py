@@ -1,0 +1,128 @@
+"""One typed source of settings: ``ARGOSY_<NAME>`` environment variables over defaults.
+
+The state folder (``home``) is ``ARGOSY_HOME`` if set, else the nearest ``.argosy/`` found by
+walking up from the current directory, else ``./.argosy`` (created on first use).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from argosy.errors import UsageError
+
+STATE_DIR_NAME = ".argosy"
+LOCAL_TENANT = "default"
+
+
+def find_home(start: Path | None = None) -> Path:
+    """The state folder: the nearest ``.argosy`` above ``start`` (default: the cwd), or a new one there."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / STATE_DIR_NAME
+        if candidate.is_dir():
+            return candidate
+    return here / STATE_DIR_NAME
+
+
+def parse_memory(value: str | int | float | None) -> int | None:
+    """Bytes from ``"512Mi"``, ``"4Gi"``, ``"1G"``, ``"100M"``, ``"2048"`` or a number."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        if value < 0:
+            raise UsageError(f"memory must not be negative, got {value}")
+        return int(value)
+    text = value.strip()
+    units = {
+        "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
+        "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+        "k": 1000,
+    }  # fmt: skip
+    for suffix in sorted(units, key=len, reverse=True):
+        if text.endswith(suffix):
+            number = text[: -len(suffix)]
+            factor = units[suffix]
+            break
+    else:
+        number, factor = text, 1
+    try:
+        amount = float(number)
+    except ValueError:
+        raise UsageError(
+            f"cannot read memory size {value!r}: use a number of bytes or a unit such as "
+            "'512Mi', '4Gi' or '1G'"
+        ) from None
+    if amount < 0:
+        raise UsageError(f"memory must not be negative, got {value!r}")
+    return int(amount * factor)
+
+
+def _machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _machine_gpus() -> int:
+    """NVIDIA devices visible as /dev/nvidiaN (0 on machines without a GPU)."""
+    return sum(1 for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
+
+
+class Settings(BaseSettings):
+    """Effective configuration of this process (local mode)."""
+
+    model_config = SettingsConfigDict(env_prefix="ARGOSY_", extra="ignore")
+
+    home: Path = Field(default_factory=find_home, description="state folder")
+    tenant: str = LOCAL_TENANT
+    user: str = Field(default_factory=getpass.getuser)
+    max_cpus: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
+    max_memory: Annotated[int, Field(gt=0)] = Field(default_factory=_machine_memory)
+    max_gpus: Annotated[int, Field(ge=0)] = Field(default_factory=_machine_gpus)
+    memory_margin: float = Field(
+        default=1.25, gt=1.0, description="kill an attempt above request x margin"
+    )
+    fail_fast: bool = False
+    secrets_file: Path | None = None
+    poll_interval: float = Field(default=0.05, gt=0)
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_memory(value)
+        return value
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.home / 'argosy.db'}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def attempts_dir(self) -> Path:
+        return self.home / "attempts"
+
+    @property
+    def resolved_secrets_file(self) -> Path:
+        return self.secrets_file or self.home / "secrets.env"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit (CLI) overrides that are not None."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except Exception as exc:  # pydantic.ValidationError, kept lazy
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            first = errors()[0]
+            key = "ARGOSY_" + str(first["loc"][0]).upper() if first.get("loc") else "setting"
+            raise UsageError(f"invalid setting {key}: {first['msg']}") from None
+        raise

@@ -1,0 +1,1 @@
+"""The SDK: what pipeline authors import (``@step``, ``@pipeline``, ``container_step``)."""

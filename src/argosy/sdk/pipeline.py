@@ -1,0 +1,156 @@
+"""``@pipeline``: wire steps into a DAG with typed parameters and outputs.
+
+Tracing calls the pipeline function once with a :class:`~argosy.sdk.graph.ParameterRef` per
+parameter; the steps it calls become nodes. What the function returns becomes the pipeline's
+outputs: one handle is ``output``; a dict, tuple or NamedTuple of handles names several.
+Outside ``argosy run`` the pipeline is still a plain function.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from argosy.errors import PipelineDefinitionError, ValidationError
+from argosy.sdk.graph import (
+    GraphBuilder,
+    OutputRef,
+    ParameterRef,
+    PipelineGraph,
+    StepCall,
+    caller_location,
+)
+from argosy.sdk.types import JSON_TYPES, type_ref
+
+
+class Pipeline:
+    """A DAG of steps with typed parameters; ``graph()`` traces it without running anything."""
+
+    def __init__(self, func: Callable[..., Any], name: str, location: str) -> None:
+        self.func = func
+        self.name = name
+        self.location = location
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __repr__(self) -> str:
+        return f"<pipeline {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def parameters(self) -> dict[str, tuple[Any, Any, bool]]:
+        """name -> (TypeInfo, default, required), from the function's signature."""
+        try:
+            hints = typing.get_type_hints(self.func, include_extras=True)
+        except Exception as exc:
+            raise PipelineDefinitionError(
+                f"cannot resolve the annotations of pipeline {self.name!r}: {exc} [{self.location}]"
+            ) from None
+        params: dict[str, tuple[Any, Any, bool]] = {}
+        for p in inspect.signature(self.func).parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise PipelineDefinitionError(
+                    f"pipeline {self.name!r} takes *{p.name}; list each parameter by name "
+                    f"[{self.location}]"
+                )
+            info = type_ref(hints.get(p.name, Any))
+            if info.ref not in JSON_TYPES and info.ref != "any":
+                raise ValidationError(
+                    "check_parameters",
+                    f"parameter {p.name!r} is annotated {info.ref}; pipeline parameters are JSON "
+                    "values (int, float, str, bool, list, dict): pass data as a path or URL "
+                    "parameter and load it in a step",
+                    where=self.name,
+                    location=self.location,
+                )
+            required = p.default is inspect.Parameter.empty
+            default = None if required else p.default
+            if not required:
+                try:
+                    json.dumps(default, allow_nan=False)
+                except (TypeError, ValueError):
+                    raise ValidationError(
+                        "check_parameters",
+                        f"the default of parameter {p.name!r} is not JSON data",
+                        where=self.name,
+                        location=self.location,
+                    ) from None
+            params[p.name] = (info, default, required)
+        return params
+
+    def graph(self) -> PipelineGraph:
+        """Trace the pipeline body into a :class:`PipelineGraph` (validated as it is built)."""
+        params = self.parameters()
+        refs = {name: ParameterRef(name, info) for name, (info, _, _) in params.items()}
+        with GraphBuilder(self.name) as builder:
+            returned = self.func(**refs)
+        outputs = _outputs(self.name, returned, self.location)
+        if not builder.nodes:
+            raise ValidationError(
+                "check_not_empty",
+                f"pipeline {self.name!r} calls no steps; call at least one @step in its body",
+                location=self.location,
+            )
+        module = self.func.__module__
+        file = sys.modules[module].__file__ if module in sys.modules else None
+        return PipelineGraph(
+            name=self.name,
+            parameters=params,
+            nodes=builder.nodes,
+            outputs=outputs,
+            location=self.location,
+            module=module,
+            file=file or "",
+        )
+
+
+def _outputs(name: str, returned: Any, location: str) -> dict[str, OutputRef]:
+    def check(key: str, value: Any) -> OutputRef:
+        if isinstance(value, OutputRef):
+            return value
+        if isinstance(value, StepCall):
+            raise ValidationError(
+                "check_outputs",
+                f"pipeline output {key!r} is the whole call {value.node.path!r}; return one of "
+                f"its outputs, e.g. {value.node.path}.<output>",
+                where=name,
+                location=location,
+            )
+        raise ValidationError(
+            "check_outputs",
+            f"pipeline output {key!r} is {type(value).__name__}, not a step output; a pipeline "
+            "returns step outputs (or a dict/tuple of them)",
+            where=name,
+            location=location,
+        )
+
+    if returned is None:
+        return {}
+    if isinstance(returned, OutputRef):
+        return {"output": returned}
+    if isinstance(returned, dict):
+        return {str(k): check(str(k), v) for k, v in returned.items()}
+    if isinstance(returned, tuple) and hasattr(returned, "_fields"):
+        return {k: check(k, v) for k, v in zip(returned._fields, returned, strict=True)}
+    if isinstance(returned, tuple | list):
+        return {f"output_{i}": check(f"output_{i}", v) for i, v in enumerate(returned)}
+    if isinstance(returned, StepCall):
+        return {k: v for k, v in ((r.output, r) for r in returned)}
+    return {"output": check("output", returned)}
+
+
+def pipeline(func: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Declare a pipeline: its parameters are the function's, its outputs what it returns."""
+    location = caller_location()
+
+    def decorate(f: Callable[..., Any]) -> Pipeline:
+        return Pipeline(f, name or f.__name__, location)
+
+    if func is not None:
+        return decorate(func)
+    return decorate

@@ -1,0 +1,1 @@
+"""The compiled, versioned pipeline spec: models, compilation from the SDK, and validation."""

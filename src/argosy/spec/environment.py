@@ -1,0 +1,57 @@
+"""The environment fingerprint: Python version, platform and installed distributions.
+
+The manifest is stored as a blob; a step's ``environment`` is its sha256, so a later reader
+(a server, ``runs reproduce``) can tell exactly which packages a task ran with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+
+def _site_stamp() -> str:
+    """Changes whenever a distribution is installed or removed on ``sys.path``."""
+    parts = [sys.prefix, sys.version]
+    for entry in sys.path:
+        p = Path(entry or ".")
+        if p.is_dir() and ("site-packages" in p.parts or "dist-packages" in p.parts):
+            parts.append(f"{p}:{p.stat().st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def environment_manifest(cache_dir: Path | None = None) -> dict[str, Any]:
+    """The manifest of this interpreter (cached on disk, keyed by site-packages' mtimes)."""
+    cache = cache_dir / f"environment-{_site_stamp()}.json" if cache_dir else None
+    if cache is not None and cache.is_file():
+        loaded: dict[str, Any] = json.loads(cache.read_text())
+        return loaded
+    import importlib.metadata
+
+    distributions: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            distributions[name.lower().replace("_", "-")] = dist.version
+    manifest = {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": f"{sys.platform}-{platform.machine()}",
+        "distributions": dict(sorted(distributions.items())),
+    }
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest))
+        tmp.replace(cache)
+    return manifest
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return bytes(rfc8785.dumps(manifest))

@@ -1,0 +1,190 @@
+"""The compiled pipeline spec (``apiVersion: argosy.dev/v1``): portable, versioned, hashed.
+
+A spec is what every other layer consumes: the engine runs it, the server stores it, the
+interop layer translates it. Its identity (the pipeline version digest) is the sha256 of the
+RFC 8785 canonical JSON of everything except ``provenance``, so the same executable content
+always has the same version, whoever compiled it and when.
+
+Room to grow: a :class:`NodeSpec` names a ``step``; conditions, fan-out, exit handlers and
+sub-pipelines arrive as new optional node fields and new entries in ``pipelines`` (an absent
+field means "not used"), so existing specs keep their digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+API_VERSION = "argosy.dev/v1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TypeSpec(_Model):
+    """An artifact or parameter type: a stable ref (``int``, ``pandas.DataFrame``), a serializer."""
+
+    type: str
+    serializer: str | None = None
+    optional: bool = False
+
+
+class InputSpec(TypeSpec):
+    """One input of a step: its type and, for an optional input, its default."""
+
+    required: bool = True
+    default: JsonValue = None
+
+
+class ParameterSpec(TypeSpec):
+    """One pipeline parameter (a JSON value given at run time)."""
+
+    required: bool = True
+    default: JsonValue = None
+
+
+class Resources(_Model):
+    """What one attempt asks of its executor; ``pool`` is a free-form node-pool label."""
+
+    cpu: float = 1.0
+    memory: int | None = None
+    gpu: int = 0
+    pool: str | None = None
+
+
+class PythonImplementation(_Model):
+    """A Python function imported from a code package and run by the step launcher."""
+
+    kind: Literal["python"] = "python"
+    module: str
+    function: str
+    code: str  # "sha256:<hex>" of the code package
+    environment: str  # "sha256:<hex>" of the environment manifest
+    python: str  # "3.11.7"
+    returns: Literal["single", "fields", "none"]
+
+
+class ContainerImplementation(_Model):
+    """A command run in a container image; inputs and outputs are exchanged as files."""
+
+    kind: Literal["container"] = "container"
+    image: str
+    command: list[str]
+
+
+Implementation = Annotated[
+    PythonImplementation | ContainerImplementation, Field(discriminator="kind")
+]
+
+
+class StepSpec(_Model):
+    """A step definition, shared by every node that calls it."""
+
+    name: str
+    implementation: Implementation
+    inputs: dict[str, InputSpec] = {}
+    outputs: dict[str, TypeSpec] = {}
+    resources: Resources = Resources()
+    retries: int = 0
+    retry_backoff: float = 0.0
+    timeout: float | None = None
+    cache: bool = True
+    cache_version: str | None = None
+    env: dict[str, str] = {}
+    secrets: list[str] = []
+
+
+class ConstantInput(_Model):
+    constant: JsonValue
+
+
+class ParameterInput(_Model):
+    parameter: str
+
+
+class OutputReference(_Model):
+    """``{node: "split", output: "train"}``: one output of one node."""
+
+    node: str
+    output: str
+
+
+class TaskOutputInput(_Model):
+    task_output: OutputReference
+
+
+InputBinding = ConstantInput | ParameterInput | TaskOutputInput
+
+
+class NodeSpec(_Model):
+    """One occurrence of a step in the DAG; ``name`` is its node path segment."""
+
+    name: str
+    step: str
+    inputs: dict[str, InputBinding] = {}
+    after: list[str] = []
+
+
+class DagSpec(_Model):
+    """A graph of nodes and the outputs it exposes."""
+
+    nodes: list[NodeSpec]
+    outputs: dict[str, OutputReference] = {}
+
+
+class CodePackage(_Model):
+    """A snapshot of the project's Python files; ``paths`` are its folders put on ``sys.path``."""
+
+    paths: list[str]
+    size: int
+
+
+class Provenance(_Model):
+    """Where a spec came from; stored beside the spec, outside its digest."""
+
+    compiled_at: str
+    compiled_by: str
+    argosy_version: str
+    source_file: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    locations: dict[str, str] = {}  # node path or "step:NAME" -> "file:line"
+
+
+class PipelineSpec(_Model):
+    """A compiled pipeline: parameters, steps, the root DAG, and the code it references."""
+
+    apiVersion: Literal["argosy.dev/v1"] = API_VERSION
+    kind: Literal["Pipeline"] = "Pipeline"
+    name: str
+    parameters: dict[str, ParameterSpec] = {}
+    steps: dict[str, StepSpec]
+    root: DagSpec
+    code: dict[str, CodePackage] = {}
+    provenance: Provenance | None = None
+
+    def executable_json(self) -> dict[str, Any]:
+        """The part of the spec the digest covers: everything but provenance."""
+        return self.model_dump(mode="json", exclude={"provenance"}, exclude_defaults=False)
+
+    @property
+    def digest(self) -> str:
+        """``sha256:<hex>`` over the RFC 8785 canonical JSON of :meth:`executable_json`."""
+        return "sha256:" + hashlib.sha256(rfc8785.dumps(self.executable_json())).hexdigest()
+
+    def location(self, key: str) -> str | None:
+        """``file:line`` of a node (by node path) or a step (``step:NAME``), when known."""
+        return self.provenance.locations.get(key) if self.provenance else None
+
+    def node(self, path: str) -> NodeSpec:
+        for node in self.root.nodes:
+            if node.name == path:
+                return node
+        raise KeyError(path)
+
+    def step_of(self, path: str) -> StepSpec:
+        return self.steps[self.node(path).step]

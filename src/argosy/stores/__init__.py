@@ -1,0 +1,1 @@
+"""Storage: metadata (SQLAlchemy) and artifacts (byte stores below a content-addressed layer)."""

@@ -1,0 +1,183 @@
+"""Tenant-scoped, content-addressed blobs and per-attempt records over a :class:`ByteStore`.
+
+Every key starts with ``tenants/<tenant>/`` so that no read path can cross tenants:
+
+- ``tenants/<t>/blobs/sha256/<ab>/<abcdef...>`` — immutable bytes, named by their sha256;
+  written once (deduplicated), verified on read;
+- ``tenants/<t>/runs/<run>/<node path>/<attempt>/result.json`` — the launcher's result record;
+- ``tenants/<t>/runs/<run>/<node path>/<attempt>/log.jsonl`` — the attempt's captured output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from argosy.errors import IntegrityError, StoreError
+from argosy.stores.artifacts.base import ByteStore
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TENANT = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a stored blob is: its sha256 (hex) and size in bytes."""
+
+    sha256: str
+    size: int
+
+
+def sha256_file(path: Path) -> BlobInfo:
+    """Hash a file in fixed-size chunks (constant memory)."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buf):  # type: ignore[attr-defined]
+            digest.update(view[:n])
+            size += n
+    return BlobInfo(digest.hexdigest(), size)
+
+
+def attempt_prefix(run_id: str, node_path: str, attempt: int) -> str:
+    return f"runs/{run_id}/{node_path}/{attempt}"
+
+
+class ArtifactStore:
+    """The artifact store of one tenant: blobs by hash, and records by run/node/attempt."""
+
+    def __init__(self, backend: ByteStore, tenant: str) -> None:
+        if not _TENANT.match(tenant):
+            raise StoreError(f"invalid tenant name {tenant!r}: use a DNS-1123 label such as 'team-a'")
+        self.backend = backend
+        self.tenant = tenant
+        self.prefix = f"tenants/{tenant}/"
+
+    # -- blobs -------------------------------------------------------------------------------
+    def blob_key(self, sha256: str) -> str:
+        if not _SHA256.match(sha256):
+            raise StoreError(f"invalid sha256 {sha256!r}: expected 64 lowercase hex digits")
+        return f"{self.prefix}blobs/sha256/{sha256[:2]}/{sha256}"
+
+    def has_blob(self, sha256: str) -> bool:
+        return self.backend.exists(self.blob_key(sha256))
+
+    def put_file(self, path: Path, info: BlobInfo | None = None, *, move: bool = False) -> BlobInfo:
+        """Store a file as a blob; ``info`` (if the caller hashed while writing) is re-checked by size."""
+        if info is None:
+            info = sha256_file(path)
+        elif path.stat().st_size != info.size:
+            raise IntegrityError(f"file {path} changed while being stored; write it again")
+        key = self.blob_key(info.sha256)
+        if self.backend.exists(key):
+            if move:
+                path.unlink(missing_ok=True)
+        else:
+            self.backend.put_file(key, path, move=move)
+        return info
+
+    def put_bytes(self, data: bytes) -> BlobInfo:
+        info = BlobInfo(hashlib.sha256(data).hexdigest(), len(data))
+        key = self.blob_key(info.sha256)
+        if not self.backend.exists(key):
+            self.backend.put_bytes(key, data)
+        return info
+
+    def _verify_stream(self, stream: BinaryIO, sha256: str, sink: BinaryIO | None = None) -> None:
+        digest = hashlib.sha256()
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise IntegrityError(
+                f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted (its bytes hash to "
+                f"sha256:{digest.hexdigest()}); restore it from a backup or re-run the producing task"
+            )
+
+    def blob_path(self, sha256: str, *, cache_dir: Path, verify: bool = True) -> Path:
+        """A local, read-only path to the blob's bytes (in place for a local store, else cached)."""
+        key = self.blob_key(sha256)
+        local = self.backend.local_path(key)
+        if local is not None:
+            if not local.is_file():
+                raise StoreError(f"blob sha256:{sha256} is missing from tenant {self.tenant!r}")
+            if verify:
+                with local.open("rb") as f:
+                    self._verify_stream(f, sha256)
+            return local
+        target = cache_dir / sha256
+        if not target.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".part")
+            with self.backend.open(key) as src, partial.open("wb") as dst:
+                self._verify_stream(src, sha256, dst)
+            partial.replace(target)
+        return target
+
+    def read_blob(self, sha256: str) -> bytes:
+        """The whole blob in memory, verified (for small JSON values and records)."""
+        try:
+            with self.backend.open(self.blob_key(sha256)) as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise StoreError(f"blob sha256:{sha256} is missing from tenant {self.tenant!r}") from None
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(
+                f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted; restore it from a "
+                "backup or re-run the producing task"
+            )
+        return data
+
+    def copy_blob_to(self, sha256: str, dest: Path) -> None:
+        """Write the blob to ``dest``, verifying its hash on the way."""
+        tmp = dest.with_name(dest.name + ".part")
+        with self.backend.open(self.blob_key(sha256)) as src, tmp.open("wb") as dst:
+            self._verify_stream(src, sha256, dst)
+        shutil.move(tmp, dest)
+
+    # -- records -----------------------------------------------------------------------------
+    def record_key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    def put_record(self, relative: str, document: dict[str, Any]) -> None:
+        self.backend.put_bytes(self.record_key(relative), json.dumps(document).encode())
+
+    def get_record(self, relative: str) -> dict[str, Any] | None:
+        try:
+            with self.backend.open(self.record_key(relative)) as f:
+                data: dict[str, Any] = json.load(f)
+                return data
+        except FileNotFoundError:
+            return None
+
+    def put_record_file(self, relative: str, path: Path) -> None:
+        self.backend.put_file(self.record_key(relative), path)
+
+    def open_record(self, relative: str) -> BinaryIO | None:
+        try:
+            return self.backend.open(self.record_key(relative))
+        except FileNotFoundError:
+            return None
+
+
+def open_artifact_store(url: str, tenant: str) -> ArtifactStore:
+    """The artifact store named by ``url`` (a folder path or ``file://`` URL), for ``tenant``."""
+    from argosy.stores.artifacts.local import LocalByteStore
+
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    if "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise StoreError(
+            f"artifact store scheme {scheme!r} is not supported yet; use a local folder path"
+        )
+    return ArtifactStore(LocalByteStore(Path(url)), tenant)

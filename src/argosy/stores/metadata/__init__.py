@@ -1,0 +1,1 @@
+"""The metadata store: SQLAlchemy tables, the database connection, and query functions."""

@@ -1,0 +1,158 @@
+"""The metadata schema (SQLAlchemy 2 ORM): tenant → pipeline → pipeline version → run → task
+(node path) → attempt → artifact.
+
+Every row carries ``tenant`` and ``created_by``; ids are ULIDs. Schema changes are Alembic
+migrations (``migrations/versions``), written expand/contract so two versions can share a DB.
+Relationships are ``lazy="raise"``: queries say what they load.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: Timestamp}
+
+
+class _Row:
+    """Columns every table has."""
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class Tenant(_Row, Base):
+    __tablename__ = "tenants"
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+
+
+class Pipeline(_Row, Base):
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class PipelineVersion(_Row, Base):
+    """An immutable compiled spec, identified by its content digest within the pipeline."""
+
+    __tablename__ = "pipeline_versions"
+    __table_args__ = (UniqueConstraint("pipeline_id", "digest"),)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))
+    digest: Mapped[str] = mapped_column(String(71))
+    spec: Mapped[dict[str, Any]]
+    provenance: Mapped[dict[str, Any] | None]
+
+
+class Run(_Row, Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_tenant_status", "tenant", "status"),)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))
+    pipeline_version_id: Mapped[str] = mapped_column(ForeignKey("pipeline_versions.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]]
+    options: Mapped[dict[str, Any]]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    engine: Mapped[dict[str, Any] | None]  # {host, pid, started}: the live owner, if any
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Task(_Row, Base):
+    """One node of one run."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("run_id", "node_path"),)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    node_path: Mapped[str] = mapped_column(String(512))
+    step_name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)  # the fencing number
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # attempts that used up a retry
+    inputs: Mapped[dict[str, Any] | None]  # resolved input values and artifact refs
+    not_before: Mapped[datetime | None]  # retry backoff: do not start before
+    queued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Attempt(_Row, Base):
+    """One numbered try of a task, with what its process did and used."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("task_id", "number"),)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    cause: Mapped[str] = mapped_column(String(16))  # why it exists: first, retry, engine_lost
+    error: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    pgid: Mapped[int | None] = mapped_column(Integer)
+    process_started: Mapped[float | None] = mapped_column(Float)  # process start time (epoch)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    signal: Mapped[int | None] = mapped_column(Integer)
+    resources: Mapped[dict[str, Any]]
+    node_pool: Mapped[str | None] = mapped_column(String(255))
+    wall_time: Mapped[float | None] = mapped_column(Float)
+    cpu_time: Mapped[float | None] = mapped_column(Float)
+    peak_memory: Mapped[int | None] = mapped_column(BigInteger)
+    log_key: Mapped[str | None] = mapped_column(String(1024))
+    log_tail: Mapped[list[Any] | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Artifact(_Row, Base):
+    """One output of one task, pointing at a content-addressed blob."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("task_id", "output_name"),
+        Index("ix_artifacts_tenant_sha256", "tenant", "sha256"),
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"))
+    attempt_id: Mapped[str] = mapped_column(ForeignKey("attempts.id"))
+    node_path: Mapped[str] = mapped_column(String(512))
+    output_name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(32))
+    serializer: Mapped[str | None] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[dict[str, Any] | None]  # {"json": ...} for small JSON values, inline
