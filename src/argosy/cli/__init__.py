@@ -1,0 +1,1 @@
+"""The ``argosy`` command line (Typer + Rich). Heavy modules are imported inside commands."""

@@ -1,0 +1,296 @@
+"""What each CLI command does (``main.py`` only declares arguments and imports this lazily)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from argosy.cli.local import Local, local_secrets, open_local
+from argosy.cli.progress import Progress
+from argosy.config import Settings
+from argosy.engine.report import iso, run_document
+from argosy.engine.states import RUN_DONE, RunStatus
+from argosy.errors import NotFoundError, UsageError
+from argosy.stores.metadata import runs as q
+
+out = Console()
+err = Console(stderr=True)
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"parameter {item!r} is not NAME=VALUE; write it as -p rows=1000")
+        values[name.strip()] = value
+    return values
+
+
+def run_pipeline(settings: Settings, target: str, params: list[str], *, json_output: bool) -> int:
+    from argosy.spec.compile import compile_pipeline
+    from argosy.spec.loader import load_pipeline
+    from argosy.spec.parameters import bind_parameters
+    from argosy.spec.validate import Capacity, validate_for_executor
+
+    text_values = _parse_params(params)
+    compiled = compile_pipeline(load_pipeline(target), cache_dir=settings.home / "cache")
+    bound = bind_parameters(compiled.spec, text_values)
+    capacity = Capacity(cpu=settings.max_cpus, memory=settings.max_memory, gpu=settings.max_gpus)
+    validate_for_executor(
+        compiled.spec, capacity, local_secrets(settings), str(settings.resolved_secrets_file)
+    )
+    local = open_local(settings)
+    with Progress(err) as progress:
+        engine = local.engine(on_change=progress)
+        run_id = engine.submit(compiled, bound, fail_fast=settings.fail_fast)
+        err.print(f"run {run_id} of pipeline {compiled.spec.name} ({compiled.spec.digest[:19]})",
+                  highlight=False)  # fmt: skip
+        status = _execute_interruptibly(local, engine, run_id)
+    return _report(local, run_id, status, json_output)
+
+
+def _execute_interruptibly(local: Local, engine: Any, run_id: str) -> RunStatus:
+    """Ctrl-C (or SIGTERM) cancels the run cleanly; a second Ctrl-C stops at once."""
+
+    def cancel(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        err.print("cancelling the run (press Ctrl-C again to stop immediately)...")
+        engine.interrupted = True
+
+    previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return RunStatus(engine.execute(run_id))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _report(local: Local, run_id: str, status: RunStatus, json_output: bool) -> int:
+    with local.metadata.session() as s:
+        doc = run_document(s, local.store, q.get_run(s, local.settings.tenant, run_id))
+    if json_output:
+        emit_json(doc)
+    else:
+        _print_outcome(doc)
+    return 0 if status == RunStatus.SUCCEEDED else 1
+
+
+def _print_outcome(doc: dict[str, Any]) -> None:
+    style = "green" if doc["status"] == "succeeded" else "red"
+    err.print(f"run {doc['run_id']} [{style}]{doc['status']}[/]", highlight=False)
+    for step in doc["steps"]:
+        if step["state"] in ("failed", "skipped"):
+            err.print(f"  {step['node']}: {step['state']} — {step['reason']}", highlight=False)
+    for name, value in doc["outputs"].items():
+        out.print(f"{name} = {json.dumps(value)}", highlight=False)
+
+
+def resume_run(local: Local, ref: str, json_output: bool) -> int:
+    with local.metadata.session() as s:
+        run_id = q.get_run(s, local.settings.tenant, ref).id
+    with Progress(err) as progress:
+        engine = local.engine(on_change=progress)
+        status = _execute_interruptibly(local, engine, run_id)
+    return _report(local, run_id, status, json_output)
+
+
+def cancel_run(local: Local, ref: str) -> None:
+    with local.metadata.session() as s:
+        run_id = q.get_run(s, local.settings.tenant, ref).id
+    outcome = local.engine().request_cancel(run_id)
+    messages = {
+        "requested": f"run {run_id}: cancel requested; its engine stops the running tasks",
+        "cancelled": f"run {run_id} cancelled",
+    }
+    err.print(messages.get(outcome, f"run {run_id} had already finished ({outcome})"), highlight=False)
+
+
+def list_runs(local: Local, json_output: bool, limit: int, status: str | None, pipeline: str | None) -> None:
+    with local.metadata.session() as s:
+        rows = q.list_runs(s, local.settings.tenant, limit=limit, status=status, pipeline=pipeline)
+        docs = [
+            {"run_id": r.id, "pipeline": name, "status": r.status, "created_at": iso(r.created_at),
+             "finished_at": iso(r.finished_at), "parameters": r.parameters}  # fmt: skip
+            for r, name in rows
+        ]
+    if json_output:
+        emit_json({"runs": docs})
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("run", "pipeline", "status", "created", "parameters"):
+        table.add_column(col)
+    for d in docs:
+        table.add_row(d["run_id"], d["pipeline"], d["status"], (d["created_at"] or "")[:19],
+                      json.dumps(d["parameters"]))  # fmt: skip
+    out.print(table)
+
+
+def _fmt_seconds(v: float | None) -> str:
+    return f"{v:.2f}s" if v is not None else ""
+
+
+def _fmt_bytes(v: int | None) -> str:
+    if v is None:
+        return ""
+    return f"{v / 2**20:.0f}Mi" if v < 2**30 else f"{v / 2**30:.1f}Gi"
+
+
+def show_run(local: Local, ref: str, json_output: bool) -> None:
+    with local.metadata.session() as s:
+        doc = run_document(s, local.store, q.get_run(s, local.settings.tenant, ref), detail=True)
+    if json_output:
+        emit_json(doc)
+        return
+    out.print(f"run {doc['run_id']}  {doc['pipeline']}  {doc['status']}", highlight=False)
+    out.print(f"version {doc['pipeline_version']}  parameters {json.dumps(doc['parameters'])}", highlight=False)
+    table = Table(box=None, header_style="bold")
+    for col in ("node", "step", "state", "attempt", "cause", "reason", "wall", "cpu", "peak mem", "pool"):
+        table.add_column(col)
+    for step in doc["steps"]:
+        attempts = step["attempts"] or [None]
+        for a in attempts:
+            table.add_row(
+                step["node"], step["name"], step["state"] if a is None or a is attempts[-1] else "",
+                str(a["number"]) if a else "", a["cause"] if a else "",
+                (a["reason"] or "") if a else (step["reason"] or ""),
+                _fmt_seconds(a["wall_time"]) if a else "", _fmt_seconds(a["cpu_time"]) if a else "",
+                _fmt_bytes(a["peak_memory"]) if a else "", (a["node_pool"] or "") if a else "",
+            )  # fmt: skip
+    out.print(table)
+    for step in doc["steps"]:
+        if step["state"] == "failed":
+            out.print(f"\n{step['node']} failed: {step['reason']}", highlight=False, markup=False)
+            for line in step["log_tail"][-10:]:
+                out.print(f"  | {line}", highlight=False, markup=False)
+    if doc["outputs"]:
+        out.print("\noutputs:")
+        for name, value in doc["outputs"].items():
+            out.print(f"  {name} = {json.dumps(value)}", highlight=False, markup=False)
+
+
+def _log_lines(local: Local, attempt: Any) -> list[dict[str, Any]]:
+    """A finished attempt's log from the store, or a running one's live log file."""
+    stream = local.store.open_record(attempt.log_key) if attempt.log_key else None
+    if stream is None:
+        live = local.settings.attempts_dir / attempt.id / "log.jsonl"
+        if not live.exists():
+            return []
+        data = live.read_bytes()
+    else:
+        with stream:
+            data = stream.read()
+    lines = []
+    for raw in data.decode("utf-8", "replace").splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            continue
+    return lines
+
+
+def show_logs(local: Local, ref: str, node: str | None, follow: bool, attempt_no: int | None, json_output: bool) -> None:
+    printed: dict[str, int] = {}
+    while True:
+        with local.metadata.session() as s:
+            run = q.get_run(s, local.settings.tenant, ref)
+            tasks = {t.id: t for t in q.tasks_of(s, run.id)}
+            if node is not None and node not in {t.node_path for t in tasks.values()}:
+                raise NotFoundError(
+                    f"run {run.id} has no node {node!r}; its nodes are: "
+                    + ", ".join(t.node_path for t in tasks.values())
+                )
+            attempts = [a for a in q.attempts_of(s, run.id)
+                        if (node is None or tasks[a.task_id].node_path == node)
+                        and (attempt_no is None or a.number == attempt_no)]  # fmt: skip
+            done = run.status in RUN_DONE
+        collected = []
+        for a in attempts:
+            lines = _log_lines(local, a)
+            start = printed.get(a.id, 0)
+            printed[a.id] = len(lines)
+            for entry in lines[start:]:
+                collected.append((tasks[a.task_id].node_path, a.number, entry))
+        collected.sort(key=lambda c: c[2]["t"])
+        for path, number, entry in collected:
+            if json_output:
+                sys.stdout.write(json.dumps({"node": path, "attempt": number, "time": entry["t"],
+                                             "stream": entry["s"], "line": entry["m"]}) + "\n")  # fmt: skip
+            else:
+                sys.stdout.write(f"{path}#{number} {entry['t'][11:23]} {entry['m']}\n")
+        sys.stdout.flush()
+        if not follow or done:
+            return
+        time.sleep(0.5)
+
+
+def list_artifacts(local: Local, ref: str, json_output: bool) -> None:
+    with local.metadata.session() as s:
+        run = q.get_run(s, local.settings.tenant, ref)
+        docs = [
+            {"artifact_id": a.id, "ref": f"{run.id}/{a.node_path}/{a.output_name}", "node": a.node_path,
+             "output": a.output_name, "type": a.type, "format": a.format, "sha256": a.sha256,
+             "size": a.size, "created_at": iso(a.created_at)}  # fmt: skip
+            for a in q.artifacts_of(s, run.id)
+        ]
+    if json_output:
+        emit_json({"artifacts": docs})
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("artifact", "node", "output", "type", "size", "sha256"):
+        table.add_column(col)
+    for d in docs:
+        table.add_row(d["artifact_id"], d["node"], d["output"], d["type"], _fmt_bytes(d["size"]), d["sha256"][:12])
+    out.print(table)
+
+
+def get_artifact(local: Local, ref: str, dest: Path) -> None:
+    with local.metadata.session() as s:
+        art = q.get_artifact(s, local.settings.tenant, ref)
+    if art.format == "dir":
+        import tarfile
+        import tempfile
+
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            tar_path = Path(tmp) / "dir.tar"
+            local.store.copy_blob_to(art.sha256, tar_path)
+            with tarfile.open(tar_path) as tar:
+                tar.extractall(dest, filter="data")
+    else:
+        if dest.is_dir():
+            dest = dest / ((art.value or {}).get("filename") or f"{art.node_path}.{art.output_name}.{art.format}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        local.store.copy_blob_to(art.sha256, dest)
+    err.print(f"wrote {art.node_path}/{art.output_name} ({art.type}, {_fmt_bytes(art.size)}, sha256 {art.sha256[:12]}) to {dest}",
+              highlight=False)  # fmt: skip
+
+
+def compile_pipeline(settings: Settings, target: str, dest: Path | None) -> None:
+    from argosy.spec.compile import compile_pipeline as compile_
+    from argosy.spec.loader import load_pipeline
+
+    compiled = compile_(load_pipeline(target), cache_dir=settings.home / "cache")
+    doc = compiled.spec.model_dump(mode="json", exclude_none=True)
+    if dest is not None and dest.suffix == ".json":
+        text = json.dumps(doc, indent=2) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(doc, sort_keys=False)
+    if dest is None:
+        sys.stdout.write(text)
+    else:
+        dest.write_text(text)
+        err.print(f"wrote {compiled.spec.name} {compiled.spec.digest} to {dest}", highlight=False)

@@ -1,0 +1,76 @@
+"""Opening local mode: settings, the metadata DB, the artifact store, executor and engine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from argosy.config import Settings
+from argosy.engine.engine import Engine, ProgressCallback
+from argosy.executors.local.executor import LocalExecutor
+from argosy.spec.validate import Capacity
+from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
+from argosy.stores.metadata.db import MetadataStore
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (``#`` comments, optional ``export``, optional quotes)."""
+    if not path.is_file():
+        return {}
+    secrets: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        secrets[key.strip()] = value
+    return secrets
+
+
+def local_secrets(settings: Settings) -> dict[str, str]:
+    """Secrets for local runs: the secrets file, overridden by environment variables."""
+    found = read_secrets_file(settings.resolved_secrets_file)
+    found.update(os.environ)
+    return found
+
+
+@dataclass
+class Local:
+    """Everything local mode needs, opened once per command."""
+
+    settings: Settings
+    metadata: MetadataStore
+    store: ArtifactStore
+
+    @property
+    def capacity(self) -> Capacity:
+        s = self.settings
+        return Capacity(cpu=s.max_cpus, memory=s.max_memory, gpu=s.max_gpus)
+
+    def engine(self, on_change: ProgressCallback | None = None) -> Engine:
+        s = self.settings
+        executor = LocalExecutor(
+            self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin
+        )
+        return Engine(
+            self.metadata,
+            self.store,
+            executor,
+            user=s.user,
+            cache_dir=str(s.home / "cache"),
+            store_url=str(s.blobs_dir),
+            secrets=local_secrets(s),
+            on_change=on_change,
+            poll_interval=0.5,
+        )
+
+
+def open_local(settings: Settings) -> Local:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    metadata = MetadataStore.open(settings.database_url)
+    store = open_artifact_store(str(settings.blobs_dir), settings.tenant)
+    return Local(settings, metadata, store)

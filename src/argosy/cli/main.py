@@ -1,0 +1,178 @@
+"""``argosy``: run pipelines locally, inspect runs, tasks, logs and artifacts.
+
+Exit codes: 0 the run succeeded (or the command did its job); 1 the run failed or was
+cancelled; 2 usage or validation error (nothing was run); 3 cannot reach or authenticate to
+a server. ``--output json`` prints exactly one JSON document on stdout; progress and errors
+go to stderr. Importing this module stays cheap: commands import what they need.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+
+app = typer.Typer(
+    name="argosy",
+    help="Repeatable ML pipelines in plain Python: run them locally, inspect runs, logs, artifacts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+runs_app = typer.Typer(help="List, show, resume and cancel runs.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="List and download artifacts.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(artifacts_app, name="artifacts")
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+OutputOpt = Annotated[
+    Format, typer.Option("--output", "-o", help="text for people, json for programs (one document on stdout)")
+]
+
+
+def _settings(**overrides: Any) -> Any:
+    from argosy.config import load_settings
+
+    return load_settings(**overrides)
+
+
+def _local(**overrides: Any) -> Any:
+    from argosy.cli.local import open_local
+
+    return open_local(_settings(**overrides))
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(metavar="FILE[:PIPELINE]", help="pipeline file, and the pipeline's name if it has several")],
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="NAME=VALUE", help="a pipeline parameter (repeatable); parsed by its annotation")] = None,  # noqa: UP007
+    output: OutputOpt = Format.text,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="cancel the rest of the run when a task fails")] = False,
+    max_cpus: Annotated[Optional[float], typer.Option(help="CPUs the local executor may use at once (default: all)")] = None,  # noqa: UP007
+    max_memory: Annotated[Optional[str], typer.Option(help="memory it may use at once, e.g. 8Gi (default: all)")] = None,  # noqa: UP007
+    max_gpus: Annotated[Optional[int], typer.Option(help="GPUs it may use (default: those found)")] = None,  # noqa: UP007
+) -> None:
+    """Compile and run a pipeline locally; shows progress on stderr and ends with its outputs."""
+    from argosy.cli import commands
+
+    settings = _settings(max_cpus=max_cpus, max_memory=max_memory, max_gpus=max_gpus,
+                         fail_fast=fail_fast or None)  # fmt: skip
+    raise typer.Exit(commands.run_pipeline(settings, target, param or [], json_output=output == Format.json))
+
+
+@app.command("compile")
+def compile_(
+    target: Annotated[str, typer.Argument(metavar="FILE[:PIPELINE]")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the spec here (.yaml or .json); default: stdout")] = None,  # noqa: UP007
+) -> None:
+    """Compile a pipeline to its portable spec (apiVersion argosy.dev/v1)."""
+    from argosy.cli import commands
+
+    commands.compile_pipeline(_settings(), target, out)
+
+
+@runs_app.command("list")
+def runs_list(
+    output: OutputOpt = Format.text,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
+    status: Annotated[Optional[str], typer.Option(help="only runs in this status")] = None,  # noqa: UP007
+    pipeline: Annotated[Optional[str], typer.Option(help="only runs of this pipeline")] = None,  # noqa: UP007
+) -> None:
+    """List runs, newest first."""
+    from argosy.cli import commands
+
+    commands.list_runs(_local(), output == Format.json, limit, status, pipeline)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id or unique prefix")],
+    output: OutputOpt = Format.text,
+) -> None:
+    """Show a run: its tasks, attempts (with reasons, times, resource use) and outputs."""
+    from argosy.cli import commands
+
+    commands.show_run(_local(), run_ref, output == Format.json)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    output: OutputOpt = Format.text,
+) -> None:
+    """Continue a run whose engine stopped (finished tasks are kept, orphans are ended)."""
+    from argosy.cli import commands
+
+    raise typer.Exit(commands.resume_run(_local(), run_ref, output == Format.json))
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_ref: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
+    """Cancel a run: running attempts are killed (whole process trees), the rest never start."""
+    from argosy.cli import commands
+
+    commands.cancel_run(_local(), run_ref)
+
+
+@app.command()
+def logs(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    node: Annotated[Optional[str], typer.Argument(metavar="[NODE]", help="only this node path")] = None,  # noqa: UP007
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the run ends")] = False,
+    attempt: Annotated[Optional[int], typer.Option(help="only this attempt number (default: all)")] = None,  # noqa: UP007
+    output: OutputOpt = Format.text,
+) -> None:
+    """Print the captured stdout/stderr of a run's tasks, with timestamps."""
+    from argosy.cli import commands
+
+    commands.show_logs(_local(), run_ref, node, follow, attempt, output == Format.json)
+
+
+@artifacts_app.command("list")
+def artifacts_list(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    output: OutputOpt = Format.text,
+) -> None:
+    """List a run's artifacts (one per task output)."""
+    from argosy.cli import commands
+
+    commands.list_artifacts(_local(), run_ref, output == Format.json)
+
+
+@artifacts_app.command("get")
+def artifacts_get(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="artifact id, prefix, or RUN/NODE/OUTPUT")],
+    out: Annotated[Path, typer.Option("--out", help="where to write it (a folder, for directory artifacts)")],
+) -> None:
+    """Download an artifact's bytes (hash verified) to a path."""
+    from argosy.cli import commands
+
+    commands.get_artifact(_local(), ref, out)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """Entry point: one line on stderr and a meaningful exit code for every user error."""
+    from argosy.errors import ArgosyError
+
+    try:
+        app(prog_name="argosy")
+    except ArgosyError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Live progress of a run on stderr: a table on a terminal, one line per change otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from argosy.engine.engine import TaskView
+
+STYLE = {
+    "succeeded": "green", "cached": "cyan", "failed": "bold red", "running": "yellow",
+    "queued": "blue", "skipped": "dim", "cancelled": "magenta", "pending": "dim",
+}  # fmt: skip
+
+
+class Progress:
+    """An ``on_change`` callback for the engine that renders task states."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.interactive = self.console.is_terminal
+        self._live: Live | None = None
+        self._seen: dict[str, tuple[str, int]] = {}
+        self._since: dict[str, float] = {}
+        self._ended: dict[str, float] = {}
+        self._tasks: list[TaskView] = []
+
+    def __enter__(self) -> Progress:
+        if self.interactive:
+            self._live = Live(console=self.console, refresh_per_second=8, transient=False,
+                              get_renderable=self._table)  # fmt: skip
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def _table(self) -> Table:
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        for col in ("node", "state", "attempt", "time"):
+            table.add_column(col)
+        now = time.monotonic()
+        for t in self._tasks:
+            started = self._since.get(t.node_path)
+            end = self._ended.get(t.node_path, now)
+            duration = f"{end - started:.1f}s" if started is not None else ""
+            state = f"[{STYLE.get(t.state, '')}]{t.state}[/]"
+            table.add_row(t.node_path, state, str(t.attempt_count or ""), duration)
+        return table
+
+    def __call__(self, run_id: str, tasks: list[TaskView]) -> None:
+        self._tasks = tasks
+        now = time.monotonic()
+        for t in tasks:
+            key = (t.state, t.attempt_count)
+            if self._seen.get(t.node_path) == key:
+                continue
+            self._seen[t.node_path] = key
+            if t.state == "running" and t.node_path not in self._since:
+                self._since[t.node_path] = now
+            if t.state in ("succeeded", "failed", "skipped", "cancelled", "cached"):
+                self._ended[t.node_path] = now
+            if not self.interactive and t.state != "pending":
+                extra = f" (attempt {t.attempt_count})" if t.state == "running" else ""
+                why = f": {t.reason}" if t.reason and t.state in ("failed", "skipped") else ""
+                stamp = time.strftime("%H:%M:%S")
+                print(f"{stamp} {t.node_path} {t.state}{extra}{why}", file=sys.stderr, flush=True)

@@ -1,0 +1,1 @@
+"""The engine: durable run/task/attempt state machine, scheduling, retries, recovery."""

@@ -1,0 +1,565 @@
+"""The engine: drives a run's tasks through their states, durably, with one executor.
+
+Every transition is written to the metadata DB before the engine acts on it, so any engine
+process can die at any moment and a later one (``argosy runs resume``) continues:
+
+- a task whose attempt finished meanwhile is adopted from the attempt's result record (the
+  launcher writes it to the artifact store, not the DB);
+- an attempt still running without its engine is killed — found by its recorded host,
+  process group and start time, or by the attempt id in its processes' environment — and
+  the task gets a new attempt with cause ``engine_lost`` that does not use up a retry;
+- succeeded tasks are never re-run, a task never has two live attempts (the old one is dead
+  before a new one starts), and outputs commit only for the task's current attempt number.
+
+Scheduling: a pending task is queued as soon as all its upstream tasks succeeded (or skipped
+when one did not); queued tasks start in pipeline order while the executor has room.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from argosy.engine.states import (
+    TASK_DONE,
+    TASK_OK,
+    AttemptState,
+    Reason,
+    RunStatus,
+    TaskState,
+)
+from argosy.errors import ExecutionError, RunBusyError
+from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
+from argosy.ids import new_id
+from argosy.runtime import processes
+from argosy.spec.compile import CompiledPipeline
+from argosy.spec.models import (
+    ConstantInput,
+    ParameterInput,
+    PipelineSpec,
+    PythonImplementation,
+    TaskOutputInput,
+)
+from argosy.spec.validate import upstream_of
+from argosy.stores.artifacts.blobs import ArtifactStore, attempt_prefix
+from argosy.stores.metadata import runs as q
+from argosy.stores.metadata.db import MetadataStore
+from argosy.stores.metadata.tables import Artifact, Attempt, Run, Task
+
+CANCEL_CHECK_INTERVAL = 0.5
+
+
+@dataclass
+class TaskView:
+    """The engine's in-memory mirror of one task row (it is the only writer while it owns the run)."""
+
+    id: str
+    node_path: str
+    step_name: str
+    state: str
+    attempt_count: int
+    failures: int
+    reason: str | None = None
+    not_before: float = 0.0  # monotonic time before which a retry must not start
+    attempt_id: str | None = None
+    inputs: dict[str, Any] | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[str, list[TaskView]], None]
+
+
+class Engine:
+    """Submits runs and executes them to completion (or resumes them after a crash)."""
+
+    def __init__(
+        self,
+        metadata: MetadataStore,
+        store: ArtifactStore,
+        executor: Executor,
+        *,
+        user: str,
+        cache_dir: str,
+        store_url: str,
+        secrets: Mapping[str, str] | None = None,
+        on_change: ProgressCallback | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.metadata = metadata
+        self.store = store
+        self.executor = executor
+        self.tenant = store.tenant
+        self.user = user
+        self.cache_dir = cache_dir
+        self.store_url = store_url
+        self.secrets = dict(secrets or {})
+        self.on_change = on_change
+        self.poll_interval = poll_interval
+        self.host = socket.gethostname()
+        self.interrupted = False  # set from a signal handler: cancel the run being executed
+        self._me = {"host": self.host, "pid": os.getpid(), "started": processes.start_time(os.getpid())}
+
+    # -- submission ----------------------------------------------------------------------------
+    def submit(
+        self, compiled: CompiledPipeline, parameters: dict[str, Any], *, fail_fast: bool = False
+    ) -> str:
+        """Store the spec's blobs and create the run (``pending``) with its tasks; returns its id."""
+        for digest, data in compiled.blobs.items():
+            info = self.store.put_bytes(data)
+            if "sha256:" + info.sha256 != digest:
+                raise ExecutionError(f"blob {digest} changed while being stored; compile again")
+        with self.metadata.session() as s:
+            run = q.create_run(
+                s, self.tenant, compiled.spec, parameters, {"fail_fast": fail_fast}, self.user
+            )
+            return run.id
+
+    # -- ownership -----------------------------------------------------------------------------
+    def _owner_alive(self, engine: Mapping[str, Any] | None) -> bool:
+        if not engine or engine.get("pid") == os.getpid() and engine.get("host") == self.host:
+            return False
+        if engine.get("host") != self.host:
+            return True  # cannot check another machine's processes: assume it is alive
+        return processes.is_same_process(int(engine["pid"]), engine.get("started"))
+
+    def _claim(self, run_id: str) -> None:
+        with self.metadata.session() as s:
+            run = s.get_one(Run, run_id)
+            if self._owner_alive(run.engine):
+                assert run.engine is not None
+                raise RunBusyError(
+                    f"run {run_id} is being executed by process {run.engine['pid']} on "
+                    f"{run.engine['host']}; wait for it, or cancel it with 'argosy runs cancel {run_id}'"
+                )
+            run.engine = dict(self._me)
+            if run.status == RunStatus.PENDING:
+                run.status = RunStatus.RUNNING
+                run.started_at = q.now()
+
+    def _release(self, run_id: str) -> None:
+        with self.metadata.session() as s:
+            s.execute(update(Run).where(Run.id == run_id).values(engine=None))
+
+    # -- execution -----------------------------------------------------------------------------
+    def execute(self, run_id: str) -> RunStatus:
+        """Drive the run until every task is done; safe to call again after a crash."""
+        with self.metadata.session() as s:
+            run = s.get_one(Run, run_id)
+            if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+                return RunStatus(run.status)
+            spec = q.get_spec(s, run)
+            parameters = dict(run.parameters)
+            fail_fast = bool(run.options.get("fail_fast"))
+        self._claim(run_id)
+        try:
+            return _RunLoop(self, run_id, spec, parameters, fail_fast).run()
+        finally:
+            self._release(run_id)
+
+    def request_cancel(self, run_id: str) -> str:
+        """Ask the run's engine to cancel it; if no engine is alive, cancel it here and now.
+
+        Returns ``requested`` (a live engine will stop it), ``cancelled`` or the final status
+        of a run that had already finished.
+        """
+        with self.metadata.session() as s:
+            run = s.get_one(Run, run_id)
+            if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+                return str(run.status)
+            run.cancel_requested = True
+            alive = self._owner_alive(run.engine)
+        if alive:
+            return "requested"
+        self.execute(run_id)  # recovers (killing orphans), sees the flag, cancels the rest
+        return "cancelled"
+
+    def emit(self, run_id: str, tasks: list[TaskView]) -> None:
+        if self.on_change is not None:
+            self.on_change(run_id, tasks)
+
+
+class _RunLoop:
+    """One engine's drive of one run (state mirrored in memory, written through to the DB)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: str,
+        spec: PipelineSpec,
+        parameters: dict[str, Any],
+        fail_fast: bool,
+    ) -> None:
+        self.e = engine
+        self.run_id = run_id
+        self.spec = spec
+        self.parameters = parameters
+        self.fail_fast = fail_fast
+        self.deps = upstream_of(spec)
+        self.order = [n.name for n in spec.root.nodes]
+        self.tasks: dict[str, TaskView] = {}
+        self.live: dict[str, str] = {}  # attempt id -> node path
+        self.cancelling = False
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        with self.e.metadata.session() as s:
+            for t in q.tasks_of(s, self.run_id):
+                self.tasks[t.node_path] = TaskView(
+                    id=t.id, node_path=t.node_path, step_name=t.step_name, state=t.state,
+                    attempt_count=t.attempt_count, failures=t.failures, reason=t.reason,
+                    inputs=t.inputs,
+                )  # fmt: skip
+            for a in s.scalars(select(Artifact).where(Artifact.run_id == self.run_id)):
+                self.tasks[a.node_path].outputs[a.output_name] = _artifact_ref(a)
+
+    def _emit(self) -> None:
+        self.e.emit(self.run_id, [self.tasks[n] for n in self.order])
+
+    def _set_task(self, s: Any, view: TaskView, state: str, **values: Any) -> None:
+        view.state = state
+        if "reason" in values:
+            view.reason = values["reason"]
+        s.execute(update(Task).where(Task.id == view.id).values(state=state, **values))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> RunStatus:
+        self._load()
+        self._recover()
+        next_cancel_check = 0.0
+        self._emit()
+        while True:
+            now = time.monotonic()
+            if now >= next_cancel_check:
+                next_cancel_check = now + CANCEL_CHECK_INTERVAL
+                if not self.cancelling and self._cancel_requested():
+                    self._cancel_all(Reason.CANCELLED)
+            changed = self._advance()
+            if changed:
+                self._emit()
+            if not self.live and all(t.state in TASK_DONE for t in self.tasks.values()):
+                return self._finish()
+            waiting = [t.not_before for t in self.tasks.values() if t.state == TaskState.QUEUED]
+            timeout = self.e.poll_interval
+            if waiting:
+                timeout = max(0.0, min(timeout, min(waiting) - time.monotonic()))
+            if not self.live and not waiting:
+                raise ExecutionError(  # pragma: no cover - a bug, not a user error
+                    f"run {self.run_id} is stuck: no task can make progress"
+                )
+            for ended in self.e.executor.poll(timeout):
+                self._complete(ended)
+                self._emit()
+
+    def _cancel_requested(self) -> bool:
+        if self.e.interrupted:
+            return True
+        with self.e.metadata.session() as s:
+            return bool(s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
+
+    def _advance(self) -> bool:
+        """Queue or skip pending tasks whose upstream is done; start queued ones that fit."""
+        changed = False
+        with self.e.metadata.session() as s:
+            for name in self.order:
+                view = self.tasks[name]
+                if view.state != TaskState.PENDING:
+                    continue
+                ups = [self.tasks[u] for u in self.deps[name]]
+                if any(u.state not in TASK_OK and u.state in TASK_DONE for u in ups):
+                    bad = next(u for u in ups if u.state not in TASK_OK and u.state in TASK_DONE)
+                    self._set_task(s, view, TaskState.SKIPPED, finished_at=q.now(),
+                                   reason=f"{Reason.UPSTREAM_FAILED}: {bad.node_path} {bad.state}")  # fmt: skip
+                    changed = True
+                elif all(u.state in TASK_OK for u in ups):
+                    view.inputs = self._resolve_inputs(name)
+                    self._set_task(s, view, TaskState.QUEUED, inputs=view.inputs, queued_at=q.now())
+                    changed = True
+        if self.cancelling:
+            return changed
+        now = time.monotonic()
+        for name in self.order:
+            view = self.tasks[name]
+            if view.state != TaskState.QUEUED or view.not_before > now:
+                continue
+            r = self.spec.step_of(name).resources
+            if not self.e.executor.has_room(r.cpu, r.memory, r.gpu):
+                continue
+            cause = "retry" if view.attempt_count else "first"
+            if view.reason == Reason.ENGINE_LOST:
+                cause = Reason.ENGINE_LOST.value
+            self._start(view, cause=cause)
+            changed = True
+        return changed
+
+    def _resolve_inputs(self, name: str) -> dict[str, Any]:
+        node = self.spec.node(name)
+        step = self.spec.steps[node.step]
+        resolved: dict[str, Any] = {}
+        for key, inp in step.inputs.items():
+            binding = node.inputs.get(key)
+            if binding is None:
+                resolved[key] = {"value": inp.default}
+            elif isinstance(binding, ConstantInput):
+                resolved[key] = {"value": binding.constant}
+            elif isinstance(binding, ParameterInput):
+                resolved[key] = {"value": self.parameters[binding.parameter]}
+            elif isinstance(binding, TaskOutputInput):
+                ref = binding.task_output
+                resolved[key] = {"artifact": self.tasks[ref.node].outputs[ref.output]}
+        return resolved
+
+    # -- starting ------------------------------------------------------------------------------
+    def _start(self, view: TaskView, *, cause: str) -> None:
+        step = self.spec.step_of(view.node_path)
+        number = view.attempt_count + 1
+        attempt_id = new_id()
+        prefix = attempt_prefix(self.run_id, view.node_path, number)
+        started = q.now()
+        with self.e.metadata.session() as s:
+            s.add(
+                Attempt(
+                    id=attempt_id, tenant=self.e.tenant, run_id=self.run_id, task_id=view.id,
+                    number=number, state=AttemptState.RUNNING, cause=cause,
+                    resources=step.resources.model_dump(), node_pool=step.resources.pool,
+                    log_key=f"{prefix}/log.jsonl", started_at=started, created_at=started,
+                    created_by=self.e.user,
+                )  # fmt: skip
+            )
+            values: dict[str, Any] = {"attempt_count": number}
+            if number == 1:
+                values["started_at"] = started
+            self._set_task(s, view, TaskState.RUNNING, **values)
+        view.attempt_count = number
+        view.attempt_id = attempt_id
+        launch = AttemptLaunch(
+            attempt_id=attempt_id,
+            run_id=self.run_id,
+            node_path=view.node_path,
+            number=number,
+            invocation=self._invocation(view, attempt_id, number, prefix),
+            cpu=step.resources.cpu,
+            memory=step.resources.memory,
+            gpu=step.resources.gpu,
+            pool=step.resources.pool,
+            timeout=step.timeout,
+            env=dict(step.env),
+            secrets={k: self.e.secrets[k] for k in step.secrets if k in self.e.secrets},
+            log_key=f"{prefix}/log.jsonl",
+        )
+        try:
+            ident = self.e.executor.start(launch)
+        except OSError as exc:
+            self._fail_to_start(view, attempt_id, f"could not start the attempt: {exc}")
+            return
+        self.live[attempt_id] = view.node_path
+        with self.e.metadata.session() as s:
+            s.execute(
+                update(Attempt).where(Attempt.id == attempt_id).values(
+                    host=ident.host, pid=ident.pid, pgid=ident.pgid,
+                    process_started=ident.started,
+                    resources=dict(step.resources.model_dump(), gpu_devices=list(ident.gpu_devices)),
+                )  # fmt: skip
+            )
+
+    def _invocation(self, view: TaskView, attempt_id: str, number: int, prefix: str) -> dict[str, Any]:
+        step = self.spec.step_of(view.node_path)
+        impl = step.implementation
+        code = None
+        if isinstance(impl, PythonImplementation):
+            code = {"sha256": impl.code, "paths": self.spec.code[impl.code].paths}
+        return {
+            "tenant": self.e.tenant,
+            "run_id": self.run_id,
+            "node_path": view.node_path,
+            "attempt": number,
+            "attempt_id": attempt_id,
+            "store": {"url": self.e.store_url},
+            "cache_dir": self.e.cache_dir,
+            "step": step.model_dump(mode="json"),
+            "code": code,
+            "inputs": view.inputs or {},
+            "result_key": f"{prefix}/result.json",
+        }
+
+    def _fail_to_start(self, view: TaskView, attempt_id: str, message: str) -> None:
+        with self.e.metadata.session() as s:
+            s.execute(update(Attempt).where(Attempt.id == attempt_id).values(
+                state=AttemptState.FAILED, reason=Reason.EXCEPTION, error=message, finished_at=q.now()))  # fmt: skip
+            self._after_failure(s, view, Reason.EXCEPTION, message)
+
+    # -- completion ----------------------------------------------------------------------------
+    def _complete(self, ended: AttemptExit) -> None:
+        node = self.live.pop(ended.attempt_id, None)
+        if node is None:
+            return
+        view = self.tasks[node]
+        prefix = attempt_prefix(self.run_id, node, view.attempt_count)
+        record = self.e.store.get_record(f"{prefix}/result.json")
+        self._settle(view, ended.attempt_id, record, ended)
+
+    def _settle(
+        self,
+        view: TaskView,
+        attempt_id: str,
+        record: dict[str, Any] | None,
+        ended: AttemptExit | None,
+        *,
+        lost: bool = False,
+    ) -> None:
+        """Commit an attempt's outcome (fenced by its number) and move its task on."""
+        stop_reason = ended.reason if ended else None
+        succeeded = bool(record and record.get("status") == "succeeded") and stop_reason != Reason.CANCELLED
+        if succeeded:
+            reason, error = None, None
+        elif stop_reason is not None:
+            reason, error = stop_reason, {
+                Reason.TIMEOUT: f"ran past its timeout of {self.spec.step_of(view.node_path).timeout:g}s",
+                Reason.MEMORY_LIMIT: "used more memory than it requested (see the log)",
+                Reason.CANCELLED: "the run was cancelled",
+            }.get(Reason(stop_reason), stop_reason)
+        elif record is not None:
+            reason, error = record.get("reason") or Reason.EXCEPTION, record.get("error")
+        elif lost:
+            reason, error = Reason.ENGINE_LOST, "the engine stopped while this attempt ran; it was ended and will be re-run"
+        elif ended is not None and ended.signal is not None:
+            name = signal.Signals(ended.signal).name
+            reason, error = Reason.SIGNAL, f"the process was killed by {name}"
+            if ended.signal == signal.SIGKILL:
+                error += " (out of memory, or killed from outside)"
+        else:
+            code = ended.exit_code if ended else None
+            reason, error = Reason.EXIT_CODE, f"the process exited with code {code} without a result"
+        with self.e.metadata.session() as s:
+            attempt = s.get_one(Attempt, attempt_id)
+            task = s.get_one(Task, view.id)
+            if task.attempt_count != attempt.number or attempt.state != AttemptState.RUNNING:
+                return  # fenced: a stale attempt never commits
+            values: dict[str, Any] = {
+                "state": AttemptState.SUCCEEDED if succeeded else (
+                    AttemptState.CANCELLED if reason == Reason.CANCELLED else AttemptState.FAILED),
+                "reason": reason, "error": error, "finished_at": q.now(),
+            }  # fmt: skip
+            if ended is not None:
+                values.update(
+                    exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
+                    cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,
+                )  # fmt: skip
+            s.execute(update(Attempt).where(Attempt.id == attempt_id).values(**values))
+            if succeeded:
+                assert record is not None
+                self._register_outputs(s, view, attempt_id, record)
+                self._set_task(s, view, TaskState.SUCCEEDED, finished_at=q.now(), reason=None)
+            elif reason == Reason.ENGINE_LOST:
+                # a new attempt follows; it does not use up one of the step's retries
+                self._set_task(s, view, TaskState.QUEUED, reason=Reason.ENGINE_LOST.value)
+                view.not_before = 0.0
+            elif reason == Reason.CANCELLED:
+                self._set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=error)
+            else:
+                self._after_failure(s, view, str(reason), error)
+
+    def _after_failure(self, s: Any, view: TaskView, reason: str, error: str | None) -> None:
+        step = self.spec.step_of(view.node_path)
+        if view.failures < step.retries and not self.cancelling:
+            view.failures += 1
+            delay = step.retry_backoff * (2 ** (view.failures - 1))
+            view.not_before = time.monotonic() + delay
+            self._set_task(s, view, TaskState.QUEUED, failures=view.failures, reason=f"retrying after {reason}",
+                           not_before=q.now() + timedelta(seconds=delay))  # fmt: skip
+            return
+        self._set_task(s, view, TaskState.FAILED, finished_at=q.now(), reason=f"{reason}: {error}")
+        if self.fail_fast and not self.cancelling:
+            self._cancel_all(f"fail-fast: {view.node_path} failed")
+
+    def _register_outputs(self, s: Any, view: TaskView, attempt_id: str, record: dict[str, Any]) -> None:
+        step = self.spec.step_of(view.node_path)
+        outputs = record.get("outputs") or {}
+        missing = [o for o in step.outputs if o not in outputs]
+        if missing:
+            raise ExecutionError(f"{view.node_path}: the result record lacks output {missing[0]!r}")
+        created = q.now()
+        for name in step.outputs:
+            out = outputs[name]
+            art = Artifact(
+                id=new_id(), tenant=self.e.tenant, run_id=self.run_id, task_id=view.id,
+                attempt_id=attempt_id, node_path=view.node_path, output_name=name,
+                type=out["type"], format=out["format"], serializer=out.get("serializer"),
+                sha256=out["sha256"], size=out["size"],
+                value={"json": _json_loads(out["json"])} if out.get("json") is not None else None,
+                created_at=created, created_by=self.e.user,
+            )  # fmt: skip
+            if out.get("filename"):
+                art.value = dict(art.value or {}, filename=out["filename"])
+            s.add(art)
+            view.outputs[name] = _artifact_ref(art)
+
+    # -- cancel, recovery, finish ----------------------------------------------------------------
+    def _cancel_all(self, why: str) -> None:
+        self.cancelling = True
+        with self.e.metadata.session() as s:
+            for view in self.tasks.values():
+                if view.state in (TaskState.PENDING, TaskState.QUEUED):
+                    self._set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=why)
+        for attempt_id in list(self.live):
+            self.e.executor.stop(attempt_id, Reason.CANCELLED)
+        self._emit()
+
+    def _recover(self) -> None:
+        """Reconcile attempts left ``running`` by a dead engine (see the module docstring)."""
+        with self.e.metadata.session() as s:
+            stale = s.execute(
+                select(Attempt, Task.node_path)
+                .join(Task, Task.id == Attempt.task_id)
+                .where(Attempt.run_id == self.run_id, Attempt.state == AttemptState.RUNNING)
+            ).all()
+        for attempt, node in stale:
+            view = self.tasks[node]
+            prefix = attempt_prefix(self.run_id, node, attempt.number)
+            record = self.e.store.get_record(f"{prefix}/result.json")
+            if record is None:
+                identity = None
+                if attempt.pid is not None and attempt.host is not None:
+                    identity = ProcessIdentity(attempt.host, attempt.pid, attempt.pgid or attempt.pid,
+                                               attempt.process_started)  # fmt: skip
+                self.e.executor.end_orphan(attempt.id, identity)
+                record = self.e.store.get_record(f"{prefix}/result.json")  # it may have just finished
+            tail = self.e.executor.adopt_log(attempt.id, attempt.log_key) if attempt.log_key else []
+            ended = AttemptExit(attempt.id, None, None, None, None, None, None, tail)
+            self._settle(view, attempt.id, record, ended, lost=record is None)
+
+    def _finish(self) -> RunStatus:
+        states = {t.state for t in self.tasks.values()}
+        if self.cancelling and not (self.fail_fast and TaskState.FAILED in states):
+            status = RunStatus.CANCELLED
+        elif TaskState.FAILED in states or TaskState.CANCELLED in states:
+            status = RunStatus.FAILED
+        else:
+            status = RunStatus.SUCCEEDED
+        failed = [t for t in self.tasks.values() if t.state == TaskState.FAILED]
+        error = "; ".join(f"{t.node_path}: {t.reason}" for t in failed) or None
+        with self.e.metadata.session() as s:
+            s.execute(update(Run).where(Run.id == self.run_id).values(
+                status=status, finished_at=q.now(), error=error))  # fmt: skip
+        self._emit()
+        return status
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def _artifact_ref(a: Artifact) -> dict[str, Any]:
+    ref = {"id": a.id, "sha256": a.sha256, "format": a.format, "type": a.type}
+    if a.value and a.value.get("filename"):
+        ref["filename"] = a.value["filename"]
+    return ref

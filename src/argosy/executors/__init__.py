@@ -1,0 +1,1 @@
+"""Executors run attempts: local processes now, Kubernetes pods later (same interface)."""

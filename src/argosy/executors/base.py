@@ -1,0 +1,95 @@
+"""The executor interface the engine drives: start attempts, watch them, stop them.
+
+An executor knows processes (or pods); the engine knows runs, tasks and attempts. The
+engine hands over an :class:`AttemptLaunch` and gets back an :class:`AttemptExit` from
+:meth:`Executor.poll` when the attempt's process is gone, for whatever reason.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from argosy.spec.validate import Capacity
+
+
+@dataclass(frozen=True)
+class AttemptLaunch:
+    """Everything needed to start one attempt."""
+
+    attempt_id: str
+    run_id: str
+    node_path: str
+    number: int
+    invocation: dict[str, Any]
+    cpu: float
+    memory: int | None
+    gpu: int
+    pool: str | None
+    timeout: float | None
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    log_key: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """How to find an attempt's process again: host, pid, process group, start time."""
+
+    host: str
+    pid: int
+    pgid: int
+    started: float | None
+    gpu_devices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttemptExit:
+    """What became of an attempt's process."""
+
+    attempt_id: str
+    exit_code: int | None
+    signal: int | None
+    reason: str | None  # set when the executor ended it: timeout, memory_limit, cancelled
+    wall_time: float | None
+    cpu_time: float | None
+    peak_memory: int | None
+    log_tail: list[str]
+
+
+class Executor(abc.ABC):
+    """Runs attempts within a fixed capacity."""
+
+    @property
+    @abc.abstractmethod
+    def capacity(self) -> Capacity:
+        """The total resources attempts may use at once."""
+
+    @abc.abstractmethod
+    def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
+        """Whether an attempt asking for this could start now."""
+
+    @abc.abstractmethod
+    def start(self, launch: AttemptLaunch) -> ProcessIdentity:
+        """Start the attempt's process; returns how to find it again."""
+
+    @abc.abstractmethod
+    def poll(self, timeout: float) -> list[AttemptExit]:
+        """Wait up to ``timeout`` seconds; return the attempts that ended meanwhile."""
+
+    @abc.abstractmethod
+    def stop(self, attempt_id: str, reason: str) -> None:
+        """End a running attempt (its whole process tree); it is reported by ``poll``."""
+
+    @abc.abstractmethod
+    def end_orphan(self, attempt_id: str, identity: ProcessIdentity | None) -> bool:
+        """Kill what is left of an attempt started by a dead engine; True if anything was."""
+
+    @abc.abstractmethod
+    def adopt_log(self, attempt_id: str, log_key: str) -> list[str]:
+        """Store what an orphaned attempt logged (its engine died); returns the last lines."""
+
+    def running(self) -> int:
+        """How many attempts are running now."""
+        return 0

@@ -1,0 +1,355 @@
+"""The local executor: each attempt is an isolated OS process group on this machine.
+
+Per attempt: its own session and process group, an allow-listed environment (plus the step's
+``env`` and secrets), a scratch folder (removed afterwards), a timeout, a memory watchdog on
+anonymous resident memory, GPU devices by ``CUDA_VISIBLE_DEVICES``, and stdout/stderr
+captured line by line with timestamps. Attempts start only while CPU, memory and GPUs
+requested by running attempts fit the configured capacity.
+
+stdout/stderr go to files (not pipes) so an attempt outlives a crashed engine without
+SIGPIPE; the executor tails them. The process exit is watched through a pidfd, so the engine
+wakes the moment an attempt ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import argosy
+from argosy.errors import ExecutionError
+from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
+from argosy.runtime import processes
+from argosy.spec.validate import Capacity
+from argosy.stores.artifacts.blobs import ArtifactStore
+
+ENV_ALLOW = (
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+    "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "ARGOSY_CONTAINER_ENGINE", "CONTAINERS_CONF",
+)  # fmt: skip
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LOG_TAIL_LINES = 20
+SAMPLE_INTERVAL = 0.1
+_LAUNCH = "import os,sys;from argosy.runtime.launcher import main;c=main(sys.argv[1:]);sys.stdout.flush();sys.stderr.flush();os._exit(c)"
+
+
+@dataclass
+class _Stream:
+    path: Path
+    name: str
+    offset: int = 0
+    partial: bytes = b""
+
+
+@dataclass
+class _Running:
+    launch: AttemptLaunch
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    identity: ProcessIdentity
+    folder: Path
+    started: float
+    deadline: float | None
+    memory_limit: int | None
+    streams: list[_Stream]
+    log: IO[str]
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+    stop_reason: str | None = None
+    peak_rss: int = 0
+
+
+class LocalExecutor(Executor):
+    """Runs attempts as local processes within ``capacity``."""
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        attempts_dir: Path,
+        capacity: Capacity,
+        *,
+        memory_margin: float = 1.25,
+        python: str | None = None,
+    ) -> None:
+        self.store = store
+        self.attempts_dir = attempts_dir
+        self._capacity = capacity
+        self.memory_margin = memory_margin
+        self.python = python or sys.executable
+        self.host = socket.gethostname()
+        self._running: dict[str, _Running] = {}
+        self._selector = selectors.DefaultSelector()
+        self._used_cpu = 0.0
+        self._used_memory = 0
+        self._free_gpus = list(range(capacity.gpu))
+        self._last_sample = 0.0
+
+    # -- capacity ------------------------------------------------------------------------------
+    @property
+    def capacity(self) -> Capacity:
+        return self._capacity
+
+    def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
+        return (
+            self._used_cpu + cpu <= self._capacity.cpu + 1e-9
+            and (memory is None or self._used_memory + memory <= self._capacity.memory)
+            and gpu <= len(self._free_gpus)
+        )
+
+    def running(self) -> int:
+        return len(self._running)
+
+    # -- start ---------------------------------------------------------------------------------
+    def _environment(self, launch: AttemptLaunch, scratch: Path, gpus: list[int]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
+        src = str(Path(argosy.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = src
+        env["PYTHONUNBUFFERED"] = "1"
+        env["TMPDIR"] = str(scratch / "tmp")
+        threads = str(max(1, math.ceil(launch.cpu)))
+        for var in THREAD_VARS:
+            env[var] = threads
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        env.update(launch.env)
+        env.update(launch.secrets)
+        env.update(
+            {
+                processes.ATTEMPT_ENV: launch.attempt_id,
+                "ARGOSY_RUN_ID": launch.run_id,
+                "ARGOSY_NODE_PATH": launch.node_path,
+                "ARGOSY_ATTEMPT": str(launch.number),
+            }
+        )
+        return env
+
+    def start(self, launch: AttemptLaunch) -> ProcessIdentity:
+        if not self.has_room(launch.cpu, launch.memory, launch.gpu):
+            raise ExecutionError(f"no room to start {launch.node_path}: the engine must wait")
+        folder = self.attempts_dir / launch.attempt_id
+        scratch = folder / "scratch"
+        (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+        invocation = dict(launch.invocation, scratch=str(scratch))
+        inv_path = folder / "invocation.json"
+        inv_path.write_text(json.dumps(invocation))
+        gpus = self._free_gpus[: launch.gpu]
+        out_path, err_path = folder / "stdout", folder / "stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                [self.python, "-c", _LAUNCH, str(inv_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=scratch,
+                env=self._environment(launch, scratch, gpus),
+                start_new_session=True,
+                close_fds=True,
+            )
+        pidfd = os.pidfd_open(proc.pid)
+        self._selector.register(pidfd, selectors.EVENT_READ, launch.attempt_id)
+        identity = ProcessIdentity(
+            host=self.host,
+            pid=proc.pid,
+            pgid=proc.pid,
+            started=processes.start_time(proc.pid),
+            gpu_devices=tuple(gpus),
+        )
+        self._free_gpus = self._free_gpus[launch.gpu :]
+        self._used_cpu += launch.cpu
+        self._used_memory += launch.memory or 0
+        now = time.monotonic()
+        limit = int(launch.memory * self.memory_margin) if launch.memory else None
+        self._running[launch.attempt_id] = _Running(
+            launch=launch,
+            proc=proc,
+            pidfd=pidfd,
+            identity=identity,
+            folder=folder,
+            started=now,
+            deadline=now + launch.timeout if launch.timeout else None,
+            memory_limit=limit,
+            streams=[_Stream(out_path, "out"), _Stream(err_path, "err")],
+            log=(folder / "log.jsonl").open("a", encoding="utf-8"),
+        )
+        return identity
+
+    # -- watch ---------------------------------------------------------------------------------
+    def poll(self, timeout: float) -> list[AttemptExit]:
+        if not self._running:
+            if timeout > 0:
+                time.sleep(timeout)
+            return []
+        wait = timeout
+        deadlines = [r.deadline for r in self._running.values() if r.deadline is not None]
+        if deadlines:
+            wait = max(0.0, min(wait, min(deadlines) - time.monotonic()))
+        if any(r.memory_limit for r in self._running.values()):
+            wait = min(wait, SAMPLE_INTERVAL)
+        ended = [key.data for key, _ in self._selector.select(wait)]
+        now = time.monotonic()
+        for attempt_id, run in list(self._running.items()):
+            if attempt_id in ended:
+                continue
+            if run.deadline is not None and now >= run.deadline and run.stop_reason is None:
+                self.stop(attempt_id, "timeout")
+        if now - self._last_sample >= SAMPLE_INTERVAL:
+            self._last_sample = now
+            self._sample()
+        exits = [self._finish(a) for a in ended]
+        return exits
+
+    def _sample(self) -> None:
+        for attempt_id, run in list(self._running.items()):
+            if run.stop_reason is not None:
+                continue
+            pids = [run.identity.pid, *processes.descendants(run.identity.pid)]
+            total = sum(processes.rss_total(p) for p in pids)
+            run.peak_rss = max(run.peak_rss, total)
+            if run.memory_limit is not None:
+                anon = sum(processes.rss_anon(p) for p in pids)
+                if anon > run.memory_limit:
+                    self._write_line(
+                        run, "err",
+                        f"argosy: memory {anon / 2**20:.0f}Mi exceeds the request "
+                        f"{run.launch.memory / 2**20 if run.launch.memory else 0:.0f}Mi x "
+                        f"{self.memory_margin:g}; the attempt is killed (raise memory= on the step)",
+                    )  # fmt: skip
+                    self.stop(attempt_id, "memory_limit")
+            self._read_streams(run, final=False)
+
+    def _write_line(self, run: _Running, stream: str, text: str) -> None:
+        for secret in run.launch.secrets.values():
+            if secret:
+                text = text.replace(secret, "***")
+        stamp = datetime.now(UTC).isoformat()
+        run.log.write(json.dumps({"t": stamp, "s": stream, "m": text}) + "\n")
+        run.tail.append(text)
+
+    def _read_streams(self, run: _Running, *, final: bool) -> None:
+        for stream in run.streams:
+            try:
+                with stream.path.open("rb") as f:
+                    f.seek(stream.offset)
+                    data = f.read()
+            except OSError:
+                continue
+            if not data and not (final and stream.partial):
+                continue
+            stream.offset += len(data)
+            lines = (stream.partial + data).split(b"\n")
+            stream.partial = lines.pop()
+            if final and stream.partial:
+                lines.append(stream.partial)
+                stream.partial = b""
+            for line in lines:
+                self._write_line(run, stream.name, line.decode("utf-8", "replace").rstrip("\r"))
+        run.log.flush()
+
+    def _finish(self, attempt_id: str) -> AttemptExit:
+        run = self._running.pop(attempt_id)
+        self._selector.unregister(run.pidfd)
+        os.close(run.pidfd)
+        _, status, usage = os.wait4(run.identity.pid, 0)
+        run.proc.returncode = os.waitstatus_to_exitcode(status)
+        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        if sig is not None or run.stop_reason is not None:
+            processes.kill_tree(None, attempt_id)  # escaped descendants of a killed launcher
+        self._read_streams(run, final=True)
+        if sig is not None and run.stop_reason is None:
+            self._write_line(run, "err", f"argosy: the process was killed by {signal.Signals(sig).name}")
+            run.log.flush()
+        run.log.close()
+        if run.launch.log_key:
+            self.store.put_record_file(run.launch.log_key, run.folder / "log.jsonl")
+        shutil.rmtree(run.folder, ignore_errors=True)
+        self._free_gpus.extend(run.identity.gpu_devices)
+        self._used_cpu -= run.launch.cpu
+        self._used_memory -= run.launch.memory or 0
+        return AttemptExit(
+            attempt_id=attempt_id,
+            exit_code=exit_code,
+            signal=sig,
+            reason=run.stop_reason,
+            wall_time=time.monotonic() - run.started,
+            cpu_time=usage.ru_utime + usage.ru_stime,
+            peak_memory=max(run.peak_rss, usage.ru_maxrss * 1024),
+            log_tail=list(run.tail),
+        )
+
+    # -- stop ----------------------------------------------------------------------------------
+    def stop(self, attempt_id: str, reason: str) -> None:
+        run = self._running.get(attempt_id)
+        if run is None:
+            return
+        if run.stop_reason is None:
+            run.stop_reason = reason
+        processes.kill_tree(run.identity.pid, attempt_id)
+
+    def end_orphan(self, attempt_id: str, identity: ProcessIdentity | None) -> bool:
+        root = None
+        if (
+            identity is not None
+            and identity.host == self.host
+            and processes.is_same_process(identity.pid, identity.started)
+        ):
+            root = identity.pid
+        return processes.kill_tree(root, attempt_id) > 0
+
+    def adopt_log(self, attempt_id: str, log_key: str) -> list[str]:
+        """Store the log of an attempt whose engine died; returns its last lines.
+
+        Lines the dead engine already stamped are kept; the rest of the raw output is read
+        now and stamped with the time of recovery.
+        """
+        folder = self.attempts_dir / attempt_id
+        log_path = folder / "log.jsonl"
+        if not folder.is_dir():
+            return []
+        seen = {"out": 0, "err": 0}
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        kept: list[str] = []
+        if log_path.exists():
+            for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break  # a line cut short by the crash
+                seen[entry["s"]] = seen.get(entry["s"], 0) + 1
+                kept.append(line)
+                tail.append(entry["m"])
+        stamp = datetime.now(UTC).isoformat()
+        for name in ("out", "err"):
+            raw = folder / ("stdout" if name == "out" else "stderr")
+            if not raw.exists():
+                continue
+            lines = raw.read_bytes().decode("utf-8", "replace").splitlines()
+            for text in lines[seen[name] :]:
+                kept.append(json.dumps({"t": stamp, "s": name, "m": text}))
+                tail.append(text)
+        log_path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        self.store.put_record_file(log_key, log_path)
+        shutil.rmtree(folder, ignore_errors=True)
+        return list(tail)
+
+    def live_log_path(self, attempt_id: str) -> Path:
+        """Where a running attempt's log grows (for ``argosy logs --follow``)."""
+        return self.attempts_dir / attempt_id / "log.jsonl"
+
+    def shutdown(self) -> None:
+        """Kill every running attempt (the engine is going away on purpose)."""
+        for attempt_id in list(self._running):
+            self.stop(attempt_id, "cancelled")

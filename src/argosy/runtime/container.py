@@ -1,0 +1,86 @@
+"""Container steps: run a command in an image with podman or docker, exchanging files.
+
+Inputs are written to ``/argosy/inputs/NAME`` and outputs read from ``/argosy/outputs/NAME``
+inside the container (the attempt's scratch folder, mounted). ``{{inputs.NAME.path}}``,
+``{{inputs.NAME.value}}`` and ``{{outputs.NAME.path}}`` in the command are replaced first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from argosy.runtime import formats
+from argosy.stores.artifacts.blobs import ArtifactStore
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(path|value)\s*\}\}")
+MOUNT = "/argosy"
+
+
+def _engine() -> str:
+    from argosy.spec.validate import container_engine
+
+    chosen = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+    if not chosen:
+        from argosy.runtime.launcher import StepFailed
+
+        raise StepFailed("container_error", "no container engine: install podman or docker")
+    return chosen
+
+
+def run_container(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
+    from argosy.runtime.launcher import StepFailed, _store_outputs
+
+    step = inv["step"]
+    impl = step["implementation"]
+    (scratch / "inputs").mkdir(parents=True, exist_ok=True)
+    (scratch / "outputs").mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {}
+    for name, source in inv["inputs"].items():
+        target = scratch / "inputs" / name
+        if "value" in source:
+            value = source["value"]
+            values[name] = value
+            target.write_text(value if isinstance(value, str) else json.dumps(value))
+        else:
+            store.copy_blob_to(source["artifact"]["sha256"], target)
+            if source["artifact"]["format"] == "json":
+                values[name] = json.loads(target.read_text())
+                if isinstance(values[name], str):
+                    target.write_text(values[name])
+
+    def substitute(match: re.Match[str]) -> str:
+        group, name, kind = match.groups()
+        if kind == "path":
+            return f"{MOUNT}/{group}/{name}"
+        value = values.get(name)
+        return value if isinstance(value, str) else json.dumps(value)
+
+    command = [_PLACEHOLDER.sub(substitute, part) for part in impl["command"]]
+    argv = [_engine(), "run", "--rm", "-v", f"{scratch}:{MOUNT}", impl["image"], *command]
+    proc = subprocess.run(argv, check=False)
+    if proc.returncode != 0:
+        raise StepFailed(
+            "exit_code", f"the container command exited with {proc.returncode}", proc.returncode
+        )
+    outputs: dict[str, Any] = {}
+    for name, declared in step["outputs"].items():
+        path = scratch / "outputs" / name
+        if not path.exists():
+            raise StepFailed(
+                "output_error", f"the container did not write output {name!r} ({MOUNT}/outputs/{name})"
+            )
+        ref = declared["type"]
+        if ref == "str":
+            outputs[name] = path.read_text()
+        elif ref in formats.JSON_TYPES:
+            outputs[name] = json.loads(path.read_text())
+        elif ref == "bytes":
+            outputs[name] = path.read_bytes()
+        else:
+            outputs[name] = path
+    return _store_outputs(inv, store, outputs, scratch)

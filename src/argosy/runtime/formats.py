@@ -1,0 +1,244 @@
+"""Typed artifact formats: write a step's output to a file, and read an input back.
+
+| type ref                       | format   | on disk                                   |
+|--------------------------------|----------|-------------------------------------------|
+| int, float, str, bool, list, dict | json  | UTF-8 JSON                                |
+| bytes                          | bytes    | the bytes                                 |
+| pandas/polars DataFrame, pyarrow.Table | parquet | Parquet                          |
+| numpy.ndarray                  | npy      | ``.npy``, opened memory-mapped on read    |
+| pathlib.Path (a file)          | file     | the file                                  |
+| pathlib.Path (a directory)     | dir      | a deterministic, uncompressed tar         |
+| anything, when asked           | joblib / pickle | by explicit opt-in only (they run code on load) |
+
+Libraries (numpy, pandas, ...) are imported only when a value of theirs is written or read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from argosy.errors import SerializationError
+from argosy.sdk.types import ANY, DEFAULT_FORMATS, JSON_TYPES
+
+INLINE_JSON_LIMIT = 64 * 1024  # JSON values up to this size are also kept in the metadata DB
+
+
+@dataclass(frozen=True)
+class Written:
+    """One output written to a local file, before it becomes a blob."""
+
+    path: Path
+    type: str
+    format: str
+    serializer: str | None
+    filename: str | None = None  # original name of a Path output (a file)
+    json_text: str | None = None  # small JSON values, kept inline
+
+
+def _class_ref(value: Any) -> str:
+    cls = type(value)
+    top = cls.__module__.split(".")[0]
+    return {
+        ("pandas", "DataFrame"): "pandas.DataFrame",
+        ("polars", "DataFrame"): "polars.DataFrame",
+        ("pyarrow", "Table"): "pyarrow.Table",
+        ("numpy", "ndarray"): "numpy.ndarray",
+        ("numpy", "memmap"): "numpy.ndarray",
+    }.get((top, cls.__name__), f"{cls.__module__}.{cls.__qualname__}")
+
+
+def _is_json(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str | list | tuple | dict)
+
+
+def infer_ref(value: Any) -> str:
+    """The type ref a value would have if it had been annotated precisely."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "bytes"
+    if isinstance(value, os.PathLike):
+        return "path"
+    if _is_json(value):
+        return {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}.get(
+            type(value), "none" if value is None else "list"
+        )
+    return _class_ref(value)
+
+
+def _matches(declared: str, value: Any) -> bool:
+    actual = infer_ref(value)
+    if declared == actual or declared == ANY:
+        return True
+    if declared == "float" and actual in ("int", "bool"):
+        return True
+    if declared == "int" and actual == "bool":
+        return True
+    if declared in JSON_TYPES and value is None:
+        return True  # an Optional result; JSON stores null
+    return declared == "dict" and isinstance(value, dict)
+
+
+def write_value(
+    value: Any, declared_type: str, serializer: str | None, dest: Path, *, what: str
+) -> Written:
+    """Write ``value`` to ``dest`` in the format its declared type (or serializer) asks for.
+
+    ``what`` names the output for error messages ("output 'model' of step 'train'").
+    """
+    if serializer is not None:
+        return _write_serialized(value, declared_type, serializer, dest, what)
+    if declared_type != ANY and not _matches(declared_type, value):
+        raise SerializationError(
+            f"{what} is annotated {declared_type} but the step returned "
+            f"{infer_ref(value)}; return a {declared_type} or change the annotation"
+        )
+    ref = declared_type if declared_type != ANY else infer_ref(value)
+    fmt = DEFAULT_FORMATS.get(ref)
+    if fmt is None:
+        raise SerializationError(
+            f"{what} is a {ref}, which has no built-in format; annotate it as "
+            f"Annotated[{ref.rsplit('.', 1)[-1]}, serializer('joblib')] to store it with joblib"
+        )
+    if fmt == "json":
+        try:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"{what} cannot be stored as JSON ({exc}); return plain numbers, strings, lists "
+                "and dicts (convert numpy scalars with float()/int(), NaN is not JSON)"
+            ) from None
+        dest.write_text(text, encoding="utf-8")
+        return Written(dest, ref, "json", None, json_text=text if len(text) <= INLINE_JSON_LIMIT else None)
+    if fmt == "bytes":
+        dest.write_bytes(bytes(value))
+        return Written(dest, ref, "bytes", None)
+    if fmt == "npy":
+        import numpy as np
+
+        if value.dtype.hasobject:
+            raise SerializationError(
+                f"{what} is a numpy array of Python objects, which .npy cannot store without "
+                "pickle; use a numeric dtype or annotate it with serializer('pickle')"
+            )
+        with dest.open("wb") as f:
+            np.save(f, value, allow_pickle=False)
+        return Written(dest, ref, "npy", None)
+    if fmt == "parquet":
+        if ref == "pandas.DataFrame":
+            value.to_parquet(dest, engine="pyarrow")
+        elif ref == "polars.DataFrame":
+            value.write_parquet(dest)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(value, dest)
+        return Written(dest, ref, "parquet", None)
+    if fmt == "path":
+        source = Path(value)
+        if source.is_dir():
+            _write_tar(source, dest)
+            return Written(dest, ref, "dir", None)
+        if source.is_file():
+            import shutil
+
+            shutil.copyfile(source, dest)
+            return Written(dest, ref, "file", None, filename=source.name)
+        raise SerializationError(f"{what} is the path {str(source)!r}, which does not exist")
+    raise SerializationError(f"{what}: unknown format {fmt!r}")  # pragma: no cover
+
+
+def _write_serialized(value: Any, declared: str, name: str, dest: Path, what: str) -> Written:
+    ref = declared if declared != ANY else _class_ref(value)
+    try:
+        if name == "joblib":
+            import joblib
+
+            joblib.dump(value, dest)
+        elif name == "pickle":
+            import pickle
+
+            with dest.open("wb") as f:
+                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            raise SerializationError(f"{what}: unknown serializer {name!r}; use joblib or pickle")
+    except SerializationError:
+        raise
+    except Exception as exc:
+        raise SerializationError(f"{what} could not be serialized with {name}: {exc}") from None
+    return Written(dest, ref, name, name)
+
+
+def _write_tar(source: Path, dest: Path) -> None:
+    """A reproducible tar: sorted entries, no owners, zero mtimes."""
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info
+
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(source.rglob("*")):
+            if path.is_symlink():
+                raise SerializationError(
+                    f"directory output {source} contains the symlink {path}; replace it with a copy"
+                )
+            tar.add(path, arcname=path.relative_to(source).as_posix(), recursive=False, filter=clean)
+
+
+def read_value(
+    path: Path, fmt: str, type_ref: str, *, scratch: Path, filename: str | None = None
+) -> Any:
+    """Load an artifact's bytes (at ``path``, read-only) as the Python value of ``type_ref``."""
+    if fmt == "json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if fmt == "bytes":
+        return path.read_bytes()
+    if fmt == "npy":
+        import numpy as np
+
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    if fmt == "parquet":
+        if type_ref == "polars.DataFrame":
+            import polars as pl
+
+            return pl.read_parquet(path)
+        if type_ref == "pyarrow.Table":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path, memory_map=True)
+        import pandas as pd
+
+        return pd.read_parquet(path, engine="pyarrow")
+    if fmt == "file":
+        target = scratch / (filename or path.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(path, target)
+        return target
+    if fmt == "dir":
+        target = scratch
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(path) as tar:
+            tar.extractall(target, filter="data")
+        return target
+    if fmt == "joblib":
+        import joblib
+
+        return joblib.load(path)
+    if fmt == "pickle":
+        import pickle
+
+        with path.open("rb") as f:
+            return pickle.load(f)
+    raise SerializationError(
+        f"unknown artifact format {fmt!r}; this artifact was written by a newer Argosy, upgrade"
+    )

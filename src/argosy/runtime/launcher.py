@@ -1,0 +1,192 @@
+"""The step launcher: the only Argosy code that runs inside a task's process.
+
+``python -m argosy.runtime.launcher INVOCATION.json`` (also the future container entrypoint)
+
+1. becomes a child subreaper, so even ``setsid``'d grandchildren stay in its tree, and
+   raises its own ``oom_score_adj`` so the kernel kills it before the engine;
+2. loads the code package and imports the step's function;
+3. loads each input (JSON values inline; artifacts by sha256, verified, memory-mapped where
+   the type allows);
+4. calls the function, writes each output as a blob, then the **result record** — written to
+   the artifact store, never the metadata database, so it survives an engine crash and the
+   launcher needs no database credentials;
+5. kills whatever its step left running, and exits 0 (succeeded) or 1 (failed).
+
+The invocation document (JSON, written by the engine) holds: ``tenant``, ``run_id``,
+``node_path``, ``attempt``, ``attempt_id``, ``store`` (``{"url": ...}``), ``cache_dir``,
+``scratch``, ``step`` (the step spec), ``code`` (``{"sha256", "paths"}``), ``inputs``
+(``{name: {"value": v} | {"artifact": {"sha256", "format", "type", "filename"}}}``) and
+``result_key``. It is imported by nothing heavy: startup cost is per task.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from argosy.errors import ArgosyError
+from argosy.runtime import formats, processes
+from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
+
+
+class StepFailed(Exception):
+    """The step itself failed; carries the attempt's failure reason."""
+
+    def __init__(self, reason: str, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _import_function(inv: dict[str, Any], store: ArtifactStore) -> Any:
+    impl = inv["step"]["implementation"]
+    code = inv["code"]
+    from argosy.spec.code_package import extract_package
+
+    cache = Path(inv["cache_dir"])
+    sha = code["sha256"].removeprefix("sha256:")
+    target = cache / "code" / sha
+    if not target.is_dir():
+        blob = store.blob_path(sha, cache_dir=cache / "blobs")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        extract_package(blob, target)
+    for rel in reversed(code["paths"]):
+        sys.path.insert(0, str(target / rel))
+    module = importlib.import_module(impl["module"])
+    obj: Any = module
+    for part in impl["function"].split("."):
+        obj = getattr(obj, part)
+    return getattr(obj, "func", None) or obj
+
+
+def _load_inputs(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, source in inv["inputs"].items():
+        if "value" in source:
+            values[name] = source["value"]
+            continue
+        art = source["artifact"]
+        path = store.blob_path(art["sha256"], cache_dir=Path(inv["cache_dir"]) / "blobs")
+        values[name] = formats.read_value(
+            path, art["format"], art["type"], scratch=scratch / "inputs" / name,
+            filename=art.get("filename"),
+        )  # fmt: skip
+    return values
+
+
+def _split_outputs(step: dict[str, Any], result: Any) -> dict[str, Any]:
+    returns = step["implementation"].get("returns", "single")
+    names = list(step["outputs"])
+    if returns == "none" or not names:
+        return {}
+    if returns == "single":
+        return {names[0]: result}
+    missing = [n for n in names if not hasattr(result, n)]
+    if missing:
+        raise StepFailed(
+            "output_error",
+            f"step {step['name']!r} must return its declared NamedTuple/dataclass with fields "
+            f"{', '.join(names)}; got {type(result).__name__} without {missing[0]!r}",
+        )
+    return {n: getattr(result, n) for n in names}
+
+
+def _store_outputs(
+    inv: dict[str, Any], store: ArtifactStore, outputs: dict[str, Any], scratch: Path
+) -> dict[str, Any]:
+    step = inv["step"]
+    out_dir = scratch / ".stored"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records: dict[str, Any] = {}
+    for name, value in outputs.items():
+        declared = step["outputs"][name]
+        what = f"output {name!r} of step {step['name']!r}"
+        try:
+            written = formats.write_value(
+                value, declared["type"], declared.get("serializer"), out_dir / name, what=what
+            )
+        except ArgosyError as exc:
+            raise StepFailed("output_error", str(exc)) from None
+        info = store.put_file(written.path, move=True)
+        records[name] = {
+            "sha256": info.sha256,
+            "size": info.size,
+            "type": written.type,
+            "format": written.format,
+            "serializer": written.serializer,
+            "filename": written.filename,
+            "json": written.json_text,
+        }
+    return records
+
+
+def run_python(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
+    func = _import_function(inv, store)
+    kwargs = _load_inputs(inv, store, scratch)
+    try:
+        result = func(**kwargs)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 0 and not inv["step"]["outputs"]:
+            result = None
+        else:
+            raise StepFailed("exit_code", f"the step called sys.exit({exc.code!r})", code or 1) from None
+    return _store_outputs(inv, store, _split_outputs(inv["step"], result), scratch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    processes.become_subreaper()
+    processes.set_oom_score_adj(1000)
+    inv = json.loads(Path(argv[0]).read_text())
+    store = open_artifact_store(inv["store"]["url"], inv["tenant"])
+    scratch = Path(inv["scratch"])
+    scratch.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "attempt_id": inv["attempt_id"],
+        "attempt": inv["attempt"],
+        "started_at": _now(),
+    }
+    exit_code = 0
+    try:
+        if inv["step"]["implementation"]["kind"] == "container":
+            from argosy.runtime.container import run_container
+
+            record["outputs"] = run_container(inv, store, scratch)
+        else:
+            record["outputs"] = run_python(inv, store, scratch)
+        record["status"] = "succeeded"
+    except StepFailed as exc:
+        record.update(status="failed", reason=exc.reason, error=str(exc))
+        exit_code = exc.exit_code
+    except BaseException as exc:
+        tb = traceback.format_exception(exc)
+        sys.stderr.write("".join(tb))
+        reason = "input_error" if isinstance(exc, ArgosyError) else "exception"
+        record.update(status="failed", reason=reason, error=f"{type(exc).__name__}: {exc}")
+        exit_code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    record["finished_at"] = _now()
+    # Whatever the step left running dies with the attempt (guaranteed clean-up).
+    for pid in processes.descendants(os.getpid()):
+        processes.kill_tree(pid)
+    store.put_record(inv["result_key"], record)
+    return exit_code
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)

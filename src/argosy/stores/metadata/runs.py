@@ -1,0 +1,228 @@
+"""Query functions for pipelines, versions, runs, tasks, attempts and artifacts.
+
+Every function takes a session and the caller's tenant; there is no query without a tenant
+filter. References given by users (``01J...``, a unique id prefix, or ``RUN/NODE/OUTPUT``)
+are resolved here, with errors that list what would have matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from argosy.engine.states import RunStatus, TaskState
+from argosy.errors import NotFoundError
+from argosy.ids import new_id
+from argosy.spec.models import PipelineSpec
+from argosy.stores.metadata.tables import (
+    Artifact,
+    Attempt,
+    Base,
+    Pipeline,
+    PipelineVersion,
+    Run,
+    Task,
+    Tenant,
+)
+
+T = TypeVar("T", bound=Base)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def ensure_tenant(session: Session, tenant: str, user: str) -> None:
+    if session.scalar(select(Tenant.id).where(Tenant.name == tenant)) is None:
+        session.add(Tenant(id=new_id(), tenant=tenant, name=tenant, created_at=now(), created_by=user))
+
+
+def ensure_pipeline_version(
+    session: Session, tenant: str, spec: PipelineSpec, user: str
+) -> PipelineVersion:
+    """The pipeline and version rows of ``spec`` (created if new; versions are immutable)."""
+    ensure_tenant(session, tenant, user)
+    pipeline = session.scalar(
+        select(Pipeline).where(Pipeline.tenant == tenant, Pipeline.name == spec.name)
+    )
+    if pipeline is None:
+        pipeline = Pipeline(id=new_id(), tenant=tenant, name=spec.name, created_at=now(), created_by=user)
+        session.add(pipeline)
+        session.flush()
+    digest = spec.digest
+    version = session.scalar(
+        select(PipelineVersion).where(
+            PipelineVersion.pipeline_id == pipeline.id, PipelineVersion.digest == digest
+        )
+    )
+    if version is None:
+        version = PipelineVersion(
+            id=new_id(),
+            tenant=tenant,
+            pipeline_id=pipeline.id,
+            digest=digest,
+            spec=spec.executable_json(),
+            provenance=spec.provenance.model_dump(mode="json") if spec.provenance else None,
+            created_at=now(),
+            created_by=user,
+        )
+        session.add(version)
+        session.flush()
+    return version
+
+
+def create_run(
+    session: Session,
+    tenant: str,
+    spec: PipelineSpec,
+    parameters: dict[str, Any],
+    options: dict[str, Any],
+    user: str,
+) -> Run:
+    """A new ``pending`` run of ``spec`` with one ``pending`` task per node."""
+    version = ensure_pipeline_version(session, tenant, spec, user)
+    created = now()
+    run = Run(
+        id=new_id(),
+        tenant=tenant,
+        pipeline_id=version.pipeline_id,
+        pipeline_version_id=version.id,
+        status=RunStatus.PENDING,
+        parameters=parameters,
+        options=options,
+        cancel_requested=False,
+        engine=None,
+        created_at=created,
+        created_by=user,
+    )
+    session.add(run)
+    session.flush()
+    for node in spec.root.nodes:
+        session.add(
+            Task(
+                id=new_id(),
+                tenant=tenant,
+                run_id=run.id,
+                node_path=node.name,
+                step_name=node.step,
+                state=TaskState.PENDING,
+                attempt_count=0,
+                failures=0,
+                created_at=created,
+                created_by=user,
+            )
+        )
+    return run
+
+
+def _by_ref(session: Session, model: type[T], tenant: str, ref: str, noun: str) -> T:
+    ref = ref.strip().upper()
+    exact = session.scalar(select(model).where(model.tenant == tenant, model.id == ref))  # type: ignore[attr-defined]
+    if exact is not None:
+        return exact
+    if len(ref) < 4:
+        raise NotFoundError(f"{noun} {ref!r} not found; give at least 4 characters of its id")
+    matches = session.scalars(
+        select(model).where(model.tenant == tenant, model.id.startswith(ref)).limit(6)  # type: ignore[attr-defined]
+    ).all()
+    if not matches:
+        raise NotFoundError(f"no {noun} id starts with {ref!r}; list them with 'argosy {noun}s list'")
+    if len(matches) > 1:
+        ids = ", ".join(m.id for m in matches[:5])  # type: ignore[attr-defined]
+        raise NotFoundError(f"{ref!r} matches several {noun}s ({ids}); give more characters")
+    return matches[0]
+
+
+def get_run(session: Session, tenant: str, ref: str) -> Run:
+    return _by_ref(session, Run, tenant, ref, "run")
+
+
+def get_spec(session: Session, run: Run) -> PipelineSpec:
+    version = session.get_one(PipelineVersion, run.pipeline_version_id)
+    return PipelineSpec.model_validate(
+        dict(version.spec, provenance=version.provenance) if version.provenance else version.spec
+    )
+
+
+def list_runs(
+    session: Session,
+    tenant: str,
+    *,
+    limit: int = 20,
+    status: str | None = None,
+    pipeline: str | None = None,
+) -> Sequence[tuple[Run, str]]:
+    query = (
+        select(Run, Pipeline.name)
+        .join(Pipeline, Pipeline.id == Run.pipeline_id)
+        .where(Run.tenant == tenant)
+        .order_by(Run.id.desc())
+        .limit(limit)
+    )
+    if status:
+        query = query.where(Run.status == status)
+    if pipeline:
+        query = query.where(Pipeline.name == pipeline)
+    return [(r, n) for r, n in session.execute(query).all()]
+
+
+def tasks_of(session: Session, run_id: str) -> list[Task]:
+    return list(session.scalars(select(Task).where(Task.run_id == run_id).order_by(Task.id)).all())
+
+
+def attempts_of(session: Session, run_id: str) -> list[Attempt]:
+    return list(
+        session.scalars(
+            select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.task_id, Attempt.number)
+        ).all()
+    )
+
+
+def artifacts_of(session: Session, run_id: str) -> list[Artifact]:
+    return list(
+        session.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)).all()
+    )
+
+
+def get_task(session: Session, tenant: str, ref: str) -> Task:
+    """A task by ``RUN/NODE`` (the run by id or prefix)."""
+    run_ref, _, node = ref.partition("/")
+    run = get_run(session, tenant, run_ref)
+    task = session.scalar(select(Task).where(Task.run_id == run.id, Task.node_path == node))
+    if task is None:
+        nodes = ", ".join(t.node_path for t in tasks_of(session, run.id))
+        raise NotFoundError(f"run {run.id} has no node {node!r}; its nodes are: {nodes}")
+    return task
+
+
+def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
+    """An artifact by id, id prefix, or ``RUN/NODE/OUTPUT`` (``RUN/NODE`` if it has one output)."""
+    if "/" not in ref:
+        return _by_ref(session, Artifact, tenant, ref, "artifact")
+    run_ref, _, rest = ref.partition("/")
+    run = get_run(session, tenant, run_ref)
+    arts = artifacts_of(session, run.id)
+    node, _, output = rest.rpartition("/")
+    for art in arts:
+        if art.node_path == node and art.output_name == output:
+            return art
+    of_node = [a for a in arts if a.node_path == rest]
+    if len(of_node) == 1:
+        return of_node[0]
+    choices = ", ".join(f"{run.id}/{a.node_path}/{a.output_name}" for a in arts) or "(none)"
+    raise NotFoundError(f"no artifact {ref!r}; this run's artifacts are: {choices}")
+
+
+def count_runs(session: Session, tenant: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(Run).where(Run.tenant == tenant)) or 0)
