@@ -20,8 +20,8 @@ from argosy.engine.states import RUN_DONE, RunStatus
 from argosy.errors import NotFoundError, UsageError
 from argosy.stores.metadata import runs as q
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def emit_json(doc: Any) -> None:
@@ -79,22 +79,32 @@ def _execute_interruptibly(local: Local, engine: Any, run_id: str) -> RunStatus:
 
 def _report(local: Local, run_id: str, status: RunStatus, json_output: bool) -> int:
     with local.metadata.session() as s:
-        doc = run_document(s, local.store, q.get_run(s, local.settings.tenant, run_id))
+        run = q.get_run(s, local.settings.tenant, run_id)
+        doc = run_document(s, local.store, run)
+        outputs = q.get_spec(s, run).root.outputs
     if json_output:
         emit_json(doc)
     else:
-        _print_outcome(doc)
+        _print_outcome(doc, {k: f"{r.node}/{r.output}" for k, r in outputs.items()})
     return 0 if status == RunStatus.SUCCEEDED else 1
 
 
-def _print_outcome(doc: dict[str, Any]) -> None:
+def _print_outcome(doc: dict[str, Any], spec_outputs: dict[str, str]) -> None:
     style = "green" if doc["status"] == "succeeded" else "red"
     err.print(f"run {doc['run_id']} [{style}]{doc['status']}[/]", highlight=False)
     for step in doc["steps"]:
-        if step["state"] in ("failed", "skipped"):
-            err.print(f"  {step['node']}: {step['state']} — {step['reason']}", highlight=False)
+        if step["state"] in ("failed", "skipped", "cancelled"):
+            err.print(f"  {step['node']}: {step['state']} — {step['reason']}", highlight=False, markup=False)
+    if doc["status"] != "succeeded":
+        err.print(f"  details: argosy runs show {doc['run_id']}; logs: argosy logs {doc['run_id']}",
+                  highlight=False)  # fmt: skip
     for name, value in doc["outputs"].items():
-        out.print(f"{name} = {json.dumps(value)}", highlight=False)
+        if isinstance(value, dict) and "artifact_id" in value:
+            ref = f"{doc['run_id']}/{spec_outputs[name]}"
+            print(f"{name} = {value['type']} artifact {value['artifact_id']} (sha256 {value['sha256'][:12]})")
+            print(f"    get it with: argosy artifacts get {ref} --out PATH")
+        else:
+            print(f"{name} = {json.dumps(value)}")
 
 
 def resume_run(local: Local, ref: str, json_output: bool) -> int:
@@ -144,7 +154,10 @@ def _fmt_seconds(v: float | None) -> str:
 def _fmt_bytes(v: int | None) -> str:
     if v is None:
         return ""
-    return f"{v / 2**20:.0f}Mi" if v < 2**30 else f"{v / 2**30:.1f}Gi"
+    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if v >= size:
+            return f"{v / size:.1f}{unit}"
+    return f"{v}B"
 
 
 def show_run(local: Local, ref: str, json_output: bool) -> None:

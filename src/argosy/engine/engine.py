@@ -420,11 +420,7 @@ class _RunLoop:
         if succeeded:
             reason, error = None, None
         elif stop_reason is not None:
-            reason, error = stop_reason, {
-                Reason.TIMEOUT: f"ran past its timeout of {self.spec.step_of(view.node_path).timeout:g}s",
-                Reason.MEMORY_LIMIT: "used more memory than it requested (see the log)",
-                Reason.CANCELLED: "the run was cancelled",
-            }.get(Reason(stop_reason), stop_reason)
+            reason, error = stop_reason, self._stop_message(view, stop_reason)
         elif record is not None:
             reason, error = record.get("reason") or Reason.EXCEPTION, record.get("error")
         elif lost:
@@ -465,6 +461,15 @@ class _RunLoop:
                 self._set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=error)
             else:
                 self._after_failure(s, view, str(reason), error)
+
+    def _stop_message(self, view: TaskView, reason: str) -> str:
+        if reason == Reason.TIMEOUT:
+            return f"ran past its timeout of {self.spec.step_of(view.node_path).timeout}s"
+        if reason == Reason.MEMORY_LIMIT:
+            return "used more memory than it requested (see the log)"
+        if reason == Reason.CANCELLED:
+            return "the run was cancelled"
+        return reason
 
     def _after_failure(self, s: Any, view: TaskView, reason: str, error: str | None) -> None:
         step = self.spec.step_of(view.node_path)

@@ -1,0 +1,32 @@
+"""Benchmark pipeline: pass a 100 MB float64 array from one step to the next.
+
+The producer returns ``np.ones`` annotated ``np.ndarray`` (stored as ``.npy``, hashed); the
+consumer receives it (verified, memory-mapped) and sums it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from argosy import pipeline, step
+
+ARRAY_BYTES = 100_000_000  # 100 MB
+ARRAY_LENGTH = ARRAY_BYTES // 8  # float64
+
+
+@step(cache=False)
+def produce(n: int = ARRAY_LENGTH) -> np.ndarray:
+    """A 100 MB array of ones."""
+    return np.ones(n, dtype=np.float64)
+
+
+@step(cache=False)
+def consume(arr: np.ndarray) -> float:
+    """Read every element: the sum."""
+    return float(arr.sum())
+
+
+@pipeline
+def pass_array(n: int = ARRAY_LENGTH) -> float:
+    """produce -> consume."""
+    return consume(arr=produce(n=n))

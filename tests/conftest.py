@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated state folder per test, and the real CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from argosy.cli.local import Local, open_local
+from argosy.config import load_settings
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Workspace:
+    """A project folder with its own ARGOSY_HOME; runs the real ``argosy`` CLI in it."""
+
+    root: Path
+    home: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["ARGOSY_HOME"] = str(self.home)
+        env.update(extra)
+        return env
+
+    def write(self, source: str, name: str | None = None) -> Path:
+        """Write a pipeline module (unique name unless given) and return its path."""
+        path = self.root / f"{name or 'pipe_' + uuid.uuid4().hex[:8]}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def argosy(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "argosy.cli.main", *args],
+            cwd=self.root,
+            env=self.env(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "argosy.cli.main", *args],
+            cwd=self.root,
+            env=self.env(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def local(self) -> Local:
+        return open_local(load_settings(home=self.home))
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname = 'scratch'\n")
+    yield Workspace(root, tmp_path / "state")
