@@ -63,6 +63,16 @@ def parse_memory(value: str | int | float | None) -> int | None:
     return int(amount * factor)
 
 
+def format_bytes(n: int | None) -> str:
+    """``1.5Gi``, ``200.0Mi``, ``12B``: the inverse of :func:`parse_memory`, for people."""
+    if n is None:
+        return ""
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n}B"
+
+
 def _machine_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 

@@ -14,14 +14,22 @@ from rich.table import Table
 
 from argosy.cli.local import Local, local_secrets, open_local
 from argosy.cli.progress import Progress
-from argosy.config import Settings
+from argosy.config import Settings, format_bytes
 from argosy.engine.report import iso, run_document
 from argosy.engine.states import RUN_DONE, RunStatus
 from argosy.errors import NotFoundError, UsageError
 from argosy.stores.metadata import runs as q
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+def _console(stderr: bool = False) -> Console:
+    """A console that does not truncate tables when its output is a file or a pipe."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 250
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def emit_json(doc: Any) -> None:
@@ -151,15 +159,6 @@ def _fmt_seconds(v: float | None) -> str:
     return f"{v:.2f}s" if v is not None else ""
 
 
-def _fmt_bytes(v: int | None) -> str:
-    if v is None:
-        return ""
-    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if v >= size:
-            return f"{v / size:.1f}{unit}"
-    return f"{v}B"
-
-
 def show_run(local: Local, ref: str, json_output: bool) -> None:
     with local.metadata.session() as s:
         doc = run_document(s, local.store, q.get_run(s, local.settings.tenant, ref), detail=True)
@@ -179,7 +178,7 @@ def show_run(local: Local, ref: str, json_output: bool) -> None:
                 str(a["number"]) if a else "", a["cause"] if a else "",
                 (a["reason"] or "") if a else (step["reason"] or ""),
                 _fmt_seconds(a["wall_time"]) if a else "", _fmt_seconds(a["cpu_time"]) if a else "",
-                _fmt_bytes(a["peak_memory"]) if a else "", (a["node_pool"] or "") if a else "",
+                format_bytes(a["peak_memory"]) if a else "", (a["node_pool"] or "") if a else "",
             )  # fmt: skip
     out.print(table)
     for step in doc["steps"]:
@@ -264,7 +263,7 @@ def list_artifacts(local: Local, ref: str, json_output: bool) -> None:
     for col in ("artifact", "node", "output", "type", "size", "sha256"):
         table.add_column(col)
     for d in docs:
-        table.add_row(d["artifact_id"], d["node"], d["output"], d["type"], _fmt_bytes(d["size"]), d["sha256"][:12])
+        table.add_row(d["artifact_id"], d["node"], d["output"], d["type"], format_bytes(d["size"]), d["sha256"][:12])
     out.print(table)
 
 
@@ -286,7 +285,7 @@ def get_artifact(local: Local, ref: str, dest: Path) -> None:
             dest = dest / ((art.value or {}).get("filename") or f"{art.node_path}.{art.output_name}.{art.format}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         local.store.copy_blob_to(art.sha256, dest)
-    err.print(f"wrote {art.node_path}/{art.output_name} ({art.type}, {_fmt_bytes(art.size)}, sha256 {art.sha256[:12]}) to {dest}",
+    err.print(f"wrote {art.node_path}/{art.output_name} ({art.type}, {format_bytes(art.size)}, sha256 {art.sha256[:12]}) to {dest}",
               highlight=False)  # fmt: skip
 
 

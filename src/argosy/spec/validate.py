@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from argosy.config import format_bytes
 from argosy.errors import ValidationError
 from argosy.sdk.types import DEFAULT_FORMATS, TypeInfo, compatible
 from argosy.spec.models import (
@@ -216,10 +217,6 @@ class Capacity:
     gpu: int
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f}Gi" if n >= 2**30 else f"{n / 2**20:.0f}Mi"
-
-
 def check_resources_fit(spec: PipelineSpec, capacity: Capacity) -> None:
     """No step asks for more than the executor has in total (it would wait forever)."""
     for name, step in spec.steps.items():
@@ -231,8 +228,8 @@ def check_resources_fit(spec: PipelineSpec, capacity: Capacity) -> None:
                 "lower the request or run with --max-cpus", where=name, location=loc)  # fmt: skip
         if r.memory is not None and r.memory > capacity.memory:
             raise ValidationError("check_resources_fit",
-                f"step asks for memory={_size(r.memory)} but the executor has "
-                f"{_size(capacity.memory)} in total; lower the request or run with --max-memory",
+                f"step asks for memory={format_bytes(r.memory)} but the executor has "
+                f"{format_bytes(capacity.memory)} in total; lower the request or run with --max-memory",
                 where=name, location=loc)  # fmt: skip
         if r.gpu > capacity.gpu:
             raise ValidationError("check_resources_fit",
