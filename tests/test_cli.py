@@ -103,7 +103,7 @@ def test_runs_list_show_logs_and_artifacts(ws: Workspace, tmp_path: Path) -> Non
 
     assert list(pd.read_parquet(dest).x) == [0, 2, 4, 6, 8]
     by_id = tmp_path / "by-id.parquet"
-    assert ws.argosy("artifacts", "get", by_ref[ref]["artifact_id"][:12], "--out", str(by_id)).code == 0
+    assert ws.argosy("artifacts", "get", by_ref[ref]["artifact_id"], "--out", str(by_id)).code == 0
     assert by_id.read_bytes() == dest.read_bytes()
 
 
