@@ -91,7 +91,9 @@ def preprocess(data: pd.DataFrame, test_fraction: float = 0.25, seed: int = 42) 
 
 
 @step(cpu=1, memory="1Gi", retries=1, env={"OMP_NUM_THREADS": "1"})
-def train_logistic(train: pd.DataFrame, c: float = 1.0, seed: int = 42) -> Annotated[object, serializer("joblib")]:
+def train_logistic(
+    train: pd.DataFrame, c: float = 1.0, seed: int = 42
+) -> Annotated[object, serializer("joblib")]:
     """L2-regularised logistic regression."""
     from sklearn.linear_model import LogisticRegression
 
@@ -100,7 +102,9 @@ def train_logistic(train: pd.DataFrame, c: float = 1.0, seed: int = 42) -> Annot
 
 
 @step(cpu=1, memory="1Gi", retries=1)
-def train_boosting(train: pd.DataFrame, trees: int = 150, seed: int = 42) -> Annotated[object, serializer("joblib")]:
+def train_boosting(
+    train: pd.DataFrame, trees: int = 150, seed: int = 42
+) -> Annotated[object, serializer("joblib")]:
     """Gradient-boosted trees."""
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -134,14 +138,19 @@ def select_best(
     boosting_metrics: dict[str, Any],
 ) -> Selection:
     """The model with the higher ROC AUC (accuracy breaks ties)."""
-    candidates = [("logistic", logistic, logistic_metrics), ("boosting", boosting, boosting_metrics)]
+    candidates = [
+        ("logistic", logistic, logistic_metrics),
+        ("boosting", boosting, boosting_metrics),
+    ]
     name, model, metrics = max(candidates, key=lambda c: (c[2]["roc_auc"], c[2]["accuracy"]))
     print(f"best model: {name} (ROC AUC {metrics['roc_auc']})")
     return Selection(model, name, metrics)
 
 
 @pipeline
-def breast_cancer(test_fraction: float = 0.25, seed: int = 42, c: float = 1.0, trees: int = 150) -> Selection:
+def breast_cancer(
+    test_fraction: float = 0.25, seed: int = 42, c: float = 1.0, trees: int = 150
+) -> Selection:
     data = extract()
     prepared = preprocess(data=data, test_fraction=test_fraction, seed=seed)
     logistic = train_logistic(train=prepared.train, c=c, seed=seed)

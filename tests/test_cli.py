@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import Workspace
 
-CONTRACT = '''
+CONTRACT = """
 from typing import Annotated, NamedTuple
 import pandas as pd
 from argosy import step, pipeline, serializer
@@ -42,7 +42,7 @@ def demo(rows: int = 500, c: float = 1.0) -> float:
     parts = split(data=extract(rows=rows))
     model = train(train=parts.train, c=c)
     return evaluate(model=model, test=parts.test)
-'''
+"""
 
 
 def test_run_json_document_follows_the_contract(ws: Workspace) -> None:
@@ -75,7 +75,9 @@ def test_runs_list_show_logs_and_artifacts(ws: Workspace, tmp_path: Path) -> Non
     listed = ws.argosy("runs", "list", "--output", "json").json()
     assert [r["run_id"] for r in listed["runs"]] == [run_id]
     assert listed["runs"][0]["status"] == "succeeded"
-    assert ws.argosy("runs", "list", "--status", "failed", "--output", "json").json() == {"runs": []}
+    assert ws.argosy("runs", "list", "--status", "failed", "--output", "json").json() == {
+        "runs": []
+    }
 
     shown = ws.argosy("runs", "show", run_id[:8], "--output", "json").json()
     assert shown["run_id"] == run_id
@@ -86,7 +88,7 @@ def test_runs_list_show_logs_and_artifacts(ws: Workspace, tmp_path: Path) -> Non
     assert text.code == 0 and "evaluate" in text.stdout
 
     logs = ws.argosy("logs", run_id, "extract", "--output", "json")
-    entries = [json.loads(line) for line in logs.stdout.splitlines()]
+    entries = logs.json()["lines"]
     assert any(e["line"] == "extracting 10 rows" and e["stream"] == "out" for e in entries)
     assert all(e["node"] == "extract" and e["attempt"] == 1 and e["time"] for e in entries)
     assert "extracting 10 rows" in ws.argosy("logs", run_id).stdout
@@ -108,7 +110,7 @@ def test_runs_list_show_logs_and_artifacts(ws: Workspace, tmp_path: Path) -> Non
 
 
 def test_secrets_reach_the_step_but_not_the_logs(ws: Workspace) -> None:
-    path = ws.write('''
+    path = ws.write("""
         import os
         from argosy import step, pipeline
 
@@ -122,7 +124,7 @@ def test_secrets_reach_the_step_but_not_the_logs(ws: Workspace) -> None:
         @pipeline
         def p() -> int:
             return connect()
-    ''')
+    """)
     ws.home.mkdir(parents=True, exist_ok=True)
     (ws.home / "secrets.env").write_text("# local secrets\nFROM_FILE='s3cr3t-from-file'\n")
     env = {"WAREHOUSE_TOKEN": "hunter2-token", "UNRELATED_VARIABLE": "x"}
@@ -132,11 +134,13 @@ def test_secrets_reach_the_step_but_not_the_logs(ws: Workspace) -> None:
     logs = ws.argosy("logs", res.json()["run_id"]).stdout
     assert "token is ***" in logs and "file secret is ***" in logs
     assert "hunter2-token" not in logs and "s3cr3t-from-file" not in logs
-    assert "hunter2-token" not in ws.argosy("runs", "show", res.json()["run_id"], "-o", "json").stdout
+    assert (
+        "hunter2-token" not in ws.argosy("runs", "show", res.json()["run_id"], "-o", "json").stdout
+    )
 
 
 def test_gpu_steps_get_distinct_devices(ws: Workspace) -> None:
-    path = ws.write('''
+    path = ws.write("""
         import os, time
         from argosy import step, pipeline
 
@@ -152,7 +156,7 @@ def test_gpu_steps_get_distinct_devices(ws: Workspace) -> None:
         @pipeline
         def p() -> dict:
             return {"a": on_gpu(i=1), "b": on_gpu(i=2), "none": no_gpu()}
-    ''')
+    """)
     # This machine has no GPU: --max-gpus declares two, to check how devices are assigned.
     res = ws.argosy("run", str(path), "--max-gpus", "2", "--output", "json")
     assert res.code == 0, res.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -14,7 +15,7 @@ from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Artifact, Attempt
 from tests.conftest import Workspace
 
-FAN_OUT = '''
+FAN_OUT = """
 import time
 from argosy import step, pipeline
 
@@ -27,7 +28,7 @@ def nap(i: int) -> int:
 def fan_out() -> None:
     for i in range(16):
         nap(i=i)
-'''
+"""
 
 
 def _intervals(doc: dict[str, object]) -> list[tuple[float, float]]:
@@ -47,7 +48,7 @@ def _concurrency(spans: list[tuple[float, float]]) -> list[tuple[float, int]]:
     """(duration, number running) for each slice between consecutive start/end events."""
     events = sorted({t for span in spans for t in span})
     slices = []
-    for a, b in zip(events, events[1:], strict=False):
+    for a, b in itertools.pairwise(events):
         mid = (a + b) / 2
         slices.append((b - a, sum(1 for s, e in spans if s <= mid < e)))
     return slices
@@ -67,7 +68,7 @@ def test_capacity_limits_concurrency_and_keeps_it_full(ws: Workspace) -> None:
     assert both / total > 0.8, f"2 attempts ran together only {both / total:.0%} of the run"
 
 
-CRASHABLE = '''
+CRASHABLE = """
 import os, time
 from pathlib import Path
 from argosy import step, pipeline
@@ -99,7 +100,7 @@ def last(a: int, b: int) -> int:
 def crashable(n: int = 5, gate: str = "/tmp") -> int:
     x = first(n=n)
     return last(a=slow(x=x, gate=gate), b=quick(x=x, gate=gate))
-'''
+"""
 
 
 def _wait_for(path: Path, timeout: float = 60) -> None:
@@ -198,7 +199,9 @@ def test_resume_ends_a_still_running_orphan_and_reruns_it_as_engine_lost(
     # the engine_lost retry did not use up a retry (the step has retries=0)
     assert steps["slow"]["state"] == "succeeded"
     # no two live attempts of one task: the second started after the first ended
-    assert datetime.fromisoformat(slow[1]["started_at"]) >= datetime.fromisoformat(slow[0]["finished_at"])
+    assert datetime.fromisoformat(slow[1]["started_at"]) >= datetime.fromisoformat(
+        slow[0]["finished_at"]
+    )
 
 
 def _latest_run(ws: Workspace) -> str:
@@ -207,7 +210,7 @@ def _latest_run(ws: Workspace) -> str:
 
 
 def test_a_step_called_twice_gets_two_node_paths_and_two_artifact_rows(ws: Workspace) -> None:
-    path = ws.write('''
+    path = ws.write("""
         from argosy import step, pipeline
 
         @step
@@ -224,7 +227,7 @@ def test_a_step_called_twice_gets_two_node_paths_and_two_artifact_rows(ws: Works
             b = constant()
             c = named.options(name="custom")(x=a)
             return named(x=b)
-    ''')
+    """)
     res = ws.argosy("run", str(path), "--output", "json")
     assert res.code == 0, res.stderr
     doc = res.json()

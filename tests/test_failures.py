@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import Workspace
 
-FAILING = '''
+FAILING = """
 import os, signal, sys
 from argosy import step, pipeline
 
@@ -56,10 +56,12 @@ def failures() -> int:
     after(x=raises())
     after(x=hog())
     return fine()
-'''
+"""
 
 
-def test_each_failure_fails_its_task_with_reason_and_log_and_skips_downstream(ws: Workspace) -> None:
+def test_each_failure_fails_its_task_with_reason_and_log_and_skips_downstream(
+    ws: Workspace,
+) -> None:
     path = ws.write(FAILING)
     res = ws.argosy("run", str(path), "--output", "json", "--max-cpus", "4")
     assert res.code == 1, res.stderr
@@ -98,7 +100,7 @@ def test_each_failure_fails_its_task_with_reason_and_log_and_skips_downstream(ws
     assert "segfault: failed" in text.stderr
 
 
-TIMEOUT = '''
+TIMEOUT = """
 import subprocess, sys, time
 from pathlib import Path
 from argosy import step, pipeline
@@ -116,7 +118,7 @@ def hangs(marker_dir: str) -> int:
 @pipeline
 def timeouts(marker_dir: str) -> int:
     return hangs(marker_dir=marker_dir)
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -127,7 +129,9 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_timeout_kills_the_whole_tree_then_retries_after_backoff(ws: Workspace, tmp_path: Path) -> None:
+def test_timeout_kills_the_whole_tree_then_retries_after_backoff(
+    ws: Workspace, tmp_path: Path
+) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
     path = ws.write(TIMEOUT)
@@ -152,7 +156,7 @@ def test_timeout_kills_the_whole_tree_then_retries_after_backoff(ws: Workspace, 
 
 @pytest.mark.parametrize("flag", [[], ["--fail-fast"]])
 def test_fail_fast_cancels_the_rest(ws: Workspace, flag: list[str]) -> None:
-    path = ws.write('''
+    path = ws.write("""
         import time
         from argosy import step, pipeline
 
@@ -169,7 +173,7 @@ def test_fail_fast_cancels_the_rest(ws: Workspace, flag: list[str]) -> None:
         def p() -> int:
             boom()
             return slow()
-    ''')
+    """)
     doc = ws.argosy("run", str(path), "--output", "json", *flag).json()
     states = {s["node"]: s["state"] for s in doc["steps"]}
     assert doc["status"] == "failed"

@@ -170,11 +170,14 @@ def test_invalid_pipeline_is_one_line_exit_2_and_no_run(ws: Workspace, case: str
             assert q.list_runs(s, "default") == []
 
 
-GOOD = HEADER + """
+GOOD = (
+    HEADER
+    + """
 @pipeline
 def p(n: int = 3, k: int = 1) -> int:
     return use(df=make(n=n), k=k)
 """
+)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +209,11 @@ def test_unknown_references_are_usage_errors(ws: Workspace) -> None:
     ok = ws.argosy("run", str(path), "-p", "n=4", "-p", "k=3", "--output", "json")
     assert ok.code == 0, ok.stderr
     assert ok.json()["outputs"] == {"output": 12}
-    for args in (["runs", "show", "ZZZZZZ"], ["logs", "ZZZZZZ"], ["artifacts", "get", "ZZZZZZ", "--out", "x"]):
+    for args in (
+        ["runs", "show", "ZZZZZZ"],
+        ["logs", "ZZZZZZ"],
+        ["artifacts", "get", "ZZZZZZ", "--out", "x"],
+    ):
         res = ws.argosy(*args)
         assert res.code == 2, args
         assert "no run id starts with" in res.stderr or "no artifact id starts with" in res.stderr

@@ -20,6 +20,7 @@ from argosy.engine.states import RUN_DONE, RunStatus
 from argosy.errors import NotFoundError, UsageError
 from argosy.stores.metadata import runs as q
 
+
 def _console(stderr: bool = False) -> Console:
     """A console that does not truncate tables when its output is a file or a pipe."""
     console = Console(stderr=stderr, soft_wrap=True)
@@ -102,14 +103,20 @@ def _print_outcome(doc: dict[str, Any], spec_outputs: dict[str, str]) -> None:
     err.print(f"run {doc['run_id']} [{style}]{doc['status']}[/]", highlight=False)
     for step in doc["steps"]:
         if step["state"] in ("failed", "skipped", "cancelled"):
-            err.print(f"  {step['node']}: {step['state']} — {step['reason']}", highlight=False, markup=False)
+            err.print(
+                f"  {step['node']}: {step['state']} — {step['reason']}",
+                highlight=False,
+                markup=False,
+            )
     if doc["status"] != "succeeded":
         err.print(f"  details: argosy runs show {doc['run_id']}; logs: argosy logs {doc['run_id']}",
                   highlight=False)  # fmt: skip
     for name, value in doc["outputs"].items():
         if isinstance(value, dict) and "artifact_id" in value:
             ref = f"{doc['run_id']}/{spec_outputs[name]}"
-            print(f"{name} = {value['type']} artifact {value['artifact_id']} (sha256 {value['sha256'][:12]})")
+            print(
+                f"{name} = {value['type']} artifact {value['artifact_id']} (sha256 {value['sha256'][:12]})"
+            )
             print(f"    get it with: argosy artifacts get {ref} --out PATH")
         else:
             print(f"{name} = {json.dumps(value)}")
@@ -132,15 +139,25 @@ def cancel_run(local: Local, ref: str) -> None:
         "requested": f"run {run_id}: cancel requested; its engine stops the running tasks",
         "cancelled": f"run {run_id} cancelled",
     }
-    err.print(messages.get(outcome, f"run {run_id} had already finished ({outcome})"), highlight=False)
+    err.print(
+        messages.get(outcome, f"run {run_id} had already finished ({outcome})"), highlight=False
+    )
 
 
-def list_runs(local: Local, json_output: bool, limit: int, status: str | None, pipeline: str | None) -> None:
+def list_runs(
+    local: Local, json_output: bool, limit: int, status: str | None, pipeline: str | None
+) -> None:
     with local.metadata.session() as s:
         rows = q.list_runs(s, local.settings.tenant, limit=limit, status=status, pipeline=pipeline)
-        docs = [
-            {"run_id": r.id, "pipeline": name, "status": r.status, "created_at": iso(r.created_at),
-             "finished_at": iso(r.finished_at), "parameters": r.parameters}  # fmt: skip
+        docs: list[dict[str, Any]] = [
+            {
+                "run_id": r.id,
+                "pipeline": name,
+                "status": r.status,
+                "created_at": iso(r.created_at),
+                "finished_at": iso(r.finished_at),
+                "parameters": r.parameters,
+            }
             for r, name in rows
         ]
     if json_output:
@@ -166,9 +183,23 @@ def show_run(local: Local, ref: str, json_output: bool) -> None:
         emit_json(doc)
         return
     out.print(f"run {doc['run_id']}  {doc['pipeline']}  {doc['status']}", highlight=False)
-    out.print(f"version {doc['pipeline_version']}  parameters {json.dumps(doc['parameters'])}", highlight=False)
+    out.print(
+        f"version {doc['pipeline_version']}  parameters {json.dumps(doc['parameters'])}",
+        highlight=False,
+    )
     table = Table(box=None, header_style="bold")
-    for col in ("node", "step", "state", "attempt", "cause", "reason", "wall", "cpu", "peak mem", "pool"):
+    for col in (
+        "node",
+        "step",
+        "state",
+        "attempt",
+        "cause",
+        "reason",
+        "wall",
+        "cpu",
+        "peak mem",
+        "pool",
+    ):
         table.add_column(col)
     for step in doc["steps"]:
         attempts = step["attempts"] or [None]
@@ -212,7 +243,14 @@ def _log_lines(local: Local, attempt: Any) -> list[dict[str, Any]]:
     return lines
 
 
-def show_logs(local: Local, ref: str, node: str | None, follow: bool, attempt_no: int | None, json_output: bool) -> None:
+def show_logs(
+    local: Local,
+    ref: str,
+    node: str | None,
+    follow: bool,
+    attempt_no: int | None,
+    json_output: bool,
+) -> None:
     printed: dict[str, int] = {}
     while True:
         with local.metadata.session() as s:
@@ -235,12 +273,18 @@ def show_logs(local: Local, ref: str, node: str | None, follow: bool, attempt_no
             for entry in lines[start:]:
                 collected.append((tasks[a.task_id].node_path, a.number, entry))
         collected.sort(key=lambda c: c[2]["t"])
-        for path, number, entry in collected:
-            if json_output:
-                sys.stdout.write(json.dumps({"node": path, "attempt": number, "time": entry["t"],
-                                             "stream": entry["s"], "line": entry["m"]}) + "\n")  # fmt: skip
+        entries = [
+            {"node": path, "attempt": number, "time": e["t"], "stream": e["s"], "line": e["m"]}
+            for path, number, e in collected
+        ]
+        if json_output and not follow:
+            emit_json({"run_id": run.id, "lines": entries})
+            return
+        for e in entries:
+            if json_output:  # --follow: one JSON object per line, as they come
+                sys.stdout.write(json.dumps(e) + "\n")
             else:
-                sys.stdout.write(f"{path}#{number} {entry['t'][11:23]} {entry['m']}\n")
+                sys.stdout.write(f"{e['node']}#{e['attempt']} {e['time'][11:23]} {e['line']}\n")
         sys.stdout.flush()
         if not follow or done:
             return
@@ -250,10 +294,18 @@ def show_logs(local: Local, ref: str, node: str | None, follow: bool, attempt_no
 def list_artifacts(local: Local, ref: str, json_output: bool) -> None:
     with local.metadata.session() as s:
         run = q.get_run(s, local.settings.tenant, ref)
-        docs = [
-            {"artifact_id": a.id, "ref": f"{run.id}/{a.node_path}/{a.output_name}", "node": a.node_path,
-             "output": a.output_name, "type": a.type, "format": a.format, "sha256": a.sha256,
-             "size": a.size, "created_at": iso(a.created_at)}  # fmt: skip
+        docs: list[dict[str, Any]] = [
+            {
+                "artifact_id": a.id,
+                "ref": f"{run.id}/{a.node_path}/{a.output_name}",
+                "node": a.node_path,
+                "output": a.output_name,
+                "type": a.type,
+                "format": a.format,
+                "sha256": a.sha256,
+                "size": a.size,
+                "created_at": iso(a.created_at),
+            }
             for a in q.artifacts_of(s, run.id)
         ]
     if json_output:
@@ -263,7 +315,14 @@ def list_artifacts(local: Local, ref: str, json_output: bool) -> None:
     for col in ("artifact", "node", "output", "type", "size", "sha256"):
         table.add_column(col)
     for d in docs:
-        table.add_row(d["artifact_id"], d["node"], d["output"], d["type"], format_bytes(d["size"]), d["sha256"][:12])
+        table.add_row(
+            d["artifact_id"],
+            d["node"],
+            d["output"],
+            d["type"],
+            format_bytes(d["size"]),
+            d["sha256"][:12],
+        )
     out.print(table)
 
 
@@ -282,7 +341,10 @@ def get_artifact(local: Local, ref: str, dest: Path) -> None:
                 tar.extractall(dest, filter="data")
     else:
         if dest.is_dir():
-            dest = dest / ((art.value or {}).get("filename") or f"{art.node_path}.{art.output_name}.{art.format}")
+            dest = dest / (
+                (art.value or {}).get("filename")
+                or f"{art.node_path}.{art.output_name}.{art.format}"
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         local.store.copy_blob_to(art.sha256, dest)
     err.print(f"wrote {art.node_path}/{art.output_name} ({art.type}, {format_bytes(art.size)}, sha256 {art.sha256[:12]}) to {dest}",

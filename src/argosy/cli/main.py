@@ -9,9 +9,9 @@ go to stderr. Importing this module stays cheap: commands import what they need.
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -29,13 +29,16 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
 
 
 OutputOpt = Annotated[
-    Format, typer.Option("--output", "-o", help="text for people, json for programs (one document on stdout)")
+    Format,
+    typer.Option(
+        "--output", "-o", help="text for people, json for programs (one document on stdout)"
+    ),
 ]
 
 
@@ -53,26 +56,53 @@ def _local(**overrides: Any) -> Any:
 
 @app.command()
 def run(
-    target: Annotated[str, typer.Argument(metavar="FILE[:PIPELINE]", help="pipeline file, and the pipeline's name if it has several")],
-    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", metavar="NAME=VALUE", help="a pipeline parameter (repeatable); parsed by its annotation")] = None,  # noqa: UP007
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE[:PIPELINE]",
+            help="pipeline file, and the pipeline's name if it has several",
+        ),
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="NAME=VALUE",
+            help="a pipeline parameter (repeatable); parsed by its annotation",
+        ),
+    ] = None,
     output: OutputOpt = Format.text,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="cancel the rest of the run when a task fails")] = False,
-    max_cpus: Annotated[Optional[float], typer.Option(help="CPUs the local executor may use at once (default: all)")] = None,  # noqa: UP007
-    max_memory: Annotated[Optional[str], typer.Option(help="memory it may use at once, e.g. 8Gi (default: all)")] = None,  # noqa: UP007
-    max_gpus: Annotated[Optional[int], typer.Option(help="GPUs it may use (default: those found)")] = None,  # noqa: UP007
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="cancel the rest of the run when a task fails")
+    ] = False,
+    max_cpus: Annotated[
+        float | None, typer.Option(help="CPUs the local executor may use at once (default: all)")
+    ] = None,
+    max_memory: Annotated[
+        str | None, typer.Option(help="memory it may use at once, e.g. 8Gi (default: all)")
+    ] = None,
+    max_gpus: Annotated[
+        int | None, typer.Option(help="GPUs it may use (default: those found)")
+    ] = None,
 ) -> None:
     """Compile and run a pipeline locally; shows progress on stderr and ends with its outputs."""
     from argosy.cli import commands
 
     settings = _settings(max_cpus=max_cpus, max_memory=max_memory, max_gpus=max_gpus,
                          fail_fast=fail_fast or None)  # fmt: skip
-    raise typer.Exit(commands.run_pipeline(settings, target, param or [], json_output=output == Format.json))
+    raise typer.Exit(
+        commands.run_pipeline(settings, target, param or [], json_output=output == Format.json)
+    )
 
 
 @app.command("compile")
 def compile_(
     target: Annotated[str, typer.Argument(metavar="FILE[:PIPELINE]")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="write the spec here (.yaml or .json); default: stdout")] = None,  # noqa: UP007
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="write the spec here (.yaml or .json); default: stdout"),
+    ] = None,
 ) -> None:
     """Compile a pipeline to its portable spec (apiVersion argosy.dev/v1)."""
     from argosy.cli import commands
@@ -84,8 +114,8 @@ def compile_(
 def runs_list(
     output: OutputOpt = Format.text,
     limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
-    status: Annotated[Optional[str], typer.Option(help="only runs in this status")] = None,  # noqa: UP007
-    pipeline: Annotated[Optional[str], typer.Option(help="only runs of this pipeline")] = None,  # noqa: UP007
+    status: Annotated[str | None, typer.Option(help="only runs in this status")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
 ) -> None:
     """List runs, newest first."""
     from argosy.cli import commands
@@ -126,9 +156,15 @@ def runs_cancel(run_ref: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
 @app.command()
 def logs(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
-    node: Annotated[Optional[str], typer.Argument(metavar="[NODE]", help="only this node path")] = None,  # noqa: UP007
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the run ends")] = False,
-    attempt: Annotated[Optional[int], typer.Option(help="only this attempt number (default: all)")] = None,  # noqa: UP007
+    node: Annotated[
+        str | None, typer.Argument(metavar="[NODE]", help="only this node path")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing until the run ends")
+    ] = False,
+    attempt: Annotated[
+        int | None, typer.Option(help="only this attempt number (default: all)")
+    ] = None,
     output: OutputOpt = Format.text,
 ) -> None:
     """Print the captured stdout/stderr of a run's tasks, with timestamps."""
@@ -150,8 +186,12 @@ def artifacts_list(
 
 @artifacts_app.command("get")
 def artifacts_get(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="artifact id, prefix, or RUN/NODE/OUTPUT")],
-    out: Annotated[Path, typer.Option("--out", help="where to write it (a folder, for directory artifacts)")],
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="artifact id, prefix, or RUN/NODE/OUTPUT")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="where to write it (a folder, for directory artifacts)")
+    ],
 ) -> None:
     """Download an artifact's bytes (hash verified) to a path."""
     from argosy.cli import commands

@@ -105,7 +105,11 @@ class Engine:
         self.poll_interval = poll_interval
         self.host = socket.gethostname()
         self.interrupted = False  # set from a signal handler: cancel the run being executed
-        self._me = {"host": self.host, "pid": os.getpid(), "started": processes.start_time(os.getpid())}
+        self._me = {
+            "host": self.host,
+            "pid": os.getpid(),
+            "started": processes.start_time(os.getpid()),
+        }
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
@@ -124,7 +128,7 @@ class Engine:
 
     # -- ownership -----------------------------------------------------------------------------
     def _owner_alive(self, engine: Mapping[str, Any] | None) -> bool:
-        if not engine or engine.get("pid") == os.getpid() and engine.get("host") == self.host:
+        if not engine or (engine.get("pid") == os.getpid() and engine.get("host") == self.host):
             return False
         if engine.get("host") != self.host:
             return True  # cannot check another machine's processes: assume it is alive
@@ -326,12 +330,20 @@ class _RunLoop:
         with self.e.metadata.session() as s:
             s.add(
                 Attempt(
-                    id=attempt_id, tenant=self.e.tenant, run_id=self.run_id, task_id=view.id,
-                    number=number, state=AttemptState.RUNNING, cause=cause,
-                    resources=step.resources.model_dump(), node_pool=step.resources.pool,
-                    log_key=f"{prefix}/log.jsonl", started_at=started, created_at=started,
+                    id=attempt_id,
+                    tenant=self.e.tenant,
+                    run_id=self.run_id,
+                    task_id=view.id,
+                    number=number,
+                    state=AttemptState.RUNNING,
+                    cause=cause,
+                    resources=step.resources.model_dump(),
+                    node_pool=step.resources.pool,
+                    log_key=f"{prefix}/log.jsonl",
+                    started_at=started,
+                    created_at=started,
                     created_by=self.e.user,
-                )  # fmt: skip
+                )
             )
             values: dict[str, Any] = {"attempt_count": number}
             if number == 1:
@@ -362,14 +374,22 @@ class _RunLoop:
         self.live[attempt_id] = view.node_path
         with self.e.metadata.session() as s:
             s.execute(
-                update(Attempt).where(Attempt.id == attempt_id).values(
-                    host=ident.host, pid=ident.pid, pgid=ident.pgid,
+                update(Attempt)
+                .where(Attempt.id == attempt_id)
+                .values(
+                    host=ident.host,
+                    pid=ident.pid,
+                    pgid=ident.pgid,
                     process_started=ident.started,
-                    resources=dict(step.resources.model_dump(), gpu_devices=list(ident.gpu_devices)),
-                )  # fmt: skip
+                    resources=dict(
+                        step.resources.model_dump(), gpu_devices=list(ident.gpu_devices)
+                    ),
+                )
             )
 
-    def _invocation(self, view: TaskView, attempt_id: str, number: int, prefix: str) -> dict[str, Any]:
+    def _invocation(
+        self, view: TaskView, attempt_id: str, number: int, prefix: str
+    ) -> dict[str, Any]:
         step = self.spec.step_of(view.node_path)
         impl = step.implementation
         code = None
@@ -416,7 +436,9 @@ class _RunLoop:
     ) -> None:
         """Commit an attempt's outcome (fenced by its number) and move its task on."""
         stop_reason = ended.reason if ended else None
-        succeeded = bool(record and record.get("status") == "succeeded") and stop_reason != Reason.CANCELLED
+        succeeded = (
+            bool(record and record.get("status") == "succeeded") and stop_reason != Reason.CANCELLED
+        )
         if succeeded:
             reason, error = None, None
         elif stop_reason is not None:
@@ -424,7 +446,10 @@ class _RunLoop:
         elif record is not None:
             reason, error = record.get("reason") or Reason.EXCEPTION, record.get("error")
         elif lost:
-            reason, error = Reason.ENGINE_LOST, "the engine stopped while this attempt ran; it was ended and will be re-run"
+            reason, error = (
+                Reason.ENGINE_LOST,
+                "the engine stopped while this attempt ran; it was ended and will be re-run",
+            )
         elif ended is not None and ended.signal is not None:
             name = signal.Signals(ended.signal).name
             reason, error = Reason.SIGNAL, f"the process was killed by {name}"
@@ -432,7 +457,10 @@ class _RunLoop:
                 error += " (out of memory, or killed from outside)"
         else:
             code = ended.exit_code if ended else None
-            reason, error = Reason.EXIT_CODE, f"the process exited with code {code} without a result"
+            reason, error = (
+                Reason.EXIT_CODE,
+                f"the process exited with code {code} without a result",
+            )
         with self.e.metadata.session() as s:
             attempt = s.get_one(Attempt, attempt_id)
             task = s.get_one(Task, view.id)
@@ -484,7 +512,9 @@ class _RunLoop:
         if self.fail_fast and not self.cancelling:
             self._cancel_all(f"fail-fast: {view.node_path} failed")
 
-    def _register_outputs(self, s: Any, view: TaskView, attempt_id: str, record: dict[str, Any]) -> None:
+    def _register_outputs(
+        self, s: Any, view: TaskView, attempt_id: str, record: dict[str, Any]
+    ) -> None:
         step = self.spec.step_of(view.node_path)
         outputs = record.get("outputs") or {}
         missing = [o for o in step.outputs if o not in outputs]
@@ -535,7 +565,9 @@ class _RunLoop:
                     identity = ProcessIdentity(attempt.host, attempt.pid, attempt.pgid or attempt.pid,
                                                attempt.process_started)  # fmt: skip
                 self.e.executor.end_orphan(attempt.id, identity)
-                record = self.e.store.get_record(f"{prefix}/result.json")  # it may have just finished
+                record = self.e.store.get_record(
+                    f"{prefix}/result.json"
+                )  # it may have just finished
             tail = self.e.executor.adopt_log(attempt.id, attempt.log_key) if attempt.log_key else []
             ended = AttemptExit(attempt.id, None, None, None, None, None, None, tail)
             self._settle(view, attempt.id, record, ended, lost=record is None)

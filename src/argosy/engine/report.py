@@ -47,7 +47,9 @@ def attempt_document(a: Attempt) -> dict[str, Any]:
     }
 
 
-def run_document(session: Session, store: ArtifactStore, run: Run, *, detail: bool = False) -> dict[str, Any]:
+def run_document(
+    session: Session, store: ArtifactStore, run: Run, *, detail: bool = False
+) -> dict[str, Any]:
     """Everything about a run: status, tasks with their attempts, and outputs."""
     version = session.get_one(PipelineVersion, run.pipeline_version_id)
     pipeline = session.get_one(Pipeline, run.pipeline_id)
@@ -67,7 +69,12 @@ def run_document(session: Session, store: ArtifactStore, run: Run, *, detail: bo
         if detail:
             doc["inputs"] = t.inputs
             doc["outputs"] = {
-                a.output_name: {"artifact_id": a.id, "sha256": a.sha256, "type": a.type, "size": a.size}
+                a.output_name: {
+                    "artifact_id": a.id,
+                    "sha256": a.sha256,
+                    "type": a.type,
+                    "size": a.size,
+                }
                 for a in artifacts
                 if a.task_id == t.id
             }

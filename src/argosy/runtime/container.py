@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from argosy.runtime import formats
+from argosy.sdk.types import JSON_TYPES
 from argosy.stores.artifacts.blobs import ArtifactStore
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(path|value)\s*\}\}")
@@ -72,12 +72,13 @@ def run_container(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> d
         path = scratch / "outputs" / name
         if not path.exists():
             raise StepFailed(
-                "output_error", f"the container did not write output {name!r} ({MOUNT}/outputs/{name})"
+                "output_error",
+                f"the container did not write output {name!r} ({MOUNT}/outputs/{name})",
             )
         ref = declared["type"]
         if ref == "str":
             outputs[name] = path.read_text()
-        elif ref in formats.JSON_TYPES:
+        elif ref in JSON_TYPES:
             outputs[name] = json.loads(path.read_text())
         elif ref == "bytes":
             outputs[name] = path.read_bytes()

@@ -71,7 +71,7 @@ def infer_ref(value: Any) -> str:
 
 def _matches(declared: str, value: Any) -> bool:
     actual = infer_ref(value)
-    if declared == actual or declared == ANY:
+    if declared in (actual, ANY):
         return True
     if declared == "float" and actual in ("int", "bool"):
         return True
@@ -112,7 +112,9 @@ def write_value(
                 "and dicts (convert numpy scalars with float()/int(), NaN is not JSON)"
             ) from None
         dest.write_text(text, encoding="utf-8")
-        return Written(dest, ref, "json", None, json_text=text if len(text) <= INLINE_JSON_LIMIT else None)
+        return Written(
+            dest, ref, "json", None, json_text=text if len(text) <= INLINE_JSON_LIMIT else None
+        )
     if fmt == "bytes":
         dest.write_bytes(bytes(value))
         return Written(dest, ref, "bytes", None)
@@ -187,7 +189,9 @@ def _write_tar(source: Path, dest: Path) -> None:
                 raise SerializationError(
                     f"directory output {source} contains the symlink {path}; replace it with a copy"
                 )
-            tar.add(path, arcname=path.relative_to(source).as_posix(), recursive=False, filter=clean)
+            tar.add(
+                path, arcname=path.relative_to(source).as_posix(), recursive=False, filter=clean
+            )
 
 
 def read_value(

@@ -140,7 +140,9 @@ def run_python(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict
         if code == 0 and not inv["step"]["outputs"]:
             result = None
         else:
-            raise StepFailed("exit_code", f"the step called sys.exit({exc.code!r})", code or 1) from None
+            raise StepFailed(
+                "exit_code", f"the step called sys.exit({exc.code!r})", code or 1
+            ) from None
     return _store_outputs(inv, store, _split_outputs(inv["step"], result), scratch)
 
 

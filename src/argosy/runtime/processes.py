@@ -8,6 +8,7 @@ parent can be found again, by the executor or by an engine recovering after a cr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -29,10 +30,8 @@ def become_subreaper() -> bool:
 
 def set_oom_score_adj(value: int) -> None:
     """Ask the kernel's OOM killer to pick this process (and its children) first."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text(str(value))
-    except OSError:
-        pass
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -131,10 +130,8 @@ def marked_processes(attempt_id: str) -> list[int]:
 
 def _signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _snapshot(root: int | None, attempt_id: str | None) -> list[int]:

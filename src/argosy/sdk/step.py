@@ -99,7 +99,9 @@ def _options(location: str, **given: Any) -> StepOptions:
                 isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str)
                 for k, v in value.items()
             ):
-                raise bad("env must map variable names to string values, e.g. {'OMP_NUM_THREADS': '2'}")
+                raise bad(
+                    "env must map variable names to string values, e.g. {'OMP_NUM_THREADS': '2'}"
+                )
             opts[key] = dict(value)
         elif key == "secrets":
             if isinstance(value, str) or not all(
@@ -316,7 +318,9 @@ def container_step(
             f"container step {name!r}: command must be a non-empty list of strings, e.g. "
             f"['sh', '-c', '...'] [{location}]"
         )
-    placeholders = re.findall(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(path|value)\s*\}\}", " ".join(command))
+    placeholders = re.findall(
+        r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(path|value)\s*\}\}", " ".join(command)
+    )
     declared = {"inputs": dict(inputs or {}), "outputs": dict(outputs or {})}
     for group, key, _ in placeholders:
         if key not in declared[group]:
@@ -336,4 +340,13 @@ def container_step(
     )
 
 
-__all__ = ["ContainerStep", "InputDef", "OutputRef", "Step", "StepCall", "StepOptions", "container_step", "step"]
+__all__ = [
+    "ContainerStep",
+    "InputDef",
+    "OutputRef",
+    "Step",
+    "StepCall",
+    "StepOptions",
+    "container_step",
+    "step",
+]

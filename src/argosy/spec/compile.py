@@ -20,6 +20,7 @@ from argosy.sdk.graph import Binding, PipelineGraph
 from argosy.sdk.pipeline import Pipeline
 from argosy.sdk.step import ContainerStep, Step
 from argosy.spec import code_package, environment
+from argosy.spec.loader import module_name_for
 from argosy.spec.models import (
     CodePackage,
     ConstantInput,
@@ -39,7 +40,6 @@ from argosy.spec.models import (
     TaskOutputInput,
     TypeSpec,
 )
-from argosy.spec.loader import module_name_for
 from argosy.spec.validate import validate_spec
 
 
@@ -142,8 +142,8 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
                 python=platform.python_version(),
                 returns="fields" if s.multi_output else ("single" if s.outputs else "none"),
             )
-        spec = _step_spec(s, impl)
-        if existing is not None and existing != spec:
+        step_spec = _step_spec(s, impl)
+        if existing is not None and existing != step_spec:
             from argosy.errors import ValidationError
 
             raise ValidationError(
@@ -154,7 +154,7 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
                 where=node.path,
                 location=node.location,
             )
-        steps[s.name] = spec
+        steps[s.name] = step_spec
         locations.setdefault(f"step:{s.name}", s.location)
 
     commit, dirty = _git(package.root if package else (source.parent if source else Path.cwd()))

@@ -36,7 +36,7 @@ def environment_manifest(cache_dir: Path | None = None) -> dict[str, Any]:
 
     distributions: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.name
         if name:
             distributions[name.lower().replace("_", "-")] = dist.version
     manifest = {

@@ -36,7 +36,9 @@ def load_pipeline(target: str) -> Pipeline:
     if path.suffix != ".py":
         raise UsageError(f"{target!r}: expected a Python file, as FILE.py or FILE.py:PIPELINE")
     if not path.is_file():
-        raise UsageError(f"pipeline file {str(path)!r} not found; check the path (relative to {Path.cwd()})")
+        raise UsageError(
+            f"pipeline file {str(path)!r} not found; check the path (relative to {Path.cwd()})"
+        )
     file = path.resolve()
     module_name, sys_path = module_name_for(file)
     if str(sys_path) not in sys.path:
@@ -70,6 +72,5 @@ def load_pipeline(target: str) -> Pipeline:
     if not found:
         raise UsageError(f"{path} defines no @pipeline; decorate a function with @pipeline")
     raise UsageError(
-        f"{path} defines several pipelines ({', '.join(sorted(found))}); choose one as "
-        f"{path}:NAME"
+        f"{path} defines several pipelines ({', '.join(sorted(found))}); choose one as {path}:NAME"
     )

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-API_VERSION = "argosy.dev/v1"
+API_VERSION: Literal["argosy.dev/v1"] = "argosy.dev/v1"
 
 
 class _Model(BaseModel):

@@ -101,7 +101,7 @@ def check_no_cycles(spec: PipelineSpec) -> None:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            loop = " -> ".join([*trail[trail.index(name):], name])
+            loop = " -> ".join([*trail[trail.index(name) :], name])
             raise _fail(spec, "check_no_cycles", name,
                         f"the pipeline has a cycle ({loop}); a step cannot depend on its own output")  # fmt: skip
         state[name] = 1
@@ -182,7 +182,11 @@ def check_outputs_storable(spec: PipelineSpec) -> None:
 
 def check_retry_policy(spec: PipelineSpec) -> None:
     for name, step in spec.steps.items():
-        if step.retries < 0 or step.retry_backoff < 0 or (step.timeout is not None and step.timeout <= 0):
+        if (
+            step.retries < 0
+            or step.retry_backoff < 0
+            or (step.timeout is not None and step.timeout <= 0)
+        ):
             raise ValidationError(
                 "check_retry_policy",
                 "retries and retry_backoff must be >= 0 and timeout > 0",

@@ -270,7 +270,9 @@ class LocalExecutor(Executor):
             processes.kill_tree(None, attempt_id)  # escaped descendants of a killed launcher
         self._read_streams(run, final=True)
         if sig is not None and run.stop_reason is None:
-            self._write_line(run, "err", f"argosy: the process was killed by {signal.Signals(sig).name}")
+            self._write_line(
+                run, "err", f"argosy: the process was killed by {signal.Signals(sig).name}"
+            )
             run.log.flush()
         run.log.close()
         if run.launch.log_key:

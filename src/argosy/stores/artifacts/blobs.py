@@ -41,7 +41,7 @@ def sha256_file(path: Path) -> BlobInfo:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     with path.open("rb", buffering=0) as f:
-        while n := f.readinto(buf):  # type: ignore[attr-defined]
+        while n := f.readinto(buf):
             digest.update(view[:n])
             size += n
     return BlobInfo(digest.hexdigest(), size)
@@ -56,7 +56,9 @@ class ArtifactStore:
 
     def __init__(self, backend: ByteStore, tenant: str) -> None:
         if not _TENANT.match(tenant):
-            raise StoreError(f"invalid tenant name {tenant!r}: use a DNS-1123 label such as 'team-a'")
+            raise StoreError(
+                f"invalid tenant name {tenant!r}: use a DNS-1123 label such as 'team-a'"
+            )
         self.backend = backend
         self.tenant = tenant
         self.prefix = f"tenants/{tenant}/"
@@ -129,7 +131,9 @@ class ArtifactStore:
             with self.backend.open(self.blob_key(sha256)) as f:
                 data = f.read()
         except FileNotFoundError:
-            raise StoreError(f"blob sha256:{sha256} is missing from tenant {self.tenant!r}") from None
+            raise StoreError(
+                f"blob sha256:{sha256} is missing from tenant {self.tenant!r}"
+            ) from None
         if hashlib.sha256(data).hexdigest() != sha256:
             raise IntegrityError(
                 f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted; restore it from a "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,16 +21,12 @@ from argosy.spec.models import PipelineSpec
 from argosy.stores.metadata.tables import (
     Artifact,
     Attempt,
-    Base,
     Pipeline,
     PipelineVersion,
     Run,
     Task,
     Tenant,
 )
-
-T = TypeVar("T", bound=Base)
-
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -45,7 +41,9 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 def ensure_tenant(session: Session, tenant: str, user: str) -> None:
     if session.scalar(select(Tenant.id).where(Tenant.name == tenant)) is None:
-        session.add(Tenant(id=new_id(), tenant=tenant, name=tenant, created_at=now(), created_by=user))
+        session.add(
+            Tenant(id=new_id(), tenant=tenant, name=tenant, created_at=now(), created_by=user)
+        )
 
 
 def ensure_pipeline_version(
@@ -57,7 +55,9 @@ def ensure_pipeline_version(
         select(Pipeline).where(Pipeline.tenant == tenant, Pipeline.name == spec.name)
     )
     if pipeline is None:
-        pipeline = Pipeline(id=new_id(), tenant=tenant, name=spec.name, created_at=now(), created_by=user)
+        pipeline = Pipeline(
+            id=new_id(), tenant=tenant, name=spec.name, created_at=now(), created_by=user
+        )
         session.add(pipeline)
         session.flush()
     digest = spec.digest
@@ -126,26 +126,29 @@ def create_run(
     return run
 
 
-def _by_ref(session: Session, model: type[T], tenant: str, ref: str, noun: str) -> T:
+def _by_ref(session: Session, model: Any, tenant: str, ref: str, noun: str) -> Any:
     ref = ref.strip().upper()
-    exact = session.scalar(select(model).where(model.tenant == tenant, model.id == ref))  # type: ignore[attr-defined]
+    exact = session.scalar(select(model).where(model.tenant == tenant, model.id == ref))
     if exact is not None:
         return exact
     if len(ref) < 4:
         raise NotFoundError(f"{noun} {ref!r} not found; give at least 4 characters of its id")
     matches = session.scalars(
-        select(model).where(model.tenant == tenant, model.id.startswith(ref)).limit(6)  # type: ignore[attr-defined]
+        select(model).where(model.tenant == tenant, model.id.startswith(ref)).limit(6)
     ).all()
     if not matches:
-        raise NotFoundError(f"no {noun} id starts with {ref!r}; list them with 'argosy {noun}s list'")
+        raise NotFoundError(
+            f"no {noun} id starts with {ref!r}; list them with 'argosy {noun}s list'"
+        )
     if len(matches) > 1:
-        ids = ", ".join(m.id for m in matches[:5])  # type: ignore[attr-defined]
+        ids = ", ".join(m.id for m in matches[:5])
         raise NotFoundError(f"{ref!r} matches several {noun}s ({ids}); give more characters")
     return matches[0]
 
 
 def get_run(session: Session, tenant: str, ref: str) -> Run:
-    return _by_ref(session, Run, tenant, ref, "run")
+    run: Run = _by_ref(session, Run, tenant, ref, "run")
+    return run
 
 
 def get_spec(session: Session, run: Run) -> PipelineSpec:
@@ -184,14 +187,18 @@ def tasks_of(session: Session, run_id: str) -> list[Task]:
 def attempts_of(session: Session, run_id: str) -> list[Attempt]:
     return list(
         session.scalars(
-            select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.task_id, Attempt.number)
+            select(Attempt)
+            .where(Attempt.run_id == run_id)
+            .order_by(Attempt.task_id, Attempt.number)
         ).all()
     )
 
 
 def artifacts_of(session: Session, run_id: str) -> list[Artifact]:
     return list(
-        session.scalars(select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)).all()
+        session.scalars(
+            select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)
+        ).all()
     )
 
 
@@ -209,7 +216,8 @@ def get_task(session: Session, tenant: str, ref: str) -> Task:
 def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
     """An artifact by id, id prefix, or ``RUN/NODE/OUTPUT`` (``RUN/NODE`` if it has one output)."""
     if "/" not in ref:
-        return _by_ref(session, Artifact, tenant, ref, "artifact")
+        art: Artifact = _by_ref(session, Artifact, tenant, ref, "artifact")
+        return art
     run_ref, _, rest = ref.partition("/")
     run = get_run(session, tenant, run_ref)
     arts = artifacts_of(session, run.id)
@@ -225,4 +233,6 @@ def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
 
 
 def count_runs(session: Session, tenant: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(Run).where(Run.tenant == tenant)) or 0)
+    return int(
+        session.scalar(select(func.count()).select_from(Run).where(Run.tenant == tenant)) or 0
+    )
