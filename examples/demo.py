@@ -14,11 +14,11 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, NamedTuple
 
 import pandas as pd
 
-from argosy import pipeline, serializer, step
+from argosy import Metrics, pipeline, serializer, step
 
 FEATURES = ["mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness",
             "mean compactness", "mean concavity", "mean concave points", "worst radius",
@@ -31,16 +31,10 @@ class Prepared(NamedTuple):
     test: pd.DataFrame
 
 
-class Evaluation(NamedTuple):
-    """Metrics of one model on the held-out patients."""
-
-    metrics: dict[str, Any]
-
-
 class Selection(NamedTuple):
     model: Annotated[object, serializer("joblib")]
     name: str
-    metrics: dict[str, Any]
+    metrics: Metrics
 
 
 def _warehouse(folder: Path) -> Path:
@@ -113,29 +107,28 @@ def train_boosting(
 
 
 @step(cpu=1, memory="1Gi")
-def evaluate(model: Annotated[object, serializer("joblib")], test: pd.DataFrame) -> dict[str, Any]:
-    """ROC AUC, accuracy and the confusion matrix on the held-out patients."""
+def evaluate(model: Annotated[object, serializer("joblib")], test: pd.DataFrame) -> Metrics:
+    """ROC AUC, accuracy and the confusion matrix (tn, fp, fn, tp) on held-out patients."""
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
     scores = model.predict_proba(test[FEATURES])[:, 1]
     predicted = (scores >= 0.5).astype(int)
     tn, fp, fn, tp = confusion_matrix(test["malignant"], predicted, labels=[0, 1]).ravel()
-    metrics = {
-        "model": type(model).__name__,
-        "roc_auc": round(float(roc_auc_score(test["malignant"], scores)), 6),
-        "accuracy": round(float(accuracy_score(test["malignant"], predicted)), 6),
-        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
-    }
-    print(metrics)
+    metrics = Metrics(
+        roc_auc=round(float(roc_auc_score(test["malignant"], scores)), 6),
+        accuracy=round(float(accuracy_score(test["malignant"], predicted)), 6),
+        tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp),
+    )  # fmt: skip
+    print(type(model).__name__, dict(metrics))
     return metrics
 
 
 @step(cpu=0.5)
 def select_best(
     logistic: Annotated[object, serializer("joblib")],
-    logistic_metrics: dict[str, Any],
+    logistic_metrics: Metrics,
     boosting: Annotated[object, serializer("joblib")],
-    boosting_metrics: dict[str, Any],
+    boosting_metrics: Metrics,
 ) -> Selection:
     """The model with the higher ROC AUC (accuracy breaks ties)."""
     candidates = [

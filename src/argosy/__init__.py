@@ -6,7 +6,16 @@ process imports it again (no pydantic, SQLAlchemy or pandas at import time).
 
 from argosy.sdk.pipeline import Pipeline, pipeline
 from argosy.sdk.step import ContainerStep, Step, container_step, step
-from argosy.sdk.types import serializer
+from argosy.sdk.types import Metrics, serializer
 
-__all__ = ["ContainerStep", "Pipeline", "Step", "container_step", "pipeline", "serializer", "step"]
+__all__ = [
+    "ContainerStep",
+    "Metrics",
+    "Pipeline",
+    "Step",
+    "container_step",
+    "pipeline",
+    "serializer",
+    "step",
+]
 __version__ = "0.1.0"

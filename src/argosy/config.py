@@ -97,6 +97,8 @@ class Settings(BaseSettings):
         default=1.25, gt=1.0, description="kill an attempt above request x margin"
     )
     fail_fast: bool = False
+    cache: bool = Field(default=True, description="reuse outputs of identical earlier tasks")
+    cache_ttl: float | None = Field(default=None, gt=0, description="default max age (seconds)")
     secrets_file: Path | None = None
     poll_interval: float = Field(default=0.05, gt=0)
 

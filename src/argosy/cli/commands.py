@@ -368,3 +368,166 @@ def compile_pipeline(settings: Settings, target: str, dest: Path | None) -> None
     else:
         dest.write_text(text)
         err.print(f"wrote {compiled.spec.name} {compiled.spec.digest} to {dest}", highlight=False)
+
+
+def show_lineage(local: Local, ref: str, down: bool, fmt: str) -> None:
+    from argosy.engine import lineage
+
+    with local.metadata.session() as s:
+        art = q.get_artifact(s, local.settings.tenant, ref)
+        tree = (lineage.downstream if down else lineage.upstream)(s, local.settings.tenant, art)
+    if fmt == "json":
+        emit_json(tree)
+    elif fmt == "dot":
+        sys.stdout.write(lineage.to_dot(tree))
+    else:
+        out.print(_lineage_tree(tree), highlight=False)
+
+
+def _lineage_tree(doc: dict[str, Any]) -> Any:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    def label(d: dict[str, Any]) -> str:
+        if d["kind"] == "artifact":
+            return f"[bold]{escape(d['ref'])}[/] {escape(d['type'])} sha256 {d['sha256'][:12]}"
+        if d["kind"] == "file":
+            return f"file {escape(str(d['source']))} sha256 {d['sha256'][:12]}"
+        if d["kind"] == "value":
+            return f"= {escape(json.dumps(d['value']))}"
+        git = d.get("git") or {}
+        text = f"task [cyan]{escape(d['node'])}[/] ({d['state']}) of run {d['run_id']}, {escape(d['pipeline'])} {d['pipeline_version'][:19]}"
+        if d.get("cached_from_task"):
+            text += f", reusing task {d['cached_from_task']}"
+        if git.get("commit"):
+            text += f"\ngit {git['commit'][:12]}" + (
+                f" dirty (diff sha256 {git['diff_sha256'][:12]})" if git.get("dirty") else ""
+            )
+        if "code" in d:
+            text += f"\ncode {escape(d['code']['function'])} package {d['code']['package'][:19]} fingerprint {d['code']['fingerprint'][:19]}"
+            pkgs = ", ".join(f"{k} {v}" for k, v in d["environment"]["packages"].items())
+            text += f"\npackages {escape(pkgs)}"
+        if "image" in d:
+            text += f"\nimage {escape(d['image'])}"
+        return text
+
+    shown: set[str] = set()
+
+    def build(d: dict[str, Any], tree: Any) -> None:
+        if d.get("id") in shown:
+            tree.add(label(d) + " [dim](shown above)[/]")
+            return
+        shown.add(d["id"])
+        node = tree.add(label(d))
+        task = d.get("produced_by")
+        if task is not None:
+            t = node.add(label(task))
+            for name, inp in task["inputs"].items():
+                if inp["kind"] == "artifact":
+                    sub = t.add(f"input {escape(name)}")
+                    build(inp, sub)
+                else:
+                    t.add(f"input {escape(name)} {label(inp)}")
+        for task in d.get("consumed_by", []):
+            t = node.add(f"as input {escape(task['as_input'])} of " + label(task))
+            for out_doc in task["outputs"]:
+                build(out_doc, t)
+
+    root = Tree("lineage", hide_root=True)
+    build(doc, root)
+    return root
+
+
+def reproduce_run(local: Local, ref: str, allow_drift: bool, json_output: bool) -> int:
+    from argosy.engine.compare import drift
+    from argosy.spec.compile import CompiledPipeline, compile_pipeline
+    from argosy.spec.loader import load_pipeline
+
+    with local.metadata.session() as s:
+        run = q.get_run(s, local.settings.tenant, ref)
+        spec = q.get_spec(s, run)
+        parameters = dict(run.parameters)
+        original = run.id
+    source = spec.provenance.source_file if spec.provenance else None
+    problems: list[str]
+    if not source or not Path(source).is_file():
+        problems = [f"the pipeline's source file {source!r} is gone, so drift cannot be checked"]
+    else:
+        try:
+            current = compile_pipeline(
+                load_pipeline(f"{source}:{spec.name}"), cache_dir=local.settings.home / "cache"
+            )
+            problems = drift(spec, current.spec)
+        except Exception as exc:  # the current code may not even import any more
+            problems = [f"the current code does not compile: {exc}"]
+    for line in problems:
+        err.print(f"drift: {line}", highlight=False, markup=False)
+    if problems and not allow_drift:
+        raise UsageError(
+            f"the code or packages differ from what run {original} recorded ({len(problems)} "
+            "difference(s) above); restore them, or pass --allow-drift to reproduce anyway"
+        )
+    missing = [d for d in spec.code if not local.store.has_blob(d.removeprefix("sha256:"))]
+    if missing:
+        raise UsageError(f"the code package {missing[0]} of run {original} is no longer stored")
+    with Progress(err) as progress:
+        engine = local.engine(on_change=progress)
+        run_id = engine.submit(
+            CompiledPipeline(spec), parameters, no_cache=True, reproduce_of=original
+        )
+        err.print(f"run {run_id} reproduces run {original}", highlight=False)
+        status = _execute_interruptibly(local, engine, run_id)
+    from argosy.engine.compare import diff_runs
+
+    with local.metadata.session() as s:
+        a, b = (
+            q.get_run(s, local.settings.tenant, original),
+            q.get_run(s, local.settings.tenant, run_id),
+        )
+        comparison = diff_runs(s, local.store, a, b)
+        doc = run_document(s, local.store, b)
+    same = {r["key"]: r["same"] for r in comparison["outputs"]}
+    if json_output:
+        emit_json({**doc, "reproduces": original, "drift": problems, "identical_outputs": same})
+    else:
+        _print_outcome(doc, {k: f"{r.node}/{r.output}" for k, r in spec.root.outputs.items()})
+        differing = [k for k, v in same.items() if not v]
+        if differing:
+            err.print(
+                f"outputs that differ from run {original}: {', '.join(differing)}", highlight=False
+            )
+        else:
+            err.print(
+                f"all {len(same)} outputs are byte-identical to run {original}", highlight=False
+            )
+    return 0 if status == RunStatus.SUCCEEDED else 1
+
+
+def diff_runs(local: Local, ref_a: str, ref_b: str, json_output: bool, all_rows: bool) -> None:
+    from argosy.engine.compare import diff_runs as compare
+
+    with local.metadata.session() as s:
+        a, b = (
+            q.get_run(s, local.settings.tenant, ref_a),
+            q.get_run(s, local.settings.tenant, ref_b),
+        )
+        doc = compare(s, local.store, a, b)
+    if json_output:
+        emit_json(doc)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("", "what", f"run {doc['a'][:12]}", f"run {doc['b'][:12]}", ""):
+        table.add_column(col)
+
+    def show(v: Any) -> str:
+        text = v if isinstance(v, str) else json.dumps(v)
+        return text[:19] + "…" if isinstance(v, str) and len(v) == 64 else text
+
+    for section in ("parameters", "code", "packages", "inputs", "outputs", "metrics"):
+        for row in doc[section]:
+            if row["same"] and not all_rows and section != "metrics":
+                continue
+            table.add_row(
+                section, row["key"], show(row["a"]), show(row["b"]), "" if row["same"] else "≠"
+            )
+    out.print(table)

@@ -66,6 +66,8 @@ class Local:
             secrets=local_secrets(s),
             on_change=on_change,
             poll_interval=0.5,
+            cache=s.cache,
+            cache_ttl=s.cache_ttl,
         )
 
 

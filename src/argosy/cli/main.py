@@ -76,6 +76,9 @@ def run(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="cancel the rest of the run when a task fails")
     ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="run every task; reuse no earlier outputs")
+    ] = False,
     max_cpus: Annotated[
         float | None, typer.Option(help="CPUs the local executor may use at once (default: all)")
     ] = None,
@@ -89,11 +92,15 @@ def run(
     """Compile and run a pipeline locally; shows progress on stderr and ends with its outputs."""
     from argosy.cli import commands
 
-    settings = _settings(max_cpus=max_cpus, max_memory=max_memory, max_gpus=max_gpus,
-                         fail_fast=fail_fast or None)  # fmt: skip
-    raise typer.Exit(
-        commands.run_pipeline(settings, target, param or [], json_output=output == Format.json)
+    settings = _settings(
+        max_cpus=max_cpus,
+        max_memory=max_memory,
+        max_gpus=max_gpus,
+        fail_fast=fail_fast or None,
+        cache=False if no_cache else None,
     )
+    code = commands.run_pipeline(settings, target, param or [], json_output=output == Format.json)
+    raise typer.Exit(code)
 
 
 @app.command("compile")
@@ -145,6 +152,37 @@ def runs_resume(
     raise typer.Exit(commands.resume_run(_local(), run_ref, output == Format.json))
 
 
+@runs_app.command("reproduce")
+def runs_reproduce(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    allow_drift: Annotated[
+        bool, typer.Option("--allow-drift", help="reproduce even if code or packages changed")
+    ] = False,
+    output: OutputOpt = Format.text,
+) -> None:
+    """Re-run a run's pipeline version with its parameters and inputs, caching off.
+
+    First reports whether the current code or installed packages differ from what the run
+    recorded, and refuses unless --allow-drift. Ends by comparing the outputs.
+    """
+    from argosy.cli import commands
+
+    raise typer.Exit(commands.reproduce_run(_local(), run_ref, allow_drift, output == Format.json))
+
+
+@runs_app.command("diff")
+def runs_diff(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B")],
+    output: OutputOpt = Format.text,
+    all_rows: Annotated[bool, typer.Option("--all", help="also show what is the same")] = False,
+) -> None:
+    """Parameters, code, packages, input data, outputs and metrics of two runs, side by side."""
+    from argosy.cli import commands
+
+    commands.diff_runs(_local(), run_a, run_b, output == Format.json, all_rows)
+
+
 @runs_app.command("cancel")
 def runs_cancel(run_ref: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
     """Cancel a run: running attempts are killed (whole process trees), the rest never start."""
@@ -171,6 +209,34 @@ def logs(
     from argosy.cli import commands
 
     commands.show_logs(_local(), run_ref, node, follow, attempt, output == Format.json)
+
+
+class LineageFormat(StrEnum):
+    text = "text"
+    json = "json"
+    dot = "dot"
+
+
+@app.command()
+def lineage(
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="artifact id, prefix, or RUN/NODE/OUTPUT")
+    ],
+    down: Annotated[
+        bool,
+        typer.Option(
+            "--down/--up",
+            help="what was made from it (--down) or what it came from (--up, default)",
+        ),
+    ] = False,
+    output: Annotated[
+        LineageFormat, typer.Option("--output", "-o", help="text (a tree), json, or dot (Graphviz)")
+    ] = LineageFormat.text,
+) -> None:
+    """Show where an artifact came from (tasks, inputs, parameters, code, git, packages) or where it went."""
+    from argosy.cli import commands
+
+    commands.show_lineage(_local(), ref, down, output.value)
 
 
 @artifacts_app.command("list")

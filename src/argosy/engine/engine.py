@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 
+from argosy.engine import cache
 from argosy.engine.states import (
     TASK_DONE,
     TASK_OK,
@@ -36,7 +38,7 @@ from argosy.engine.states import (
     RunStatus,
     TaskState,
 )
-from argosy.errors import ExecutionError, RunBusyError
+from argosy.errors import ArgosyError, ExecutionError, RunBusyError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.ids import new_id
 from argosy.runtime import processes
@@ -52,7 +54,7 @@ from argosy.spec.validate import upstream_of
 from argosy.stores.artifacts.blobs import ArtifactStore, attempt_prefix
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore
-from argosy.stores.metadata.tables import Artifact, Attempt, Run, Task
+from argosy.stores.metadata.tables import Artifact, Attempt, Run, Task, TaskInput
 
 CANCEL_CHECK_INTERVAL = 0.5
 
@@ -92,6 +94,8 @@ class Engine:
         secrets: Mapping[str, str] | None = None,
         on_change: ProgressCallback | None = None,
         poll_interval: float = 0.5,
+        cache: bool = True,
+        cache_ttl: float | None = None,
     ) -> None:
         self.metadata = metadata
         self.store = store
@@ -103,6 +107,8 @@ class Engine:
         self.secrets = dict(secrets or {})
         self.on_change = on_change
         self.poll_interval = poll_interval
+        self.cache = cache
+        self.cache_ttl = cache_ttl
         self.host = socket.gethostname()
         self.interrupted = False  # set from a signal handler: cancel the run being executed
         self._me = {
@@ -113,18 +119,32 @@ class Engine:
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
-        self, compiled: CompiledPipeline, parameters: dict[str, Any], *, fail_fast: bool = False
+        self,
+        compiled: CompiledPipeline,
+        parameters: dict[str, Any],
+        *,
+        fail_fast: bool = False,
+        no_cache: bool = False,
+        reproduce_of: str | None = None,
     ) -> str:
-        """Store the spec's blobs and create the run (``pending``) with its tasks; returns its id."""
+        """Store the spec's blobs and create the run (``pending``) with its tasks; returns its id.
+
+        ``reproduce_of`` names a run whose imported input files are reused as recorded.
+        """
         for digest, data in compiled.blobs.items():
             info = self.store.put_bytes(data)
             if "sha256:" + info.sha256 != digest:
                 raise ExecutionError(f"blob {digest} changed while being stored; compile again")
         with self.metadata.session() as s:
-            run = q.create_run(
-                s, self.tenant, compiled.spec, parameters, {"fail_fast": fail_fast}, self.user
-            )
+            options = {"fail_fast": fail_fast, "no_cache": no_cache, "cwd": os.getcwd(),
+                       "reproduce_of": reproduce_of}  # fmt: skip
+            run = q.create_run(s, self.tenant, compiled.spec, parameters, options, self.user)
             return run.id
+
+    def recorded_inputs(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Node path -> the resolved inputs its task got in run ``run_id``."""
+        with self.metadata.session() as s:
+            return {t.node_path: dict(t.inputs or {}) for t in q.tasks_of(s, run_id)}
 
     # -- ownership -----------------------------------------------------------------------------
     def _owner_alive(self, engine: Mapping[str, Any] | None) -> bool:
@@ -161,10 +181,10 @@ class Engine:
                 return RunStatus(run.status)
             spec = q.get_spec(s, run)
             parameters = dict(run.parameters)
-            fail_fast = bool(run.options.get("fail_fast"))
+            options = dict(run.options)
         self._claim(run_id)
         try:
-            return _RunLoop(self, run_id, spec, parameters, fail_fast).run()
+            return _RunLoop(self, run_id, spec, parameters, options).run()
         finally:
             self._release(run_id)
 
@@ -199,13 +219,18 @@ class _RunLoop:
         run_id: str,
         spec: PipelineSpec,
         parameters: dict[str, Any],
-        fail_fast: bool,
+        options: dict[str, Any],
     ) -> None:
         self.e = engine
         self.run_id = run_id
         self.spec = spec
         self.parameters = parameters
-        self.fail_fast = fail_fast
+        self.fail_fast = bool(options.get("fail_fast"))
+        self.cache_enabled = engine.cache and not options.get("no_cache")
+        self.cwd = options.get("cwd") or os.getcwd()
+        self.reproduced_inputs = (
+            engine.recorded_inputs(options["reproduce_of"]) if options.get("reproduce_of") else {}
+        )
         self.deps = upstream_of(spec)
         self.order = [n.name for n in spec.root.nodes]
         self.tasks: dict[str, TaskView] = {}
@@ -283,9 +308,15 @@ class _RunLoop:
                                    reason=f"{Reason.UPSTREAM_FAILED}: {bad.node_path} {bad.state}")  # fmt: skip
                     changed = True
                 elif all(u.state in TASK_OK for u in ups):
-                    view.inputs = self._resolve_inputs(name)
-                    self._set_task(s, view, TaskState.QUEUED, inputs=view.inputs, queued_at=q.now())
                     changed = True
+                    try:
+                        view.inputs = self._resolve_inputs(name)
+                    except ArgosyError as exc:
+                        self._set_task(s, view, TaskState.FAILED, finished_at=q.now(),
+                                       reason=f"{Reason.INPUT_ERROR}: {exc}")  # fmt: skip
+                        continue
+                    self._record_inputs(s, view)
+                    self._consult_cache(s, view)
         if self.cancelling:
             return changed
         now = time.monotonic()
@@ -304,21 +335,133 @@ class _RunLoop:
         return changed
 
     def _resolve_inputs(self, name: str) -> dict[str, Any]:
+        """Each input as ``{"value": json}`` or ``{"artifact": {...}}`` (files are imported)."""
         node = self.spec.node(name)
         step = self.spec.steps[node.step]
         resolved: dict[str, Any] = {}
         for key, inp in step.inputs.items():
             binding = node.inputs.get(key)
-            if binding is None:
-                resolved[key] = {"value": inp.default}
-            elif isinstance(binding, ConstantInput):
-                resolved[key] = {"value": binding.constant}
-            elif isinstance(binding, ParameterInput):
-                resolved[key] = {"value": self.parameters[binding.parameter]}
-            elif isinstance(binding, TaskOutputInput):
+            if isinstance(binding, TaskOutputInput):
                 ref = binding.task_output
                 resolved[key] = {"artifact": self.tasks[ref.node].outputs[ref.output]}
+                continue
+            if binding is None:
+                value = inp.default
+            elif isinstance(binding, ConstantInput):
+                value = binding.constant
+            else:
+                assert isinstance(binding, ParameterInput)
+                value = self.parameters[binding.parameter]
+            if inp.type == "path" and value is not None:
+                resolved[key] = self._import_path(name, key, value)
+            else:
+                resolved[key] = {"value": value}
         return resolved
+
+    def _import_path(self, node: str, key: str, value: Any) -> dict[str, Any]:
+        """A ``Path`` input given as a path string: the file or folder becomes a blob.
+
+        Its sha256 is then part of the cache key and the lineage. ``runs reproduce`` reuses
+        the blob the original run imported, not the file as it is now.
+        """
+        recorded = self.reproduced_inputs.get(node, {}).get(key)
+        if recorded is not None and "artifact" in recorded:
+            return dict(recorded)
+        path = Path(str(value)).expanduser()
+        if not path.is_absolute():
+            path = Path(self.cwd) / path
+        if path.is_file():
+            info = self.e.store.put_file(path)
+            artifact = {
+                "sha256": info.sha256,
+                "format": "file",
+                "type": "path",
+                "filename": path.name,
+            }
+        elif path.is_dir():
+            from argosy.runtime.formats import write_value
+
+            tmp = Path(self.e.cache_dir) / f"import-{new_id()}.tar"
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            write_value(path, "path", None, tmp, what=f"input {key!r}")
+            info = self.e.store.put_file(tmp, move=True)
+            artifact = {"sha256": info.sha256, "format": "dir", "type": "path"}
+        else:
+            raise ExecutionError(f"input {key!r} names {str(path)!r}, which does not exist")
+        return {"artifact": artifact, "source": str(path)}
+
+    def _record_inputs(self, s: Any, view: TaskView) -> None:
+        """Lineage edges: which artifact, imported file or value each input of the task got."""
+        created = q.now()
+        for name, got in (view.inputs or {}).items():
+            art = got.get("artifact")
+            s.add(
+                TaskInput(
+                    id=new_id(),
+                    tenant=self.e.tenant,
+                    run_id=self.run_id,
+                    task_id=view.id,
+                    name=name,
+                    artifact_id=art.get("id") if art else None,
+                    sha256=art["sha256"] if art else None,
+                    source=got.get("source"),
+                    value=None if art else {"json": got.get("value")},
+                    created_at=created,
+                    created_by=self.e.user,
+                )
+            )
+
+    def _consult_cache(self, s: Any, view: TaskView) -> None:
+        """Reuse an identical earlier task's outputs (``cached``), or queue the task, saying why."""
+        step = self.spec.step_of(view.node_path)
+        parts = cache.components(step, view.inputs or {}, self.e.tenant)
+        key = cache.key_of(parts)
+        row = s.get_one(Task, view.id)
+        info: dict[str, Any] = {"components": parts}
+        if not (self.cache_enabled and step.cache):
+            info["status"] = "off"
+            info["reason"] = ("caching is off for this step (cache=False)" if not step.cache
+                              else "caching is off for this run (--no-cache or ARGOSY_CACHE=false)")  # fmt: skip
+        else:
+            ttl = step.cache_ttl if step.cache_ttl is not None else self.e.cache_ttl
+            hit = cache.find_hit(s, self.e.store, self.e.tenant, key, ttl, list(step.outputs))
+            if hit is not None:
+                self._reuse(s, view, hit, key, info)
+                return
+            info["status"] = "miss"
+            info["reason"] = self._miss_reason(s, row, key, parts)
+        self._set_task(s, view, TaskState.QUEUED, inputs=view.inputs, queued_at=q.now(),
+                       cache_key=key, cache=info)  # fmt: skip
+
+    def _miss_reason(self, s: Any, row: Task, key: str, parts: dict[str, Any]) -> str:
+        earlier = cache.nearest_earlier(s, self.e.tenant, row)
+        if earlier is None:
+            return "no earlier task of this step"
+        where = f"task {earlier.node_path} of run {earlier.run_id}"
+        if earlier.cache_key == key:
+            if earlier.state not in TASK_OK:
+                return f"nothing changed since {where}, but it did not succeed ({earlier.state})"
+            return f"nothing changed since {where}, but its outputs are expired or gone"
+        changes = cache.explain(parts, (earlier.cache or {}).get("components", {}))
+        return f"since {where}: " + ("; ".join(changes) or "the key format changed")
+
+    def _reuse(self, s: Any, view: TaskView, hit: Task, key: str, info: dict[str, Any]) -> None:
+        source = hit.cached_from_task_id or hit.id
+        info["status"] = "hit"
+        info["reason"] = f"reuses task {hit.node_path} of run {hit.run_id}"
+        created = q.now()
+        for old in s.scalars(select(Artifact).where(Artifact.task_id == hit.id)):
+            art = Artifact(
+                id=new_id(), tenant=self.e.tenant, run_id=self.run_id, task_id=view.id,
+                attempt_id=None, node_path=view.node_path, output_name=old.output_name,
+                type=old.type, format=old.format, serializer=old.serializer, sha256=old.sha256,
+                size=old.size, value=old.value, created_at=created, created_by=self.e.user,
+            )  # fmt: skip
+            s.add(art)
+            view.outputs[art.output_name] = _artifact_ref(art)
+        self._set_task(s, view, TaskState.CACHED, inputs=view.inputs, queued_at=created,
+                       started_at=created, finished_at=created, cache_key=key, cache=info,
+                       cached_from_task_id=source, reason=None)  # fmt: skip
 
     # -- starting ------------------------------------------------------------------------------
     def _start(self, view: TaskView, *, cause: str) -> None:

@@ -64,6 +64,12 @@ def run_document(
             "node": t.node_path,
             "state": t.state,
             "reason": t.reason,
+            "cache": {
+                "status": (t.cache or {}).get("status"),
+                "reason": (t.cache or {}).get("reason"),
+                "key": t.cache_key,
+                "cached_from_task": t.cached_from_task_id,
+            },
             "attempts": [attempt_document(a) for a in attempts.get(t.id, [])],
         }
         if detail:

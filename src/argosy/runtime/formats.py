@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from argosy.errors import SerializationError
-from argosy.sdk.types import ANY, DEFAULT_FORMATS, JSON_TYPES
+from argosy.sdk.types import ANY, DEFAULT_FORMATS, JSON_TYPES, METRICS, Metrics
 
 INLINE_JSON_LIMIT = 64 * 1024  # JSON values up to this size are also kept in the metadata DB
 
@@ -42,6 +42,8 @@ class Written:
 
 def _class_ref(value: Any) -> str:
     cls = type(value)
+    if isinstance(value, Metrics):
+        return METRICS
     top = cls.__module__.split(".")[0]
     return {
         ("pandas", "DataFrame"): "pandas.DataFrame",
@@ -62,6 +64,8 @@ def infer_ref(value: Any) -> str:
         return "bytes"
     if isinstance(value, os.PathLike):
         return "path"
+    if isinstance(value, Metrics):
+        return METRICS
     if _is_json(value):
         return {bool: "bool", int: "int", float: "float", str: "str", dict: "dict"}.get(
             type(value), "none" if value is None else "list"
@@ -72,6 +76,8 @@ def infer_ref(value: Any) -> str:
 def _matches(declared: str, value: Any) -> bool:
     actual = infer_ref(value)
     if declared in (actual, ANY):
+        return True
+    if declared == METRICS and isinstance(value, dict):
         return True
     if declared == "float" and actual in ("int", "bool"):
         return True
@@ -103,6 +109,14 @@ def write_value(
             f"{what} is a {ref}, which has no built-in format; annotate it as "
             f"Annotated[{ref.rsplit('.', 1)[-1]}, serializer('joblib')] to store it with joblib"
         )
+    if ref == METRICS:
+        bad = [k for k, v in value.items() if not isinstance(k, str) or isinstance(v, bool)
+               or not isinstance(v, int | float) or v != v or v in (float("inf"), float("-inf"))]  # fmt: skip
+        if bad:
+            raise SerializationError(
+                f"{what} is Metrics, whose values must be finite numbers; {bad[0]!r} is "
+                f"{value[bad[0]]!r} (put other data in a separate dict output)"
+            )
     if fmt == "json":
         try:
             text = json.dumps(value, allow_nan=False, ensure_ascii=False)
@@ -199,7 +213,8 @@ def read_value(
 ) -> Any:
     """Load an artifact's bytes (at ``path``, read-only) as the Python value of ``type_ref``."""
     if fmt == "json":
-        return json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        return Metrics(loaded) if type_ref == METRICS else loaded
     if fmt == "bytes":
         return path.read_bytes()
     if fmt == "npy":

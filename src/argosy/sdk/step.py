@@ -49,6 +49,7 @@ class StepOptions:
     timeout: float | None = None
     cache: bool = True
     cache_version: str | None = None
+    cache_ttl: float | None = None  # seconds; reuse only outputs younger than this
     env: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
 
@@ -67,7 +68,7 @@ def _options(location: str, **given: Any) -> StepOptions:
         raise bad(f"unknown step option {unknown[0]!r}; options are: name, {', '.join(known)}")
     opts: dict[str, Any] = {}
     for key, value in given.items():
-        if value is None and key not in ("memory", "pool", "timeout", "cache_version"):
+        if value is None and key not in ("memory", "pool", "timeout", "cache_version", "cache_ttl"):
             continue
         if key == "cpu":
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
@@ -86,9 +87,9 @@ def _options(location: str, **given: Any) -> StepOptions:
             if not isinstance(value, int | float) or value < 0:
                 raise bad(f"retry_backoff must be seconds >= 0, got {value!r}")
             opts[key] = float(value)
-        elif key == "timeout":
+        elif key in ("timeout", "cache_ttl"):
             if value is not None and (not isinstance(value, int | float) or value <= 0):
-                raise bad(f"timeout must be seconds > 0 (or None), got {value!r}")
+                raise bad(f"{key} must be seconds > 0 (or None), got {value!r}")
             opts[key] = None if value is None else float(value)
         elif key == "cache":
             opts[key] = bool(value)
@@ -233,6 +234,7 @@ def step(
     timeout: float | None = None,
     cache: bool | None = None,
     cache_version: str | None = None,
+    cache_ttl: float | None = None,
     env: Mapping[str, str] | None = None,
     secrets: Sequence[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
@@ -243,7 +245,7 @@ def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     Options: ``cpu`` (cores, default 1), ``memory`` (``"4Gi"``), ``gpu`` (count), ``pool`` (a
     node-pool label), ``retries`` and ``retry_backoff`` (seconds, doubled per retry),
-    ``timeout`` (seconds), ``cache`` and ``cache_version``, ``env`` (extra environment
+    ``timeout`` (seconds), ``cache``, ``cache_version`` and ``cache_ttl`` (seconds), ``env`` (extra environment
     variables) and ``secrets`` (names resolved at run time, never stored).
     """
     location = caller_location()

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ANY = "any"
-JSON_TYPES = {"int", "float", "str", "bool", "list", "dict", "none"}
+METRICS = "metrics"
+JSON_TYPES = {"int", "float", "str", "bool", "list", "dict", "none", METRICS}
 
 # Type refs of well-known classes, by (module prefix, class name).
 _KNOWN_CLASSES = {
@@ -42,6 +43,14 @@ DEFAULT_FORMATS = {
 }
 
 SERIALIZERS = ("joblib", "pickle")
+
+
+class Metrics(dict[str, float]):
+    """Named numbers a step reports (``{"roc_auc": 0.97, "accuracy": 0.95}``).
+
+    Stored as JSON like any dict, but known as metrics: ``argosy runs show`` lists them and
+    ``argosy runs diff`` compares them. Values must be finite numbers.
+    """
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,8 @@ def type_ref(annotation: Any) -> TypeInfo:
     if annotation in simple:
         return TypeInfo(simple[annotation])
     if isinstance(annotation, type):
+        if issubclass(annotation, Metrics):
+            return TypeInfo(METRICS)
         if issubclass(annotation, pathlib.PurePath):
             return TypeInfo("path")
         if issubclass(annotation, dict):
@@ -135,7 +146,13 @@ def compatible(output: TypeInfo, input: TypeInfo) -> bool:
     """Whether an output of type ``output`` may feed an input annotated ``input``."""
     if ANY in (output.ref, input.ref) or output.ref == input.ref:
         return True
-    widening = {("int", "float"), ("bool", "int"), ("bool", "float")}
+    widening = {
+        ("int", "float"),
+        ("bool", "int"),
+        ("bool", "float"),
+        (METRICS, "dict"),
+        ("dict", METRICS),
+    }
     return (output.ref, input.ref) in widening
 
 

@@ -19,7 +19,7 @@ import argosy
 from argosy.sdk.graph import Binding, PipelineGraph
 from argosy.sdk.pipeline import Pipeline
 from argosy.sdk.step import ContainerStep, Step
-from argosy.spec import code_package, environment
+from argosy.spec import code_package, environment, fingerprint
 from argosy.spec.loader import module_name_for
 from argosy.spec.models import (
     CodePackage,
@@ -51,19 +51,21 @@ class CompiledPipeline:
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
-def _git(root: Path) -> tuple[str | None, bool | None]:
+def _git(root: Path) -> tuple[str | None, bool | None, str | None]:
+    """(commit, dirty, sha256 of the diff against HEAD) of the repository holding ``root``."""
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, timeout=10, check=True
+        ).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout  # fmt: skip
+        commit = git("rev-parse", "HEAD").decode().strip()
+        diff = git("diff", "HEAD", "--no-ext-diff", "--binary")
     except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit or None, bool(status.strip())
+        return None, None, None
+    dirty = bool(diff.strip())
+    return commit or None, dirty, hashlib.sha256(diff).hexdigest() if dirty else None
 
 
 def _binding(b: Binding) -> InputBinding:
@@ -96,9 +98,21 @@ def _step_spec(step: Step, impl: PythonImplementation | ContainerImplementation)
         timeout=opts.timeout,
         cache=opts.cache,
         cache_version=opts.cache_version,
+        cache_ttl=opts.cache_ttl,
         env=dict(opts.env),
         secrets=list(opts.secrets),
     )
+
+
+_FORMAT_MODULES = {"parquet": "pyarrow", "npy": "numpy", "joblib": "joblib"}
+
+
+def _format_modules(step: Step) -> set[str]:
+    """Top-level modules that store a step's typed inputs and outputs (part of its packages)."""
+    types = [*step.outputs.values(), *(d.type for d in step.inputs.values())]
+    found = {t.ref.split(".")[0] for t in types if "." in t.ref}
+    found |= {_FORMAT_MODULES[t.format] for t in types if t.format in _FORMAT_MODULES}
+    return found
 
 
 def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> CompiledPipeline:
@@ -134,7 +148,10 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
                 code["sha256:" + package.sha256] = CodePackage(
                     paths=package.paths, size=len(package.data)
                 )
+            fp = fingerprint.step_fingerprint(s.func, package.root, _format_modules(s))
             impl = PythonImplementation(
+                code_fingerprint=fp.code,
+                packages=fp.packages,
                 module=s.module,
                 function=s.qualname,
                 code="sha256:" + package.sha256,
@@ -157,7 +174,9 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
         steps[s.name] = step_spec
         locations.setdefault(f"step:{s.name}", s.location)
 
-    commit, dirty = _git(package.root if package else (source.parent if source else Path.cwd()))
+    commit, dirty, diff_sha = _git(
+        package.root if package else (source.parent if source else Path.cwd())
+    )
     spec = PipelineSpec(
         name=graph.name,
         parameters={
@@ -188,6 +207,7 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
             source_file=str(source) if source else None,
             git_commit=commit,
             git_dirty=dirty,
+            git_diff_sha256=diff_sha,
             locations={**locations, "pipeline": graph.location},
         ),
     )

@@ -62,6 +62,8 @@ def load_pipeline(target: str) -> Pipeline:
     if name is not None:
         chosen = getattr(module, name, None)
         if not isinstance(chosen, Pipeline):
+            chosen = next((p for p in found.values() if p.name == name), None)
+        if not isinstance(chosen, Pipeline):
             raise UsageError(
                 f"{path} has no pipeline named {name!r}; pipelines there: "
                 f"{', '.join(sorted(found)) or '(none)'}"

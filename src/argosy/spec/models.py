@@ -66,6 +66,10 @@ class PythonImplementation(_Model):
     environment: str  # "sha256:<hex>" of the environment manifest
     python: str  # "3.11.7"
     returns: Literal["single", "fields", "none"]
+    # what the step's code depends on (see spec/fingerprint.py): component -> sha256 ...
+    code_fingerprint: dict[str, str] = {}
+    # ... and the installed distributions it imports -> version (plus python, platform)
+    packages: dict[str, str] = {}
 
 
 class ContainerImplementation(_Model):
@@ -94,6 +98,7 @@ class StepSpec(_Model):
     timeout: float | None = None
     cache: bool = True
     cache_version: str | None = None
+    cache_ttl: float | None = None
     env: dict[str, str] = {}
     secrets: list[str] = []
 
@@ -152,6 +157,7 @@ class Provenance(_Model):
     source_file: str | None = None
     git_commit: str | None = None
     git_dirty: bool | None = None
+    git_diff_sha256: str | None = None  # of `git diff HEAD` when the tree was dirty
     locations: dict[str, str] = {}  # node path or "step:NAME" -> "file:line"
 
 
@@ -173,8 +179,14 @@ class PipelineSpec(_Model):
 
     @property
     def digest(self) -> str:
-        """``sha256:<hex>`` over the RFC 8785 canonical JSON of :meth:`executable_json`."""
-        return "sha256:" + hashlib.sha256(rfc8785.dumps(self.executable_json())).hexdigest()
+        """``sha256:<hex>`` over the RFC 8785 canonical JSON of the executable content.
+
+        Fields at their default value are left out, so a later format version that adds an
+        optional field (with a default meaning "not used") keeps existing digests.
+        """
+        doc = self.model_dump(mode="json", exclude={"provenance"}, exclude_defaults=True)
+        doc.update(apiVersion=self.apiVersion, kind=self.kind)
+        return "sha256:" + hashlib.sha256(rfc8785.dumps(doc)).hexdigest()
 
     def location(self, key: str) -> str | None:
         """``file:line`` of a node (by node path) or a step (``step:NAME``), when known."""

@@ -28,6 +28,7 @@ from argosy.stores.metadata.tables import (
     Tenant,
 )
 
+
 def now() -> datetime:
     return datetime.now(UTC)
 

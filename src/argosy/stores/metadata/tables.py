@@ -102,6 +102,9 @@ class Task(_Row, Base):
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)  # the fencing number
     failures: Mapped[int] = mapped_column(Integer, default=0)  # attempts that used up a retry
     inputs: Mapped[dict[str, Any] | None]  # resolved input values and artifact refs
+    cache_key: Mapped[str | None] = mapped_column(String(71), index=True)
+    cache: Mapped[dict[str, Any] | None]  # {status: hit|miss|off, reason, components}
+    cached_from_task_id: Mapped[str | None] = mapped_column(String(26))
     not_before: Mapped[datetime | None]  # retry backoff: do not start before
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
@@ -147,7 +150,7 @@ class Artifact(_Row, Base):
     )
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"))
-    attempt_id: Mapped[str] = mapped_column(ForeignKey("attempts.id"))
+    attempt_id: Mapped[str | None] = mapped_column(ForeignKey("attempts.id"))  # None: cached
     node_path: Mapped[str] = mapped_column(String(512))
     output_name: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(255))
@@ -156,3 +159,17 @@ class Artifact(_Row, Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[dict[str, Any] | None]  # {"json": ...} for small JSON values, inline
+
+
+class TaskInput(_Row, Base):
+    """One input of one task: an upstream artifact, an imported file, or a JSON value (lineage)."""
+
+    __tablename__ = "task_inputs"
+    __table_args__ = (UniqueConstraint("task_id", "name"),)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    artifact_id: Mapped[str | None] = mapped_column(ForeignKey("artifacts.id"), index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(Text)  # path of a file imported as input
+    value: Mapped[dict[str, Any] | None]  # {"json": ...} for values (parameters, constants)
