@@ -356,7 +356,7 @@ def compile_pipeline(settings: Settings, target: str, dest: Path | None) -> None
     from argosy.spec.loader import load_pipeline
 
     compiled = compile_(load_pipeline(target), cache_dir=settings.home / "cache")
-    doc = compiled.spec.model_dump(mode="json", exclude_none=True)
+    doc = compiled.spec.model_dump(mode="json")
     if dest is not None and dest.suffix == ".json":
         text = json.dumps(doc, indent=2) + "\n"
     else:

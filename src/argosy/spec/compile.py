@@ -104,6 +104,13 @@ def _step_spec(step: Step, impl: PythonImplementation | ContainerImplementation)
     )
 
 
+def _origin(step: Step) -> object:
+    """What a step is, whatever options it is called with: its function, or image+command."""
+    if isinstance(step, ContainerStep):
+        return (step.image, tuple(step.command))
+    return step.func
+
+
 _FORMAT_MODULES = {"parquet": "pyarrow", "npy": "numpy", "joblib": "joblib"}
 
 
@@ -125,6 +132,8 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
     package: code_package.BuiltPackage | None = None
     source = Path(graph.file).resolve() if graph.file else None
 
+    origins: dict[str, object] = {}
+    step_keys: dict[str, str] = {}
     for node in graph.nodes:
         locations[node.path] = node.location
         s = node.step
@@ -160,19 +169,25 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
                 returns="fields" if s.multi_output else ("single" if s.outputs else "none"),
             )
         step_spec = _step_spec(s, impl)
+        key = s.name
         if existing is not None and existing != step_spec:
-            from argosy.errors import ValidationError
+            if origins[s.name] != _origin(s):
+                from argosy.errors import ValidationError
 
-            raise ValidationError(
-                "check_step_names",
-                f"two different steps are named {s.name!r} (defined at "
-                f"{locations.get(f'step:{s.name}', '?')} "
-                f"and {s.location}); rename one with @step(name=...)",
-                where=node.path,
-                location=node.location,
-            )
-        steps[s.name] = step_spec
-        locations.setdefault(f"step:{s.name}", s.location)
+                raise ValidationError(
+                    "check_step_names",
+                    f"two different steps are named {s.name!r} (defined at "
+                    f"{locations.get(f'step:{s.name}', '?')} "
+                    f"and {s.location}); rename one with @step(name=...)",
+                    where=node.path,
+                    location=node.location,
+                )
+            # the same step called with other options (.options(cpu=...)): its own variant
+            key = next((k for k, v in steps.items() if v == step_spec), f"{s.name}@{node.path}")
+        origins.setdefault(s.name, _origin(s))
+        steps[key] = step_spec
+        step_keys[node.path] = key
+        locations.setdefault(f"step:{key}", s.location)
 
     commit, dirty, diff_sha = _git(
         package.root if package else (source.parent if source else Path.cwd())
@@ -188,7 +203,7 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
             nodes=[
                 NodeSpec(
                     name=n.path,
-                    step=n.step.name,
+                    step=step_keys[n.path],
                     inputs={k: _binding(b) for k, b in n.inputs.items()},
                     after=list(n.after),
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,10 @@ def parse_value(name: str, spec: ParameterSpec, text: str) -> Any:
         if t == "int":
             return int(text)
         if t == "float":
-            return float(text)
+            number = float(text)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         if t == "bool":
             low = text.lower()
             if low in _TRUE | _FALSE:
@@ -39,7 +43,7 @@ def parse_value(name: str, spec: ParameterSpec, text: str) -> Any:
     except ValueError:
         if t == "any":
             return text
-        hint = {"bool": "true or false", "list": "a JSON list like [1,2]",
+        hint = {"bool": "true or false", "float": "a finite number such as 0.5", "list": "a JSON list like [1,2]",
                 "dict": 'a JSON object like {"a":1}'}.get(t, f"a valid {t}")  # fmt: skip
         raise UsageError(f"parameter {name!r} expects {t}, got {text!r}; pass {hint}") from None
 

@@ -35,6 +35,10 @@ class ByteStore(abc.ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Keys that start with ``prefix``."""
 
+    @abc.abstractmethod
+    def rename(self, key: str, new_key: str) -> None:
+        """Move an object to another key (used to quarantine corrupted blobs)."""
+
     def local_path(self, key: str) -> Path | None:
         """A path readable in place (memory-mappable), or None when the backend is remote."""
         return None

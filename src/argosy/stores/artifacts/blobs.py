@@ -93,6 +93,30 @@ class ArtifactStore:
             self.backend.put_bytes(key, data)
         return info
 
+    def _corrupted(self, sha256: str, actual: str) -> IntegrityError:
+        """Move a corrupted blob aside (so re-running its producer stores it again) and say so."""
+        key = self.blob_key(sha256)
+        try:
+            self.backend.rename(key, f"{self.prefix}quarantine/{sha256}.{actual[:12]}")
+        except OSError:
+            pass
+        return IntegrityError(
+            f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted (its bytes hash to "
+            f"sha256:{actual}); it was moved to quarantine: re-run the producing task (with "
+            "--no-cache) or restore it from a backup"
+        )
+
+    def _missing(self, sha256: str) -> StoreError:
+        if any(True for _ in self.backend.list(f"{self.prefix}quarantine/{sha256}.")):
+            return IntegrityError(
+                f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted and was moved to "
+                "quarantine; re-run the producing task (with --no-cache) or restore it from a backup"
+            )
+        return StoreError(
+            f"blob sha256:{sha256} is missing from tenant {self.tenant!r}; re-run the producing "
+            "task (with --no-cache) or restore it from a backup"
+        )
+
     def _verify_stream(self, stream: BinaryIO, sha256: str, sink: BinaryIO | None = None) -> None:
         digest = hashlib.sha256()
         while chunk := stream.read(CHUNK):
@@ -100,10 +124,7 @@ class ArtifactStore:
             if sink is not None:
                 sink.write(chunk)
         if digest.hexdigest() != sha256:
-            raise IntegrityError(
-                f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted (its bytes hash to "
-                f"sha256:{digest.hexdigest()}); restore it from a backup or re-run the producing task"
-            )
+            raise self._corrupted(sha256, digest.hexdigest())
 
     def blob_path(self, sha256: str, *, cache_dir: Path, verify: bool = True) -> Path:
         """A local, read-only path to the blob's bytes (in place for a local store, else cached)."""
@@ -111,17 +132,23 @@ class ArtifactStore:
         local = self.backend.local_path(key)
         if local is not None:
             if not local.is_file():
-                raise StoreError(f"blob sha256:{sha256} is missing from tenant {self.tenant!r}")
+                raise self._missing(sha256)
             if verify:
                 with local.open("rb") as f:
                     self._verify_stream(f, sha256)
             return local
         target = cache_dir / sha256
         if not target.exists():
+            if not self.backend.exists(key):
+                raise self._missing(sha256)
             cache_dir.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".part")
-            with self.backend.open(key) as src, partial.open("wb") as dst:
-                self._verify_stream(src, sha256, dst)
+            try:
+                with self.backend.open(key) as src, partial.open("wb") as dst:
+                    self._verify_stream(src, sha256, dst)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
             partial.replace(target)
         return target
 
@@ -131,21 +158,23 @@ class ArtifactStore:
             with self.backend.open(self.blob_key(sha256)) as f:
                 data = f.read()
         except FileNotFoundError:
-            raise StoreError(
-                f"blob sha256:{sha256} is missing from tenant {self.tenant!r}"
-            ) from None
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise IntegrityError(
-                f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted; restore it from a "
-                "backup or re-run the producing task"
-            )
+            raise self._missing(sha256) from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise self._corrupted(sha256, actual)
         return data
 
     def copy_blob_to(self, sha256: str, dest: Path) -> None:
         """Write the blob to ``dest``, verifying its hash on the way."""
         tmp = dest.with_name(dest.name + ".part")
-        with self.backend.open(self.blob_key(sha256)) as src, tmp.open("wb") as dst:
-            self._verify_stream(src, sha256, dst)
+        if not self.backend.exists(self.blob_key(sha256)):
+            raise self._missing(sha256)
+        try:
+            with self.backend.open(self.blob_key(sha256)) as src, tmp.open("wb") as dst:
+                self._verify_stream(src, sha256, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         shutil.move(tmp, dest)
 
     # -- records -----------------------------------------------------------------------------

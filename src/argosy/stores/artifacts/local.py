@@ -100,5 +100,10 @@ class LocalByteStore(ByteStore):
                 if key.startswith(prefix):
                     yield key
 
+    def rename(self, key: str, new_key: str) -> None:
+        dest = self._path(new_key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(key), dest)
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
