@@ -626,8 +626,9 @@ def test_rerunning_the_producer_repairs_a_corrupted_blob(ws: Workspace) -> None:
     assert first.code == 0, first.stderr
     sha = hashlib.sha256(PAYLOAD).hexdigest()
     _corrupt(blob_folder(ws) / sha[:2] / sha)
-    # The next run reuses the cached producer, finds the corruption on read, and quarantines
-    # the bad blob; the run after that re-runs the producer, which stores the bytes anew.
+    # The next run's producer writes the same bytes, which deduplicate onto the stored (bad)
+    # blob; the consumer's verified read finds the corruption and quarantines the blob. The
+    # run after that stores the producer's bytes anew and succeeds.
     second = ws.argosy("run", str(path), "--output", "json")
     assert second.code == 1
     assert "corrupted" in second.json()["error"]

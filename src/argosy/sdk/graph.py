@@ -278,7 +278,7 @@ class GraphBuilder:
                 location=location,
             )
         if isinstance(value, OutputRef | ParameterRef):
-            if not compatible(value.type, expected):
+            if not compatible(value.type, expected, is_value=isinstance(value, ParameterRef)):
                 source = (
                     f"output {value.node.path}.{value.output}"
                     if isinstance(value, OutputRef)

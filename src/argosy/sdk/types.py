@@ -142,8 +142,14 @@ def type_ref(annotation: Any) -> TypeInfo:
     return TypeInfo(ANY)
 
 
-def compatible(output: TypeInfo, input: TypeInfo) -> bool:
-    """Whether an output of type ``output`` may feed an input annotated ``input``."""
+def compatible(output: TypeInfo, input: TypeInfo, *, is_value: bool = False) -> bool:
+    """Whether an output of type ``output`` may feed an input annotated ``input``.
+
+    ``is_value``: the source is a parameter or constant, so a ``str`` may name a file or
+    folder for a ``Path`` input (the engine imports it as an artifact).
+    """
+    if is_value and (output.ref, input.ref) == ("str", "path"):
+        return True
     if ANY in (output.ref, input.ref) or output.ref == input.ref:
         return True
     widening = {

@@ -21,7 +21,7 @@ def _site_stamp() -> str:
     parts = [sys.prefix, sys.version]
     for entry in sys.path:
         p = Path(entry or ".")
-        if p.is_dir() and ("site-packages" in p.parts or "dist-packages" in p.parts):
+        if p.is_dir():  # installing or removing a distribution changes its folder's mtime
             parts.append(f"{p}:{p.stat().st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 

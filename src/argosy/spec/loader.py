@@ -41,6 +41,12 @@ def load_pipeline(target: str) -> Pipeline:
         )
     file = path.resolve()
     module_name, sys_path = module_name_for(file)
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "argosy":
+        raise UsageError(
+            f"{path} would be imported as {top!r}, which shadows the module of that name "
+            "(standard library or argosy); rename the file"
+        )
     if str(sys_path) not in sys.path:
         sys.path.insert(0, str(sys_path))
     try:

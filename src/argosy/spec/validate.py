@@ -142,7 +142,7 @@ def check_types(spec: PipelineSpec) -> None:
                 source = f"constant {binding.constant!r}"
                 if binding.constant is None and (expected.optional or expected.ref == "any"):
                     continue
-            if not compatible(got, expected):
+            if not compatible(got, expected, is_value=not isinstance(binding, TaskOutputInput)):
                 raise _fail(spec, "check_types", node.name,
                             f"input {key!r} of step {step.name!r} expects {expected.ref} but "
                             f"{source} is {got.ref}; convert it in a step or fix the annotation")  # fmt: skip

@@ -117,7 +117,8 @@ class LocalExecutor(Executor):
     def _environment(self, launch: AttemptLaunch, scratch: Path, gpus: list[int]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
         src = str(Path(argosy.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = src
+        user_path = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = f"{src}{os.pathsep}{user_path}" if user_path else src
         env["PYTHONUNBUFFERED"] = "1"
         env["TMPDIR"] = str(scratch / "tmp")
         threads = str(max(1, math.ceil(launch.cpu)))
