@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/argosy run examples/demo.py:breast_cancer
 
 test: $(STAMP)
+	bash scripts/install-test-deps.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -74,7 +74,9 @@ def reasons(doc: dict[str, Any]) -> dict[str, str]:
 ALL = ("load", "transform", "total", "report")
 
 
-def test_rerun_with_nothing_changed_hits_everything_and_starts_no_process(project: Workspace) -> None:
+def test_rerun_with_nothing_changed_hits_everything_and_starts_no_process(
+    project: Workspace,
+) -> None:
     first = run(project)
     assert first["outputs"] == {"output": "total=12.0"}
     assert all(s["cache"]["status"] == "miss" for s in first["steps"])
@@ -144,13 +146,16 @@ def test_a_package_version_change_misses_only_the_steps_that_import_it(ws: Works
             old.rmdir()
         info = site / f"fakepkg-{version}.dist-info"
         info.mkdir(parents=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {version}\n")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {version}\n"
+        )
         (info / "top_level.txt").write_text("fakepkg\n")
         (site / "fakepkg").mkdir(exist_ok=True)
         (site / "fakepkg" / "__init__.py").write_text("FACTOR = 3\n")
 
     install("1.0")
-    (ws.root / "pkgs.py").write_text(textwrap.dedent("""
+    (ws.root / "pkgs.py").write_text(
+        textwrap.dedent("""
         from argosy import step, pipeline
 
         @step
@@ -165,7 +170,8 @@ def test_a_package_version_change_misses_only_the_steps_that_import_it(ws: Works
         @pipeline
         def pkgs(x: int = 2) -> int:
             return uses_pkg(x=plain(x=x))
-    """))
+    """)
+    )
     env = {"PYTHONPATH": str(site)}
     first = ws.argosy("run", "pkgs.py", "--output", "json", env=env)
     assert first.code == 0, first.stderr
@@ -186,7 +192,12 @@ def test_cache_controls(project: Workspace) -> None:
     assert set(states(by_config).values()) == {"succeeded"}
     _edit(project.root / "nums.py", "@step\ndef report", "@step(cache=False)\ndef report")
     doc = run(project)
-    assert states(doc) == {"load": "cached", "transform": "cached", "total": "cached", "report": "succeeded"}
+    assert states(doc) == {
+        "load": "cached",
+        "transform": "cached",
+        "total": "cached",
+        "report": "succeeded",
+    }
     assert reasons(doc)["report"] == "caching is off for this step (cache=False)"
 
 

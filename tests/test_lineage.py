@@ -17,7 +17,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def _git(root: Path, *args: str) -> str:
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@x", "PATH": "/usr/bin:/bin"}  # fmt: skip
-    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(root), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,9 @@ def test_lineage_of_the_best_model(demo: tuple[Workspace, dict[str, Any], str]) 
     tree = res.json()
     assert tree["sha256"] == run["outputs"]["model"]["sha256"]
     tasks = {t["node"]: t for t in _find(tree, "task")}
-    assert {"extract", "preprocess", "train_logistic", "train_boosting", "select_best"} <= set(tasks)
+    assert {"extract", "preprocess", "train_logistic", "train_boosting", "select_best"} <= set(
+        tasks
+    )
     for task in tasks.values():
         assert task["git"]["commit"] == commit
         assert task["git"]["dirty"] is False
@@ -82,12 +86,22 @@ def test_lineage_of_the_best_model(demo: tuple[Workspace, dict[str, Any], str]) 
     dot = ws.argosy("lineage", ref, "--output", "dot")
     assert dot.stdout.startswith("digraph lineage {") and "train_logistic" in dot.stdout
 
-    down = ws.argosy("lineage", f"{run['run_id']}/extract/output", "--down", "--output", "json").json()
+    down = ws.argosy(
+        "lineage", f"{run['run_id']}/extract/output", "--down", "--output", "json"
+    ).json()
     consumers = {t["node"] for t in _find(down, "task")}
-    assert {"preprocess", "train_logistic", "train_boosting", "evaluate", "select_best"} <= consumers
+    assert {
+        "preprocess",
+        "train_logistic",
+        "train_boosting",
+        "evaluate",
+        "select_best",
+    } <= consumers
 
 
-def test_reproduce_gives_identical_metrics_and_model(demo: tuple[Workspace, dict[str, Any], str]) -> None:
+def test_reproduce_gives_identical_metrics_and_model(
+    demo: tuple[Workspace, dict[str, Any], str],
+) -> None:
     ws, run, _ = demo
     res = ws.argosy("runs", "reproduce", run["run_id"], "--output", "json", timeout=300)
     assert res.code == 0, res.stderr
@@ -100,7 +114,9 @@ def test_reproduce_gives_identical_metrics_and_model(demo: tuple[Workspace, dict
     assert doc["pipeline_version"] == run["pipeline_version"]
 
 
-def test_reproduce_refuses_drift_unless_allowed(demo: tuple[Workspace, dict[str, Any], str]) -> None:
+def test_reproduce_refuses_drift_unless_allowed(
+    demo: tuple[Workspace, dict[str, Any], str],
+) -> None:
     ws, run, _ = demo
     source = ws.root / "demo.py"
     original = source.read_text()
@@ -116,7 +132,9 @@ def _check_drift(ws: Workspace, run: dict[str, Any]) -> None:
     assert res.code == 2
     assert "drift: step train_boosting: code changed: demo.py::train_boosting" in res.stderr
     assert "--allow-drift" in res.stderr.strip().splitlines()[-1]
-    allowed = ws.argosy("runs", "reproduce", run["run_id"], "--allow-drift", "--output", "json", timeout=300)
+    allowed = ws.argosy(
+        "runs", "reproduce", run["run_id"], "--allow-drift", "--output", "json", timeout=300
+    )
     assert allowed.code == 0, allowed.stderr
     # what runs is the recorded pipeline version, so the outputs are still identical
     assert allowed.json()["outputs"]["model"]["sha256"] == run["outputs"]["model"]["sha256"]
@@ -124,13 +142,17 @@ def _check_drift(ws: Workspace, run: dict[str, Any]) -> None:
 
 def test_diff_shows_parameters_and_metrics(demo: tuple[Workspace, dict[str, Any], str]) -> None:
     ws, run, _ = demo
-    other = ws.argosy("run", "demo.py:breast_cancer", "-p", "trees=20", "--output", "json", timeout=300)
+    other = ws.argosy(
+        "run", "demo.py:breast_cancer", "-p", "trees=20", "--output", "json", timeout=300
+    )
     assert other.code == 0, other.stderr
     res = ws.argosy("runs", "diff", run["run_id"], other.json()["run_id"], "--output", "json")
     assert res.code == 0, res.stderr
     doc = res.json()
     params = {r["key"]: r for r in doc["parameters"]}
-    assert params["trees"]["a"] == 150 and params["trees"]["b"] == 20 and not params["trees"]["same"]
+    assert (
+        params["trees"]["a"] == 150 and params["trees"]["b"] == 20 and not params["trees"]["same"]
+    )
     assert params["seed"]["same"]
     metrics = {r["key"]: r for r in doc["metrics"]}
     assert "evaluate-2.output.roc_auc" in metrics

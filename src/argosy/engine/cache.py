@@ -33,11 +33,20 @@ from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Artifact, Task
 
 
-def components(step: StepSpec, inputs: dict[str, Any], tenant: str) -> dict[str, Any]:
-    """What the cache key of a task with these resolved inputs is made of."""
+def components(
+    step: StepSpec, inputs: dict[str, Any], tenant: str, *, image_id: str | None = None
+) -> dict[str, Any]:
+    """What the cache key of a task with these resolved inputs is made of.
+
+    ``image_id``: for a container step, the id of the local image its tag points at now.
+    """
     impl = step.implementation
     if isinstance(impl, ContainerImplementation):
-        code: dict[str, str] = {"image": impl.image, "command": json.dumps(impl.command)}
+        code: dict[str, str] = {
+            "image": impl.image,
+            "image_id": image_id or "(not pulled)",
+            "command": json.dumps(impl.command),
+        }
         packages: dict[str, str] = {}
     else:
         code, packages = dict(impl.code_fingerprint), dict(impl.packages)

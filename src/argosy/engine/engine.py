@@ -45,6 +45,7 @@ from argosy.runtime import processes
 from argosy.spec.compile import CompiledPipeline
 from argosy.spec.models import (
     ConstantInput,
+    ContainerImplementation,
     ParameterInput,
     PipelineSpec,
     PythonImplementation,
@@ -236,6 +237,7 @@ class _RunLoop:
         self.tasks: dict[str, TaskView] = {}
         self.live: dict[str, str] = {}  # attempt id -> node path
         self.cancelling = False
+        self.image_ids: dict[str, str | None] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -414,7 +416,15 @@ class _RunLoop:
     def _consult_cache(self, s: Any, view: TaskView) -> None:
         """Reuse an identical earlier task's outputs (``cached``), or queue the task, saying why."""
         step = self.spec.step_of(view.node_path)
-        parts = cache.components(step, view.inputs or {}, self.e.tenant)
+        image = None
+        if isinstance(step.implementation, ContainerImplementation):
+            from argosy.runtime.container import image_id
+
+            name = step.implementation.image
+            if name not in self.image_ids:
+                self.image_ids[name] = image_id(name)
+            image = self.image_ids[name]
+        parts = cache.components(step, view.inputs or {}, self.e.tenant, image_id=image)
         key = cache.key_of(parts)
         row = s.get_one(Task, view.id)
         info: dict[str, Any] = {"components": parts}

@@ -82,6 +82,9 @@ class _Reader:
             doc["environment"] = {"manifest": impl.environment, "packages": impl.packages}
         elif step is not None and isinstance(step.implementation, ContainerImplementation):
             doc["image"] = step.implementation.image
+            doc["image_id"] = ((t.cache or {}).get("components", {}).get("code", {})).get(
+                "image_id"
+            )
             doc["command"] = step.implementation.command
         return doc
 

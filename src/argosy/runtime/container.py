@@ -32,6 +32,23 @@ def _engine() -> str:
     return chosen
 
 
+def image_id(image: str) -> str | None:
+    """The local image id behind a (possibly moving) tag, or None if not pulled yet."""
+    from argosy.spec.validate import container_engine
+
+    engine = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+    if not engine:
+        return None
+    try:
+        proc = subprocess.run(
+            [engine, "image", "inspect", "--format", "{{.Id}}", image],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def run_container(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
     from argosy.runtime.launcher import StepFailed, _store_outputs
 

@@ -10,6 +10,7 @@ Every key starts with ``tenants/<tenant>/`` so that no read path can cross tenan
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -96,10 +97,8 @@ class ArtifactStore:
     def _corrupted(self, sha256: str, actual: str) -> IntegrityError:
         """Move a corrupted blob aside (so re-running its producer stores it again) and say so."""
         key = self.blob_key(sha256)
-        try:
+        with contextlib.suppress(OSError):
             self.backend.rename(key, f"{self.prefix}quarantine/{sha256}.{actual[:12]}")
-        except OSError:
-            pass
         return IntegrityError(
             f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted (its bytes hash to "
             f"sha256:{actual}); it was moved to quarantine: re-run the producing task (with "

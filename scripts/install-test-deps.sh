@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# System packages the tests need, installed once (idempotent): podman + runc run container
+# steps without a daemon; busybox-static is the one binary in the tests' local image.
+set -euo pipefail
+missing=()
+for pkg in podman runc busybox-static; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "the tests need these Debian packages: ${missing[*]}; install them with apt-get as root" >&2
+  exit 1
+fi
+echo "installing ${missing[*]} for the tests..." >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,75 @@
+"""Container steps run for real through podman (daemonless, runc), with a locally built image."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Workspace
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+IMAGE = "localhost/argosy-test-busybox:1"
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for podman on these machines, and a busybox image built from scratch."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: run 'make test' (it installs the test packages)")
+    folder = tmp_path_factory.mktemp("image")
+    conf = folder / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n')
+    env = {"CONTAINERS_CONF": str(conf), "ARGOSY_EXAMPLE_IMAGE": IMAGE}
+    shutil.copy("/bin/busybox", folder / "busybox")
+    (folder / "Containerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    subprocess.run(
+        ["podman", "build", "-q", "-t", IMAGE, str(folder)],
+        check=True, capture_output=True, env={"PATH": "/usr/bin:/usr/sbin:/bin:/sbin", **env},
+    )  # fmt: skip
+    return env
+
+
+def test_container_example_runs_and_its_output_feeds_a_python_step(
+    ws: Workspace, podman: dict[str, str]
+) -> None:
+    shutil.copy(EXAMPLES / "container_step.py", ws.root / "container_step.py")
+    res = ws.argosy(
+        "run", "container_step.py", "-p", "text=hello argosy", "--output", "json", env=podman
+    )
+    assert res.code == 0, res.stderr
+    doc = res.json()
+    assert doc["outputs"] == {"loud": "HELLO ARGOSY!", "capitals": 11}
+    shout = next(s for s in doc["steps"] if s["node"] == "shout")
+    assert shout["state"] == "succeeded"
+    again = ws.argosy(
+        "run", "container_step.py", "-p", "text=hello argosy", "--output", "json", env=podman
+    )
+    assert {s["node"]: s["state"] for s in again.json()["steps"]}["shout"] == "cached"
+
+
+def test_a_failing_container_command_fails_its_task(ws: Workspace, podman: dict[str, str]) -> None:
+    path = ws.write(f'''
+        from argosy import container_step, pipeline
+
+        broken = container_step(
+            name="broken", image="{IMAGE}",
+            command=["sh", "-c", "echo going wrong >&2; exit 7"],
+            outputs={{"never": str}},
+        )
+
+        @pipeline
+        def p() -> str:
+            return broken()
+    ''')
+    res = ws.argosy("run", str(path), "--output", "json", env=podman)
+    assert res.code == 1
+    attempt = res.json()["steps"][0]["attempts"][0]
+    assert attempt["reason"] == "exit_code"
+    assert "exited with 7" in attempt["error"]
+    logs = ws.argosy("logs", res.json()["run_id"]).stdout
+    assert "going wrong" in logs
