@@ -425,7 +425,7 @@ def bench_fanout(home: Path, repeats: int) -> tuple[Table, list[Check]]:
     t.notes = [
         "The issue sets no separate target for the fan-out; the (a) ratio is applied to the span "
         "of the steps. The baseline runs the same 18 `python -c` steps with as many at once as "
-        "Argosy's capacity allows in that variant (2, 4, 16).",
+        f"Argosy's capacity allows in that variant ({int(cpus)}, {int(cpus * 2)}, 16).",
     ]
     return t, checks
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -73,3 +74,42 @@ def test_a_failing_container_command_fails_its_task(ws: Workspace, podman: dict[
     assert "exited with 7" in attempt["error"]
     logs = ws.argosy("logs", res.json()["run_id"]).stdout
     assert "going wrong" in logs
+
+
+def test_container_gets_env_and_secrets_and_dies_with_its_timeout(
+    ws: Workspace, podman: dict[str, str]
+) -> None:
+    path = ws.write(f'''
+        from argosy import container_step, pipeline
+
+        show = container_step(
+            name="show", image="{IMAGE}",
+            command=["sh", "-c", "echo mode=$MODE token=$API_TOKEN > {{{{outputs.out.path}}}}"],
+            outputs={{"out": str}}, env={{"MODE": "fast"}}, secrets=["API_TOKEN"],
+        )
+        hang = container_step(
+            name="hang", image="{IMAGE}", command=["sh", "-c", "sleep 300"],
+            outputs={{"never": str}}, timeout=2,
+        )
+
+        @pipeline
+        def p() -> str:
+            hang()
+            return show()
+    ''')
+    res = ws.argosy("run", str(path), "--output", "json", env={**podman, "API_TOKEN": "t0k3n"})
+    assert res.code == 1
+    doc = res.json()
+    steps = {s["node"]: s for s in doc["steps"]}
+    assert steps["show"]["state"] == "succeeded"
+    assert steps["hang"]["attempts"][0]["reason"] == "timeout"
+    out_file = ws.root / "out.txt"
+    got = ws.argosy("artifacts", "get", f"{doc['run_id']}/show/out", "--out", str(out_file))
+    assert got.code == 0, got.stderr
+    assert json.loads(out_file.read_text()) == "mode=fast token=t0k3n\n"
+    listing = subprocess.run(
+        ["podman", "ps", "--all", "--format", "{{.Names}}"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/usr/sbin:/bin:/sbin", **podman},
+        check=True,
+    ).stdout  # fmt: skip
+    assert not any(name.startswith("argosy-") for name in listing.split()), listing

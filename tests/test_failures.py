@@ -162,20 +162,31 @@ def test_fail_fast_cancels_the_rest(ws: Workspace, flag: list[str]) -> None:
 
         @step
         def boom() -> int:
+            time.sleep(0.5)
             raise RuntimeError("boom")
 
         @step
-        def slow() -> int:
+        def slow(n: int) -> int:
             time.sleep(3)
-            return 1
+            return n
 
         @pipeline
         def p() -> int:
             boom()
-            return slow()
+            first = slow(n=1)
+            slow(n=2)  # queued: the capacity is 2 CPUs
+            return slow(n=first)  # pending until the first slow one ends
     """)
-    doc = ws.argosy("run", str(path), "--output", "json", *flag).json()
+    res = ws.argosy("run", str(path), "--output", "json", "--max-cpus", "2", *flag, timeout=60)
+    doc = res.json()
     states = {s["node"]: s["state"] for s in doc["steps"]}
     assert doc["status"] == "failed"
     assert states["boom"] == "failed"
-    assert states["slow"] == ("cancelled" if flag else "succeeded")
+    if flag:
+        assert states == {"boom": "failed", "slow": "cancelled", "slow-2": "cancelled",
+                          "slow-3": "cancelled"}  # fmt: skip
+        never_started = [s for s in doc["steps"] if s["node"] in ("slow-2", "slow-3")]
+        assert all(s["reason"] == "fail-fast: boom failed" for s in never_started)
+    else:
+        assert states == {"boom": "failed", "slow": "succeeded", "slow-2": "succeeded",
+                          "slow-3": "succeeded"}  # fmt: skip

@@ -100,7 +100,18 @@ class Settings(BaseSettings):
     cache: bool = Field(default=True, description="reuse outputs of identical earlier tasks")
     cache_ttl: float | None = Field(default=None, gt=0, description="default max age (seconds)")
     secrets_file: Path | None = None
-    poll_interval: float = Field(default=0.05, gt=0)
+    poll_interval: float = Field(
+        default=0.5, gt=0, description="seconds between the engine's checks for cancel requests"
+    )
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError("a tenant is a DNS-1123 label: lowercase letters, digits and '-'")
+        return value
 
     @field_validator("max_memory", mode="before")
     @classmethod

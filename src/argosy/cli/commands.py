@@ -15,6 +15,7 @@ from rich.table import Table
 from argosy.cli.local import Local, local_secrets, open_local
 from argosy.cli.progress import Progress
 from argosy.config import Settings, format_bytes
+from argosy.engine.engine import engine_alive
 from argosy.engine.report import iso, run_document
 from argosy.engine.states import RUN_DONE, RunStatus
 from argosy.errors import NotFoundError, UsageError
@@ -140,7 +141,8 @@ def cancel_run(local: Local, ref: str) -> None:
         "cancelled": f"run {run_id} cancelled",
     }
     err.print(
-        messages.get(outcome, f"run {run_id} had already finished ({outcome})"), highlight=False
+        messages.get(outcome, f"run {run_id} had already finished ({outcome.split(':')[-1]})"),
+        highlight=False,
     )
 
 
@@ -154,6 +156,7 @@ def list_runs(
                 "run_id": r.id,
                 "pipeline": name,
                 "status": r.status,
+                "engine_alive": engine_alive(r.engine) if r.status == "running" else None,
                 "created_at": iso(r.created_at),
                 "finished_at": iso(r.finished_at),
                 "parameters": r.parameters,
@@ -167,9 +170,15 @@ def list_runs(
     for col in ("run", "pipeline", "status", "created", "parameters"):
         table.add_column(col)
     for d in docs:
-        table.add_row(d["run_id"], d["pipeline"], d["status"], (d["created_at"] or "")[:19],
+        table.add_row(d["run_id"], d["pipeline"], _status_text(d), (d["created_at"] or "")[:19],
                       json.dumps(d["parameters"]))  # fmt: skip
     out.print(table)
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    if doc["status"] == "running" and doc.get("engine_alive") is False:
+        return f"running, engine gone: argosy runs resume {doc['run_id']}"
+    return str(doc["status"])
 
 
 def _fmt_seconds(v: float | None) -> str:
@@ -182,34 +191,29 @@ def show_run(local: Local, ref: str, json_output: bool) -> None:
     if json_output:
         emit_json(doc)
         return
-    out.print(f"run {doc['run_id']}  {doc['pipeline']}  {doc['status']}", highlight=False)
+    out.print(f"run {doc['run_id']}  {doc['pipeline']}  {_status_text(doc)}", highlight=False)
     out.print(
         f"version {doc['pipeline_version']}  parameters {json.dumps(doc['parameters'])}",
         highlight=False,
     )
     table = Table(box=None, header_style="bold")
-    for col in (
-        "node",
-        "step",
-        "state",
-        "attempt",
-        "cause",
-        "reason",
-        "wall",
-        "cpu",
-        "peak mem",
-        "pool",
-    ):
+    columns = ("node", "step", "state", "attempt", "cause", "reason", "wall", "cpu", "peak mem",
+               "pool", "cache")  # fmt: skip
+    for col in columns:
         table.add_column(col)
     for step in doc["steps"]:
         attempts = step["attempts"] or [None]
+        cache = step["cache"]
+        cache_text = f"{cache['status']}: {cache['reason']}" if cache["status"] else ""
         for a in attempts:
+            last = a is None or a is attempts[-1]
             table.add_row(
-                step["node"], step["name"], step["state"] if a is None or a is attempts[-1] else "",
+                step["node"], step["name"], step["state"] if last else "",
                 str(a["number"]) if a else "", a["cause"] if a else "",
                 (a["reason"] or "") if a else (step["reason"] or ""),
                 _fmt_seconds(a["wall_time"]) if a else "", _fmt_seconds(a["cpu_time"]) if a else "",
                 format_bytes(a["peak_memory"]) if a else "", (a["node_pool"] or "") if a else "",
+                cache_text if last else "",
             )  # fmt: skip
     out.print(table)
     for step in doc["steps"]:
@@ -217,6 +221,11 @@ def show_run(local: Local, ref: str, json_output: bool) -> None:
             out.print(f"\n{step['node']} failed: {step['reason']}", highlight=False, markup=False)
             for line in step["log_tail"][-10:]:
                 out.print(f"  | {line}", highlight=False, markup=False)
+    if doc.get("metrics"):
+        out.print("\nmetrics:")
+        for where, values in doc["metrics"].items():
+            shown = "  ".join(f"{k}={v}" for k, v in values.items())
+            out.print(f"  {where}  {shown}", highlight=False, markup=False)
     if doc["outputs"]:
         out.print("\noutputs:")
         for name, value in doc["outputs"].items():

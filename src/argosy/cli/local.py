@@ -65,7 +65,7 @@ class Local:
             store_url=str(s.blobs_dir),
             secrets=local_secrets(s),
             on_change=on_change,
-            poll_interval=0.5,
+            poll_interval=s.poll_interval,
             cache=s.cache,
             cache_ttl=s.cache_ttl,
         )

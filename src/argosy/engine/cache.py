@@ -8,6 +8,7 @@ A task's cache key is the sha256 of these components (RFC 8785 canonical JSON):
 - ``artifacts``: the sha256 of every input artifact (upstream outputs, imported files);
 - ``values``: every JSON input value (parameters, constants, defaults);
 - ``outputs``: the declared output types and serializers;
+- ``env``: the environment variables the step sets (``@step(env=...)``);
 - ``cache_version``: the step's declared cache version;
 - ``tenant``: caches never cross tenants.
 
@@ -58,6 +59,7 @@ def components(
         "artifacts": artifacts,
         "values": values,
         "outputs": {k: o.model_dump(mode="json") for k, o in step.outputs.items()},
+        "env": dict(step.env),
         "cache_version": step.cache_version,
         "tenant": tenant,
     }
@@ -98,6 +100,10 @@ def explain(now: dict[str, Any], before: dict[str, Any]) -> list[str]:
             changes.append(
                 f"input {name!r} changed: {_short(v_before.get(name))} -> {_short(v_now.get(name))}"
             )
+    e_now, e_before = now.get("env", {}), before.get("env", {})
+    for name in sorted(set(e_now) | set(e_before)):
+        if e_now.get(name) != e_before.get(name):
+            changes.append(f"env {name} changed: {e_before.get(name)!r} -> {e_now.get(name)!r}")
     if now.get("outputs") != before.get("outputs"):
         changes.append("declared outputs changed")
     if now.get("cache_version") != before.get("cache_version"):

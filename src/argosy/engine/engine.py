@@ -149,11 +149,9 @@ class Engine:
 
     # -- ownership -----------------------------------------------------------------------------
     def _owner_alive(self, engine: Mapping[str, Any] | None) -> bool:
-        if not engine or (engine.get("pid") == os.getpid() and engine.get("host") == self.host):
+        if engine and engine.get("pid") == os.getpid() and engine.get("host") == self.host:
             return False
-        if engine.get("host") != self.host:
-            return True  # cannot check another machine's processes: assume it is alive
-        return processes.is_same_process(int(engine["pid"]), engine.get("started"))
+        return engine_alive(engine)
 
     def _claim(self, run_id: str) -> None:
         with self.metadata.session() as s:
@@ -198,7 +196,7 @@ class Engine:
         with self.metadata.session() as s:
             run = s.get_one(Run, run_id)
             if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
-                return str(run.status)
+                return f"finished:{run.status}"
             run.cancel_requested = True
             alive = self._owner_alive(run.engine)
         if alive:
@@ -207,8 +205,21 @@ class Engine:
         return "cancelled"
 
     def emit(self, run_id: str, tasks: list[TaskView]) -> None:
+        """Tell the progress display; a display that fails (a closed pipe) is dropped, never fatal."""
         if self.on_change is not None:
-            self.on_change(run_id, tasks)
+            try:
+                self.on_change(run_id, tasks)
+            except Exception:
+                self.on_change = None
+
+
+def engine_alive(engine: Mapping[str, Any] | None) -> bool:
+    """Whether the engine process recorded on a run (``runs.engine``) still lives."""
+    if not engine:
+        return False
+    if engine.get("host") != socket.gethostname():
+        return True  # another machine's processes cannot be checked: assume it is alive
+    return processes.is_same_process(int(engine["pid"]), engine.get("started"))
 
 
 class _RunLoop:
@@ -237,6 +248,7 @@ class _RunLoop:
         self.tasks: dict[str, TaskView] = {}
         self.live: dict[str, str] = {}  # attempt id -> node path
         self.cancelling = False
+        self.cancel_reason: str | None = None  # fail-fast: cancel the rest at the next tick
         self.image_ids: dict[str, str | None] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -268,6 +280,8 @@ class _RunLoop:
         self._emit()
         while True:
             now = time.monotonic()
+            if self.cancel_reason and not self.cancelling:
+                self._cancel_all(self.cancel_reason)
             if now >= next_cancel_check:
                 next_cancel_check = now + CANCEL_CHECK_INTERVAL
                 if not self.cancelling and self._cancel_requested():
@@ -663,7 +677,8 @@ class _RunLoop:
             return
         self._set_task(s, view, TaskState.FAILED, finished_at=q.now(), reason=f"{reason}: {error}")
         if self.fail_fast and not self.cancelling:
-            self._cancel_all(f"fail-fast: {view.node_path} failed")
+            # not here: this runs inside the caller's transaction (the loop cancels next tick)
+            self.cancel_reason = f"fail-fast: {view.node_path} failed"
 
     def _register_outputs(
         self, s: Any, view: TaskView, attempt_id: str, record: dict[str, Any]

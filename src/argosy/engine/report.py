@@ -87,6 +87,11 @@ def run_document(
             tails = [a.log_tail for a in attempts.get(t.id, []) if a.log_tail]
             doc["log_tail"] = tails[-1] if tails else []
         steps.append(doc)
+    metrics = {
+        f"{a.node_path}.{a.output_name}": artifact_value(a, store)
+        for a in artifacts
+        if a.type == "metrics"
+    }
     spec_outputs = version.spec.get("root", {}).get("outputs", {})
     by_node = {(a.node_path, a.output_name): a for a in artifacts}
     outputs = {}
@@ -94,9 +99,12 @@ def run_document(
         art = by_node.get((ref["node"], ref["output"]))
         if art is not None:
             outputs[name] = artifact_value(art, store)
+    from argosy.engine.engine import engine_alive
+
     return {
         "run_id": run.id,
         "status": run.status,
+        "engine_alive": engine_alive(run.engine) if run.status == "running" else None,
         "pipeline": pipeline.name,
         "pipeline_version": version.digest,
         "parameters": run.parameters,
@@ -105,5 +113,6 @@ def run_document(
         "finished_at": iso(run.finished_at),
         "error": run.error,
         "steps": steps,
+        "metrics": metrics,
         "outputs": outputs,
     }

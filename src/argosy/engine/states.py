@@ -50,4 +50,5 @@ class Reason(StrEnum):
     ENGINE_LOST = "engine_lost"  # the engine died; the attempt was adopted or ended
     OUTPUT_ERROR = "output_error"  # an output did not match its type or could not be stored
     INPUT_ERROR = "input_error"  # an input could not be loaded
+    CONTAINER_ERROR = "container_error"  # no container engine could run a container step
     UPSTREAM_FAILED = "upstream_failed"  # (task) skipped because an upstream task failed

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,31 @@ def _engine() -> str:
     if not chosen:
         from argosy.runtime.launcher import StepFailed
 
-        raise StepFailed("container_error", "no container engine: install podman or docker")
+        raise StepFailed(
+            "container_error",
+            "no container engine: install podman or docker, or set ARGOSY_CONTAINER_ENGINE",
+        )
     return chosen
+
+
+def container_name(attempt_id: str) -> str:
+    return f"argosy-{attempt_id.lower()}"
+
+
+def remove_container(attempt_id: str) -> None:
+    """Remove an attempt's container if it outlived its launcher (timeout, cancel, crash)."""
+    from argosy.spec.validate import container_engine
+
+    engine = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+    if engine:
+        for _ in range(3):  # a container whose monitor was just killed may need a retry
+            proc = subprocess.run(
+                [engine, "rm", "--force", "--ignore", "--time", "0", container_name(attempt_id)],
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+            if proc.returncode == 0:
+                return
+            time.sleep(0.2)
 
 
 def image_id(image: str) -> str | None:
@@ -78,7 +102,20 @@ def run_container(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> d
         return value if isinstance(value, str) else json.dumps(value)
 
     command = [_PLACEHOLDER.sub(substitute, part) for part in impl["command"]]
-    argv = [_engine(), "run", "--rm", "-v", f"{scratch}:{MOUNT}", impl["image"], *command]
+    argv = [_engine(), "run", "--rm", "--name", container_name(inv["attempt_id"]),
+            "-v", f"{scratch}:{MOUNT}"]  # fmt: skip
+    resources = step.get("resources") or {}
+    if resources.get("cpu"):
+        argv += ["--cpus", str(resources["cpu"])]
+    if resources.get("memory"):
+        argv += ["--memory", str(resources["memory"])]
+    for name in [*step.get("env", {}), *step.get("secrets", [])]:
+        if name in os.environ:
+            argv += ["-e", name]  # by name: values are not put on a command line
+    if resources.get("gpu"):
+        devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        argv += ["--device", "nvidia.com/gpu=" + (devices or "all"), "-e", "CUDA_VISIBLE_DEVICES"]
+    argv += [impl["image"], *command]
     proc = subprocess.run(argv, check=False)
     if proc.returncode != 0:
         raise StepFailed(

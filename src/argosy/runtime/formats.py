@@ -234,14 +234,12 @@ def read_value(
 
         return pd.read_parquet(path, engine="pyarrow")
     if fmt == "file":
+        # a copy, never a link: a step that writes to its input must not change the stored blob
+        import shutil
+
         target = scratch / (filename or path.name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(path, target)
+        shutil.copyfile(path, target)
         return target
     if fmt == "dir":
         target = scratch

@@ -146,6 +146,20 @@ def run_python(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict
     return _store_outputs(inv, store, _split_outputs(inv["step"], result), scratch)
 
 
+def _user_traceback(exc: BaseException, inv: dict[str, Any]) -> str:
+    """The traceback from the user's first frame on, with project-relative file names."""
+    tb = exc.__traceback__
+    here = str(Path(__file__).resolve().parent)
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(here) and tb.tb_next:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    code = inv.get("code")
+    if code:
+        snapshot = str(Path(inv["cache_dir"]) / "code" / code["sha256"].removeprefix("sha256:"))
+        text = text.replace(snapshot + "/", "")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     processes.become_subreaper()
@@ -172,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         record.update(status="failed", reason=exc.reason, error=str(exc))
         exit_code = exc.exit_code
     except BaseException as exc:
-        tb = traceback.format_exception(exc)
-        sys.stderr.write("".join(tb))
+        sys.stderr.write(_user_traceback(exc, inv))
         reason = "input_error" if isinstance(exc, ArgosyError) else "exception"
         record.update(status="failed", reason=reason, error=f"{type(exc).__name__}: {exc}")
         exit_code = 1

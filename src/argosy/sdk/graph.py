@@ -46,22 +46,60 @@ def caller_location() -> str:
 
 
 class _Handle:
-    """Refuses Python operations that would need the value at definition time."""
+    """Refuses Python operations that would need the value at definition time.
+
+    A handle stands for a value that exists only when the run executes; using it in ``if``,
+    comparisons, arithmetic or string formatting would silently compute with the handle
+    itself, so each of these raises with the user's file:line instead.
+    """
+
+    def _no_value(self, what: str) -> PipelineDefinitionError:
+        return PipelineDefinitionError(
+            f"{self!r} has no value while the pipeline is being defined, so it cannot be used "
+            f"{what}; compute it inside a step and pass the result on [{caller_location()}]"
+        )
 
     def __bool__(self) -> bool:
-        raise PipelineDefinitionError(
-            f"{self!r} has no value while the pipeline is being defined, so it cannot be used in "
-            "'if', 'and'/'or' or comparisons; compute the decision inside a step instead"
-        )
+        raise self._no_value("in 'if', 'and', 'or' or 'not'")
 
     def __iter__(self) -> Iterator[Any]:
         raise PipelineDefinitionError(
             f"{self!r} is a single value known only at run time and cannot be iterated or "
-            "unpacked in the pipeline body; return a NamedTuple from the step to get several outputs"
+            "unpacked in the pipeline body; return a NamedTuple from the step to get several "
+            f"outputs [{caller_location()}]"
         )
 
+    def __eq__(self, other: object) -> bool:
+        raise self._no_value("in a comparison")
 
-@dataclass(frozen=True, eq=False)
+    def __ne__(self, other: object) -> bool:
+        raise self._no_value("in a comparison")
+
+    def __lt__(self, other: object) -> bool:
+        raise self._no_value("in a comparison")
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __format__(self, spec: str) -> str:
+        raise self._no_value("in an f-string or format()")
+
+    def __str__(self) -> str:
+        raise self._no_value("as a string")
+
+    def _arith(self, *other: object) -> Any:
+        raise self._no_value("in arithmetic")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
+    __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __pow__ = __neg__ = _arith
+
+    def __getitem__(self, key: object) -> Any:
+        raise self._no_value("with [] indexing")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class ParameterRef(_Handle):
     """A pipeline parameter, as seen inside the pipeline body."""
 
@@ -72,7 +110,7 @@ class ParameterRef(_Handle):
         return f"<parameter {self.name}>"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class OutputRef(_Handle):
     """One output of one node: what a downstream step receives as an input."""
 
@@ -294,6 +332,16 @@ class GraphBuilder:
             if isinstance(value, OutputRef):
                 return Binding(output=value)
             return Binding(parameter=value.name)
+        if isinstance(value, list | tuple | dict) and any(
+            isinstance(v, _Handle) for v in (value.values() if isinstance(value, dict) else value)
+        ):
+            raise ValidationError(
+                "check_constants",
+                f"input {key!r} is given a {type(value).__name__} holding step outputs or "
+                "parameters; a step input takes one handle: pass each as its own input",
+                where=path,
+                location=location,
+            )
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):

@@ -41,6 +41,13 @@ class Pipeline:
         return f"<pipeline {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from argosy.sdk.graph import current_builder
+
+        if current_builder() is not None:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r} is called inside another pipeline's body; sub-pipelines "
+                "are not supported yet, so call its steps directly [" + caller_location() + "]"
+            )
         return self.func(*args, **kwargs)
 
     def parameters(self) -> dict[str, tuple[Any, Any, bool]]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, overload
 
 from argosy.errors import PipelineDefinitionError
@@ -205,7 +207,19 @@ def _signature(func: Callable[..., Any], location: str) -> tuple[dict[str, Input
                 f"can be wired and recorded, so list each input explicitly [{location}]"
             )
         info = type_ref(hints.get(param.name, Any))
-        inputs[param.name] = InputDef(info, param.default)
+        default = param.default
+        if isinstance(default, PurePath):
+            default = str(default)  # a Path input's default names a file to import
+        if default is not _MISSING:
+            try:
+                json.dumps(default, allow_nan=False)
+            except (TypeError, ValueError):
+                raise PipelineDefinitionError(
+                    f"the default of input {param.name!r} of step {func.__name__!r} is a "
+                    f"{type(default).__name__}, not JSON data; use a JSON value (or None) as the "
+                    f"default [{location}]"
+                ) from None
+        inputs[param.name] = InputDef(info, default)
     return inputs, hints.get("return", Any)
 
 

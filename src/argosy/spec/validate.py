@@ -253,6 +253,11 @@ def check_secrets_available(spec: PipelineSpec, secrets: Mapping[str, str], sour
 
 def container_engine() -> str | None:
     """The container CLI to run container steps with: podman first, then docker."""
+    import os
+
+    chosen = os.environ.get("ARGOSY_CONTAINER_ENGINE")
+    if chosen:
+        return shutil.which(chosen)
     for candidate in ("podman", "docker"):
         path = shutil.which(candidate)
         if path:

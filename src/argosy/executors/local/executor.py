@@ -48,6 +48,10 @@ SAMPLE_INTERVAL = 0.1
 _LAUNCH = "import os,sys;from argosy.runtime.launcher import main;c=main(sys.argv[1:]);sys.stdout.flush();sys.stderr.flush();os._exit(c)"
 
 
+def _is_container(launch: AttemptLaunch) -> bool:
+    return bool(launch.invocation["step"]["implementation"]["kind"] == "container")
+
+
 @dataclass
 class _Stream:
     path: Path
@@ -269,6 +273,10 @@ class LocalExecutor(Executor):
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         if sig is not None or run.stop_reason is not None:
             processes.kill_tree(None, attempt_id)  # escaped descendants of a killed launcher
+            if _is_container(run.launch):
+                from argosy.runtime.container import remove_container
+
+                remove_container(attempt_id)
         self._read_streams(run, final=True)
         if sig is not None and run.stop_reason is None:
             self._write_line(
@@ -300,6 +308,10 @@ class LocalExecutor(Executor):
             return
         if run.stop_reason is None:
             run.stop_reason = reason
+        if _is_container(run.launch):
+            from argosy.runtime.container import remove_container
+
+            remove_container(attempt_id)  # through the container engine first: it owns the state
         processes.kill_tree(run.identity.pid, attempt_id)
 
     def end_orphan(self, attempt_id: str, identity: ProcessIdentity | None) -> bool:

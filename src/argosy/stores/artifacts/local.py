@@ -47,6 +47,7 @@ class LocalByteStore(ByteStore):
             finally:
                 os.close(fd)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp_path, 0o444)  # stored objects are immutable
         os.replace(tmp_path, dest)
         if self.durable:
             _fsync_dir(dest.parent)
