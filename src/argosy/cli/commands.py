@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -14,12 +15,13 @@ from rich.table import Table
 
 from argosy.cli.local import Local, local_secrets, open_local
 from argosy.cli.progress import Progress
-from argosy.config import Settings, format_bytes
+from argosy.config import Settings
 from argosy.engine.engine import engine_alive
 from argosy.engine.report import iso, run_document
 from argosy.engine.states import RUN_DONE, RunStatus
 from argosy.errors import NotFoundError, UsageError
 from argosy.stores.metadata import runs as q
+from argosy.units import format_bytes
 
 
 def _console(stderr: bool = False) -> Console:
@@ -80,6 +82,7 @@ def _execute_interruptibly(local: Local, engine: Any, run_id: str) -> RunStatus:
         engine.interrupted = True
 
     previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
+    gc.freeze()  # the imported modules are permanent: full collections need not scan them
     try:
         return RunStatus(engine.execute(run_id))
     finally:

@@ -8,10 +8,11 @@ go to stderr. Importing this module stays cheap: commands import what they need.
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -265,19 +266,25 @@ def artifacts_get(
     commands.get_artifact(_local(), ref, out)
 
 
-def fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"error: {message}\n")
-    raise SystemExit(code)
-
-
 def main() -> None:
     """Entry point: one line on stderr and a meaningful exit code for every user error."""
     from argosy.errors import ArgosyError
 
+    code: int | str | None = 0
     try:
         app(prog_name="argosy")
     except ArgosyError as exc:
-        fail(str(exc), exc.exit_code)
+        sys.stderr.write(f"error: {exc}\n")
+        code = exc.exit_code
+    except SystemExit as exc:
+        code = exc.code
+    # Everything is committed and flushed: skip the interpreter's slow teardown.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":

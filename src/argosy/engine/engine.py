@@ -17,6 +17,7 @@ when one did not); queued tasks start in pipeline order while the executor has r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -639,6 +640,8 @@ class _RunLoop:
                 "reason": reason, "error": error, "finished_at": q.now(),
             }  # fmt: skip
             if ended is not None:
+                peak = max(ended.peak_memory or 0, (record or {}).get("peak_memory") or 0) or None
+                ended = dataclasses.replace(ended, peak_memory=peak)
                 values.update(
                     exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
                     cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,

@@ -38,6 +38,32 @@ class Written:
     serializer: str | None
     filename: str | None = None  # original name of a Path output (a file)
     json_text: str | None = None  # small JSON values, kept inline
+    sha256: str | None = None  # known when hashed while writing (saves a second pass)
+    size: int | None = None
+
+
+class _HashingFile:
+    """A write-only binary file that hashes what passes through it (one pass, no re-read)."""
+
+    def __init__(self, path: Path) -> None:
+        import hashlib
+
+        self._file = path.open("wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._hash.update(data)
+        n = self._file.write(data)
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> tuple[str, int]:
+        self._file.close()
+        return self._hash.hexdigest(), self.size
 
 
 def _class_ref(value: Any) -> str:
@@ -125,13 +151,12 @@ def write_value(
                 f"{what} cannot be stored as JSON ({exc}); return plain numbers, strings, lists "
                 "and dicts (convert numpy scalars with float()/int(), NaN is not JSON)"
             ) from None
-        dest.write_text(text, encoding="utf-8")
-        return Written(
-            dest, ref, "json", None, json_text=text if len(text) <= INLINE_JSON_LIMIT else None
-        )
+        sha, size = _write_hashed(dest, text.encode("utf-8"))
+        inline = text if len(text) <= INLINE_JSON_LIMIT else None
+        return Written(dest, ref, "json", None, json_text=inline, sha256=sha, size=size)
     if fmt == "bytes":
-        dest.write_bytes(bytes(value))
-        return Written(dest, ref, "bytes", None)
+        sha, size = _write_hashed(dest, value)
+        return Written(dest, ref, "bytes", None, sha256=sha, size=size)
     if fmt == "npy":
         import numpy as np
 
@@ -140,9 +165,12 @@ def write_value(
                 f"{what} is a numpy array of Python objects, which .npy cannot store without "
                 "pickle; use a numeric dtype or annotate it with serializer('pickle')"
             )
-        with dest.open("wb") as f:
-            np.save(f, value, allow_pickle=False)
-        return Written(dest, ref, "npy", None)
+        sink = _HashingFile(dest)
+        try:
+            np.lib.format.write_array(sink, np.asanyarray(value), allow_pickle=False)
+        finally:
+            sha, size = sink.close()
+        return Written(dest, ref, "npy", None, sha256=sha, size=size)
     if fmt == "parquet":
         if ref == "pandas.DataFrame":
             value.to_parquet(dest, engine="pyarrow")
@@ -165,6 +193,15 @@ def write_value(
             return Written(dest, ref, "file", None, filename=source.name)
         raise SerializationError(f"{what} is the path {str(source)!r}, which does not exist")
     raise SerializationError(f"{what}: unknown format {fmt!r}")  # pragma: no cover
+
+
+def _write_hashed(dest: Path, data: bytes | bytearray | memoryview) -> tuple[str, int]:
+    sink = _HashingFile(dest)
+    try:
+        sink.write(memoryview(data))
+    finally:
+        result = sink.close()
+    return result
 
 
 def _write_serialized(value: Any, declared: str, name: str, dest: Path, what: str) -> Written:

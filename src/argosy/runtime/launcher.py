@@ -32,7 +32,7 @@ from typing import Any
 
 from argosy.errors import ArgosyError
 from argosy.runtime import formats, processes
-from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
+from argosy.stores.artifacts.blobs import ArtifactStore, BlobInfo, open_artifact_store
 
 
 class StepFailed(Exception):
@@ -117,7 +117,10 @@ def _store_outputs(
             )
         except ArgosyError as exc:
             raise StepFailed("output_error", str(exc)) from None
-        info = store.put_file(written.path, move=True)
+        known = None
+        if written.sha256 is not None and written.size is not None:
+            known = BlobInfo(written.sha256, written.size)
+        info = store.put_file(written.path, known, move=True)
         records[name] = {
             "sha256": info.sha256,
             "size": info.size,
@@ -144,6 +147,17 @@ def run_python(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict
                 "exit_code", f"the step called sys.exit({exc.code!r})", code or 1
             ) from None
     return _store_outputs(inv, store, _split_outputs(inv["step"], result), scratch)
+
+
+def _peak_rss() -> int | None:
+    """This process's resident-memory high-water mark (VmHWM), in bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _user_traceback(exc: BaseException, inv: dict[str, Any]) -> str:
@@ -194,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
     record["finished_at"] = _now()
+    record["peak_memory"] = _peak_rss()
     # Whatever the step left running dies with the attempt (guaranteed clean-up).
     for pid in processes.descendants(os.getpid()):
         processes.kill_tree(pid)

@@ -58,8 +58,8 @@ class StepOptions:
 
 def _options(location: str, **given: Any) -> StepOptions:
     """Check user-given options one by one, naming the bad one and its fix."""
-    from argosy.config import parse_memory
     from argosy.errors import UsageError
+    from argosy.units import parse_memory
 
     def bad(message: str) -> PipelineDefinitionError:
         return PipelineDefinitionError(f"{message} [{location}]")

@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from argosy.config import format_bytes
 from argosy.errors import ValidationError
 from argosy.sdk.types import DEFAULT_FORMATS, TypeInfo, compatible
 from argosy.spec.models import (
@@ -22,6 +21,7 @@ from argosy.spec.models import (
     TaskOutputInput,
     TypeSpec,
 )
+from argosy.units import format_bytes
 
 _NODE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 

@@ -297,7 +297,8 @@ class LocalExecutor(Executor):
             reason=run.stop_reason,
             wall_time=time.monotonic() - run.started,
             cpu_time=usage.ru_utime + usage.ru_stime,
-            peak_memory=max(run.peak_rss, usage.ru_maxrss * 1024),
+            # ru_maxrss is not used: Linux carries the engine's own peak over into the child
+            peak_memory=run.peak_rss or None,
             log_tail=list(run.tail),
         )
 
