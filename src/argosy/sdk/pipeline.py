@@ -8,7 +8,6 @@ Outside ``argosy run`` the pipeline is still a plain function.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import typing
@@ -58,6 +57,8 @@ class Pipeline:
             raise PipelineDefinitionError(
                 f"cannot resolve the annotations of pipeline {self.name!r}: {exc} [{self.location}]"
             ) from None
+        import inspect
+
         params: dict[str, tuple[Any, Any, bool]] = {}
         for p in inspect.signature(self.func).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -153,6 +154,10 @@ def _outputs(name: str, returned: Any, location: str) -> dict[str, OutputRef]:
 
 def pipeline(func: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
     """Declare a pipeline: its parameters are the function's, its outputs what it returns."""
+    from argosy.sdk.step import IN_TASK
+
+    if IN_TASK:  # a task never builds a pipeline: leave the function as it is
+        return func if func is not None else (lambda f: f)
     location = caller_location()
 
     def decorate(f: Callable[..., Any]) -> Pipeline:

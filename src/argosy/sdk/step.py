@@ -9,8 +9,8 @@ secrets) are validated here, where the decorator's file:line can be named.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
+import os
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +23,29 @@ from argosy.sdk.graph import OutputRef, StepCall, caller_location, current_build
 from argosy.sdk.types import TypeInfo, is_multi_output, output_fields, type_ref
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MISSING: Any = inspect.Parameter.empty
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_MISSING: Any = _Missing()
+
+# Inside a task's process (the launcher sets this), decorators only need the function: the
+# pipeline was validated when it was compiled, so skip the introspection (start-up cost).
+IN_TASK = "ARGOSY_ATTEMPT_ID" in os.environ
+
+
+class TaskFunction:
+    """What ``@step`` returns inside a task's process: the function, ready to be called."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__wrapped__ = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -192,6 +214,8 @@ class Step:
 
 
 def _signature(func: Callable[..., Any], location: str) -> tuple[dict[str, InputDef], Any]:
+    import inspect
+
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception as exc:  # NameError for unresolvable forward references, etc.
@@ -207,7 +231,7 @@ def _signature(func: Callable[..., Any], location: str) -> tuple[dict[str, Input
                 f"can be wired and recorded, so list each input explicitly [{location}]"
             )
         info = type_ref(hints.get(param.name, Any))
-        default = param.default
+        default = _MISSING if param.default is inspect.Parameter.empty else param.default
         if isinstance(default, PurePath):
             default = str(default)  # a Path input's default names a file to import
         if default is not _MISSING:
@@ -262,6 +286,9 @@ def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``timeout`` (seconds), ``cache``, ``cache_version`` and ``cache_ttl`` (seconds), ``env`` (extra environment
     variables) and ``secrets`` (names resolved at run time, never stored).
     """
+    if IN_TASK:
+        return TaskFunction(func) if func is not None else TaskFunction
+
     location = caller_location()
 
     def decorate(f: Callable[..., Any]) -> Step:
@@ -326,6 +353,8 @@ def container_step(
     outputs are the file's text, ``int``/``float``/``bool``/``list``/``dict`` its JSON, ``bytes``
     and ``Path`` the file itself.
     """
+    if IN_TASK:
+        return None  # type: ignore[return-value]  # container steps never run Python in a task
     location = caller_location()
     if not image or not isinstance(image, str):
         raise PipelineDefinitionError(f"container step {name!r} needs an image [{location}]")
