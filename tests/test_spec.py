@@ -580,10 +580,15 @@ def test_typed_values_are_checked_not_parsed(params_spec: PipelineSpec) -> None:
 def test_public_api_is_exactly_this() -> None:
     assert argosy.__all__ == [
         "ContainerStep",
+        "Elif",
+        "Else",
+        "If",
         "Metrics",
         "Pipeline",
         "Step",
         "container_step",
+        "exit_handler",
+        "one_of",
         "pipeline",
         "serializer",
         "step",

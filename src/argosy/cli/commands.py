@@ -98,8 +98,17 @@ def _report(local: Local, run_id: str, status: RunStatus, json_output: bool) -> 
     if json_output:
         emit_json(doc)
     else:
-        _print_outcome(doc, {k: f"{r.node}/{r.output}" for k, r in outputs.items()})
+        _print_outcome(doc, _output_paths(outputs))
     return 0 if status == RunStatus.SUCCEEDED else 1
+
+
+def _output_paths(outputs: dict[str, Any]) -> dict[str, str]:
+    """Pipeline output -> NODE/OUTPUT (the first branch of a one_of)."""
+    paths = {}
+    for name, ref in outputs.items():
+        first = ref.one_of[0] if hasattr(ref, "one_of") else ref
+        paths[name] = f"{first.node}/{first.output}"
+    return paths
 
 
 def _print_outcome(doc: dict[str, Any], spec_outputs: dict[str, str]) -> None:
@@ -502,7 +511,7 @@ def reproduce_run(local: Local, ref: str, allow_drift: bool, json_output: bool) 
     if json_output:
         emit_json({**doc, "reproduces": original, "drift": problems, "identical_outputs": same})
     else:
-        _print_outcome(doc, {k: f"{r.node}/{r.output}" for k, r in spec.root.outputs.items()})
+        _print_outcome(doc, _output_paths(spec.root.outputs))
         differing = [k for k, v in same.items() if not v]
         if differing:
             err.print(

@@ -267,18 +267,26 @@ def artifacts_get(
 
 
 def main() -> None:
-    """Entry point: one line on stderr and a meaningful exit code for every user error."""
+    """Run the CLI: one line on stderr and a meaningful exit code (SystemExit) for user errors."""
     from argosy.errors import ArgosyError
 
-    code: int | str | None = 0
     try:
         app(prog_name="argosy")
     except ArgosyError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        code = exc.exit_code
+        raise SystemExit(exc.exit_code) from None
+
+
+def entry() -> None:
+    """The ``argosy`` command: :func:`main`, then exit without the interpreter's slow teardown.
+
+    Everything is committed and flushed by then; skipping teardown saves ~0.1 s per command.
+    """
+    code: int | str | None = 0
+    try:
+        main()
     except SystemExit as exc:
         code = exc.code
-    # Everything is committed and flushed: skip the interpreter's slow teardown.
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -288,4 +296,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry()

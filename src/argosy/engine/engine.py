@@ -18,6 +18,7 @@ when one did not); queued tasks start in pipeline order while the executor has r
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -30,7 +31,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from argosy.engine import cache
+from argosy.engine import cache, flow
+from argosy.engine.plan import Bound, Item, OneOf, Planner, PlanNode, Ref, Value
 from argosy.engine.states import (
     TASK_DONE,
     TASK_OK,
@@ -45,14 +47,11 @@ from argosy.ids import new_id
 from argosy.runtime import processes
 from argosy.spec.compile import CompiledPipeline
 from argosy.spec.models import (
-    ConstantInput,
     ContainerImplementation,
-    ParameterInput,
     PipelineSpec,
     PythonImplementation,
-    TaskOutputInput,
+    StepSpec,
 )
-from argosy.spec.validate import upstream_of
 from argosy.stores.artifacts.blobs import ArtifactStore, attempt_prefix
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore
@@ -140,7 +139,9 @@ class Engine:
         with self.metadata.session() as s:
             options = {"fail_fast": fail_fast, "no_cache": no_cache, "cwd": os.getcwd(),
                        "reproduce_of": reproduce_of}  # fmt: skip
-            run = q.create_run(s, self.tenant, compiled.spec, parameters, options, self.user)
+            static, _ = Planner(compiled.spec, parameters).static()
+            nodes = [(n.path, n.step or n.pipeline or "") for n in static]
+            run = q.create_run(s, self.tenant, compiled.spec, nodes, parameters, options, self.user)
             return run.id
 
     def recorded_inputs(self, run_id: str) -> dict[str, dict[str, Any]]:
@@ -244,8 +245,11 @@ class _RunLoop:
         self.reproduced_inputs = (
             engine.recorded_inputs(options["reproduce_of"]) if options.get("reproduce_of") else {}
         )
-        self.deps = upstream_of(spec)
-        self.order = [n.name for n in spec.root.nodes]
+        self.planner = Planner(spec, parameters)
+        static, self.pipeline_outputs = self.planner.static()
+        self.plan: dict[str, PlanNode] = {n.path: n for n in static}
+        self.order = list(self.plan)
+        self.values: dict[tuple[str, str], Any] = {}  # JSON output values read for conditions
         self.tasks: dict[str, TaskView] = {}
         self.live: dict[str, str] = {}  # attempt id -> node path
         self.cancelling = False
@@ -263,6 +267,11 @@ class _RunLoop:
                 )  # fmt: skip
             for a in s.scalars(select(Artifact).where(Artifact.run_id == self.run_id)):
                 self.tasks[a.node_path].outputs[a.output_name] = _artifact_ref(a)
+        for path in list(self.order):  # maps whose iterations exist: rebuild them (deterministic)
+            node = self.plan[path]
+            view = self.tasks[path]
+            if node.is_map and view.state != TaskState.PENDING and view.inputs is not None:
+                self._add_iterations(node, self._items_of(node, view.inputs))
 
     def _emit(self) -> None:
         self.e.emit(self.run_id, [self.tasks[n] for n in self.order])
@@ -310,38 +319,52 @@ class _RunLoop:
         with self.e.metadata.session() as s:
             return bool(s.scalar(select(Run.cancel_requested).where(Run.id == self.run_id)))
 
+    def step_of(self, path: str) -> StepSpec:
+        step = self.plan[path].step
+        assert step is not None
+        return self.spec.steps[step]
+
     def _advance(self) -> bool:
-        """Queue or skip pending tasks whose upstream is done; start queued ones that fit."""
+        """Settle pending tasks whose upstream is done; finish maps; start queued tasks that fit."""
         changed = False
         with self.e.metadata.session() as s:
-            for name in self.order:
-                view = self.tasks[name]
+            for path in list(self.order):
+                node, view = self.plan[path], self.tasks[path]
+                if view.state == TaskState.RUNNING and node.is_map:
+                    changed |= self._maybe_finish_map(s, node, view)
                 if view.state != TaskState.PENDING:
                     continue
-                ups = [self.tasks[u] for u in self.deps[name]]
-                if any(u.state not in TASK_OK and u.state in TASK_DONE for u in ups):
-                    bad = next(u for u in ups if u.state not in TASK_OK and u.state in TASK_DONE)
-                    self._set_task(s, view, TaskState.SKIPPED, finished_at=q.now(),
-                                   reason=f"{Reason.UPSTREAM_FAILED}: {bad.node_path} {bad.state}")  # fmt: skip
-                    changed = True
-                elif all(u.state in TASK_OK for u in ups):
-                    changed = True
-                    try:
-                        view.inputs = self._resolve_inputs(name)
-                    except ArgosyError as exc:
-                        self._set_task(s, view, TaskState.FAILED, finished_at=q.now(),
-                                       reason=f"{Reason.INPUT_ERROR}: {exc}")  # fmt: skip
-                        continue
-                    self._record_inputs(s, view)
-                    self._consult_cache(s, view)
-        if self.cancelling:
-            return changed
+                if self.cancelling and node.exit_group is None:
+                    continue
+                verdict = self._verdict(node)
+                if verdict is None:
+                    continue
+                changed = True
+                if verdict:
+                    self._set_task(s, view, TaskState.SKIPPED, finished_at=q.now(), reason=verdict)
+                    continue
+                try:
+                    view.inputs = self._resolve_inputs(node)
+                except ArgosyError as exc:
+                    self._set_task(s, view, TaskState.FAILED, finished_at=q.now(),
+                                   reason=f"{Reason.INPUT_ERROR}: {exc}")  # fmt: skip
+                    continue
+                if node.is_map:
+                    self._start_map(s, node, view)
+                    continue
+                self._record_inputs(s, view)
+                self._consult_cache(s, view)
         now = time.monotonic()
-        for name in self.order:
-            view = self.tasks[name]
+        for path in list(self.order):
+            view = self.tasks[path]
             if view.state != TaskState.QUEUED or view.not_before > now:
                 continue
-            r = self.spec.step_of(name).resources
+            node = self.plan[path]
+            if self.cancelling and node.exit_group is None:
+                continue
+            if not self._within_parallelism(node):
+                continue
+            r = self.step_of(path).resources
             if not self.e.executor.has_room(r.cpu, r.memory, r.gpu):
                 continue
             cause = "retry" if view.attempt_count else "first"
@@ -351,28 +374,214 @@ class _RunLoop:
             changed = True
         return changed
 
-    def _resolve_inputs(self, name: str) -> dict[str, Any]:
-        """Each input as ``{"value": json}`` or ``{"artifact": {...}}`` (files are imported)."""
-        node = self.spec.node(name)
-        step = self.spec.steps[node.step]
-        resolved: dict[str, Any] = {}
-        for key, inp in step.inputs.items():
-            binding = node.inputs.get(key)
-            if isinstance(binding, TaskOutputInput):
-                ref = binding.task_output
-                resolved[key] = {"artifact": self.tasks[ref.node].outputs[ref.output]}
+    def _verdict(self, node: PlanNode) -> str | None:
+        """None: wait; "": run it; otherwise the reason it is skipped."""
+        if any(self.tasks[d].state not in TASK_DONE for d in node.deps()):
+            return None
+        group = set(node.exit_group or [])
+        direct = [r.path for b in node.inputs.values() if isinstance(b, Ref) for r in [b]]
+        if node.for_each is not None and isinstance(node.for_each[1], Ref):
+            direct.append(node.for_each[1].path)
+        for path in dict.fromkeys([*direct, *node.after]):
+            if path in group:
                 continue
-            if binding is None:
-                value = inp.default
-            elif isinstance(binding, ConstantInput):
-                value = binding.constant
+            up = self.tasks[path]
+            if up.state in TASK_OK:
+                continue
+            if _failed(up):
+                return f"{Reason.UPSTREAM_FAILED}: {path} {up.state}"
+            if path in direct:
+                return f"{Reason.UPSTREAM_SKIPPED}: {path} was skipped"
+        for b in node.inputs.values():
+            if isinstance(b, OneOf) and not any(
+                self.tasks[r.path].state in TASK_OK for r in b.refs
+            ):
+                bad = [r.path for r in b.refs if _failed(self.tasks[r.path])]
+                if bad:
+                    return f"{Reason.UPSTREAM_FAILED}: {bad[0]} {self.tasks[bad[0]].state}"
+                return f"{Reason.UPSTREAM_SKIPPED}: none of {', '.join(r.path for r in b.refs)} ran"
+        for cond in node.when:
+            for ref in cond.refs():
+                up = self.tasks[ref.path]
+                if up.state not in TASK_OK:
+                    if _failed(up):
+                        return f"{Reason.UPSTREAM_FAILED}: {ref.path} {up.state}"
+                    return f"{Reason.UPSTREAM_SKIPPED}: {ref.path} was skipped"
+            holds, text = flow.evaluate(cond, self._value)
+            if not holds:
+                return f"{Reason.CONDITION_FALSE}: {text}"
+        return ""
+
+    def _value(self, ref: Ref) -> Any:
+        """The JSON value of an upstream output (read once)."""
+        key = (ref.path, ref.output)
+        if key not in self.values:
+            art = self.tasks[ref.path].outputs[ref.output]
+            self.values[key] = json.loads(self.e.store.read_blob(art["sha256"]))
+        return self.values[key]
+
+    def _within_parallelism(self, node: PlanNode) -> bool:
+        if node.parent is None:
+            return True
+        limit = self.plan[node.parent].for_each[2]  # type: ignore[index]
+        if limit is None:
+            return True
+        active = {
+            self.plan[p].index
+            for p, v in self.tasks.items()
+            if self.plan[p].parent == node.parent and v.state == TaskState.RUNNING
+        }
+        return node.index in active or len(active) < limit
+
+    # -- fan-out ---------------------------------------------------------------------------------
+    def _items_of(self, node: PlanNode, inputs: dict[str, Any]) -> list[Bound]:
+        assert node.for_each is not None
+        got = inputs[node.for_each[0]]
+        if "value" in got:
+            if not isinstance(got["value"], list):
+                raise ExecutionError(
+                    f"map() items must be a list, got {type(got['value']).__name__}"
+                )
+            return [Value(v) for v in got["value"]]
+        art = got["artifact"]
+        manifest = json.loads(self.e.store.read_blob(art["sha256"]))
+        if art["format"] == "collection":
+            return [Item(element) for element in manifest]
+        if not isinstance(manifest, list):
+            raise ExecutionError(f"map() items must be a list, got {type(manifest).__name__}")
+        return [Value(v) for v in manifest]
+
+    def _add_iterations(self, node: PlanNode, items: list[Bound]) -> list[PlanNode]:
+        made = self.planner.iterations(node, items)
+        at = self.order.index(node.path) + 1
+        for n in made:
+            self.plan[n.path] = n
+        self.order[at:at] = [n.path for n in made if n.path not in self.order]
+        return made
+
+    def _start_map(self, s: Any, node: PlanNode, view: TaskView) -> None:
+        """Create the map's iteration tasks (durably, in one transaction) and mark it running."""
+        assert node.for_each is not None
+        inputs = dict(view.inputs or {})
+        try:
+            items = self._items_of(node, inputs)
+        except ArgosyError as exc:
+            self._set_task(
+                s,
+                view,
+                TaskState.FAILED,
+                finished_at=q.now(),
+                reason=f"{Reason.INPUT_ERROR}: {exc}",
+            )
+            return
+        made = self._add_iterations(node, items)
+        created = q.now()
+        for n in made:
+            s.add(
+                Task(
+                    id=new_id(),
+                    tenant=self.e.tenant,
+                    run_id=self.run_id,
+                    node_path=n.path,
+                    step_name=n.step or "",
+                    state=TaskState.PENDING,
+                    attempt_count=0,
+                    failures=0,
+                    item={"index": n.index, "value": n.item},
+                    created_at=created,
+                    created_by=self.e.user,
+                )
+            )
+        s.flush()
+        for t in s.scalars(
+            select(Task).where(
+                Task.run_id == self.run_id, Task.node_path.in_([n.path for n in made])
+            )
+        ):
+            self.tasks[t.node_path] = TaskView(
+                id=t.id, node_path=t.node_path, step_name=t.step_name, state=t.state,
+                attempt_count=0, failures=0,
+            )  # fmt: skip
+        self._set_task(
+            s, view, TaskState.RUNNING, inputs=inputs, queued_at=created, started_at=created
+        )
+
+    def _maybe_finish_map(self, s: Any, node: PlanNode, view: TaskView) -> bool:
+        children = [p for p in self.order if self.plan[p].parent == node.path]
+        if any(self.tasks[p].state not in TASK_DONE for p in children):
+            return False
+        bad = next((p for p in children if _failed(self.tasks[p])), None)
+        if bad is not None:
+            state = TaskState.CANCELLED if self.cancelling else TaskState.FAILED
+            why = self.tasks[bad].reason or self.tasks[bad].state
+            self._set_task(
+                s,
+                view,
+                state,
+                finished_at=q.now(),
+                reason=f"iteration {bad} {self.tasks[bad].state}: {why}",
+            )
+            return True
+        count = len({self.plan[p].index for p in children})
+        names = (
+            list(self.spec.steps[node.step].outputs)
+            if node.step
+            else list(self.spec.pipelines[node.pipeline or ""].root.outputs)
+        )
+        created = q.now()
+        for name in names:
+            elements = [
+                self._produced(self.planner.outputs_of_iteration(node, i, name))
+                for i in range(count)
+            ]
+            info = self.e.store.put_bytes(json.dumps(elements).encode())
+            art = Artifact(
+                id=new_id(), tenant=self.e.tenant, run_id=self.run_id, task_id=view.id,
+                attempt_id=None, node_path=node.path, output_name=name, type="list",
+                format="collection", serializer=None, sha256=info.sha256, size=info.size,
+                value=None, created_at=created, created_by=self.e.user,
+            )  # fmt: skip
+            s.add(art)
+            view.outputs[name] = _artifact_ref(art)
+        self._set_task(s, view, TaskState.SUCCEEDED, finished_at=created, reason=None)
+        return True
+
+    def _produced(self, b: Bound) -> dict[str, Any] | None:
+        """The artifact a bound output resolved to (the branch that ran, for one_of)."""
+        refs = b.refs if isinstance(b, OneOf) else (b,) if isinstance(b, Ref) else ()
+        for r in refs:
+            art = self.tasks[r.path].outputs.get(r.output)
+            if art is not None:
+                return art
+        return None
+
+    def _resolve_inputs(self, node: PlanNode) -> dict[str, Any]:
+        """Each input as ``{"value": json}`` or ``{"artifact": {...}}`` (files are imported)."""
+        defs = (
+            self.spec.steps[node.step].inputs if node.step is not None
+            else self.spec.pipelines[node.pipeline or ""].parameters
+        )  # fmt: skip
+        resolved: dict[str, Any] = {}
+        for key, inp in defs.items():
+            if node.for_each is not None and key == node.for_each[0]:
+                b = node.for_each[1]
+            elif node.exit_group is not None and key == node.status_input:
+                states = {p: (self.tasks[p].state, self.tasks[p].reason) for p in node.exit_group}
+                resolved[key] = {"value": flow.group_status(states)}
+                continue
             else:
-                assert isinstance(binding, ParameterInput)
-                value = self.parameters[binding.parameter]
-            if inp.type == "path" and value is not None:
-                resolved[key] = self._import_path(name, key, value)
+                b = node.inputs.get(key, Value(inp.default))
+            if isinstance(b, Ref | OneOf):
+                art = self._produced(b)
+                if art is None:
+                    raise ExecutionError(f"input {key!r}: no upstream output was produced")
+                resolved[key] = {"artifact": art}
+            elif isinstance(b, Item):
+                resolved[key] = {"artifact": b.artifact}
+            elif inp.type == "path" and b.value is not None and node.for_each is None:
+                resolved[key] = self._import_path(node.path, key, b.value)
             else:
-                resolved[key] = {"value": value}
+                resolved[key] = {"value": b.value}
         return resolved
 
     def _import_path(self, node: str, key: str, value: Any) -> dict[str, Any]:
@@ -430,7 +639,7 @@ class _RunLoop:
 
     def _consult_cache(self, s: Any, view: TaskView) -> None:
         """Reuse an identical earlier task's outputs (``cached``), or queue the task, saying why."""
-        step = self.spec.step_of(view.node_path)
+        step = self.step_of(view.node_path)
         image = None
         if isinstance(step.implementation, ContainerImplementation):
             from argosy.runtime.container import image_id
@@ -490,7 +699,7 @@ class _RunLoop:
 
     # -- starting ------------------------------------------------------------------------------
     def _start(self, view: TaskView, *, cause: str) -> None:
-        step = self.spec.step_of(view.node_path)
+        step = self.step_of(view.node_path)
         number = view.attempt_count + 1
         attempt_id = new_id()
         prefix = attempt_prefix(self.run_id, view.node_path, number)
@@ -558,7 +767,7 @@ class _RunLoop:
     def _invocation(
         self, view: TaskView, attempt_id: str, number: int, prefix: str
     ) -> dict[str, Any]:
-        step = self.spec.step_of(view.node_path)
+        step = self.step_of(view.node_path)
         impl = step.implementation
         code = None
         if isinstance(impl, PythonImplementation):
@@ -662,7 +871,7 @@ class _RunLoop:
 
     def _stop_message(self, view: TaskView, reason: str) -> str:
         if reason == Reason.TIMEOUT:
-            return f"ran past its timeout of {self.spec.step_of(view.node_path).timeout}s"
+            return f"ran past its timeout of {self.step_of(view.node_path).timeout}s"
         if reason == Reason.MEMORY_LIMIT:
             return "used more memory than it requested (see the log)"
         if reason == Reason.CANCELLED:
@@ -670,7 +879,7 @@ class _RunLoop:
         return reason
 
     def _after_failure(self, s: Any, view: TaskView, reason: str, error: str | None) -> None:
-        step = self.spec.step_of(view.node_path)
+        step = self.step_of(view.node_path)
         if view.failures < step.retries and not self.cancelling:
             view.failures += 1
             delay = step.retry_backoff * (2 ** (view.failures - 1))
@@ -686,7 +895,7 @@ class _RunLoop:
     def _register_outputs(
         self, s: Any, view: TaskView, attempt_id: str, record: dict[str, Any]
     ) -> None:
-        step = self.spec.step_of(view.node_path)
+        step = self.step_of(view.node_path)
         outputs = record.get("outputs") or {}
         missing = [o for o in step.outputs if o not in outputs]
         if missing:
@@ -711,7 +920,9 @@ class _RunLoop:
     def _cancel_all(self, why: str) -> None:
         self.cancelling = True
         with self.e.metadata.session() as s:
-            for view in self.tasks.values():
+            for path, view in self.tasks.items():
+                if self.plan[path].exit_group is not None:
+                    continue  # exit handlers still run, after their group is done
                 if view.state in (TaskState.PENDING, TaskState.QUEUED):
                     self._set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=why)
         for attempt_id in list(self.live):
@@ -753,17 +964,30 @@ class _RunLoop:
             status = RunStatus.SUCCEEDED
         failed = [t for t in self.tasks.values() if t.state == TaskState.FAILED]
         error = "; ".join(f"{t.node_path}: {t.reason}" for t in failed) or None
+        outputs = {}
+        for name, bound in self.pipeline_outputs.items():
+            art = self._produced(bound)
+            if art is not None:
+                outputs[name] = art["id"]
         with self.e.metadata.session() as s:
             s.execute(update(Run).where(Run.id == self.run_id).values(
-                status=status, finished_at=q.now(), error=error))  # fmt: skip
+                status=status, finished_at=q.now(), error=error, outputs=outputs))  # fmt: skip
         self._emit()
         return status
 
 
 def _json_loads(text: str) -> Any:
-    import json
-
     return json.loads(text)
+
+
+def _failed(view: TaskView) -> bool:
+    """Did the task fail (or was skipped or cancelled because something failed)?"""
+    if view.state in (TaskState.FAILED, TaskState.CANCELLED):
+        return True
+    reason = view.reason or ""
+    return view.state == TaskState.SKIPPED and reason.startswith(
+        (Reason.UPSTREAM_FAILED, "fail-fast")
+    )
 
 
 def _artifact_ref(a: Artifact) -> dict[str, Any]:

@@ -19,7 +19,11 @@ def iso(value: datetime | None) -> str | None:
 
 
 def artifact_value(art: Artifact, store: ArtifactStore) -> Any:
-    """A JSON output's value; anything else as ``{"artifact_id", "sha256", "type"}``."""
+    """A JSON output's value (a list, for a collection of JSON values); else a reference."""
+    if art.format == "collection":
+        elements = json.loads(store.read_blob(art.sha256))
+        if all(e is not None and e["format"] == "json" for e in elements):
+            return [json.loads(store.read_blob(e["sha256"])) for e in elements]
     if art.format == "json":
         if art.value is not None and "json" in art.value:
             return art.value["json"]
@@ -92,13 +96,8 @@ def run_document(
         for a in artifacts
         if a.type == "metrics"
     }
-    spec_outputs = version.spec.get("root", {}).get("outputs", {})
-    by_node = {(a.node_path, a.output_name): a for a in artifacts}
-    outputs = {}
-    for name, ref in spec_outputs.items():
-        art = by_node.get((ref["node"], ref["output"]))
-        if art is not None:
-            outputs[name] = artifact_value(art, store)
+    by_id = {a.id: a for a in artifacts}
+    outputs = {name: artifact_value(by_id[aid], store) for name, aid in (run.outputs or {}).items()}
     from argosy.engine.engine import engine_alive
 
     return {

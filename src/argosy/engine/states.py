@@ -52,3 +52,5 @@ class Reason(StrEnum):
     INPUT_ERROR = "input_error"  # an input could not be loaded
     CONTAINER_ERROR = "container_error"  # no container engine could run a container step
     UPSTREAM_FAILED = "upstream_failed"  # (task) skipped because an upstream task failed
+    UPSTREAM_SKIPPED = "upstream_skipped"  # (task) skipped: an output it needs was not produced
+    CONDITION_FALSE = "condition_false"  # (task) skipped: its If/Elif/Else condition was false

@@ -69,6 +69,13 @@ def _import_function(inv: dict[str, Any], store: ArtifactStore) -> Any:
     return getattr(obj, "func", None) or obj
 
 
+def _load(inv: dict[str, Any], store: ArtifactStore, art: dict[str, Any], scratch: Path) -> Any:
+    path = store.blob_path(art["sha256"], cache_dir=Path(inv["cache_dir"]) / "blobs")
+    return formats.read_value(
+        path, art["format"], art["type"], scratch=scratch, filename=art.get("filename")
+    )
+
+
 def _load_inputs(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, source in inv["inputs"].items():
@@ -76,11 +83,14 @@ def _load_inputs(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> di
             values[name] = source["value"]
             continue
         art = source["artifact"]
-        path = store.blob_path(art["sha256"], cache_dir=Path(inv["cache_dir"]) / "blobs")
-        values[name] = formats.read_value(
-            path, art["format"], art["type"], scratch=scratch / "inputs" / name,
-            filename=art.get("filename"),
-        )  # fmt: skip
+        if art["format"] == "collection":  # the collected outputs of a map(): a list
+            elements = json.loads(store.read_blob(art["sha256"]))
+            values[name] = [
+                None if e is None else _load(inv, store, e, scratch / "inputs" / name / str(i))
+                for i, e in enumerate(elements)
+            ]
+        else:
+            values[name] = _load(inv, store, art, scratch / "inputs" / name)
     return values
 
 

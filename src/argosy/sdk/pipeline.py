@@ -17,6 +17,7 @@ from typing import Any
 from argosy.errors import PipelineDefinitionError, ValidationError
 from argosy.sdk.graph import (
     GraphBuilder,
+    OneOfRef,
     OutputRef,
     ParameterRef,
     PipelineGraph,
@@ -24,6 +25,8 @@ from argosy.sdk.graph import (
     caller_location,
 )
 from argosy.sdk.types import JSON_TYPES, type_ref
+
+_tracing: list[str] = []  # names of the pipelines being traced, outermost first
 
 
 class Pipeline:
@@ -40,14 +43,36 @@ class Pipeline:
         return f"<pipeline {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Inside another pipeline's body: a sub-pipeline node; outside: the plain function."""
         from argosy.sdk.graph import current_builder
 
-        if current_builder() is not None:
-            raise PipelineDefinitionError(
-                f"pipeline {self.name!r} is called inside another pipeline's body; sub-pipelines "
-                "are not supported yet, so call its steps directly [" + caller_location() + "]"
-            )
+        builder = current_builder()
+        if builder is not None:
+            return builder.add_call(self, args, kwargs, None)
         return self.func(*args, **kwargs)
+
+    def map(
+        self,
+        items: Any,
+        *,
+        over: str | None = None,
+        parallelism: int | None = None,
+        name: str | None = None,
+        **inputs: Any,
+    ) -> Any:
+        """Run this pipeline once per item, as a sub-pipeline (node paths ``NAME[i]/...``)."""
+        from argosy.sdk.step import _map
+
+        return _map(self, items, over, parallelism, name, inputs)
+
+    def input_defs(self) -> dict[str, Any]:
+        """Parameters as step-like inputs (type, default), for wiring it as a sub-pipeline."""
+        from argosy.sdk.step import _MISSING, InputDef
+
+        return {
+            k: InputDef(t, _MISSING if required else default)
+            for k, (t, default, required) in self.parameters().items()
+        }
 
     def parameters(self) -> dict[str, tuple[Any, Any, bool]]:
         """name -> (TypeInfo, default, required), from the function's signature."""
@@ -92,11 +117,23 @@ class Pipeline:
         return params
 
     def graph(self) -> PipelineGraph:
-        """Trace the pipeline body into a :class:`PipelineGraph` (validated as it is built)."""
+        """Trace the pipeline body into a :class:`PipelineGraph` (validated as it is built).
+
+        A sub-pipeline is traced by its own builder, so its node names are its own.
+        """
+        if self.name in _tracing:
+            raise PipelineDefinitionError(
+                f"pipeline {self.name!r} calls itself (through {' -> '.join(_tracing)}); a "
+                f"pipeline cannot contain itself [{self.location}]"
+            )
         params = self.parameters()
         refs = {name: ParameterRef(name, info) for name, (info, _, _) in params.items()}
-        with GraphBuilder(self.name) as builder:
-            returned = self.func(**refs)
+        _tracing.append(self.name)
+        try:
+            with GraphBuilder(self.name) as builder:
+                returned = self.func(**refs)
+        finally:
+            _tracing.pop()
         outputs = _outputs(self.name, returned, self.location)
         if not builder.nodes:
             raise ValidationError(
@@ -117,9 +154,9 @@ class Pipeline:
         )
 
 
-def _outputs(name: str, returned: Any, location: str) -> dict[str, OutputRef]:
-    def check(key: str, value: Any) -> OutputRef:
-        if isinstance(value, OutputRef):
+def _outputs(name: str, returned: Any, location: str) -> dict[str, OutputRef | OneOfRef]:
+    def check(key: str, value: Any) -> OutputRef | OneOfRef:
+        if isinstance(value, OutputRef | OneOfRef):
             return value
         if isinstance(value, StepCall):
             raise ValidationError(
@@ -139,7 +176,7 @@ def _outputs(name: str, returned: Any, location: str) -> dict[str, OutputRef]:
 
     if returned is None:
         return {}
-    if isinstance(returned, OutputRef):
+    if isinstance(returned, OutputRef | OneOfRef):
         return {"output": returned}
     if isinstance(returned, dict):
         return {str(k): check(str(k), v) for k, v in returned.items()}

@@ -175,6 +175,23 @@ class Step:
             return self.run_directly(*args, **kwargs)
         return builder.add_call(self, args, kwargs, self._node_name)
 
+    def map(
+        self,
+        items: Any,
+        *,
+        over: str | None = None,
+        parallelism: int | None = None,
+        name: str | None = None,
+        **inputs: Any,
+    ) -> Any:
+        """Run this step once per item of ``items`` (a list: constant, parameter or output).
+
+        The item goes to input ``over`` (default: the first input not given in ``inputs``);
+        at most ``parallelism`` iterations run at once. Each iteration is its own task, node
+        path ``NAME[i]``; the outputs are collected into lists, in the order of the items.
+        """
+        return _map(self, items, over, parallelism, name or self._node_name, inputs)
+
     def run_directly(self, *args: Any, **kwargs: Any) -> Any:
         """Outside a pipeline a step is just its function."""
         assert self.func is not None
@@ -211,6 +228,28 @@ class Step:
     def qualname(self) -> str:
         assert self.func is not None
         return self.func.__qualname__
+
+
+def _map(
+    target: Any,
+    items: Any,
+    over: str | None,
+    parallelism: int | None,
+    name: str | None,
+    inputs: dict[str, Any],
+) -> Any:
+    builder = current_builder()
+    if builder is None:
+        raise PipelineDefinitionError(
+            f"{target.name}.map() builds a fan-out, so it only works inside a @pipeline body "
+            f"[{caller_location()}]"
+        )
+    if parallelism is not None and (not isinstance(parallelism, int) or parallelism < 1):
+        raise PipelineDefinitionError(
+            f"parallelism must be a whole number >= 1 (or None), got {parallelism!r} "
+            f"[{caller_location()}]"
+        )
+    return builder.add_call(target, (), inputs, name, for_each=(over, items, parallelism))
 
 
 def _signature(func: Callable[..., Any], location: str) -> tuple[dict[str, InputDef], Any]:

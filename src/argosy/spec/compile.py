@@ -8,27 +8,46 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import platform
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import argosy
-from argosy.sdk.graph import Binding, PipelineGraph
+from argosy.errors import PipelineDefinitionError, ValidationError
+from argosy.sdk.graph import (
+    AllOf,
+    AnyOf,
+    Binding,
+    Comparison,
+    Condition,
+    Negation,
+    OneOfRef,
+    OutputRef,
+    ParameterRef,
+    PipelineGraph,
+    _Handle,
+)
 from argosy.sdk.pipeline import Pipeline
 from argosy.sdk.step import ContainerStep, Step
 from argosy.spec import code_package, environment, fingerprint
 from argosy.spec.loader import module_name_for
 from argosy.spec.models import (
     CodePackage,
+    ConditionSpec,
     ConstantInput,
     ContainerImplementation,
     DagSpec,
+    ExitHandlerSpec,
+    ForEachSpec,
     InputBinding,
     InputSpec,
     NodeSpec,
+    OneOfInput,
     OutputReference,
     ParameterInput,
     ParameterSpec,
@@ -37,6 +56,7 @@ from argosy.spec.models import (
     PythonImplementation,
     Resources,
     StepSpec,
+    SubPipelineSpec,
     TaskOutputInput,
     TypeSpec,
 )
@@ -69,6 +89,10 @@ def _git(root: Path) -> tuple[str | None, bool | None, str | None]:
 
 
 def _binding(b: Binding) -> InputBinding:
+    if b.one_of is not None:
+        return OneOfInput(
+            one_of=[OutputReference(node=r.node.path, output=r.output) for r in b.one_of]
+        )
     if b.output is not None:
         return TaskOutputInput(
             task_output=OutputReference(node=b.output.node.path, output=b.output.output)
@@ -122,99 +146,177 @@ def _format_modules(step: Step) -> set[str]:
     return found
 
 
-def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> CompiledPipeline:
-    """Turn a traced graph into a validated spec, packaging the code its Python steps import."""
-    blobs: dict[str, bytes] = {}
-    code: dict[str, CodePackage] = {}
-    steps: dict[str, StepSpec] = {}
-    locations: dict[str, str] = {}
-    env_digest: str | None = None
-    package: code_package.BuiltPackage | None = None
-    source = Path(graph.file).resolve() if graph.file else None
+class _Compiler:
+    """Compiles a traced graph (and the sub-pipeline graphs it calls) into one spec."""
 
-    origins: dict[str, object] = {}
-    step_keys: dict[str, str] = {}
-    for node in graph.nodes:
-        locations[node.path] = node.location
-        s = node.step
-        existing = steps.get(s.name)
-        impl: PythonImplementation | ContainerImplementation
+    def __init__(self, graph: PipelineGraph, cache_dir: Path | None) -> None:
+        self.cache_dir = cache_dir
+        self.blobs: dict[str, bytes] = {}
+        self.code: dict[str, CodePackage] = {}
+        self.steps: dict[str, StepSpec] = {}
+        self.pipelines: dict[str, SubPipelineSpec] = {}
+        self.locations: dict[str, str] = {}
+        self.origins: dict[str, object] = {}
+        self.env_digest: str | None = None
+        self.package: code_package.BuiltPackage | None = None
+        self.source = Path(graph.file).resolve() if graph.file else None
+
+    def implementation(self, s: Step) -> PythonImplementation | ContainerImplementation:
         if isinstance(s, ContainerStep):
-            impl = ContainerImplementation(image=s.image, command=s.command)
-        else:
-            if env_digest is None:
-                manifest = environment.environment_manifest(cache_dir)
-                raw = environment.manifest_bytes(manifest)
-                env_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-                blobs[env_digest] = raw
-            func_file = Path(sys.modules[s.module].__file__ or "").resolve()
-            if package is None:
-                anchor = source or func_file
-                root = code_package.project_root(anchor)
-                _, entry = module_name_for(anchor)
-                package = code_package.build_package(root, [entry])
-                blobs["sha256:" + package.sha256] = package.data
-                code["sha256:" + package.sha256] = CodePackage(
-                    paths=package.paths, size=len(package.data)
-                )
-            fp = fingerprint.step_fingerprint(s.func, package.root, _format_modules(s))
-            impl = PythonImplementation(
-                code_fingerprint=fp.code,
-                packages=fp.packages,
-                module=s.module,
-                function=s.qualname,
-                code="sha256:" + package.sha256,
-                environment=env_digest,
-                python=platform.python_version(),
-                returns="fields" if s.multi_output else ("single" if s.outputs else "none"),
+            return ContainerImplementation(image=s.image, command=s.command)
+        if self.env_digest is None:
+            manifest = environment.environment_manifest(self.cache_dir)
+            raw = environment.manifest_bytes(manifest)
+            self.env_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            self.blobs[self.env_digest] = raw
+        if self.package is None:
+            anchor = self.source or Path(sys.modules[s.module].__file__ or "").resolve()
+            root = code_package.project_root(anchor)
+            _, entry = module_name_for(anchor)
+            self.package = code_package.build_package(root, [entry])
+            self.blobs["sha256:" + self.package.sha256] = self.package.data
+            self.code["sha256:" + self.package.sha256] = CodePackage(
+                paths=self.package.paths, size=len(self.package.data)
             )
-        step_spec = _step_spec(s, impl)
+        fp = fingerprint.step_fingerprint(s.func, self.package.root, _format_modules(s))
+        return PythonImplementation(
+            code_fingerprint=fp.code,
+            packages=fp.packages,
+            module=s.module,
+            function=s.qualname,
+            code="sha256:" + self.package.sha256,
+            environment=self.env_digest,
+            python=platform.python_version(),
+            returns="fields" if s.multi_output else ("single" if s.outputs else "none"),
+        )
+
+    def step_key(self, s: Step, where: str, location: str) -> str:
+        """The key of this step (with these options) in ``spec.steps``."""
+        step_spec = _step_spec(s, self.implementation(s))
+        existing = self.steps.get(s.name)
         key = s.name
         if existing is not None and existing != step_spec:
-            if origins[s.name] != _origin(s):
-                from argosy.errors import ValidationError
-
+            if self.origins[s.name] != _origin(s):
                 raise ValidationError(
                     "check_step_names",
                     f"two different steps are named {s.name!r} (defined at "
-                    f"{locations.get(f'step:{s.name}', '?')} "
+                    f"{self.locations.get(f'step:{s.name}', '?')} "
                     f"and {s.location}); rename one with @step(name=...)",
-                    where=node.path,
-                    location=node.location,
+                    where=where,
+                    location=location,
                 )
             # the same step called with other options (.options(cpu=...)): its own variant
-            key = next((k for k, v in steps.items() if v == step_spec), f"{s.name}@{node.path}")
-        origins.setdefault(s.name, _origin(s))
-        steps[key] = step_spec
-        step_keys[node.path] = key
-        locations.setdefault(f"step:{key}", s.location)
+            key = next((k for k, v in self.steps.items() if v == step_spec), f"{s.name}@{where}")
+        self.origins.setdefault(s.name, _origin(s))
+        self.steps[key] = step_spec
+        self.locations.setdefault(f"step:{key}", s.location)
+        return key
 
+    def pipeline_key(self, graph: PipelineGraph, where: str) -> str:
+        sub = SubPipelineSpec(
+            name=graph.name,
+            parameters=_parameters(graph),
+            root=self.dag(graph, prefix=f"{graph.name}:"),
+        )
+        existing = self.pipelines.get(graph.name)
+        if existing is not None and existing != sub:
+            raise ValidationError(
+                "check_pipeline_names",
+                f"two different pipelines are named {graph.name!r}; rename one with "
+                "@pipeline(name=...)",
+                where=where,
+                location=graph.location,
+            )
+        self.pipelines[graph.name] = sub
+        self.locations.setdefault(f"pipeline:{graph.name}", graph.location)
+        return graph.name
+
+    def dag(self, graph: PipelineGraph, prefix: str = "") -> DagSpec:
+        nodes = []
+        for n in graph.nodes:
+            self.locations.setdefault(prefix + n.path, n.location)
+            node = NodeSpec(
+                name=n.path,
+                step=self.step_key(n.step, n.path, n.location) if n.step is not None else None,
+                pipeline=self.pipeline_key(n.subgraph, n.path) if n.subgraph is not None else None,
+                inputs={k: _binding(b) for k, b in n.inputs.items()},
+                after=list(n.after),
+                when=_condition(n.when) if n.when is not None else None,
+                for_each=ForEachSpec(
+                    input=n.for_each.input,
+                    items=_binding(n.for_each.items),
+                    parallelism=n.for_each.parallelism,
+                )
+                if n.for_each is not None
+                else None,
+                exit_handler=ExitHandlerSpec(group=n.exit_group, status_input=n.status_input)
+                if n.exit_group is not None
+                else None,
+            )
+            nodes.append(node)
+        return DagSpec(nodes=nodes, outputs={k: _output(r) for k, r in graph.outputs.items()})
+
+
+def _parameters(graph: PipelineGraph) -> dict[str, ParameterSpec]:
+    return {
+        k: ParameterSpec(**t.to_json(), required=req, default=default)
+        for k, (t, default, req) in graph.parameters.items()
+    }
+
+
+def _output(ref: OutputRef | OneOfRef) -> OutputReference | OneOfInput:
+    if isinstance(ref, OneOfRef):
+        return OneOfInput(
+            one_of=[OutputReference(node=r.node.path, output=r.output) for r in ref.refs]
+        )
+    return OutputReference(node=ref.node.path, output=ref.output)
+
+
+def _operand(value: Any) -> ConstantInput | ParameterInput | TaskOutputInput:
+    if isinstance(value, OutputRef):
+        return TaskOutputInput(
+            task_output=OutputReference(node=value.node.path, output=value.output)
+        )
+    if isinstance(value, ParameterRef):
+        return ParameterInput(parameter=value.name)
+    if isinstance(value, _Handle):
+        raise PipelineDefinitionError(f"{value!r} cannot be used in a condition; use a step output")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise PipelineDefinitionError(
+            f"a condition compares with {value!r}, which is not JSON data; compare with numbers, "
+            "strings, booleans or lists"
+        ) from None
+    return ConstantInput(constant=value)
+
+
+def _condition(c: Condition) -> ConditionSpec:
+    if isinstance(c, Comparison):
+        return ConditionSpec(op=c.op, left=_operand(c.left), right=_operand(c.right))  # type: ignore[arg-type]
+    if isinstance(c, AllOf):
+        return ConditionSpec(all=[_condition(p) for p in c.parts])
+    if isinstance(c, AnyOf):
+        return ConditionSpec(any=[_condition(p) for p in c.parts])
+    assert isinstance(c, Negation)
+    return ConditionSpec.model_validate({"not": _condition(c.part)})
+
+
+def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> CompiledPipeline:
+    """Turn a traced graph into a validated spec, packaging the code its Python steps import."""
+    c = _Compiler(graph, cache_dir)
+    root = c.dag(graph)
+    source = c.source
     commit, dirty, diff_sha = _git(
-        package.root if package else (source.parent if source else Path.cwd())
+        c.package.root if c.package else (source.parent if source else Path.cwd())
     )
     spec = PipelineSpec(
         name=graph.name,
-        parameters={
-            k: ParameterSpec(**t.to_json(), required=req, default=default)
-            for k, (t, default, req) in graph.parameters.items()
-        },
-        steps=steps,
-        root=DagSpec(
-            nodes=[
-                NodeSpec(
-                    name=n.path,
-                    step=step_keys[n.path],
-                    inputs={k: _binding(b) for k, b in n.inputs.items()},
-                    after=list(n.after),
-                )
-                for n in graph.nodes
-            ],
-            outputs={
-                k: OutputReference(node=ref.node.path, output=ref.output)
-                for k, ref in graph.outputs.items()
-            },
-        ),
-        code=code,
+        parameters=_parameters(graph),
+        steps=c.steps,
+        root=root,
+        pipelines=c.pipelines,
+        code=c.code,
         provenance=Provenance(
             compiled_at=datetime.now(UTC).isoformat(),
             compiled_by=getpass.getuser(),
@@ -223,11 +325,11 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
             git_commit=commit,
             git_dirty=dirty,
             git_diff_sha256=diff_sha,
-            locations={**locations, "pipeline": graph.location},
+            locations={**c.locations, "pipeline": graph.location},
         ),
     )
     validate_spec(spec)
-    return CompiledPipeline(spec, blobs)
+    return CompiledPipeline(spec, c.blobs)
 
 
 def compile_pipeline(pipeline: Pipeline, *, cache_dir: Path | None = None) -> CompiledPipeline:

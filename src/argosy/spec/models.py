@@ -122,23 +122,83 @@ class TaskOutputInput(_Model):
     task_output: OutputReference
 
 
-InputBinding = ConstantInput | ParameterInput | TaskOutputInput
+class OneOfInput(_Model):
+    """The output of whichever branch ran: the first of ``one_of`` that was produced."""
+
+    one_of: list[OutputReference]
+
+
+InputBinding = ConstantInput | ParameterInput | TaskOutputInput | OneOfInput
+Operand = ConstantInput | ParameterInput | TaskOutputInput
+
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
+
+
+class ConditionSpec(_Model):
+    """A condition on parameters and upstream JSON outputs; exactly one form is set.
+
+    ``{op, left, right}`` compares two operands; ``all``/``any`` combine conditions;
+    ``not_`` (``"not"`` in JSON) negates one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    op: Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in"] | None = None
+    left: Operand | None = None
+    right: Operand | None = None
+    all: list[ConditionSpec] | None = None
+    any: list[ConditionSpec] | None = None
+    not_: ConditionSpec | None = Field(default=None, alias="not")
+
+
+class ForEachSpec(_Model):
+    """Run the node once per item of ``items``, passing the item as input ``input``."""
+
+    input: str
+    items: InputBinding
+    parallelism: int | None = None
+
+
+class ExitHandlerSpec(_Model):
+    """This node runs after every node of ``group`` is done, whatever their outcome.
+
+    It receives their final status as input ``status_input``:
+    ``{"status": "succeeded|failed|cancelled", "tasks": {node: {"state", "reason"}}}``.
+    """
+
+    group: list[str]
+    status_input: str = "status"
 
 
 class NodeSpec(_Model):
-    """One occurrence of a step in the DAG; ``name`` is its node path segment."""
+    """One occurrence of a step (or a sub-pipeline) in a DAG; ``name`` is its node path segment.
+
+    Optional fields stay at their defaults when unused, so plain DAGs keep their digests.
+    """
 
     name: str
-    step: str
+    step: str | None = None
+    pipeline: str | None = None  # a key of PipelineSpec.pipelines: a nested graph
     inputs: dict[str, InputBinding] = {}
     after: list[str] = []
+    when: ConditionSpec | None = None
+    for_each: ForEachSpec | None = None
+    exit_handler: ExitHandlerSpec | None = None
 
 
 class DagSpec(_Model):
     """A graph of nodes and the outputs it exposes."""
 
     nodes: list[NodeSpec]
-    outputs: dict[str, OutputReference] = {}
+    outputs: dict[str, OutputReference | OneOfInput] = {}
+
+
+class SubPipelineSpec(_Model):
+    """A pipeline used as a node of another: its parameters and its own graph."""
+
+    name: str
+    parameters: dict[str, ParameterSpec] = {}
+    root: DagSpec
 
 
 class CodePackage(_Model):
@@ -170,6 +230,7 @@ class PipelineSpec(_Model):
     parameters: dict[str, ParameterSpec] = {}
     steps: dict[str, StepSpec]
     root: DagSpec
+    pipelines: dict[str, SubPipelineSpec] = {}
     code: dict[str, CodePackage] = {}
     provenance: Provenance | None = None
 
@@ -193,10 +254,19 @@ class PipelineSpec(_Model):
         return self.provenance.locations.get(key) if self.provenance else None
 
     def node(self, path: str) -> NodeSpec:
+        """A node of the root graph by name."""
         for node in self.root.nodes:
             if node.name == path:
                 return node
         raise KeyError(path)
 
     def step_of(self, path: str) -> StepSpec:
-        return self.steps[self.node(path).step]
+        """The step a root-graph node calls."""
+        step = self.node(path).step
+        if step is None:
+            raise KeyError(f"{path} calls a sub-pipeline, not a step")
+        return self.steps[step]
+
+    def dags(self) -> list[tuple[str, DagSpec]]:
+        """The root graph and every sub-pipeline graph, with their names (root: "")."""
+        return [("", self.root), *((k, p.root) for k, p in self.pipelines.items())]

@@ -11,12 +11,21 @@ import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from argosy.errors import ValidationError
-from argosy.sdk.types import DEFAULT_FORMATS, TypeInfo, compatible
+from argosy.sdk.types import DEFAULT_FORMATS, JSON_TYPES, TypeInfo, compatible
 from argosy.spec.models import (
+    ConditionSpec,
+    ConstantInput,
     ContainerImplementation,
+    DagSpec,
+    InputSpec,
+    NodeSpec,
+    OneOfInput,
+    OutputReference,
     ParameterInput,
+    ParameterSpec,
     PipelineSpec,
     TaskOutputInput,
     TypeSpec,
@@ -30,122 +39,208 @@ def _info(t: TypeSpec) -> TypeInfo:
     return TypeInfo(t.type, t.serializer, t.optional)
 
 
-def _fail(spec: PipelineSpec, check: str, node: str, message: str) -> ValidationError:
-    return ValidationError(check, message, where=node, location=spec.location(node))
+class _Dag:
+    """One graph of a spec (the root or a sub-pipeline's) with what its checks need to know."""
+
+    def __init__(self, spec: PipelineSpec, key: str, dag: DagSpec) -> None:
+        self.spec = spec
+        self.key = key  # "" for the root, else the sub-pipeline's name
+        self.dag = dag
+        self.nodes = {n.name: n for n in dag.nodes}
+        self.parameters = spec.parameters if not key else spec.pipelines[key].parameters
+
+    def fail(self, check: str, node: str, message: str) -> ValidationError:
+        where = f"{self.key}/{node}" if self.key else node
+        location = self.spec.location(f"{self.key}:{node}" if self.key else node)
+        return ValidationError(check, message, where=where, location=location)
+
+    def inputs_of(self, node: NodeSpec) -> dict[str, InputSpec | ParameterSpec]:
+        if node.step is not None:
+            return dict(self.spec.steps[node.step].inputs)
+        return dict(self.spec.pipelines[node.pipeline or ""].parameters)
+
+    def outputs_of(self, node: NodeSpec) -> dict[str, TypeSpec]:
+        if node.step is not None:
+            base = dict(self.spec.steps[node.step].outputs)
+        else:
+            sub = _Dag(
+                self.spec, node.pipeline or "", self.spec.pipelines[node.pipeline or ""].root
+            )
+            base = {k: sub.type_of_output(ref) for k, ref in sub.dag.outputs.items()}
+        if node.for_each is not None:
+            return {k: TypeSpec(type="list") for k in base}
+        return base
+
+    def type_of_output(self, ref: OutputReference | OneOfInput) -> TypeSpec:
+        refs = ref.one_of if isinstance(ref, OneOfInput) else [ref]
+        types = [self.outputs_of(self.nodes[r.node])[r.output] for r in refs]
+        return types[0] if len({t.type for t in types}) == 1 else TypeSpec(type="any")
+
+    def refs_in(self, node: NodeSpec) -> list[tuple[str, OutputReference]]:
+        """(what, reference) for every upstream output this node reads."""
+        found: list[tuple[str, OutputReference]] = []
+        bindings = [(f"input {k!r}", b) for k, b in node.inputs.items()]
+        if node.for_each is not None:
+            bindings.append(("map() items", node.for_each.items))
+        for what, b in bindings:
+            if isinstance(b, TaskOutputInput):
+                found.append((what, b.task_output))
+            elif isinstance(b, OneOfInput):
+                found.extend((what, r) for r in b.one_of)
+        for operand in _operands(node.when):
+            if isinstance(operand, TaskOutputInput):
+                found.append(("a condition", operand.task_output))
+        return found
+
+    def upstream(self) -> dict[str, list[str]]:
+        deps: dict[str, list[str]] = {}
+        for node in self.dag.nodes:
+            found = [r.node for _, r in self.refs_in(node)]
+            group = node.exit_handler.group if node.exit_handler else []
+            deps[node.name] = list(dict.fromkeys([*found, *node.after, *group]))
+        return deps
 
 
-def check_node_names(spec: PipelineSpec) -> None:
-    seen: set[str] = set()
-    for node in spec.root.nodes:
-        if not _NODE.match(node.name):
-            raise _fail(spec, "check_node_names", node.name,
-                        "invalid node name; use letters, digits, '_', '-' or '.'")  # fmt: skip
-        if node.name in seen:
-            raise _fail(spec, "check_node_names", node.name,
-                        "node name used twice; give each call its own name")  # fmt: skip
-        seen.add(node.name)
+def _operands(cond: ConditionSpec | None) -> list[Any]:
+    if cond is None:
+        return []
+    found = [o for o in (cond.left, cond.right) if o is not None]
+    for part in [*(cond.all or []), *(cond.any or []), *([cond.not_] if cond.not_ else [])]:
+        found.extend(_operands(part))
+    return found
 
 
-def check_references_exist(spec: PipelineSpec) -> None:
-    """Every step, parameter, node and output a binding names exists."""
-    nodes = {n.name: n for n in spec.root.nodes}
-    for node in spec.root.nodes:
-        if node.step not in spec.steps:
-            raise _fail(spec, "check_references_exist", node.name,
-                        f"unknown step {node.step!r}; steps are: {', '.join(sorted(spec.steps))}")  # fmt: skip
-        step = spec.steps[node.step]
-        for key, binding in node.inputs.items():
-            if key not in step.inputs:
-                raise _fail(spec, "check_references_exist", node.name,
-                            f"step {step.name!r} has no input {key!r}; its inputs are: "
-                            f"{', '.join(step.inputs) or '(none)'}")  # fmt: skip
-            if isinstance(binding, ParameterInput) and binding.parameter not in spec.parameters:
-                raise _fail(spec, "check_references_exist", node.name,
-                            f"input {key!r} uses unknown parameter {binding.parameter!r}; "
-                            f"parameters are: {', '.join(spec.parameters) or '(none)'}")  # fmt: skip
-            if isinstance(binding, TaskOutputInput):
-                ref = binding.task_output
-                if ref.node not in nodes:
-                    raise _fail(spec, "check_references_exist", node.name,
-                                f"input {key!r} uses an output of unknown node {ref.node!r}")  # fmt: skip
-                upstream = spec.steps.get(nodes[ref.node].step)
-                if upstream is not None and ref.output not in upstream.outputs:
-                    raise _fail(spec, "check_references_exist", node.name,
-                                f"input {key!r} uses output {ref.output!r} of {ref.node!r}, which "
-                                f"has outputs: {', '.join(upstream.outputs) or '(none)'}")  # fmt: skip
-        for other in node.after:
-            if other not in nodes:
-                raise _fail(spec, "check_references_exist", node.name,
-                            f"runs after unknown node {other!r}")  # fmt: skip
-    for name, ref in spec.root.outputs.items():
-        if ref.node not in nodes or ref.output not in spec.steps[nodes[ref.node].step].outputs:
-            raise _fail(spec, "check_references_exist", "pipeline",
-                        f"pipeline output {name!r} refers to {ref.node}.{ref.output}, which "
-                        "does not exist")  # fmt: skip
+def _dags(spec: PipelineSpec) -> list[_Dag]:
+    return [_Dag(spec, key, dag) for key, dag in spec.dags()]
 
 
 def upstream_of(spec: PipelineSpec) -> dict[str, list[str]]:
-    """Node path -> the node paths it waits for (data and ordering dependencies)."""
-    deps: dict[str, list[str]] = {}
-    for node in spec.root.nodes:
-        found = [b.task_output.node for b in node.inputs.values() if isinstance(b, TaskOutputInput)]
-        deps[node.name] = list(dict.fromkeys([*found, *node.after]))
-    return deps
+    """Root node -> the root nodes it waits for (data, ordering, conditions, exit groups)."""
+    return _Dag(spec, "", spec.root).upstream()
+
+
+def check_node_names(spec: PipelineSpec) -> None:
+    for d in _dags(spec):
+        seen: set[str] = set()
+        for node in d.dag.nodes:
+            if not _NODE.match(node.name):
+                raise d.fail("check_node_names", node.name,
+                             "invalid node name; use letters, digits, '_', '-' or '.'")  # fmt: skip
+            if node.name in seen:
+                raise d.fail("check_node_names", node.name,
+                             "node name used twice; give each call its own name")  # fmt: skip
+            seen.add(node.name)
+
+
+def check_references_exist(spec: PipelineSpec) -> None:
+    """Every step, sub-pipeline, parameter, node and output a node names exists."""
+    for d in _dags(spec):
+        for node in d.dag.nodes:
+            if (node.step is None) == (node.pipeline is None):
+                raise d.fail("check_references_exist", node.name,
+                             "a node calls exactly one step or one sub-pipeline")  # fmt: skip
+            if node.step is not None and node.step not in spec.steps:
+                raise d.fail("check_references_exist", node.name,
+                             f"unknown step {node.step!r}; steps are: {', '.join(sorted(spec.steps))}")  # fmt: skip
+            if node.pipeline is not None and node.pipeline not in spec.pipelines:
+                raise d.fail("check_references_exist", node.name,
+                             f"unknown sub-pipeline {node.pipeline!r}")  # fmt: skip
+            defs = d.inputs_of(node)
+            for key in node.inputs:
+                if key not in defs:
+                    raise d.fail("check_references_exist", node.name,
+                                 f"{node.step or node.pipeline!r} has no input {key!r}; its inputs "
+                                 f"are: {', '.join(defs) or '(none)'}")  # fmt: skip
+            params = [b for b in [*node.inputs.values(), *_operands(node.when)]
+                      if isinstance(b, ParameterInput)]  # fmt: skip
+            if node.for_each is not None and isinstance(node.for_each.items, ParameterInput):
+                params.append(node.for_each.items)
+            for b in params:
+                if b.parameter not in d.parameters:
+                    raise d.fail("check_references_exist", node.name,
+                                 f"uses unknown parameter {b.parameter!r}; parameters are: "
+                                 f"{', '.join(d.parameters) or '(none)'}")  # fmt: skip
+            for what, ref in d.refs_in(node):
+                if ref.node not in d.nodes:
+                    raise d.fail("check_references_exist", node.name,
+                                 f"{what} uses an output of unknown node {ref.node!r}")  # fmt: skip
+                outputs = d.outputs_of(d.nodes[ref.node])
+                if ref.output not in outputs:
+                    raise d.fail("check_references_exist", node.name,
+                                 f"{what} uses output {ref.output!r} of {ref.node!r}, which "
+                                 f"has outputs: {', '.join(outputs) or '(none)'}")  # fmt: skip
+            for other in [*node.after, *(node.exit_handler.group if node.exit_handler else [])]:
+                if other not in d.nodes:
+                    raise d.fail("check_references_exist", node.name,
+                                 f"refers to unknown node {other!r}")  # fmt: skip
+            if node.for_each is not None and node.for_each.input not in defs:
+                raise d.fail("check_for_each", node.name,
+                             f"map() iterates over input {node.for_each.input!r}, which "
+                             f"{node.step or node.pipeline!r} does not have")  # fmt: skip
+            if node.exit_handler is not None and node.exit_handler.status_input not in defs:
+                raise d.fail("check_exit_handlers", node.name,
+                             f"the exit handler needs an input {node.exit_handler.status_input!r}")  # fmt: skip
+        for name, out in d.dag.outputs.items():
+            refs = out.one_of if isinstance(out, OneOfInput) else [out]
+            for ref in refs:
+                if ref.node not in d.nodes or ref.output not in d.outputs_of(d.nodes[ref.node]):
+                    raise d.fail("check_references_exist", "pipeline",
+                                 f"pipeline output {name!r} refers to {ref.node}.{ref.output}, "
+                                 "which does not exist")  # fmt: skip
 
 
 def check_no_cycles(spec: PipelineSpec) -> None:
-    deps = upstream_of(spec)
-    state: dict[str, int] = {}  # 1: visiting, 2: done
+    for d in _dags(spec):
+        deps = d.upstream()
+        state: dict[str, int] = {}  # 1: visiting, 2: done
 
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            loop = " -> ".join([*trail[trail.index(name) :], name])
-            raise _fail(spec, "check_no_cycles", name,
-                        f"the pipeline has a cycle ({loop}); a step cannot depend on its own output")  # fmt: skip
-        state[name] = 1
-        for up in deps.get(name, []):
-            visit(up, [*trail, name])
-        state[name] = 2
+        def visit(
+            name: str,
+            trail: list[str],
+            d: _Dag = d,
+            deps: dict[str, list[str]] = deps,
+            state: dict[str, int] = state,
+        ) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                loop = " -> ".join([*trail[trail.index(name) :], name])
+                raise d.fail("check_no_cycles", name,
+                             f"the pipeline has a cycle ({loop}); a step cannot depend on its own output")  # fmt: skip
+            state[name] = 1
+            for up in deps.get(name, []):
+                visit(up, [*trail, name])
+            state[name] = 2
 
-    for node in spec.root.nodes:
-        visit(node.name, [])
+        for node in d.dag.nodes:
+            visit(node.name, [])
+    _check_pipeline_recursion(spec)
+
+
+def _check_pipeline_recursion(spec: PipelineSpec) -> None:
+    def visit(key: str, trail: list[str]) -> None:
+        if key in trail:
+            raise ValidationError("check_no_cycles",
+                                  f"sub-pipelines call each other in a loop: {' -> '.join([*trail, key])}")  # fmt: skip
+        for node in spec.pipelines[key].root.nodes:
+            if node.pipeline:
+                visit(node.pipeline, [*trail, key])
+
+    for key in spec.pipelines:
+        visit(key, [])
 
 
 def check_required_inputs(spec: PipelineSpec) -> None:
-    for node in spec.root.nodes:
-        step = spec.steps[node.step]
-        for key, inp in step.inputs.items():
-            if inp.required and key not in node.inputs:
-                raise _fail(spec, "check_required_inputs", node.name,
-                            f"required input {key!r} of step {step.name!r} is not given; pass "
-                            f"{key}=<value, parameter or upstream output>")  # fmt: skip
-
-
-def check_types(spec: PipelineSpec) -> None:
-    """Each input's source (output, parameter, constant) fits the input's annotation."""
-    nodes = {n.name: n for n in spec.root.nodes}
-    for node in spec.root.nodes:
-        step = spec.steps[node.step]
-        for key, binding in node.inputs.items():
-            expected = _info(step.inputs[key])
-            if isinstance(binding, TaskOutputInput):
-                ref = binding.task_output
-                got = _info(spec.steps[nodes[ref.node].step].outputs[ref.output])
-                source = f"output {ref.node}.{ref.output}"
-            elif isinstance(binding, ParameterInput):
-                got = _info(spec.parameters[binding.parameter])
-                source = f"parameter {binding.parameter!r}"
-            else:
-                got = TypeInfo(json_type(binding.constant))
-                source = f"constant {binding.constant!r}"
-                if binding.constant is None and (expected.optional or expected.ref == "any"):
-                    continue
-            if not compatible(got, expected, is_value=not isinstance(binding, TaskOutputInput)):
-                raise _fail(spec, "check_types", node.name,
-                            f"input {key!r} of step {step.name!r} expects {expected.ref} but "
-                            f"{source} is {got.ref}; convert it in a step or fix the annotation")  # fmt: skip
+    for d in _dags(spec):
+        for node in d.dag.nodes:
+            filled = {node.for_each.input} if node.for_each else set()
+            if node.exit_handler:
+                filled.add(node.exit_handler.status_input)
+            for key, inp in d.inputs_of(node).items():
+                if inp.required and key not in node.inputs and key not in filled:
+                    raise d.fail("check_required_inputs", node.name,
+                                 f"required input {key!r} of {node.step or node.pipeline!r} is not "
+                                 f"given; pass {key}=<value, parameter or upstream output>")  # fmt: skip
 
 
 def json_type(value: object) -> str:
@@ -162,6 +257,72 @@ def json_type(value: object) -> str:
     if isinstance(value, list):
         return "list"
     return "dict"
+
+
+def _binding_type(d: _Dag, binding: Any) -> tuple[TypeInfo, str, bool]:
+    """(type, description, is_value) of what a binding provides."""
+    if isinstance(binding, TaskOutputInput):
+        ref = binding.task_output
+        return (
+            _info(d.outputs_of(d.nodes[ref.node])[ref.output]),
+            f"output {ref.node}.{ref.output}",
+            False,
+        )
+    if isinstance(binding, OneOfInput):
+        return _info(d.type_of_output(binding)), "one_of(...)", False
+    if isinstance(binding, ParameterInput):
+        return _info(d.parameters[binding.parameter]), f"parameter {binding.parameter!r}", True
+    return TypeInfo(json_type(binding.constant)), f"constant {binding.constant!r}", True
+
+
+def check_types(spec: PipelineSpec) -> None:
+    """Each input's source fits the input's annotation; map() items are lists; conditions read JSON."""
+    for d in _dags(spec):
+        for node in d.dag.nodes:
+            defs = d.inputs_of(node)
+            for key, binding in node.inputs.items():
+                expected = _info(defs[key])
+                if (
+                    isinstance(binding, ConstantInput)
+                    and binding.constant is None
+                    and (expected.optional or expected.ref == "any")
+                ):
+                    continue
+                parts = binding.one_of if isinstance(binding, OneOfInput) else [binding]
+                for part in parts:
+                    b = (
+                        TaskOutputInput(task_output=part)
+                        if isinstance(part, OutputReference)
+                        else part
+                    )
+                    got, source, is_value = _binding_type(d, b)
+                    if not compatible(got, expected, is_value=is_value):
+                        raise d.fail("check_types", node.name,
+                                     f"input {key!r} of {node.step or node.pipeline!r} expects "
+                                     f"{expected.ref} but {source} is {got.ref}; convert it in a "
+                                     "step or fix the annotation")  # fmt: skip
+            if node.for_each is not None:
+                got, source, _ = _binding_type(d, node.for_each.items)
+                if got.ref not in ("list", "any"):
+                    raise d.fail("check_for_each", node.name,
+                                 f"map() iterates over {source}, which is {got.ref}, not a list; "
+                                 "map over a list (a list output, parameter or constant)")  # fmt: skip
+                if node.for_each.parallelism is not None and node.for_each.parallelism < 1:
+                    raise d.fail("check_for_each", node.name, "parallelism must be >= 1")
+            for operand in _operands(node.when):
+                got, source, _ = _binding_type(d, operand)
+                if got.ref not in JSON_TYPES and got.ref != "any":
+                    raise d.fail("check_conditions", node.name,
+                                 f"a condition reads {source}, a {got.ref}; conditions compare "
+                                 "JSON values (numbers, strings, booleans, lists): compute the "
+                                 "value in a step")  # fmt: skip
+            if node.exit_handler is not None:
+                inside = set(node.exit_handler.group)
+                for what, ref in d.refs_in(node):
+                    if ref.node in inside:
+                        raise d.fail("check_exit_handlers", node.name,
+                                     f"{what} of the exit handler comes from {ref.node!r}, a step "
+                                     "of its own group; take the value from outside the group")  # fmt: skip
 
 
 def check_outputs_storable(spec: PipelineSpec) -> None:

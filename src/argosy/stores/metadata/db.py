@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from argosy.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0002"  # newest revision in migrations/versions; checked cheaply before running Alembic
+HEAD = "0003"  # newest revision in migrations/versions; checked cheaply before running Alembic
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -87,11 +87,12 @@ def create_run(
     session: Session,
     tenant: str,
     spec: PipelineSpec,
+    nodes: list[tuple[str, str]],
     parameters: dict[str, Any],
     options: dict[str, Any],
     user: str,
 ) -> Run:
-    """A new ``pending`` run of ``spec`` with one ``pending`` task per node."""
+    """A new ``pending`` run of ``spec`` with a ``pending`` task per (node path, step) of its plan."""
     version = ensure_pipeline_version(session, tenant, spec, user)
     created = now()
     run = Run(
@@ -109,14 +110,14 @@ def create_run(
     )
     session.add(run)
     session.flush()
-    for node in spec.root.nodes:
+    for path, step in nodes:
         session.add(
             Task(
                 id=new_id(),
                 tenant=tenant,
                 run_id=run.id,
-                node_path=node.name,
-                step_name=node.step,
+                node_path=path,
+                step_name=step,
                 state=TaskState.PENDING,
                 attempt_count=0,
                 failures=0,

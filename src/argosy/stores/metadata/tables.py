@@ -85,6 +85,7 @@ class Run(_Row, Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     engine: Mapped[dict[str, Any] | None]  # {host, pid, started}: the live owner, if any
     error: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[dict[str, Any] | None]  # pipeline output -> artifact id, when finished
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -105,6 +106,7 @@ class Task(_Row, Base):
     cache_key: Mapped[str | None] = mapped_column(String(71), index=True)
     cache: Mapped[dict[str, Any] | None]  # {status: hit|miss|off, reason, components}
     cached_from_task_id: Mapped[str | None] = mapped_column(String(26))
+    item: Mapped[dict[str, Any] | None]  # an iteration of a map node: {"index", "value"}
     not_before: Mapped[datetime | None]  # retry backoff: do not start before
     queued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
