@@ -299,6 +299,7 @@ class _RunLoop:
             changed = self._advance()
             if changed:
                 self._emit()
+                continue  # what changed may let more tasks move at once (a map's iterations)
             if not self.live and all(t.state in TASK_DONE for t in self.tasks.values()):
                 return self._finish()
             waiting = [t.not_before for t in self.tasks.values() if t.state == TaskState.QUEUED]

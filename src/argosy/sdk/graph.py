@@ -523,7 +523,7 @@ class GraphBuilder:
         if exit_group is not None:
             inside = set(exit_group)
             for key, b in bindings.items():
-                sources = [b.output] if b.output else list(b.one_of or ())
+                sources = [b.output] if b.output is not None else list(b.one_of or ())
                 for ref in sources:
                     if ref is not None and ref.node.path in inside:
                         raise ValidationError(
