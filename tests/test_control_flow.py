@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
@@ -162,8 +163,7 @@ def test_fan_out_over_an_upstream_list_respects_parallelism_and_keeps_order(ws: 
     assert len(spans) == 20
     events = sorted({t for span in spans for t in span})
     most = max(
-        sum(1 for s, e in spans if s <= (a + b) / 2 < e)
-        for a, b in zip(events, events[1:], strict=False)
+        sum(1 for s, e in spans if s <= (a + b) / 2 < e) for a, b in itertools.pairwise(events)
     )
     assert most == 3, f"{most} iterations ran at once; parallelism is 3"
     shown = ws.argosy("runs", "show", doc["run_id"])
