@@ -64,3 +64,18 @@ def fanout16_half(start: int = 0) -> int:
     seed = inc(x=start)
     branches = [inc_half(x=seed) for _ in range(FAN_WIDTH)]
     return join(*branches)
+
+
+@step
+def inc_cached(x: int) -> int:
+    """The trivial step with caching on (the default), for the all-hit re-run."""
+    return x + 1
+
+
+@pipeline
+def cached4(start: int = 0) -> int:
+    """Four cacheable steps in a row: run once, then every re-run hits the cache."""
+    x = inc_cached(x=start)
+    x = inc_cached(x=x)
+    x = inc_cached(x=x)
+    return inc_cached(x=x)
