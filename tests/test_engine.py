@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import time
 from datetime import datetime
@@ -13,7 +12,7 @@ from sqlalchemy import select
 
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Artifact, Attempt
-from tests.conftest import Workspace
+from tests.conftest import Workspace, alive, wait_for
 
 FAN_OUT = """
 import time
@@ -103,22 +102,6 @@ def crashable(n: int = 5, gate: str = "/tmp") -> int:
 """
 
 
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
-
-
 def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -126,8 +109,8 @@ def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
     gate.mkdir()
     path = ws.write(CRASHABLE)
     engine = ws.spawn("run", str(path), "-p", f"gate={gate}", "--max-cpus", "2")
-    _wait_for(gate / "slow-started")
-    _wait_for(gate / "quick-started")
+    wait_for(gate / "slow-started")
+    wait_for(gate / "quick-started")
     pids = [int((gate / f).read_text()) for f in ("slow-started", "quick-started")]
     engine.send_signal(signal.SIGKILL)
     engine.wait(timeout=30)
@@ -140,7 +123,7 @@ def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
     # While no engine runs, both attempts finish: their result records land in the store.
     (gate / "release").write_text("go")
     deadline = time.monotonic() + 30
-    while any(_alive(p) for p in pids):
+    while any(alive(p) for p in pids):
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -170,19 +153,19 @@ def test_resume_ends_a_still_running_orphan_and_reruns_it_as_engine_lost(
     gate.mkdir()
     path = ws.write(CRASHABLE)
     engine = ws.spawn("run", str(path), "-p", f"gate={gate}", "--max-cpus", "2")
-    _wait_for(gate / "slow-started")
-    _wait_for(gate / "quick-started")
+    wait_for(gate / "slow-started")
+    wait_for(gate / "quick-started")
     orphans = [int((gate / f).read_text()) for f in ("slow-started", "quick-started")]
     engine.send_signal(signal.SIGKILL)
     engine.wait(timeout=30)
-    assert all(_alive(p) for p in orphans), "attempts must outlive their engine"
+    assert all(alive(p) for p in orphans), "attempts must outlive their engine"
     for f in ("slow-started", "quick-started"):
         (gate / f).unlink()
 
     resumer = ws.spawn("runs", "resume", "-o", "json", _latest_run(ws))
-    _wait_for(gate / "slow-started")  # the re-run attempt has started...
+    wait_for(gate / "slow-started")  # the re-run attempt has started...
     for pid in orphans:
-        assert not _alive(pid), "an orphan attempt survived resume"  # ...after the orphan died
+        assert not alive(pid), "an orphan attempt survived resume"  # ...after the orphan died
     (gate / "release").write_text("go")
     out, err = resumer.communicate(timeout=120)
     assert resumer.returncode == 0, err
@@ -248,7 +231,7 @@ def test_cancel_from_another_process_kills_running_attempts(ws: Workspace, tmp_p
     gate.mkdir()
     path = ws.write(CRASHABLE)
     engine = ws.spawn("run", str(path), "-p", f"gate={gate}", "--output", "json")
-    _wait_for(gate / "slow-started")
+    wait_for(gate / "slow-started")
     pid = int((gate / "slow-started").read_text())
     res = ws.argosy("runs", "cancel", _latest_run(ws))
     assert res.code == 0, res.stderr
@@ -262,4 +245,4 @@ def test_cancel_from_another_process_kills_running_attempts(ws: Workspace, tmp_p
     assert states["first"] == "succeeded"
     assert states["slow"] == "cancelled"
     assert states["last"] == "cancelled"
-    assert not _alive(pid)
+    assert not alive(pid)

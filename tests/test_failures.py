@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, alive
 
 FAILING = """
 import os, signal, sys
@@ -121,14 +121,6 @@ def timeouts(marker_dir: str) -> int:
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def test_timeout_kills_the_whole_tree_then_retries_after_backoff(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -151,7 +143,7 @@ def test_timeout_kills_the_whole_tree_then_retries_after_backoff(
     time.sleep(0.2)
     for f in pid_files:
         for pid in map(int, f.read_text().split()):
-            assert not _alive(pid), f"process {pid} survived its attempt's timeout"
+            assert not alive(pid), f"process {pid} survived its attempt's timeout"
 
 
 @pytest.mark.parametrize("flag", [[], ["--fail-fast"]])

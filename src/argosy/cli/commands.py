@@ -115,7 +115,9 @@ def _print_outcome(doc: dict[str, Any], spec_outputs: dict[str, str]) -> None:
     style = "green" if doc["status"] == "succeeded" else "red"
     err.print(f"run {doc['run_id']} [{style}]{doc['status']}[/]", highlight=False)
     for step in doc["steps"]:
-        failed_skip = step["state"] == "skipped" and (step["reason"] or "").startswith("upstream_failed")
+        failed_skip = step["state"] == "skipped" and (step["reason"] or "").startswith(
+            "upstream_failed"
+        )
         if step["state"] in ("failed", "cancelled") or failed_skip:
             err.print(
                 f"  {step['node']}: {step['state']} — {step['reason']}",

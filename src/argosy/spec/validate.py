@@ -114,11 +114,6 @@ def _dags(spec: PipelineSpec) -> list[_Dag]:
     return [_Dag(spec, key, dag) for key, dag in spec.dags()]
 
 
-def upstream_of(spec: PipelineSpec) -> dict[str, list[str]]:
-    """Root node -> the root nodes it waits for (data, ordering, conditions, exit groups)."""
-    return _Dag(spec, "", spec.root).upstream()
-
-
 def check_node_names(spec: PipelineSpec) -> None:
     for d in _dags(spec):
         seen: set[str] = set()

@@ -360,12 +360,3 @@ class LocalExecutor(Executor):
         self.store.put_record_file(log_key, log_path)
         shutil.rmtree(folder, ignore_errors=True)
         return list(tail)
-
-    def live_log_path(self, attempt_id: str) -> Path:
-        """Where a running attempt's log grows (for ``argosy logs --follow``)."""
-        return self.attempts_dir / attempt_id / "log.jsonl"
-
-    def shutdown(self) -> None:
-        """Kill every running attempt (the engine is going away on purpose)."""
-        for attempt_id in list(self._running):
-            self.stop(attempt_id, "cancelled")

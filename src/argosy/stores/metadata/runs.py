@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from argosy.engine.states import RunStatus, TaskState
@@ -204,17 +204,6 @@ def artifacts_of(session: Session, run_id: str) -> list[Artifact]:
     )
 
 
-def get_task(session: Session, tenant: str, ref: str) -> Task:
-    """A task by ``RUN/NODE`` (the run by id or prefix)."""
-    run_ref, _, node = ref.partition("/")
-    run = get_run(session, tenant, run_ref)
-    task = session.scalar(select(Task).where(Task.run_id == run.id, Task.node_path == node))
-    if task is None:
-        nodes = ", ".join(t.node_path for t in tasks_of(session, run.id))
-        raise NotFoundError(f"run {run.id} has no node {node!r}; its nodes are: {nodes}")
-    return task
-
-
 def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
     """An artifact by id, id prefix, or ``RUN/NODE/OUTPUT`` (``RUN/NODE`` if it has one output)."""
     if "/" not in ref:
@@ -232,9 +221,3 @@ def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
         return of_node[0]
     choices = ", ".join(f"{run.id}/{a.node_path}/{a.output_name}" for a in arts) or "(none)"
     raise NotFoundError(f"no artifact {ref!r}; this run's artifacts are: {choices}")
-
-
-def count_runs(session: Session, tenant: str) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(Run).where(Run.tenant == tenant)) or 0
-    )
