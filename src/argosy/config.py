@@ -9,10 +9,15 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from argosy.errors import UsageError
 from argosy.units import parse_memory
@@ -41,9 +46,25 @@ def _machine_gpus() -> int:
 
 
 class Settings(BaseSettings):
-    """Effective configuration of this process (local mode)."""
+    """Effective configuration: explicit values (CLI) > ``ARGOSY_*`` variables > the config
+    file named by ``ARGOSY_CONFIG`` (TOML, keys as below in lower case) > defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="ARGOSY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ARGOSY_", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
 
     home: Path = Field(default_factory=find_home, description="state folder")
     tenant: str = LOCAL_TENANT
@@ -60,6 +81,27 @@ class Settings(BaseSettings):
     secrets_file: Path | None = None
     poll_interval: float = Field(
         default=0.5, gt=0, description="seconds between the engine's checks for cancel requests"
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="metadata DB: sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB "
+        "(default: SQLite in the state folder)",
+    )
+    artifact_url: str | None = Field(
+        default=None,
+        description="artifact store: a folder, or s3://BUCKET/PREFIX (default: the state folder)",
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint")
+    s3_region: str | None = None
+    s3_path_style: bool = Field(default=False, description="path-style addressing (MinIO, moto)")
+    s3_insecure: bool = Field(default=False, description="allow a plain-http endpoint (local use)")
+    s3_sse: Literal["AES256", "aws:kms"] | None = Field(
+        default=None, description="server-side encryption of every object written"
+    )
+    s3_kms_key_id: str | None = None
+    s3_storage_class: str | None = Field(default=None, description="e.g. STANDARD_IA, GLACIER_IR")
+    db_retry_seconds: float = Field(
+        default=600.0, gt=0, description="how long the engine waits for an unreachable database"
     )
 
     @field_validator("tenant")
@@ -79,12 +121,26 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.home / 'argosy.db'}"
+    def metadata_url(self) -> str:
+        """The metadata database to use."""
+        return self.database_url or f"sqlite:///{self.home / 'argosy.db'}"
 
     @property
-    def blobs_dir(self) -> Path:
-        return self.home / "blobs"
+    def artifacts_url(self) -> str:
+        """The artifact store to use (a folder path or an s3:// URL)."""
+        return self.artifact_url or str(self.home / "blobs")
+
+    def artifact_options(self) -> dict[str, Any]:
+        """Options of a remote artifact store (no credentials: those come from the AWS chain)."""
+        return {
+            "endpoint_url": self.s3_endpoint_url,
+            "region": self.s3_region,
+            "path_style": self.s3_path_style,
+            "insecure": self.s3_insecure,
+            "sse": self.s3_sse,
+            "kms_key_id": self.s3_kms_key_id,
+            "storage_class": self.s3_storage_class,
+        }
 
     @property
     def attempts_dir(self) -> Path:
@@ -93,6 +149,60 @@ class Settings(BaseSettings):
     @property
     def resolved_secrets_file(self) -> Path:
         return self.secrets_file or self.home / "secrets.env"
+
+
+def config_file() -> Path | None:
+    """The TOML config file named by ``ARGOSY_CONFIG`` (it must exist when named)."""
+    named = os.environ.get("ARGOSY_CONFIG")
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            f"ARGOSY_CONFIG names {str(path)!r}, which does not exist; fix the path or unset it"
+        )
+    return path
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def redact(name: str, value: Any) -> Any:
+    """A value safe to print: passwords in URLs and secret-looking settings are masked."""
+    if value is None:
+        return None
+    text = str(value)
+    if any(w in name for w in _SECRET_WORDS) and name != "s3_kms_key_id":
+        return "***"
+    if "://" in text and "@" in text:
+        scheme, _, rest = text.partition("://")
+        userinfo, _, host = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in userinfo else text
+    return value
+
+
+def describe(settings: Settings, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every setting with its effective value (redacted) and where it came from."""
+    import tomllib
+
+    file = config_file()
+    from_file: dict[str, Any] = tomllib.loads(file.read_text()) if file else {}
+    rows = []
+    for name in type(settings).model_fields:
+        env = f"ARGOSY_{name.upper()}"
+        if overrides and overrides.get(name) is not None:
+            source = "command line"
+        elif env in os.environ:
+            source = f"environment ({env})"
+        elif name in from_file:
+            source = f"config file ({file})"
+        else:
+            source = "default"
+        rows.append(
+            {"name": name, "value": redact(name, getattr(settings, name)), "source": source}
+        )
+    return rows
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -105,5 +215,10 @@ def load_settings(**overrides: object) -> Settings:
         if callable(errors):
             first = errors()[0]
             key = "ARGOSY_" + str(first["loc"][0]).upper() if first.get("loc") else "setting"
+            if first.get("type") == "extra_forbidden":
+                raise UsageError(
+                    f"unknown setting {first['loc'][0]!r} in the config file {config_file()}; "
+                    f"see 'argosy config show' for the settings there are"
+                ) from None
             raise UsageError(f"invalid setting {key}: {first['msg']}") from None
         raise

@@ -555,3 +555,18 @@ def diff_runs(local: Local, ref_a: str, ref_b: str, json_output: bool, all_rows:
                 section, row["key"], show(row["a"]), show(row["b"]), "" if row["same"] else "≠"
             )
     out.print(table)
+
+
+def show_config(settings: Settings, json_output: bool) -> None:
+    from argosy.config import describe
+
+    rows = describe(settings)
+    if json_output:
+        emit_json({"settings": rows})
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("setting", "value", "from"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "" if r["value"] is None else str(r["value"]), r["source"])
+    out.print(table)

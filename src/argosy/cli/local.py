@@ -62,7 +62,8 @@ class Local:
             executor,
             user=s.user,
             cache_dir=str(s.home / "cache"),
-            store_url=str(s.blobs_dir),
+            store_url=s.artifacts_url,
+            store_options=s.artifact_options(),
             secrets=local_secrets(s),
             on_change=on_change,
             poll_interval=s.poll_interval,
@@ -73,6 +74,8 @@ class Local:
 
 def open_local(settings: Settings) -> Local:
     settings.home.mkdir(parents=True, exist_ok=True)
-    metadata = MetadataStore.open(settings.database_url)
-    store = open_artifact_store(str(settings.blobs_dir), settings.tenant)
+    metadata = MetadataStore.open(settings.metadata_url)
+    store = open_artifact_store(
+        settings.artifacts_url, settings.tenant, settings.artifact_options()
+    )
     return Local(settings, metadata, store)

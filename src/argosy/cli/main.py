@@ -240,6 +240,18 @@ def lineage(
     commands.show_lineage(_local(), ref, down, output.value)
 
 
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(output: OutputOpt = Format.text) -> None:
+    """Every setting, its effective value (secrets redacted) and where it came from."""
+    from argosy.cli import commands
+
+    commands.show_config(_settings(), output == Format.json)
+
+
 @artifacts_app.command("list")
 def artifacts_list(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],

@@ -92,6 +92,7 @@ class Engine:
         user: str,
         cache_dir: str,
         store_url: str,
+        store_options: Mapping[str, Any] | None = None,
         secrets: Mapping[str, str] | None = None,
         on_change: ProgressCallback | None = None,
         poll_interval: float = 0.5,
@@ -105,6 +106,7 @@ class Engine:
         self.user = user
         self.cache_dir = cache_dir
         self.store_url = store_url
+        self.store_options = dict(store_options or {})
         self.secrets = dict(secrets or {})
         self.on_change = on_change
         self.poll_interval = poll_interval
@@ -779,7 +781,7 @@ class _RunLoop:
             "node_path": view.node_path,
             "attempt": number,
             "attempt_id": attempt_id,
-            "store": {"url": self.e.store_url},
+            "store": {"url": self.e.store_url, "options": self.e.store_options},
             "cache_dir": self.e.cache_dir,
             "step": step.model_dump(mode="json"),
             "code": code,

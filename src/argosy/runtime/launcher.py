@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     processes.become_subreaper()
     processes.set_oom_score_adj(1000)
     inv = json.loads(Path(argv[0]).read_text())
-    store = open_artifact_store(inv["store"]["url"], inv["tenant"])
+    store = open_artifact_store(inv["store"]["url"], inv["tenant"], inv["store"].get("options"))
     scratch = Path(inv["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {

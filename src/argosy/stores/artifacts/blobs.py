@@ -201,8 +201,13 @@ class ArtifactStore:
             return None
 
 
-def open_artifact_store(url: str, tenant: str) -> ArtifactStore:
-    """The artifact store named by ``url`` (a folder path or ``file://`` URL), for ``tenant``."""
+def open_artifact_store(
+    url: str, tenant: str, options: dict[str, Any] | None = None
+) -> ArtifactStore:
+    """The artifact store named by ``url`` (a folder path, ``file://`` or ``s3://`` URL).
+
+    ``options`` configure a remote backend (see ``Settings.artifact_options``).
+    """
     from argosy.stores.artifacts.local import LocalByteStore
 
     if url.startswith("file://"):
