@@ -222,8 +222,13 @@ def show_run(local: Local, ref: str, json_output: bool) -> None:
         cache_text = f"{cache['status']}: {cache['reason']}" if cache["status"] else ""
         for a in attempts:
             last = a is None or a is attempts[-1]
+            node = (
+                step["node"]
+                if step["item"] is None
+                else f"{step['node']} = {json.dumps(step['item'])[:30]}"
+            )
             table.add_row(
-                step["node"], step["name"], step["state"] if last else "",
+                node if a is None or a is attempts[0] else "", step["name"], step["state"] if last else "",
                 str(a["number"]) if a else "", a["cause"] if a else "",
                 (a["reason"] or "") if a else (step["reason"] or ""),
                 _fmt_seconds(a["wall_time"]) if a else "", _fmt_seconds(a["cpu_time"]) if a else "",

@@ -68,6 +68,7 @@ def run_document(
             "node": t.node_path,
             "state": t.state,
             "reason": t.reason,
+            "item": (t.item or {}).get("value") if t.item else None,
             "cache": {
                 "status": (t.cache or {}).get("status"),
                 "reason": (t.cache or {}).get("reason"),
