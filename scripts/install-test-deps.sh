@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # System packages the tests need, installed once (idempotent): podman + runc run container
-# steps without a daemon; busybox-static is the one binary in the tests' local image.
+# steps without a daemon; busybox-static is the one binary in the tests' local image;
+# postgresql (the 15 server on Debian 12) gives initdb/pg_ctl for the tests' own throw-away
+# PostgreSQL cluster (tests/pg_fixture.py; no server needs to run as a service).
 set -euo pipefail
 missing=()
-for pkg in podman runc busybox-static; do
+for pkg in podman runc busybox-static postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

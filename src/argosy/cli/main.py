@@ -278,6 +278,166 @@ def artifacts_get(
     commands.get_artifact(_local(), ref, out)
 
 
+db_app = typer.Typer(
+    help="The metadata schema (Alembic migrations): upgrade, current, history.",
+    no_args_is_help=True,
+)
+admin_app = typer.Typer(
+    help="Back up, restore, export and import the metadata (with a manifest of its blobs).",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    to: Annotated[
+        str, typer.Option("--to", metavar="REV", help="the revision to reach (default: head)")
+    ] = "head",
+    output: OutputOpt = Format.text,
+) -> None:
+    """Migrate the metadata database (ARGOSY_DATABASE_URL) forward to a revision."""
+    from argosy.cli import ops_commands
+
+    ops_commands.db_upgrade(_settings(), to, output == Format.json)
+
+
+@db_app.command("current")
+def db_current(
+    output: OutputOpt = Format.text,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 unless the database is at head")
+    ] = False,
+) -> None:
+    """The database's schema revision, and whether it is at this Argosy's head."""
+    from argosy.cli import ops_commands
+
+    raise typer.Exit(ops_commands.db_current(_settings(), output == Format.json, check))
+
+
+@db_app.command("history")
+def db_history(output: OutputOpt = Format.text) -> None:
+    """Every migration from the first to head, marking the database's current one."""
+    from argosy.cli import ops_commands
+
+    ops_commands.db_history(_settings(), output == Format.json)
+
+
+class VerifyMode(StrEnum):
+    hash = "hash"
+    exists = "exists"
+
+
+VerifyOpt = Annotated[
+    VerifyMode,
+    typer.Option(
+        "--verify",
+        help="check each blob's sha256 (hash, streams every blob) or only that it exists",
+    ),
+]
+
+
+@admin_app.command("backup")
+def admin_backup(
+    dest: Annotated[
+        Path, typer.Argument(help="a new folder, or a .tar / .tar.gz file", show_default=False)
+    ],
+    blobs: Annotated[
+        bool,
+        typer.Option("--blobs", help="also copy the blobs and run records (logs) into it"),
+    ] = False,
+    output: OutputOpt = Format.text,
+) -> None:
+    """A consistent snapshot of the metadata, taken without stopping runs, plus a manifest
+    of every blob it references (and the schema revision and Argosy version)."""
+    from argosy.cli import ops_commands
+
+    code = ops_commands.admin_backup(
+        _settings(), dest, blobs=blobs, tenant=None, kind="backup",
+        json_output=output == Format.json,
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@admin_app.command("restore")
+def admin_restore(
+    src: Annotated[Path, typer.Argument(help="a backup folder or archive", show_default=False)],
+    verify: VerifyOpt = VerifyMode.hash,
+    release_runs: Annotated[
+        bool,
+        typer.Option(
+            "--release-runs",
+            help="forget the engines recorded on unfinished runs, so 'runs resume' takes them over",
+        ),
+    ] = False,
+    output: OutputOpt = Format.text,
+) -> None:
+    """Restore a backup into an empty database, then check every blob it references.
+
+    Exits 1 if a blob is missing from the artifact store or hashes wrong (each is listed).
+    """
+    from argosy.cli import ops_commands
+
+    code = ops_commands.admin_restore(
+        _settings(), src, verify=verify.value, release_runs=release_runs,
+        json_output=output == Format.json,
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@admin_app.command("export")
+def admin_export(
+    dest: Annotated[
+        Path, typer.Argument(help="a new folder, or a .tar / .tar.gz file", show_default=False)
+    ],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="only this tenant's history (default: all)")
+    ] = None,
+    blobs: Annotated[
+        bool,
+        typer.Option(
+            "--blobs/--no-blobs",
+            help="carry the blobs and run records (leave them out when both sides share a store)",
+        ),
+    ] = True,
+    output: OutputOpt = Format.text,
+) -> None:
+    """Export the metadata (and its blobs) to move it to another database: 'admin import'."""
+    from argosy.cli import ops_commands
+
+    code = ops_commands.admin_backup(
+        _settings(), dest, blobs=blobs, tenant=tenant, kind="export",
+        json_output=output == Format.json,
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@admin_app.command("import")
+def admin_import(
+    src: Annotated[Path, typer.Argument(help="an export (or backup)", show_default=False)],
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            metavar="[OLD=]NEW",
+            help="import under another tenant (repeatable; OLD= when the export holds several)",
+        ),
+    ] = None,
+    verify: VerifyOpt = VerifyMode.hash,
+    output: OutputOpt = Format.text,
+) -> None:
+    """Merge an export into this database (SQLite or PostgreSQL): rows already there are
+    skipped, blobs are copied into this artifact store under the (new) tenant."""
+    from argosy.cli import ops_commands
+
+    code = ops_commands.admin_import(
+        _settings(), src, tenants=tenant or [], verify=verify.value,
+        json_output=output == Format.json,
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Run the CLI: one line on stderr and a meaningful exit code (SystemExit) for user errors."""
     from argosy.errors import ArgosyError

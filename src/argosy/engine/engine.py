@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from argosy.engine import cache, flow
 from argosy.engine.plan import Bound, Item, OneOf, Planner, PlanNode, Ref, Value
@@ -41,7 +43,7 @@ from argosy.engine.states import (
     RunStatus,
     TaskState,
 )
-from argosy.errors import ArgosyError, ExecutionError, RunBusyError
+from argosy.errors import ArgosyError, ExecutionError, RunBusyError, StoreError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.ids import new_id
 from argosy.runtime import processes
@@ -53,11 +55,14 @@ from argosy.spec.models import (
     StepSpec,
 )
 from argosy.stores.artifacts.blobs import ArtifactStore, attempt_prefix
+from argosy.stores.metadata import db
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import Artifact, Attempt, Run, Task, TaskInput
 
 CANCEL_CHECK_INTERVAL = 0.5
+
+log = logging.getLogger("argosy.engine")
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Engine:
         poll_interval: float = 0.5,
         cache: bool = True,
         cache_ttl: float | None = None,
+        db_retry_seconds: float = 600.0,
     ) -> None:
         self.metadata = metadata
         self.store = store
@@ -112,6 +118,7 @@ class Engine:
         self.poll_interval = poll_interval
         self.cache = cache
         self.cache_ttl = cache_ttl
+        self.db_retry_seconds = db_retry_seconds  # how long a run waits out a database outage
         self.host = socket.gethostname()
         self.interrupted = False  # set from a signal handler: cancel the run being executed
         self._me = {
@@ -257,6 +264,8 @@ class _RunLoop:
         self.cancelling = False
         self.cancel_reason: str | None = None  # fail-fast: cancel the rest at the next tick
         self.image_ids: dict[str, str | None] = {}
+        self.exits: list[tuple[AttemptExit, str | None]] = []  # ended, not yet settled in the DB
+        self.cancel_why: str | None = None  # why it is being cancelled (redone after an outage)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -286,18 +295,71 @@ class _RunLoop:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunStatus:
-        self._load()
-        self._recover()
+        """Drive the run to its end, waiting out database outages of up to ``db_retry_seconds``.
+
+        A lost connection to the metadata database does not stop the run: running attempts
+        keep running, attempts that end meanwhile are kept (their result records are in the
+        artifact store) and, once the database answers again, the in-memory mirror is rebuilt
+        from it and those attempts are settled (fenced by their numbers, as always).
+        """
+        started = False  # the first load and the recovery of a dead engine's attempts are done
+        down_since: float | None = None
+        tries = 0
+        while True:
+            try:
+                if not started:
+                    self._reset_mirror()
+                    self._load()
+                    self._recover()
+                    started = True
+                elif down_since is not None:
+                    self._resync()
+                if down_since is not None:
+                    log.warning(
+                        "database reachable again after %.0f s; continuing run %s",
+                        time.monotonic() - down_since,
+                        self.run_id,
+                    )
+                    down_since, tries = None, 0
+                return self._loop()
+            except DBAPIError as exc:
+                if not db.is_transient(exc):
+                    raise
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    log.warning(
+                        "database unreachable, retrying for up to %.0f s (%s: %s)",
+                        self.e.db_retry_seconds,
+                        self.e.metadata.where,
+                        db.error_summary(exc),
+                    )
+                elif now - down_since >= self.e.db_retry_seconds:
+                    self._stop_live(Reason.CANCELLED)
+                    raise StoreError(
+                        f"the metadata database at {self.e.metadata.where} was unreachable for "
+                        f"{now - down_since:.0f} s ({db.error_summary(exc)}); run {self.run_id} "
+                        f"was stopped and stays 'running': finish it with "
+                        f"'argosy runs resume {self.run_id}' once the database is back"
+                    ) from exc
+                delay = db.backoff(tries, first=0.25, cap=2.0)
+                tries += 1
+                self._wait_out(min(delay, max(0.0, down_since + self.e.db_retry_seconds - now)))
+
+    def _loop(self) -> RunStatus:
         next_cancel_check = 0.0
         self._emit()
         while True:
             now = time.monotonic()
             if self.cancel_reason and not self.cancelling:
+                self.cancel_why = self.cancel_reason
                 self._cancel_all(self.cancel_reason)
             if now >= next_cancel_check:
                 next_cancel_check = now + CANCEL_CHECK_INTERVAL
                 if not self.cancelling and self._cancel_requested():
+                    self.cancel_why = Reason.CANCELLED
                     self._cancel_all(Reason.CANCELLED)
+            self._settle_exits()
             changed = self._advance()
             if changed:
                 self._emit()
@@ -312,9 +374,85 @@ class _RunLoop:
                 raise ExecutionError(  # pragma: no cover - a bug, not a user error
                     f"run {self.run_id} is stuck: no task can make progress"
                 )
-            for ended in self.e.executor.poll(timeout):
-                self._complete(ended)
-                self._emit()
+            self._keep_exits(self.e.executor.poll(timeout))
+            self._settle_exits()
+
+    # -- surviving a database outage -------------------------------------------------------------
+    def _keep_exits(self, exits: list[AttemptExit]) -> None:
+        """Remember ended attempts (with their node) until their outcome is in the DB."""
+        self.exits.extend((ended, self.live.get(ended.attempt_id)) for ended in exits)
+
+    def _settle_exits(self) -> None:
+        """Settle the kept exits in order; one that fails (the DB went away) stays kept."""
+        while self.exits:
+            ended, node = self.exits[0]
+            if node is not None:
+                self.live.setdefault(ended.attempt_id, node)  # popped by a try that failed
+            self._complete(ended)
+            self.exits.pop(0)
+            self._emit()
+
+    def _stop_live(self, reason: str) -> None:
+        for attempt_id in list(self.live):
+            self.e.executor.stop(attempt_id, reason)
+
+    def _wait_out(self, seconds: float) -> None:
+        """Sleep while the DB is down, still collecting attempts that end (and enforcing
+        timeouts, which the executor does while polled); Ctrl-C stops the live attempts."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.e.interrupted:
+                self._stop_live(Reason.CANCELLED)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._keep_exits(self.e.executor.poll(min(left, self.e.poll_interval)))
+
+    def _reset_mirror(self) -> None:
+        """Forget the in-memory state that the DB rebuilds (map iterations included)."""
+        self.planner = Planner(self.spec, self.parameters)
+        static, self.pipeline_outputs = self.planner.static()
+        self.plan = {n.path: n for n in static}
+        self.order = list(self.plan)
+        self.tasks = {}
+        self.values = {}
+
+    def _resync(self) -> None:
+        """After an outage: rebuild the mirror from the DB, settle the attempts that ended
+        meanwhile, and end attempts the DB has as running that were never launched (their
+        start was committed but the engine did not see it)."""
+        self._reset_mirror()
+        self._load()
+        with self.e.metadata.session() as s:
+            rows = s.execute(
+                select(Task.node_path, Task.not_before)
+                .where(Task.run_id == self.run_id, Task.state == TaskState.QUEUED)
+                .where(Task.not_before.is_not(None))
+            ).all()
+        now = q.now()
+        for path, not_before in rows:  # retry backoffs still to wait out
+            at = q.as_utc(not_before)
+            wait = (at - now).total_seconds() if at is not None else 0.0
+            self.tasks[path].not_before = time.monotonic() + max(0.0, wait)
+        self._settle_exits()
+        with self.e.metadata.session() as s:
+            running = s.execute(
+                select(Attempt.id, Attempt.number, Attempt.log_key, Task.node_path)
+                .join(Task, Task.id == Attempt.task_id)
+                .where(Attempt.run_id == self.run_id, Attempt.state == AttemptState.RUNNING)
+            ).all()
+        for attempt_id, number, log_key, node in running:
+            if attempt_id in self.live:
+                continue
+            prefix = attempt_prefix(self.run_id, node, number)
+            self.e.executor.end_orphan(attempt_id, None)  # none expected: it was never started
+            record = self.e.store.get_record(f"{prefix}/result.json")
+            tail = self.e.executor.adopt_log(attempt_id, log_key) if log_key else []
+            ended = AttemptExit(attempt_id, None, None, None, None, None, None, tail)
+            self._settle(self.tasks[node], attempt_id, record, ended, lost=record is None)
+        if self.cancelling:
+            self._cancel_all(self.cancel_why or Reason.CANCELLED)
+        self._emit()
 
     def _cancel_requested(self) -> bool:
         if self.e.interrupted:

@@ -210,11 +210,16 @@ def open_artifact_store(
     """
     from argosy.stores.artifacts.local import LocalByteStore
 
+    if url.startswith("s3://"):
+        from argosy.stores.artifacts.s3 import S3ByteStore  # boto3 loads on first use
+
+        return ArtifactStore(S3ByteStore.from_url(url, options), tenant)
     if url.startswith("file://"):
         url = url[len("file://") :]
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(
-            f"artifact store scheme {scheme!r} is not supported yet; use a local folder path"
+            f"artifact store scheme {scheme!r} is not supported; use a local folder path "
+            "or s3://BUCKET/PREFIX"
         )
     return ArtifactStore(LocalByteStore(Path(url)), tenant)

@@ -221,3 +221,33 @@ def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
         return of_node[0]
     choices = ", ".join(f"{run.id}/{a.node_path}/{a.output_name}" for a in arts) or "(none)"
     raise NotFoundError(f"no artifact {ref!r}; this run's artifacts are: {choices}")
+
+
+def claim_queued_tasks(
+    session: Session,
+    tenant: str,
+    limit: int,
+    *,
+    run_id: str | None = None,
+    at: datetime | None = None,
+) -> list[Task]:
+    """Lock up to ``limit`` queued tasks that may start now (oldest first) for this transaction.
+
+    Rows another transaction has locked are skipped (``FOR UPDATE SKIP LOCKED``), so several
+    engine processes claiming from one PostgreSQL database at once get disjoint tasks and
+    never wait for each other. The claim lasts until the transaction ends: the caller moves
+    the tasks on (creates their attempts, marks them running) in the same transaction. On
+    SQLite the lock clause is not rendered; ``BEGIN IMMEDIATE`` serializes writers there.
+    """
+    moment = at or now()
+    query = (
+        select(Task)
+        .where(Task.tenant == tenant, Task.state == TaskState.QUEUED)
+        .where((Task.not_before.is_(None)) | (Task.not_before <= moment))
+        .order_by(Task.queued_at, Task.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if run_id is not None:
+        query = query.where(Task.run_id == run_id)
+    return list(session.scalars(query).all())
