@@ -19,6 +19,44 @@ import pytest
 from argosy.cli.local import Local, open_local
 from argosy.config import load_settings
 
+pytest_plugins = ["tests.pg_fixture", "tests.s3_fixture"]
+
+# The core suite runs on both metadata backends; ARGOSY_TEST_BACKENDS=sqlite skips PostgreSQL.
+BACKENDS = os.environ.get("ARGOSY_TEST_BACKENDS", "sqlite,postgresql").split(",")
+BOTH_BACKENDS = {"tests.test_engine", "tests.test_cli", "tests.test_cache",
+                 "tests.test_control_flow", "tests.test_failures", "tests.test_validation"}  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgresql: runs with the metadata in PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of the core modules that use ``ws`` run once per metadata backend."""
+    if "ws" in metafunc.fixturenames and metafunc.module.__name__ in BOTH_BACKENDS:
+        metafunc.parametrize(
+            "metadata_backend",
+            [
+                pytest.param(b, marks=[pytest.mark.postgresql] if b == "postgresql" else [])
+                for b in BACKENDS
+            ],
+            indirect=True,
+        )
+
+
+@pytest.fixture
+def metadata_backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (SQLite in the state folder) or a fresh PostgreSQL database cloned from the template."""
+    if getattr(request, "param", "sqlite") != "postgresql":
+        yield None
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.clone(request.getfixturevalue("pg_template"))
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)  # WITH (FORCE): also ends connections the test left open
+
 
 @dataclass
 class Result:
@@ -36,10 +74,13 @@ class Workspace:
 
     root: Path
     home: Path
+    database_url: str | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env["ARGOSY_HOME"] = str(self.home)
+        if self.database_url:
+            env["ARGOSY_DATABASE_URL"] = self.database_url
         env.update(extra)
         return env
 
@@ -72,7 +113,7 @@ class Workspace:
         )
 
     def local(self) -> Local:
-        return open_local(load_settings(home=self.home))
+        return open_local(load_settings(home=self.home, database_url=self.database_url))
 
 
 def alive(pid: int) -> bool:
@@ -93,8 +134,8 @@ def wait_for(path: Path, timeout: float = 60) -> None:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
+def ws(tmp_path: Path, metadata_backend: str | None) -> Iterator[Workspace]:
     root = tmp_path / "project"
     root.mkdir()
     (root / "pyproject.toml").write_text("[project]\nname = 'scratch'\n")
-    yield Workspace(root, tmp_path / "state")
+    yield Workspace(root, tmp_path / "state", metadata_backend)

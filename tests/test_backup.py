@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from tests.pg_fixture import PostgresCluster
     from tests.s3_fixture import S3Endpoint
 
-pytest_plugins = ("tests.pg_fixture", "tests.s3_fixture")
 
 TABLES = ("tenants", "pipelines", "pipeline_versions", "runs", "tasks", "attempts",
           "artifacts", "task_inputs")  # fmt: skip

@@ -18,8 +18,6 @@ from tests.conftest import Workspace
 if TYPE_CHECKING:
     from tests.pg_fixture import PostgresCluster
 
-pytest_plugins = ("tests.pg_fixture",)
-
 
 def chain(url: str) -> list[str]:
     script = ScriptDirectory.from_config(alembic_config(url))

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from tests.pg_fixture import PostgresCluster
 
 # the session's PostgreSQL server (pg_cluster) and a database per test (pg_url)
-pytest_plugins = ("tests.pg_fixture",)
 
 # -- helpers -------------------------------------------------------------------------------------
 

@@ -32,14 +32,8 @@ from argosy.stores.artifacts.base import ByteStore
 from argosy.stores.artifacts.blobs import ArtifactStore, BlobInfo, open_artifact_store
 from argosy.stores.artifacts.local import LocalByteStore
 from argosy.stores.artifacts.s3 import MiB, S3ByteStore, S3Options
-from tests import s3_fixture
 from tests.conftest import Workspace
-from tests.s3_fixture import S3Endpoint
-
-# The fixtures of tests/s3_fixture.py, registered for this module.
-s3_endpoint = s3_fixture.s3_endpoint
-s3_env = s3_fixture.s3_env
-s3_bucket = s3_fixture.s3_bucket
+from tests.s3_fixture import S3Endpoint, free_port
 
 SMALL_PARTS = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "max_concurrency": 3}
 BIG = 12 * MiB + 123  # three parts of a multipart upload (5 + 5 + 2 MiB)
@@ -452,7 +446,7 @@ def test_s3_no_credentials(
 
 
 def test_s3_unreachable_endpoint(s3_env: S3Endpoint) -> None:
-    dead = f"http://127.0.0.1:{s3_fixture.free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     opts = s3_env.options(endpoint_url=dead, max_attempts=1, connect_timeout=1)
     store = open_artifact_store("s3://some-bucket/p", "team-a", opts)
     with pytest.raises(StoreError, match=r"cannot reach the S3 endpoint .* ARGOSY_S3_ENDPOINT_URL"):

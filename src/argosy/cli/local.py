@@ -69,6 +69,7 @@ class Local:
             poll_interval=s.poll_interval,
             cache=s.cache,
             cache_ttl=s.cache_ttl,
+            db_retry_seconds=s.db_retry_seconds,
         )
 
 

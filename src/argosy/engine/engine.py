@@ -17,6 +17,7 @@ when one did not); queued tasks start in pipeline order while the executor has r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from argosy.engine import cache, flow
 from argosy.engine.plan import Bound, Item, OneOf, Planner, PlanNode, Ref, Value
@@ -166,7 +167,7 @@ class Engine:
 
     def _claim(self, run_id: str) -> None:
         with self.metadata.session() as s:
-            run = s.get_one(Run, run_id)
+            run = s.get_one(Run, run_id, with_for_update=True)  # one claimant at a time
             if self._owner_alive(run.engine):
                 assert run.engine is not None
                 raise RunBusyError(
@@ -196,7 +197,9 @@ class Engine:
         try:
             return _RunLoop(self, run_id, spec, parameters, options).run()
         finally:
-            self._release(run_id)
+            # if the database is gone, a later claim replaces this dead owner anyway
+            with contextlib.suppress(SQLAlchemyError):
+                self._release(run_id)
 
     def request_cancel(self, run_id: str) -> str:
         """Ask the run's engine to cancel it; if no engine is alive, cancel it here and now.

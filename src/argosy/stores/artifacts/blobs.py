@@ -97,7 +97,7 @@ class ArtifactStore:
     def _corrupted(self, sha256: str, actual: str) -> IntegrityError:
         """Move a corrupted blob aside (so re-running its producer stores it again) and say so."""
         key = self.blob_key(sha256)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, StoreError):
             self.backend.rename(key, f"{self.prefix}quarantine/{sha256}.{actual[:12]}")
         return IntegrityError(
             f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted (its bytes hash to "

@@ -343,7 +343,17 @@ def open_engine(url: str, *, migrate: bool = True, wait: float = STARTUP_WAIT_S)
         retry_s = wait
     if migrate:
         try:
-            if retry(lambda: current_revision(engine), seconds=retry_s) != HEAD:
+            found = retry(lambda: current_revision(engine), seconds=retry_s)
+            if found is not None and found != HEAD and found not in known_revisions():
+                # blue/green: a newer Argosy migrated this database (expand-only, so this
+                # version still works with it); never downgrade or fail here
+                logging.getLogger("argosy").warning(
+                    "the metadata database is at revision %s, newer than this Argosy (%s); "
+                    "continuing (migrations are expand/contract)",
+                    found,
+                    HEAD,
+                )
+            elif found != HEAD:
                 # transactional DDL on PostgreSQL: a failed try left nothing behind
                 retry(lambda: upgrade(engine), seconds=retry_s)
         except Exception as exc:
@@ -352,6 +362,11 @@ def open_engine(url: str, *, migrate: bool = True, wait: float = STARTUP_WAIT_S)
                 f"cannot open the metadata database {describe(engine.url)}: {error_summary(exc)}"
             ) from exc
     return engine
+
+
+def known_revisions() -> set[str]:
+    """Revisions this Argosy ships (file names start with the revision id)."""
+    return {p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("*.py")}
 
 
 class MetadataStore:

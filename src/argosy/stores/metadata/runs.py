@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from argosy.engine.states import RunStatus, TaskState
@@ -42,9 +43,15 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 def ensure_tenant(session: Session, tenant: str, user: str) -> None:
     if session.scalar(select(Tenant.id).where(Tenant.name == tenant)) is None:
-        session.add(
-            Tenant(id=new_id(), tenant=tenant, name=tenant, created_at=now(), created_by=user)
-        )
+        try:
+            with session.begin_nested():  # another process may create it at the same moment
+                session.add(
+                    Tenant(
+                        id=new_id(), tenant=tenant, name=tenant, created_at=now(), created_by=user
+                    )
+                )
+        except IntegrityError:
+            pass
 
 
 def ensure_pipeline_version(
