@@ -25,6 +25,15 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state' / 'argosy.db'}"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend (PostgreSQL: the session's test server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'argosy.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
 def script_head(url: str) -> str:
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     assert head is not None
@@ -50,7 +59,8 @@ def test_migrations_form_one_linear_chain_ending_at_the_head_open_checks_for(url
     assert script_head(url) == db.HEAD
 
 
-def test_upgrade_from_empty_to_head_builds_exactly_the_models_schema(url: str) -> None:
+def test_upgrade_from_empty_to_head_builds_exactly_the_models_schema(any_url: str) -> None:
+    url = any_url
     engine = open_engine(url, migrate=False)
     try:
         assert inspect(engine).get_table_names() == []
@@ -66,7 +76,8 @@ def test_upgrade_from_empty_to_head_builds_exactly_the_models_schema(url: str) -
         engine.dispose()
 
 
-def test_each_revision_applies_in_turn_and_downgrades_to_empty(url: str) -> None:
+def test_each_revision_applies_in_turn_and_downgrades_to_empty(any_url: str) -> None:
+    url = any_url
     engine = open_engine(url, migrate=False)
     cfg = alembic_config(url)
     try:

@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import ProgrammingError
 
 from argosy.cli.local import open_local
@@ -33,9 +29,10 @@ from argosy.spec.loader import load_pipeline
 from argosy.spec.parameters import bind_parameters
 from argosy.stores.metadata import db
 from argosy.stores.metadata import runs as q
-from argosy.stores.metadata.db import MetadataStore, alembic_config, open_engine, upgrade
-from argosy.stores.metadata.tables import Attempt, Base, Run, Task
+from argosy.stores.metadata.db import MetadataStore, open_engine
+from argosy.stores.metadata.tables import Attempt, Run, Task
 from tests.conftest import Workspace, alive, wait_for
+from tests.test_migrations import schema_differences
 
 if TYPE_CHECKING:
     from tests.pg_fixture import PostgresCluster
@@ -43,25 +40,6 @@ if TYPE_CHECKING:
 # the session's PostgreSQL server (pg_cluster) and a database per test (pg_url)
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def schema_differences(engine: Engine) -> list[object]:
-    with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
-
-
-def revision_chain(url: str) -> list[str]:
-    script = ScriptDirectory.from_config(alembic_config(url))
-    return [r.revision for r in reversed(list(script.walk_revisions()))]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state' / 'argosy.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture
@@ -74,40 +52,6 @@ def store(pg_url: str) -> Iterator[MetadataStore]:
 
 
 # -- migrations ----------------------------------------------------------------------------------
-
-
-def test_upgrade_from_empty_to_head_builds_exactly_the_models_schema(any_url: str) -> None:
-    engine = open_engine(any_url, migrate=False)
-    try:
-        assert inspect(engine).get_table_names() == []
-        assert db.current_revision(engine) is None
-        upgrade(engine)
-        assert db.current_revision(engine) == db.HEAD
-        tables = set(inspect(engine).get_table_names())
-        assert tables == set(Base.metadata.tables) | {"alembic_version"}
-        assert schema_differences(engine) == []  # autogenerate would write an empty migration
-    finally:
-        engine.dispose()
-
-
-def test_each_revision_applies_in_turn_and_downgrades_to_empty_on_postgres(pg_url: str) -> None:
-    engine = open_engine(pg_url, migrate=False)
-    cfg = alembic_config(pg_url)
-    try:
-        for revision in revision_chain(pg_url):
-            with engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, revision)
-            assert db.current_revision(engine) == revision
-        assert schema_differences(engine) == []
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "base")
-        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
-        upgrade(engine)
-        assert schema_differences(engine) == []
-    finally:
-        engine.dispose()
 
 
 def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -> None:

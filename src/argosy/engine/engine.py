@@ -471,8 +471,14 @@ class _RunLoop:
     def _advance(self) -> bool:
         """Settle pending tasks whose upstream is done; finish maps; start queued tasks that fit."""
         changed = False
-        with self.e.metadata.session() as s:
-            for path in list(self.order):
+        settling = any(
+            v.state == TaskState.PENDING or (v.state == TaskState.RUNNING and self.plan[p].is_map)
+            for p, v in self.tasks.items()
+        )
+        # only open a (write) transaction when something may change: on SQLite every
+        # transaction takes the write lock, which readers and backups would wait for
+        with self.e.metadata.session() if settling else contextlib.nullcontext() as s:
+            for path in list(self.order) if settling else []:
                 node, view = self.plan[path], self.tasks[path]
                 if view.state == TaskState.RUNNING and node.is_map:
                     changed |= self._maybe_finish_map(s, node, view)
