@@ -74,9 +74,23 @@ class PipelineVersion(_Row, Base):
     provenance: Mapped[dict[str, Any] | None]
 
 
+class PipelineVersionTag(_Row, Base):
+    """A version name: points at one version of its pipeline, forever (tags never move)."""
+
+    __tablename__ = "pipeline_version_tags"
+    __table_args__ = (UniqueConstraint("pipeline_id", "name"),)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))
+    version_id: Mapped[str] = mapped_column(ForeignKey("pipeline_versions.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
 class Run(_Row, Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_tenant_status", "tenant", "status"),)
+    __table_args__ = (
+        Index("ix_runs_tenant_status", "tenant", "status"),
+        Index("ix_runs_tenant_pipeline_id", "tenant", "pipeline_id", "status", "id"),
+        Index("ix_runs_queue_owner", "queue", "owner", "status"),
+    )
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))
     pipeline_version_id: Mapped[str] = mapped_column(ForeignKey("pipeline_versions.id"))
     status: Mapped[str] = mapped_column(String(16))
@@ -88,6 +102,10 @@ class Run(_Row, Base):
     outputs: Mapped[dict[str, Any] | None]  # pipeline output -> artifact id, when finished
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    queue: Mapped[str | None] = mapped_column(String(32))  # "server": any server instance runs it
+    owner: Mapped[str | None] = mapped_column(String(26))  # the server instance driving it
+    retry_of: Mapped[str | None] = mapped_column(String(26), index=True)
+    schedule_id: Mapped[str | None] = mapped_column(String(26), index=True)
 
 
 class Task(_Row, Base):
@@ -175,3 +193,69 @@ class TaskInput(_Row, Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str | None] = mapped_column(Text)  # path of a file imported as input
     value: Mapped[dict[str, Any] | None]  # {"json": ...} for values (parameters, constants)
+
+
+class IdempotencyKey(_Row, Base):
+    """A client's ``Idempotency-Key`` on run creation: the same key makes the same run."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant", "key"),)
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+
+
+class Schedule(_Row, Base):
+    """A cron rule that creates runs of a pipeline (in a time zone, with a catch-up policy)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+    name: Mapped[str] = mapped_column(String(255))
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))
+    version: Mapped[str | None] = mapped_column(String(255))  # tag/digest; None: the newest
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]]
+    max_concurrent_runs: Mapped[int] = mapped_column(Integer)
+    catch_up: Mapped[str] = mapped_column(String(16))  # none | latest | all
+    catch_up_limit: Mapped[int] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_fire_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_fire_at: Mapped[datetime | None]
+
+
+class ScheduleFire(_Row, Base):
+    """One slot of a schedule, written once (the unique key makes fires exactly-once)."""
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("schedule_id", "fire_time"),)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[datetime]
+    run_id: Mapped[str | None] = mapped_column(String(26))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ServerInstance(Base):
+    """A running ``argosy server`` process; alive while its heartbeat is fresh (platform-wide)."""
+
+    __tablename__ = "server_instances"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # serving | draining | stopped
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime] = mapped_column(index=True)
+    capacity: Mapped[dict[str, Any]]
+
+
+class Lease(Base):
+    """A named lease (``scheduler``): one holder until ``expires_at``; ``token`` grows on every
+    change of holder, so a write fenced by an old token is refused (platform-wide)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(26))
+    token: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]

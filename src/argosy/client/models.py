@@ -1,0 +1,234 @@
+"""The REST API's documents (``/api/v1``): one set of pydantic models for the server and the client.
+
+Request bodies forbid unknown fields, so a typo in a field name is a 422 that names the
+field, not a silently ignored option. Responses allow extra fields so an older client can
+read a newer server's documents.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/api/v1"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
+
+T = TypeVar("T")
+
+
+class Request(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Document(BaseModel):
+    """A response body: unknown fields are kept (forward compatible)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Page(Document, Generic[T]):
+    """One page of a list; pass ``next_cursor`` as ``cursor`` to get the next (``None``: last)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+# -- errors ------------------------------------------------------------------------------------
+class Problem(Document):
+    """An error, as ``application/problem+json`` (RFC 9457); ``detail`` says what to do."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    code: str | None = None  # a stable machine-readable name, e.g. ``version_tag_conflict``
+
+
+# -- blobs -------------------------------------------------------------------------------------
+class Blob(Document):
+    sha256: str
+    size: int
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+class PipelineVersionCreate(Request):
+    """A compiled spec (``argosy compile`` output) and the version name (tag) to give it.
+
+    Every blob the spec references (code packages, environment manifests) must have been
+    uploaded first with ``PUT .../blobs/{sha256}``.
+    """
+
+    spec: dict[str, Any]
+    version: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class PipelineVersion(Document):
+    id: str
+    pipeline: str
+    digest: str  # the spec's content hash: what identifies the version
+    tags: list[str]
+    created_at: datetime
+    created_by: str
+    spec: dict[str, Any] | None = None  # included when one version is asked for
+
+
+class PipelineVersionPushed(Document):
+    """The outcome of a push: ``created`` is false when the content was already there."""
+
+    version: PipelineVersion
+    created: bool
+    tag_added: bool
+
+
+class Pipeline(Document):
+    id: str
+    name: str
+    created_at: datetime
+    created_by: str
+    latest_version: PipelineVersion | None = None
+
+
+# -- runs --------------------------------------------------------------------------------------
+RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+class RunCreate(Request):
+    """Run a pushed pipeline version (a tag, a digest or a version id; default: the newest)."""
+
+    pipeline: str = Field(pattern=NAME_PATTERN)
+    version: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    fail_fast: bool = False
+    no_cache: bool = False
+
+
+class Run(Document):
+    id: str
+    pipeline: str
+    pipeline_version_id: str
+    digest: str
+    status: RunStatusName
+    parameters: dict[str, Any]
+    created_at: datetime
+    created_by: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    retry_of: str | None = None
+    schedule: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)  # pipeline output -> artifact id
+
+
+class Attempt(Document):
+    id: str
+    number: int
+    state: str
+    reason: str | None = None
+    cause: str
+    error: str | None = None
+    host: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    wall_time: float | None = None
+    peak_memory: int | None = None
+
+
+class Task(Document):
+    id: str
+    node_path: str
+    step: str
+    state: str
+    reason: str | None = None
+    cache: dict[str, Any] | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class Artifact(Document):
+    id: str
+    run_id: str
+    node_path: str
+    output_name: str
+    type: str
+    format: str
+    sha256: str
+    size: int
+    created_at: datetime
+    value: Any = None  # small JSON values, inline
+
+
+class LogLine(Document):
+    node_path: str
+    attempt: int
+    time: str
+    stream: str
+    line: str
+
+
+class LogPage(Document):
+    """Log lines in time order; ask again with ``cursor`` for lines written since."""
+
+    items: list[LogLine]
+    cursor: str
+    finished: bool  # the run is done: no more lines will come
+
+
+# -- schedules ---------------------------------------------------------------------------------
+CatchUp = Literal["none", "latest", "all"]
+
+
+class ScheduleCreate(Request):
+    name: str = Field(pattern=NAME_PATTERN)
+    pipeline: str = Field(pattern=NAME_PATTERN)
+    version: str | None = None  # default: the newest version at each fire
+    cron: str
+    timezone: str = "UTC"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
+    catch_up: CatchUp = "latest"
+    catch_up_limit: int = Field(default=10, ge=1, le=1000)
+    paused: bool = False
+
+
+class Schedule(Document):
+    id: str
+    name: str
+    pipeline: str
+    version: str | None = None
+    cron: str
+    timezone: str
+    parameters: dict[str, Any]
+    max_concurrent_runs: int
+    catch_up: CatchUp
+    catch_up_limit: int
+    paused: bool
+    next_fire_at: datetime | None = None
+    last_fire_at: datetime | None = None
+    created_at: datetime
+    created_by: str
+
+
+class ScheduleFire(Document):
+    """One slot of a schedule and what it became: a run, or why none was created."""
+
+    fire_time: datetime
+    run_id: str | None = None
+    outcome: str  # created | skipped_concurrency | skipped_catch_up | failed
+    detail: str | None = None
+
+
+# -- health ------------------------------------------------------------------------------------
+class Health(Document):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+    instance: str | None = None
+    leader: bool | None = None
