@@ -103,6 +103,32 @@ class Settings(BaseSettings):
     db_retry_seconds: float = Field(
         default=600.0, gt=0, description="how long the engine waits for an unreachable database"
     )
+    # -- the client side of a server
+    server: str | None = Field(
+        default=None, description="an Argosy server URL: CLI commands act there, not locally"
+    )
+    token: str | None = Field(default=None, description="bearer token sent to the server")
+    # -- argosy server
+    server_host: str = Field(default="127.0.0.1", description="address the server listens on")
+    server_port: int = Field(default=8080, ge=0, le=65535)
+    server_max_runs: int = Field(
+        default=4, ge=1, description="runs one server instance drives at once"
+    )
+    lease_seconds: float = Field(
+        default=15.0, gt=0, description="scheduler lease and instance liveness expiry"
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="how often an instance renews its heartbeat and lease"
+    )
+    scheduler_interval: float = Field(
+        default=1.0, gt=0, description="how often the leader fires schedules and reconciles"
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0, ge=0, description="on SIGTERM: how long running tasks may finish"
+    )
+    clock_file: Path | None = Field(
+        default=None, description="simulated time: a file holding an ISO-8601 time (tests)"
+    )
 
     @field_validator("tenant")
     @classmethod

@@ -5,7 +5,9 @@ so the CLI can print it as one line and exit with a meaningful code::
 
     ArgosyError                      base; ``exit_code`` says how the CLI exits
     ├── UsageError                   bad command-line input (exit 2)
-    │   └── NotFoundError            a run/task/artifact reference that matches nothing
+    │   ├── NotFoundError            a run/task/artifact reference that matches nothing
+    │   └── ConflictError            the request contradicts what exists (a version name taken)
+    │       └── VersionConflictError a version name already names different content
     ├── PipelineDefinitionError      a pipeline that cannot run as written (exit 2)
     │   └── ValidationError          one failed named check, with its location
     ├── SerializationError           a value that cannot be stored or loaded by its type
@@ -40,6 +42,14 @@ class UsageError(ArgosyError):
 
 class NotFoundError(UsageError):
     """A reference (id, id prefix or RUN/NODE/OUTPUT path) matches nothing, or several things."""
+
+
+class ConflictError(UsageError):
+    """The request contradicts stored state; retrying it unchanged fails again."""
+
+
+class VersionConflictError(ConflictError):
+    """A version name (tag) already names a different spec; versions are immutable."""
 
 
 class PipelineDefinitionError(ArgosyError):

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from argosy.engine.states import RunStatus, TaskState
-from argosy.errors import NotFoundError
+from argosy.errors import NotFoundError, VersionConflictError
 from argosy.ids import new_id
 from argosy.spec.models import PipelineSpec
 from argosy.stores.metadata.tables import (
@@ -24,6 +24,7 @@ from argosy.stores.metadata.tables import (
     Attempt,
     Pipeline,
     PipelineVersion,
+    PipelineVersionTag,
     Run,
     Task,
     Tenant,
@@ -98,9 +99,18 @@ def create_run(
     parameters: dict[str, Any],
     options: dict[str, Any],
     user: str,
+    *,
+    version: PipelineVersion | None = None,
+    queue: str | None = None,
+    retry_of: str | None = None,
+    schedule_id: str | None = None,
 ) -> Run:
-    """A new ``pending`` run of ``spec`` with a ``pending`` task per (node path, step) of its plan."""
-    version = ensure_pipeline_version(session, tenant, spec, user)
+    """A new ``pending`` run of ``spec`` with a ``pending`` task per (node path, step) of its plan.
+
+    ``queue="server"`` leaves it for any server instance to claim; otherwise the submitting
+    process executes it.
+    """
+    version = version or ensure_pipeline_version(session, tenant, spec, user)
     created = now()
     run = Run(
         id=new_id(),
@@ -112,6 +122,9 @@ def create_run(
         options=options,
         cancel_requested=False,
         engine=None,
+        queue=queue,
+        retry_of=retry_of,
+        schedule_id=schedule_id,
         created_at=created,
         created_by=user,
     )
@@ -133,6 +146,101 @@ def create_run(
             )
         )
     return run
+
+
+def get_pipeline(session: Session, tenant: str, name: str) -> Pipeline:
+    pipeline = session.scalar(
+        select(Pipeline).where(Pipeline.tenant == tenant, Pipeline.name == name)
+    )
+    if pipeline is None:
+        raise NotFoundError(
+            f"no pipeline {name!r} in tenant {tenant!r}; push it with "
+            f"'argosy pipelines push FILE:PIPELINE'"
+        )
+    return pipeline
+
+
+def version_tags(session: Session, version_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Version id -> its tags (oldest first)."""
+    tags: dict[str, list[str]] = {v: [] for v in version_ids}
+    for tag in session.scalars(
+        select(PipelineVersionTag)
+        .where(PipelineVersionTag.version_id.in_(list(version_ids)))
+        .order_by(PipelineVersionTag.id)
+    ):
+        tags[tag.version_id].append(tag.name)
+    return tags
+
+
+def tag_version(session: Session, version: PipelineVersion, name: str, user: str) -> bool:
+    """Give ``version`` the tag ``name``; False if it already has it.
+
+    Tags never move: a name already on another version of the pipeline is refused.
+    """
+    existing = session.scalar(
+        select(PipelineVersionTag).where(
+            PipelineVersionTag.pipeline_id == version.pipeline_id, PipelineVersionTag.name == name
+        )
+    )
+    if existing is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    PipelineVersionTag(
+                        id=new_id(), tenant=version.tenant, pipeline_id=version.pipeline_id,
+                        version_id=version.id, name=name, created_at=now(), created_by=user,
+                    )
+                )  # fmt: skip
+            return True
+        except IntegrityError:  # pushed at the same moment by someone else: check what won
+            existing = session.scalar(
+                select(PipelineVersionTag).where(
+                    PipelineVersionTag.pipeline_id == version.pipeline_id,
+                    PipelineVersionTag.name == name,
+                )
+            )
+            assert existing is not None
+    if existing.version_id != version.id:
+        other = session.get_one(PipelineVersion, existing.version_id)
+        raise VersionConflictError(
+            f"version name {name!r} is already taken by a different content "
+            f"({other.digest[:19]}); versions are immutable: push under a new version name"
+        )
+    return False
+
+
+def resolve_version(
+    session: Session, tenant: str, pipeline: str, ref: str | None
+) -> PipelineVersion:
+    """A version of ``pipeline`` by tag, digest (or a prefix of its hex), or id; None: the newest."""
+    row = get_pipeline(session, tenant, pipeline)
+    base = select(PipelineVersion).where(PipelineVersion.pipeline_id == row.id)
+    if ref is None:
+        newest = session.scalar(base.order_by(PipelineVersion.id.desc()).limit(1))
+        if newest is None:
+            raise NotFoundError(f"pipeline {pipeline!r} has no versions; push one first")
+        return newest
+    tagged = session.scalar(
+        select(PipelineVersion)
+        .join(PipelineVersionTag, PipelineVersionTag.version_id == PipelineVersion.id)
+        .where(PipelineVersionTag.pipeline_id == row.id, PipelineVersionTag.name == ref)
+    )
+    if tagged is not None:
+        return tagged
+    by_id = session.scalar(base.where(PipelineVersion.id == ref.upper()))
+    if by_id is not None:
+        return by_id
+    hexpart = ref.removeprefix("sha256:").lower()
+    if len(hexpart) >= 6 and all(c in "0123456789abcdef" for c in hexpart):
+        found = session.scalars(
+            base.where(PipelineVersion.digest.startswith("sha256:" + hexpart)).limit(2)
+        ).all()
+        if len(found) == 1:
+            return found[0]
+    raise NotFoundError(
+        f"pipeline {pipeline!r} has no version {ref!r}; give a version name, a digest or an id "
+        f"(list them with GET .../pipelines/{pipeline}/versions)"
+    )
 
 
 def _by_ref(session: Session, model: Any, tenant: str, ref: str, noun: str) -> Any:

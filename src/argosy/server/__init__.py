@@ -1,0 +1,1 @@
+"""The Argosy server: REST API, run execution on server instances, the scheduler lease, schedules."""

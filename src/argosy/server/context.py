@@ -1,0 +1,44 @@
+"""What every part of a server process shares: settings, the metadata DB, artifact stores,
+the clock and this instance's identity. Created once by ``serve``; routes get it from
+``request.app.state.context``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from argosy.config import Settings
+from argosy.ids import new_id
+from argosy.server.clock import Clock, clock_for
+from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
+from argosy.stores.metadata.db import MetadataStore
+
+if TYPE_CHECKING:
+    from argosy.server.coordinator import Coordinator
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    metadata: MetadataStore
+    clock: Clock
+    instance_id: str = field(default_factory=new_id)
+    coordinator: Coordinator | None = None
+    _stores: dict[str, ArtifactStore] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServerContext:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(settings, MetadataStore.open(settings.metadata_url), clock_for(settings.clock_file))
+
+    def store(self, tenant: str) -> ArtifactStore:
+        """The artifact store of ``tenant`` (one per tenant, created on first use)."""
+        with self._lock:
+            found = self._stores.get(tenant)
+            if found is None:
+                s = self.settings
+                found = open_artifact_store(s.artifacts_url, tenant, s.artifact_options())
+                self._stores[tenant] = found
+            return found
