@@ -14,7 +14,8 @@ so the CLI can print it as one line and exit with a meaningful code::
     ├── StoreError                   metadata or artifact storage failed
     │   └── IntegrityError           stored bytes do not match their recorded sha256
     ├── ExecutionError               the engine or an executor could not do its job
-    │   └── RunBusyError             another live engine process owns the run
+    │   ├── RunBusyError             another live engine process owns the run
+    │   └── NoRoomError              the executor has no room for an attempt right now
     └── ServerError                  cannot reach or authenticate to a server (exit 3)
 """
 
@@ -98,6 +99,10 @@ class ExecutionError(ArgosyError):
 
 class RunBusyError(ExecutionError):
     """Another live engine process is executing this run."""
+
+
+class NoRoomError(ExecutionError):
+    """The executor's capacity is taken (by another run of the same process): try later."""
 
 
 class ServerError(ArgosyError):

@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from argosy.engine import cache, flow
@@ -44,7 +44,7 @@ from argosy.engine.states import (
     RunStatus,
     TaskState,
 )
-from argosy.errors import ArgosyError, ExecutionError, RunBusyError, StoreError
+from argosy.errors import ArgosyError, ExecutionError, NoRoomError, RunBusyError, StoreError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.ids import new_id
 from argosy.runtime import processes
@@ -105,6 +105,8 @@ class Engine:
         cache: bool = True,
         cache_ttl: float | None = None,
         db_retry_seconds: float = 600.0,
+        instance: str | None = None,
+        owner_alive: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
         self.metadata = metadata
         self.store = store
@@ -122,11 +124,16 @@ class Engine:
         self.db_retry_seconds = db_retry_seconds  # how long a run waits out a database outage
         self.host = socket.gethostname()
         self.interrupted = False  # set from a signal handler: cancel the run being executed
-        self._me = {
+        self.abandoned = False  # set by a server instance that stops driving the run (see below)
+        self.draining = False  # set by a server instance shutting down: start no new attempts
+        self._me: dict[str, Any] = {
             "host": self.host,
             "pid": os.getpid(),
             "started": processes.start_time(os.getpid()),
         }
+        if instance is not None:
+            self._me["instance"] = instance  # a server instance: alive while it heartbeats
+        self._other_alive = owner_alive or engine_alive
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
@@ -161,9 +168,13 @@ class Engine:
 
     # -- ownership -----------------------------------------------------------------------------
     def _owner_alive(self, engine: Mapping[str, Any] | None) -> bool:
-        if engine and engine.get("pid") == os.getpid() and engine.get("host") == self.host:
+        if not engine:
             return False
-        return engine_alive(engine)
+        if engine == self._me:
+            return False
+        if engine.get("pid") == os.getpid() and engine.get("host") == self.host:
+            return "instance" in engine and engine.get("instance") != self._me.get("instance")
+        return self._other_alive(engine)
 
     def _claim(self, run_id: str) -> None:
         with self.metadata.session() as s:
@@ -180,8 +191,11 @@ class Engine:
                 run.started_at = q.now()
 
     def _release(self, run_id: str) -> None:
+        """Clear the run's owner, unless another engine has taken it over meanwhile."""
         with self.metadata.session() as s:
-            s.execute(update(Run).where(Run.id == run_id).values(engine=None))
+            run = s.get_one(Run, run_id, with_for_update=True)
+            if run.engine == self._me:
+                run.engine = None
 
     # -- execution -----------------------------------------------------------------------------
     def execute(self, run_id: str) -> RunStatus:
@@ -227,6 +241,12 @@ class Engine:
                 self.on_change = None
 
 
+class RunAbandoned(Exception):
+    """The engine stopped driving a run without finishing it (a server instance shutting down
+    or no longer owning the run): its live attempts were ended, the run stays ``running``, and
+    the next owner recovers it (``engine_lost``: a new attempt that uses no retry)."""
+
+
 def engine_alive(engine: Mapping[str, Any] | None) -> bool:
     """Whether the engine process recorded on a run (``runs.engine``) still lives."""
     if not engine:
@@ -254,6 +274,7 @@ class _RunLoop:
         self.fail_fast = bool(options.get("fail_fast"))
         self.cache_enabled = engine.cache and not options.get("no_cache")
         self.cwd = options.get("cwd") or os.getcwd()
+        self.retry_of: str | None = options.get("retry_of")
         self.reproduced_inputs = (
             engine.recorded_inputs(options["reproduce_of"]) if options.get("reproduce_of") else {}
         )
@@ -353,6 +374,8 @@ class _RunLoop:
         next_cancel_check = 0.0
         self._emit()
         while True:
+            if self.e.abandoned:
+                self._abandon()
             now = time.monotonic()
             if self.cancel_reason and not self.cancelling:
                 self.cancel_why = self.cancel_reason
@@ -369,6 +392,8 @@ class _RunLoop:
                 continue  # what changed may let more tasks move at once (a map's iterations)
             if not self.live and all(t.state in TASK_DONE for t in self.tasks.values()):
                 return self._finish()
+            if self.e.draining and not self.live:
+                self._abandon()  # nothing running: hand the run over to another instance
             waiting = [t.not_before for t in self.tasks.values() if t.state == TaskState.QUEUED]
             timeout = self.e.poll_interval
             if waiting:
@@ -394,6 +419,16 @@ class _RunLoop:
             self._complete(ended)
             self.exits.pop(0)
             self._emit()
+
+    def _abandon(self) -> None:
+        """End the live attempts without settling them (the next owner does) and stop."""
+        for attempt_id in list(self.live):
+            self.e.executor.stop(attempt_id, Reason.ENGINE_LOST)
+        deadline = time.monotonic() + 30.0
+        while self.live and time.monotonic() < deadline:  # reap them, so their logs are stored
+            for ended in self.e.executor.poll(0.2):
+                self.live.pop(ended.attempt_id, None)
+        raise RunAbandoned(self.run_id)
 
     def _stop_live(self, reason: str) -> None:
         for attempt_id in list(self.live):
@@ -505,7 +540,7 @@ class _RunLoop:
                 self._record_inputs(s, view)
                 self._consult_cache(s, view)
         now = time.monotonic()
-        for path in list(self.order):
+        for path in list(self.order) if not self.e.draining else []:
             view = self.tasks[path]
             if view.state != TaskState.QUEUED or view.not_before > now:
                 continue
@@ -802,6 +837,14 @@ class _RunLoop:
         key = cache.key_of(parts)
         row = s.get_one(Task, view.id)
         info: dict[str, Any] = {"components": parts}
+        if self.retry_of is not None:
+            earlier = s.scalar(select(Task).where(
+                Task.tenant == self.e.tenant, Task.run_id == self.retry_of,
+                Task.node_path == view.node_path))  # fmt: skip
+            if earlier is not None and earlier.state in TASK_OK and earlier.cache_key == key:
+                why = f"retry of run {self.retry_of}: reuses its succeeded task {view.node_path}"
+                self._reuse(s, view, earlier, key, info, reason=why)
+                return
         if not (self.cache_enabled and step.cache):
             info["status"] = "off"
             info["reason"] = ("caching is off for this step (cache=False)" if not step.cache
@@ -829,10 +872,13 @@ class _RunLoop:
         changes = cache.explain(parts, (earlier.cache or {}).get("components", {}))
         return f"since {where}: " + ("; ".join(changes) or "the key format changed")
 
-    def _reuse(self, s: Any, view: TaskView, hit: Task, key: str, info: dict[str, Any]) -> None:
+    def _reuse(
+        self, s: Any, view: TaskView, hit: Task, key: str, info: dict[str, Any],
+        *, reason: str | None = None,
+    ) -> None:  # fmt: skip
         source = hit.cached_from_task_id or hit.id
         info["status"] = "hit"
-        info["reason"] = f"reuses task {hit.node_path} of run {hit.run_id}"
+        info["reason"] = reason or f"reuses task {hit.node_path} of run {hit.run_id}"
         created = q.now()
         for old in s.scalars(select(Artifact).where(Artifact.task_id == hit.id)):
             art = Artifact(
@@ -895,6 +941,16 @@ class _RunLoop:
         )
         try:
             ident = self.e.executor.start(launch)
+        except NoRoomError:  # another run of this process took the room meanwhile: wait
+            with self.e.metadata.session() as s:
+                s.execute(delete(Attempt).where(Attempt.id == attempt_id))
+                values = {"attempt_count": number - 1}
+                if number == 1:
+                    values["started_at"] = None
+                self._set_task(s, view, TaskState.QUEUED, **values)
+            view.attempt_count = number - 1
+            view.attempt_id = None
+            return
         except OSError as exc:
             self._fail_to_start(view, attempt_id, f"could not start the attempt: {exc}")
             return

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 import argosy
-from argosy.errors import ExecutionError
+from argosy.errors import NoRoomError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.runtime import processes
 from argosy.spec.validate import Capacity
@@ -81,8 +82,47 @@ class _Running:
     peak_rss: int = 0
 
 
+class CapacityLedger:
+    """CPU, memory and GPU devices in use on this machine, shared by every executor of a
+    process (a server drives several runs at once, each with its own executor)."""
+
+    def __init__(self, capacity: Capacity) -> None:
+        self.capacity = capacity
+        self.used_cpu = 0.0
+        self.used_memory = 0
+        self.free_gpus = list(range(capacity.gpu))
+        self._lock = threading.Lock()
+
+    def fits(self, cpu: float, memory: int | None, gpu: int) -> bool:
+        with self._lock:
+            return self._fits(cpu, memory, gpu)
+
+    def _fits(self, cpu: float, memory: int | None, gpu: int) -> bool:
+        return (
+            self.used_cpu + cpu <= self.capacity.cpu + 1e-9
+            and (memory is None or self.used_memory + memory <= self.capacity.memory)
+            and gpu <= len(self.free_gpus)
+        )
+
+    def reserve(self, cpu: float, memory: int | None, gpu: int) -> list[int] | None:
+        """Take the resources (returns the GPU devices), or None when they do not fit now."""
+        with self._lock:
+            if not self._fits(cpu, memory, gpu):
+                return None
+            gpus, self.free_gpus = self.free_gpus[:gpu], self.free_gpus[gpu:]
+            self.used_cpu += cpu
+            self.used_memory += memory or 0
+            return gpus
+
+    def release(self, cpu: float, memory: int | None, gpus: tuple[int, ...]) -> None:
+        with self._lock:
+            self.free_gpus.extend(gpus)
+            self.used_cpu -= cpu
+            self.used_memory -= memory or 0
+
+
 class LocalExecutor(Executor):
-    """Runs attempts as local processes within ``capacity``."""
+    """Runs attempts as local processes within ``capacity`` (or a ledger shared with others)."""
 
     def __init__(
         self,
@@ -92,6 +132,7 @@ class LocalExecutor(Executor):
         *,
         memory_margin: float = 1.25,
         python: str | None = None,
+        ledger: CapacityLedger | None = None,
     ) -> None:
         self.store = store
         self.attempts_dir = attempts_dir
@@ -101,9 +142,7 @@ class LocalExecutor(Executor):
         self.host = socket.gethostname()
         self._running: dict[str, _Running] = {}
         self._selector = selectors.DefaultSelector()
-        self._used_cpu = 0.0
-        self._used_memory = 0
-        self._free_gpus = list(range(capacity.gpu))
+        self.ledger = ledger or CapacityLedger(capacity)
         self._last_sample = 0.0
 
     # -- capacity ------------------------------------------------------------------------------
@@ -112,11 +151,7 @@ class LocalExecutor(Executor):
         return self._capacity
 
     def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        return (
-            self._used_cpu + cpu <= self._capacity.cpu + 1e-9
-            and (memory is None or self._used_memory + memory <= self._capacity.memory)
-            and gpu <= len(self._free_gpus)
-        )
+        return self.ledger.fits(cpu, memory, gpu)
 
     def running(self) -> int:
         return len(self._running)
@@ -146,15 +181,22 @@ class LocalExecutor(Executor):
         return env
 
     def start(self, launch: AttemptLaunch) -> ProcessIdentity:
-        if not self.has_room(launch.cpu, launch.memory, launch.gpu):
-            raise ExecutionError(f"no room to start {launch.node_path}: the engine must wait")
+        gpus = self.ledger.reserve(launch.cpu, launch.memory, launch.gpu)
+        if gpus is None:
+            raise NoRoomError(f"no room to start {launch.node_path}: the engine must wait")
+        try:
+            return self._start(launch, gpus)
+        except BaseException:
+            self.ledger.release(launch.cpu, launch.memory, tuple(gpus))
+            raise
+
+    def _start(self, launch: AttemptLaunch, gpus: list[int]) -> ProcessIdentity:
         folder = self.attempts_dir / launch.attempt_id
         scratch = folder / "scratch"
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
         invocation = dict(launch.invocation, scratch=str(scratch))
         inv_path = folder / "invocation.json"
         inv_path.write_text(json.dumps(invocation))
-        gpus = self._free_gpus[: launch.gpu]
         out_path, err_path = folder / "stdout", folder / "stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
@@ -176,9 +218,6 @@ class LocalExecutor(Executor):
             started=processes.start_time(proc.pid),
             gpu_devices=tuple(gpus),
         )
-        self._free_gpus = self._free_gpus[launch.gpu :]
-        self._used_cpu += launch.cpu
-        self._used_memory += launch.memory or 0
         now = time.monotonic()
         limit = int(launch.memory * self.memory_margin) if launch.memory else None
         self._running[launch.attempt_id] = _Running(
@@ -291,9 +330,7 @@ class LocalExecutor(Executor):
         if run.launch.log_key:
             self.store.put_record_file(run.launch.log_key, run.folder / "log.jsonl")
         shutil.rmtree(run.folder, ignore_errors=True)
-        self._free_gpus.extend(run.identity.gpu_devices)
-        self._used_cpu -= run.launch.cpu
-        self._used_memory -= run.launch.memory or 0
+        self.ledger.release(run.launch.cpu, run.launch.memory, run.identity.gpu_devices)
         return AttemptExit(
             attempt_id=attempt_id,
             exit_code=exit_code,

@@ -1,0 +1,288 @@
+"""How one server instance takes part in running the platform.
+
+Every instance:
+
+- registers itself in ``server_instances`` and heartbeats there; its heartbeat vouches for
+  every attempt of every run it drives (an instance whose heartbeat expires is dead, and so
+  are its attempts, as far as the platform is concerned);
+- claims queued runs (``FOR UPDATE SKIP LOCKED``, so instances never take the same run) up
+  to ``server_max_runs`` and drives each with the engine in a thread of its own; all its
+  runs share one capacity ledger, so their tasks together never exceed the machine;
+- competes for the ``scheduler`` lease; the holder fires schedules and releases the runs of
+  dead instances (``server/scheduler.py``).
+
+Graceful stop (SIGTERM): stop claiming; its runs start no new attempts; running attempts get
+``shutdown_grace_seconds`` to finish; then what is still running is ended and its runs handed
+over (released at once, not after a lease expiry) — another instance continues them, and
+tasks ended this way get a new attempt that uses no retry. The lease is released last.
+
+Fencing: if this instance finds a run it drives owned by someone else (its heartbeat had
+expired), it abandons that run at once; outputs only ever commit for a task's current attempt
+number, so a stale attempt can never overwrite a newer one's results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from argosy.engine.engine import Engine, RunAbandoned, engine_alive
+from argosy.engine.states import RunStatus
+from argosy.engine.submission import SERVER_QUEUE
+from argosy.errors import ArgosyError, RunBusyError
+from argosy.executors.local.executor import CapacityLedger, LocalExecutor
+from argosy.server.context import ServerContext
+from argosy.server.leases import SCHEDULER, LeaseHolder
+from argosy.server.scheduler import Scheduler
+from argosy.spec.validate import Capacity
+from argosy.stores.metadata.tables import Run, ServerInstance
+
+log = logging.getLogger("argosy.server")
+
+ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
+
+
+@dataclass
+class _Drive:
+    run_id: str
+    engine: Engine
+    thread: threading.Thread
+
+
+class Coordinator:
+    """This instance's heartbeat, run claims and (when leading) scheduler duties."""
+
+    def __init__(self, context: ServerContext) -> None:
+        self.ctx = context
+        s = context.settings
+        self.settings = s
+        self.instance_id = context.instance_id
+        self.clock = context.clock
+        self.capacity = Capacity(cpu=s.max_cpus, memory=s.max_memory, gpu=s.max_gpus)
+        self.ledger = CapacityLedger(self.capacity)
+        self.instance_ttl = timedelta(seconds=s.lease_seconds)
+        self.lease = LeaseHolder(
+            context.metadata, SCHEDULER, self.instance_id, self.clock, s.lease_seconds
+        )
+        self.scheduler = Scheduler(context.metadata, self.lease, self.clock, self.instance_ttl)
+        self.draining = False
+        self._stopping = threading.Event()
+        self._drives: dict[str, _Drive] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._db_trouble_until = 0.0  # monotonic: reconcile waits after our own DB outage
+
+    # -- life cycle ------------------------------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return self.lease.held
+
+    @property
+    def running_runs(self) -> list[str]:
+        with self._lock:
+            return list(self._drives)
+
+    def start(self) -> None:
+        now = self.clock.now()
+        with self.ctx.metadata.session() as s:
+            s.add(
+                ServerInstance(
+                    id=self.instance_id, host=socket.gethostname(), pid=os.getpid(),
+                    state="serving", started_at=now, heartbeat_at=now,
+                    capacity={"cpu": self.capacity.cpu, "memory": self.capacity.memory,
+                              "gpu": self.capacity.gpu, "runs": self.settings.server_max_runs},
+                )
+            )  # fmt: skip
+        for name, target in (("heartbeat", self._heartbeat_loop), ("work", self._work_loop)):
+            thread = threading.Thread(target=target, name=f"argosy-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("server instance %s started (capacity %s)", self.instance_id, self.capacity)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: no new claims or attempts; wait up to ``grace`` seconds; hand the rest over."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self.draining = True
+        self._set_state("draining")
+        with self._lock:
+            drives = list(self._drives.values())
+        for d in drives:
+            d.engine.draining = True
+        if drives:
+            log.info("draining: %d run(s) have %.0f s for their running tasks", len(drives), grace)
+        deadline = time.monotonic() + grace
+        for d in drives:
+            d.thread.join(max(0.0, deadline - time.monotonic()))
+        for d in drives:
+            d.engine.abandoned = True
+        for d in drives:
+            d.thread.join(60.0)
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(10.0)
+        try:
+            self.lease.release()
+        except SQLAlchemyError as exc:
+            log.warning("could not release the scheduler lease (%s); it expires by itself", exc)
+        self._set_state("stopped")
+        log.info("server instance %s stopped", self.instance_id)
+
+    def _set_state(self, state: str) -> None:
+        try:
+            with self.ctx.metadata.session() as s:
+                s.execute(
+                    update(ServerInstance)
+                    .where(ServerInstance.id == self.instance_id)
+                    .values(state=state, heartbeat_at=self.clock.now())
+                )
+        except SQLAlchemyError as exc:
+            log.warning("could not record instance state %s: %s", state, exc)
+
+    # -- heartbeat -------------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_seconds
+        while not self._stopping.is_set():
+            try:
+                self._heartbeat()
+            except SQLAlchemyError as exc:
+                self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
+                log.warning("heartbeat failed (database unreachable?): %s", exc.__class__.__name__)
+            self._stopping.wait(interval)
+
+    def _heartbeat(self) -> None:
+        with self.ctx.metadata.session() as s:
+            s.execute(
+                update(ServerInstance)
+                .where(ServerInstance.id == self.instance_id)
+                .values(heartbeat_at=self.clock.now())
+            )
+            mine = set(self.running_runs)
+            lost = []
+            if mine:
+                owners = dict(s.execute(select(Run.id, Run.owner).where(Run.id.in_(mine))).all())
+                lost = [r for r in mine if owners.get(r) != self.instance_id]
+        for run_id in lost:  # taken over while our heartbeat was late: stop at once
+            with self._lock:
+                drive = self._drives.get(run_id)
+            if drive is not None:
+                log.warning("run %s is now owned elsewhere; abandoning it here", run_id)
+                drive.engine.abandoned = True
+        if not self.draining:
+            self.lease.acquire_or_renew()
+
+    # -- work ------------------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        next_tick = 0.0
+        while not self._stopping.is_set():
+            try:
+                now = time.monotonic()
+                if self.lease.held and now >= next_tick and not self.draining:
+                    next_tick = now + self.settings.scheduler_interval
+                    if now >= self._db_trouble_until:  # let everyone heartbeat again first
+                        self.scheduler.reconcile()
+                    self.scheduler.fire_due()
+                if not self.draining:
+                    self._claim_runs()
+            except SQLAlchemyError as exc:
+                self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
+                log.warning("work loop: database error %s; retrying", exc.__class__.__name__)
+                self._stopping.wait(1.0)
+            except Exception:  # pragma: no cover - a bug; keep serving
+                log.exception("work loop failed; retrying")
+                self._stopping.wait(1.0)
+            self._stopping.wait(CLAIM_INTERVAL)
+
+    def _claim_runs(self) -> None:
+        with self._lock:
+            room = self.settings.server_max_runs - len(self._drives)
+        if room <= 0:
+            return
+        with self.ctx.metadata.session() as s:
+            runs = s.scalars(
+                select(Run)
+                .where(Run.queue == SERVER_QUEUE, Run.owner.is_(None), Run.status.in_(ACTIVE))
+                .order_by(Run.id)
+                .limit(room)
+                .with_for_update(skip_locked=True)
+            ).all()
+            claimed = [(r.id, r.tenant, r.created_by) for r in runs]
+            for r in runs:
+                r.owner = self.instance_id
+        for run_id, tenant, user in claimed:
+            self._drive(run_id, tenant, user)
+
+    def _drive(self, run_id: str, tenant: str, user: str) -> None:
+        s = self.settings
+        store = self.ctx.store(tenant)
+        executor = LocalExecutor(
+            store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin, ledger=self.ledger
+        )
+        engine = Engine(
+            self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),
+            store_url=s.artifacts_url, store_options=s.artifact_options(),
+            poll_interval=s.poll_interval, cache=s.cache, cache_ttl=s.cache_ttl,
+            db_retry_seconds=s.db_retry_seconds, instance=self.instance_id,
+            owner_alive=self.owner_alive,
+        )  # fmt: skip
+        thread = threading.Thread(
+            target=self._execute, args=(run_id, engine), name=f"argosy-run-{run_id}", daemon=True
+        )
+        with self._lock:
+            self._drives[run_id] = _Drive(run_id, engine, thread)
+        thread.start()
+
+    def _execute(self, run_id: str, engine: Engine) -> None:
+        try:
+            status = engine.execute(run_id)
+            log.info("run %s %s", run_id, status)
+        except RunAbandoned:
+            log.info("run %s handed over", run_id)
+        except RunBusyError as exc:
+            log.warning("run %s: %s", run_id, exc)
+        except ArgosyError as exc:
+            log.error("run %s stopped: %s", run_id, exc)
+        except Exception:
+            log.exception("run %s: engine failure", run_id)
+        finally:
+            with self._lock:
+                self._drives.pop(run_id, None)
+            self._release(run_id)
+
+    def _release(self, run_id: str) -> None:
+        """Give the run back to the queue (a no-op once finished; fenced on our ownership)."""
+        try:
+            with self.ctx.metadata.session() as s:
+                s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.owner == self.instance_id)
+                    .values(owner=None)
+                )
+        except SQLAlchemyError as exc:  # the leader releases it once our heartbeat expires
+            log.warning("could not release run %s: %s", run_id, exc.__class__.__name__)
+
+    # -- liveness of other engines ----------------------------------------------------------------
+    def owner_alive(self, engine: Any) -> bool:
+        """Whether the engine recorded on a run still drives it: a server instance while its
+        heartbeat is fresh; a local ``argosy run`` process while it exists."""
+        instance = engine.get("instance") if engine else None
+        if instance is None:
+            return engine_alive(engine)
+        with self.ctx.metadata.session() as s:
+            row = s.get(ServerInstance, instance)
+            if row is None or row.state == "stopped":
+                return False
+            beat = row.heartbeat_at
+        from argosy.stores.metadata.runs import as_utc
+
+        fresh = as_utc(beat)
+        return fresh is not None and fresh >= self.clock.now() - self.instance_ttl
