@@ -1,4 +1,8 @@
-"""``argosy``: run pipelines locally, inspect runs, tasks, logs and artifacts.
+"""``argosy``: run pipelines locally or on a server, inspect runs, tasks, logs and artifacts.
+
+With ``--server URL`` (or ARGOSY_SERVER) the commands that have a server side act on that
+server through :class:`argosy.client.client.Client`; without it they act on the local state
+folder, as before.
 
 Exit codes: 0 the run succeeded (or the command did its job); 1 the run failed or was
 cancelled; 2 usage or validation error (nothing was run); 3 cannot reach or authenticate to
@@ -18,7 +22,8 @@ import typer
 
 app = typer.Typer(
     name="argosy",
-    help="Repeatable ML pipelines in plain Python: run them locally, inspect runs, logs, artifacts.",
+    help="Repeatable ML pipelines in plain Python: run them locally or on an Argosy server, "
+    "inspect runs, logs, artifacts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -26,8 +31,16 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="List, show, resume and cancel runs.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="List and download artifacts.", no_args_is_help=True)
+pipelines_app = typer.Typer(
+    help="Push pipeline versions to a server and list them.", no_args_is_help=True
+)
+schedules_app = typer.Typer(
+    help="Cron schedules that create runs on a server.", no_args_is_help=True
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(schedules_app, name="schedules")
 
 
 class Format(StrEnum):
@@ -43,6 +56,26 @@ OutputOpt = Annotated[
 ]
 
 
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        metavar="URL",
+        help="act on this Argosy server instead of locally (default: ARGOSY_SERVER)",
+        show_default=False,
+    ),
+]
+
+_global_server: str | None = None
+
+
+@app.callback()
+def _global_options(server: ServerOpt = None) -> None:
+    """Repeatable ML pipelines in plain Python: run them locally or on an Argosy server."""
+    global _global_server
+    _global_server = server
+
+
 def _settings(**overrides: Any) -> Any:
     from argosy.config import load_settings
 
@@ -53,6 +86,38 @@ def _local(**overrides: Any) -> Any:
     from argosy.cli.local import open_local
 
     return open_local(_settings(**overrides))
+
+
+def _remote(server: str | None, **overrides: Any) -> Any:
+    """A client of the server (--server, the global --server, or ARGOSY_SERVER), or None."""
+    settings = _settings(server=server or _global_server, **overrides)
+    if not settings.server:
+        return None
+    from argosy.cli.remote import open_client
+
+    return open_client(settings)
+
+
+def _require_remote(server: str | None, command: str) -> Any:
+    client = _remote(server)
+    if client is None:
+        from argosy.errors import UsageError
+
+        raise UsageError(
+            f"'argosy {command}' works on a server: pass --server URL or set ARGOSY_SERVER"
+        )
+    return client
+
+
+def _local_only(command: str) -> None:
+    """Refuse a local-only command when a server is configured, rather than act elsewhere."""
+    if _global_server or _settings().server:
+        from argosy.errors import UsageError
+
+        raise UsageError(
+            f"'argosy {command}' works on local runs only, not through a server yet; "
+            "drop --server / unset ARGOSY_SERVER"
+        )
 
 
 @app.command()
@@ -89,10 +154,37 @@ def run(
     max_gpus: Annotated[
         int | None, typer.Option(help="GPUs it may use (default: those found)")
     ] = None,
+    server: ServerOpt = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", metavar="NAME", help="with a server: tag the pushed version"),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="with a server: print the run id and exit at once")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="with a server: no progress, wait and exit with the outcome"),
+    ] = False,
 ) -> None:
-    """Compile and run a pipeline locally; shows progress on stderr and ends with its outputs."""
+    """Compile and run a pipeline locally, or push it to a server and run it there; shows
+    progress on stderr and ends with its outputs (exit 1 if the run fails)."""
     from argosy.cli import commands
 
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            code = remote.run_pipeline(
+                client, _settings(), target, param or [], version=version, fail_fast=fail_fast,
+                no_cache=no_cache, detach=detach, wait=wait, json_output=output == Format.json,
+            )  # fmt: skip
+        raise typer.Exit(code)
+    if version or detach or wait:
+        from argosy.errors import UsageError
+
+        raise UsageError("--version, --detach and --wait need a server: pass --server URL")
     settings = _settings(
         max_cpus=max_cpus,
         max_memory=max_memory,
@@ -124,8 +216,16 @@ def runs_list(
     limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
     status: Annotated[str | None, typer.Option(help="only runs in this status")] = None,
     pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
+    server: ServerOpt = None,
 ) -> None:
     """List runs, newest first."""
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            remote.list_runs(client, output == Format.json, limit, status, pipeline)
+        return
     from argosy.cli import commands
 
     commands.list_runs(_local(), output == Format.json, limit, status, pipeline)
@@ -135,8 +235,16 @@ def runs_list(
 def runs_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id or unique prefix")],
     output: OutputOpt = Format.text,
+    server: ServerOpt = None,
 ) -> None:
     """Show a run: its tasks, attempts (with reasons, times, resource use) and outputs."""
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            remote.show_run(client, run_ref, output == Format.json)
+        return
     from argosy.cli import commands
 
     commands.show_run(_local(), run_ref, output == Format.json)
@@ -149,6 +257,8 @@ def runs_resume(
 ) -> None:
     """Continue a run whose engine stopped (finished tasks are kept, orphans are ended)."""
     from argosy.cli import commands
+
+    _local_only("runs resume")
 
     raise typer.Exit(commands.resume_run(_local(), run_ref, output == Format.json))
 
@@ -168,6 +278,8 @@ def runs_reproduce(
     """
     from argosy.cli import commands
 
+    _local_only("runs reproduce")
+
     raise typer.Exit(commands.reproduce_run(_local(), run_ref, allow_drift, output == Format.json))
 
 
@@ -181,15 +293,41 @@ def runs_diff(
     """Parameters, code, packages, input data, outputs and metrics of two runs, side by side."""
     from argosy.cli import commands
 
+    _local_only("runs diff")
+
     commands.diff_runs(_local(), run_a, run_b, output == Format.json, all_rows)
 
 
 @runs_app.command("cancel")
-def runs_cancel(run_ref: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
+def runs_cancel(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")], server: ServerOpt = None
+) -> None:
     """Cancel a run: running attempts are killed (whole process trees), the rest never start."""
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            remote.cancel_run(client, run_ref)
+        return
     from argosy.cli import commands
 
     commands.cancel_run(_local(), run_ref)
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """On a server: a new run of the same version and parameters, reusing finished tasks;
+    prints the new run's id."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "runs retry")
+    with client:
+        remote.retry_run(client, run_ref, output == Format.json)
 
 
 @app.command()
@@ -205,8 +343,20 @@ def logs(
         int | None, typer.Option(help="only this attempt number (default: all)")
     ] = None,
     output: OutputOpt = Format.text,
+    node_opt: Annotated[
+        str | None, typer.Option("--node", metavar="NODE", help="only this node path")
+    ] = None,
+    server: ServerOpt = None,
 ) -> None:
     """Print the captured stdout/stderr of a run's tasks, with timestamps."""
+    node = node or node_opt
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            remote.show_logs(client, run_ref, node, follow, attempt, output == Format.json)
+        return
     from argosy.cli import commands
 
     commands.show_logs(_local(), run_ref, node, follow, attempt, output == Format.json)
@@ -237,6 +387,8 @@ def lineage(
     """Show where an artifact came from (tasks, inputs, parameters, code, git, packages) or where it went."""
     from argosy.cli import commands
 
+    _local_only("lineage")
+
     commands.show_lineage(_local(), ref, down, output.value)
 
 
@@ -256,8 +408,16 @@ def config_show(output: OutputOpt = Format.text) -> None:
 def artifacts_list(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     output: OutputOpt = Format.text,
+    server: ServerOpt = None,
 ) -> None:
     """List a run's artifacts (one per task output)."""
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            remote.list_artifacts(client, run_ref, output == Format.json)
+        return
     from argosy.cli import commands
 
     commands.list_artifacts(_local(), run_ref, output == Format.json)
@@ -271,11 +431,193 @@ def artifacts_get(
     out: Annotated[
         Path, typer.Option("--out", help="where to write it (a folder, for directory artifacts)")
     ],
+    server: ServerOpt = None,
 ) -> None:
-    """Download an artifact's bytes (hash verified) to a path."""
+    """Download an artifact's bytes (hash verified) to a path; from a server, the download
+    is streamed and an interrupted one continues where it stopped."""
+    client = _remote(server)
+    if client is not None:
+        from argosy.cli import remote
+
+        with client:
+            remote.get_artifact(client, ref, out)
+        return
     from argosy.cli import commands
 
     commands.get_artifact(_local(), ref, out)
+
+
+@pipelines_app.command("push")
+def pipelines_push(
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE[:PIPELINE]",
+            help="pipeline file, and the pipeline's name if it has several",
+        ),
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", metavar="NAME", help="tag the version with this name"),
+    ] = None,
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """Compile a pipeline here and push it to the server as an immutable version (its code
+    and environment blobs are uploaded first). Pushing the same content again is harmless;
+    a version name that already names other content is refused (exit 2)."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "pipelines push")
+    with client:
+        remote.push_pipeline(client, _settings(), target, version, output == Format.json)
+
+
+@pipelines_app.command("list")
+def pipelines_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
+    """The server's pipelines, with their newest version."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "pipelines list")
+    with client:
+        remote.list_pipelines(client, output == Format.json)
+
+
+@pipelines_app.command("versions")
+def pipelines_versions(
+    pipeline: Annotated[str, typer.Argument(metavar="PIPELINE")],
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """A pipeline's versions on the server: digest, tags, who pushed it and when."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "pipelines versions")
+    with client:
+        remote.list_versions(client, pipeline, output == Format.json)
+
+
+class CatchUpMode(StrEnum):
+    none = "none"
+    latest = "latest"
+    all = "all"
+
+
+@schedules_app.command("create")
+def schedules_create(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    pipeline: Annotated[str, typer.Option("--pipeline", metavar="PIPELINE", help="what to run")],
+    cron: Annotated[
+        str, typer.Option("--cron", metavar="EXPR", help='when, e.g. "*/5 * * * *" (5 fields)')
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option(metavar="VERSION", help="a tag or digest (default: the newest at each run)"),
+    ] = None,
+    timezone: Annotated[
+        str, typer.Option(metavar="TZ", help="the cron's time zone, e.g. Europe/Paris")
+    ] = "UTC",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="NAME=VALUE", help="a run parameter (repeatable)"),
+    ] = None,
+    max_concurrent_runs: Annotated[
+        int, typer.Option(help="skip a fire while this many of its runs are unfinished")
+    ] = 1,
+    catch_up: Annotated[
+        CatchUpMode,
+        typer.Option(help="fires missed while the server was down: none, the latest, or all"),
+    ] = CatchUpMode.latest,
+    catch_up_limit: Annotated[int, typer.Option(help="at most this many missed fires")] = 10,
+    paused: Annotated[bool, typer.Option("--paused", help="create it paused")] = False,
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """Create a schedule: the server starts a run of PIPELINE at each cron time."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "schedules create")
+    with client:
+        remote.create_schedule(
+            client, name=name, pipeline=pipeline, version=version, cron=cron, timezone=timezone,
+            params=param or [], max_concurrent_runs=max_concurrent_runs,
+            catch_up=catch_up.value, catch_up_limit=catch_up_limit, paused=paused,
+            json_output=output == Format.json,
+        )  # fmt: skip
+
+
+@schedules_app.command("list")
+def schedules_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
+    """The tenant's schedules, with their next and last fire times."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "schedules list")
+    with client:
+        remote.list_schedules(client, output == Format.json)
+
+
+@schedules_app.command("show")
+def schedules_show(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """A schedule and its recent fires (the run each created, or why none was)."""
+    from argosy.cli import remote
+
+    client = _require_remote(server, "schedules show")
+    with client:
+        remote.show_schedule(client, name, output == Format.json)
+
+
+def _schedule_action(name: str, action: str, server: str | None) -> None:
+    from argosy.cli import remote
+
+    client = _require_remote(server, f"schedules {action}")
+    with client:
+        remote.schedule_action(client, name, action)
+
+
+@schedules_app.command("pause")
+def schedules_pause(
+    name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
+) -> None:
+    """Stop creating runs (fires while paused are not caught up)."""
+    _schedule_action(name, "pause", server)
+
+
+@schedules_app.command("resume")
+def schedules_resume(
+    name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
+) -> None:
+    """Create runs again from the next cron time."""
+    _schedule_action(name, "resume", server)
+
+
+@schedules_app.command("delete")
+def schedules_delete(
+    name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
+) -> None:
+    """Delete a schedule; the runs it created are kept."""
+    _schedule_action(name, "delete", server)
+
+
+@app.command("server")
+def server_(
+    host: Annotated[
+        str | None,
+        typer.Option(help="address to listen on (default: ARGOSY_SERVER_HOST, 127.0.0.1)"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (default: ARGOSY_SERVER_PORT, 8080; 0: any free)")
+    ] = None,
+) -> None:
+    """Run the Argosy server (REST API, run execution, schedules) on this machine's state
+    folder, or on ARGOSY_DATABASE_URL and ARGOSY_ARTIFACT_URL."""
+    from argosy.server.serve import serve  # type: ignore[import-not-found,unused-ignore]
+
+    settings = _settings(server_host=host, server_port=port)
+    serve(settings, host=settings.server_host, port=settings.server_port)
 
 
 db_app = typer.Typer(

@@ -91,7 +91,7 @@ class Client:
         tenant: str = "default",
         timeout: float = 30.0,
         *,
-        retries: int = 4,
+        retries: int = 3,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
         transport: httpx.BaseTransport | None = None,
