@@ -951,7 +951,7 @@ class _RunLoop:
             view.attempt_count = number - 1
             view.attempt_id = None
             return
-        except OSError as exc:
+        except (OSError, ExecutionError) as exc:
             self._fail_to_start(view, attempt_id, f"could not start the attempt: {exc}")
             return
         self.live[attempt_id] = view.node_path

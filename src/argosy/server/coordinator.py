@@ -41,6 +41,7 @@ from argosy.engine.submission import SERVER_QUEUE
 from argosy.errors import ArgosyError, RunBusyError
 from argosy.executors.local.executor import CapacityLedger, LocalExecutor
 from argosy.server.context import ServerContext
+from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
 from argosy.server.scheduler import Scheduler
 from argosy.spec.validate import Capacity
@@ -75,6 +76,7 @@ class Coordinator:
             context.metadata, SCHEDULER, self.instance_id, self.clock, s.lease_seconds
         )
         self.scheduler = Scheduler(context.metadata, self.lease, self.clock, self.instance_ttl)
+        self.environments = Environments(s.home / "environments", s.home / "cache")
         self.draining = False
         self._stopping = threading.Event()
         self._drives: dict[str, _Drive] = {}
@@ -225,8 +227,10 @@ class Coordinator:
         s = self.settings
         store = self.ctx.store(tenant)
         executor = LocalExecutor(
-            store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin, ledger=self.ledger
-        )
+            store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
+            ledger=self.ledger,
+            interpreter=lambda launch: self.environments.interpreter(launch, store),
+        )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),
             store_url=s.artifacts_url, store_options=s.artifact_options(),

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +134,7 @@ class LocalExecutor(Executor):
         memory_margin: float = 1.25,
         python: str | None = None,
         ledger: CapacityLedger | None = None,
+        interpreter: Callable[[AttemptLaunch], str] | None = None,
     ) -> None:
         self.store = store
         self.attempts_dir = attempts_dir
@@ -143,6 +145,7 @@ class LocalExecutor(Executor):
         self._running: dict[str, _Running] = {}
         self._selector = selectors.DefaultSelector()
         self.ledger = ledger or CapacityLedger(capacity)
+        self.interpreter = interpreter  # the Python of an attempt, if not always ``python``
         self._last_sample = 0.0
 
     # -- capacity ------------------------------------------------------------------------------
@@ -191,6 +194,7 @@ class LocalExecutor(Executor):
             raise
 
     def _start(self, launch: AttemptLaunch, gpus: list[int]) -> ProcessIdentity:
+        python = self.interpreter(launch) if self.interpreter else self.python
         folder = self.attempts_dir / launch.attempt_id
         scratch = folder / "scratch"
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
@@ -200,7 +204,7 @@ class LocalExecutor(Executor):
         out_path, err_path = folder / "stdout", folder / "stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
-                [self.python, "-c", _LAUNCH, str(inv_path)],
+                [python, "-c", _LAUNCH, str(inv_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
