@@ -475,7 +475,7 @@ class Client:
             append = have > 0 and response.status_code == 206
             with part.open("ab" if append else "wb") as fh:
                 try:
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():
                         fh.write(chunk)
                 except httpx.TransportError as exc:
                     raise self._unreachable(exc) from None
