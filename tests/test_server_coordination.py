@@ -1,0 +1,268 @@
+"""Several real ``argosy server`` processes sharing one PostgreSQL database and one S3 bucket.
+
+What a platform engineer relies on when a server machine dies or is upgraded: the scheduler
+lease moves, runs continue elsewhere, no task runs twice at once, and a database outage is
+waited out. Everything is observed through the API and the metadata DB the servers share;
+intervals come from the recorded attempt times, never from the test's own clock.
+"""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from argosy.client.client import Client
+from argosy.client.models import ScheduleCreate
+from argosy.spec.compile import CompiledPipeline, compile_pipeline
+from argosy.spec.loader import load_pipeline
+from tests.pg_fixture import PostgresCluster
+from tests.server_fixture import ServerProcess, start_server
+
+pytestmark = pytest.mark.slow
+
+CHAIN = textwrap.dedent(
+    """
+    import time
+    from argosy import pipeline, step
+
+    @step
+    def slow(i: int, seconds: float) -> int:
+        time.sleep(seconds)
+        return i + 1
+
+    @pipeline
+    def chain(seconds: float = 1.5):
+        a = slow(0, seconds)
+        b = slow(a, seconds)
+        slow(b, seconds)
+    """
+)
+FAST = {  # short leases and heartbeats, so a takeover happens within seconds
+    "ARGOSY_LEASE_SECONDS": "2",
+    "ARGOSY_HEARTBEAT_SECONDS": "0.3",
+    "ARGOSY_SCHEDULER_INTERVAL": "0.2",
+    "ARGOSY_POLL_INTERVAL": "0.2",
+}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> CompiledPipeline:
+    folder = tmp_path_factory.mktemp("project")
+    (folder / "coordination_chain.py").write_text(CHAIN)
+    return compile_pipeline(load_pipeline(f"{folder / 'coordination_chain.py'}:chain"))
+
+
+@pytest.fixture
+def shared(tmp_path: Path, pg_migrated_url: str, s3_endpoint: Any, s3_bucket: str) -> dict[str, str]:
+    """The environment every server of a test shares: one database, one bucket."""
+    return {
+        **s3_endpoint.argosy_env(f"s3://{s3_bucket}/argosy"),
+        "ARGOSY_DATABASE_URL": pg_migrated_url,
+        **FAST,
+    }
+
+
+@pytest.fixture
+def servers(tmp_path: Path, shared: dict[str, str]) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(name: str, **extra: str) -> ServerProcess:
+        server = start_server(tmp_path / name, {**shared, **extra})
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def sql(url: str, statement: str, **params: Any) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text(statement), params).all())
+    finally:
+        engine.dispose()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def attempts_by_task(url: str, run_id: str) -> dict[str, list[Any]]:
+    rows = sql(
+        url,
+        "SELECT t.node_path, a.number, a.state, a.cause, a.started_at, a.finished_at "
+        "FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.run_id = :r "
+        "ORDER BY t.node_path, a.number",
+        r=run_id,
+    )
+    found: dict[str, list[Any]] = {}
+    for row in rows:
+        found.setdefault(row.node_path, []).append(row)
+    return found
+
+
+def assert_one_success_and_no_overlap(url: str, run_id: str) -> dict[str, list[Any]]:
+    by_task = attempts_by_task(url, run_id)
+    assert set(by_task) == {"slow", "slow-2", "slow-3"}
+    for node, attempts in by_task.items():
+        assert [a.state for a in attempts].count("succeeded") == 1, (node, attempts)
+        for earlier, later in zip(attempts, attempts[1:], strict=False):
+            assert earlier.finished_at is not None
+            assert earlier.finished_at <= later.started_at, f"{node}: two live attempts at once"
+    return by_task
+
+
+def owner_of(url: str, run_id: str) -> str | None:
+    return sql(url, "SELECT owner FROM runs WHERE id = :r", r=run_id)[0][0]
+
+
+def lease_owner(url: str) -> str | None:
+    rows = sql(url, "SELECT owner FROM leases WHERE name = 'scheduler'")
+    return rows[0][0] if rows else None
+
+
+def test_kill_9_of_the_leading_server_mid_run_the_other_takes_over_and_finishes(
+    servers: Callable[..., ServerProcess], chain: CompiledPipeline, pg_migrated_url: str
+) -> None:
+    first = servers("first")
+    wait_for(lambda: lease_owner(pg_migrated_url) == first.instance, 20, "the first leader")
+    with Client(first.url) as client:
+        client.push_pipeline(chain)
+        run = client.create_run("chain")
+    wait_for(lambda: owner_of(pg_migrated_url, run.id) == first.instance, 20, "the claim")
+    second = servers("second")
+    wait_for(lambda: second.ready(), 30, "the second server")
+    wait_for(
+        lambda: attempts_by_task(pg_migrated_url, run.id).get("slow-2"), 20, "the second task"
+    )
+    first.kill()  # SIGKILL: no hand-over, its attempts are orphaned mid-flight
+
+    with Client(second.url) as client:
+        done = client.wait(run.id, poll=0.2, timeout=90)
+    assert done.status == "succeeded"
+    by_task = assert_one_success_and_no_overlap(pg_migrated_url, run.id)
+    assert lease_owner(pg_migrated_url) == second.instance
+    lost = [a for attempts in by_task.values() for a in attempts if a.cause == "engine_lost"]
+    adopted = by_task["slow-2"][0].state == "succeeded"  # it may have finished meanwhile
+    assert lost or adopted, by_task
+    instances = dict(sql(pg_migrated_url, "SELECT id, state FROM server_instances"))
+    assert instances[first.instance] == "stopped"  # declared dead by the new leader
+
+
+def test_sigterm_drains_finishes_the_running_task_and_hands_the_run_over(
+    servers: Callable[..., ServerProcess], chain: CompiledPipeline, pg_migrated_url: str
+) -> None:
+    first = servers("first", ARGOSY_SHUTDOWN_GRACE_SECONDS="30")
+    wait_for(lambda: lease_owner(pg_migrated_url) == first.instance, 20, "the first leader")
+    with Client(first.url) as client:
+        client.push_pipeline(chain)
+        run = client.create_run("chain", parameters={"seconds": 2.0})
+    second = servers("second")
+    wait_for(lambda: second.ready(), 30, "the second server")
+    wait_for(lambda: attempts_by_task(pg_migrated_url, run.id).get("slow"), 20, "the first task")
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(60) == 0  # a clean exit after draining
+
+    by_first = attempts_by_task(pg_migrated_url, run.id)
+    assert [a.state for a in by_first["slow"]] == ["succeeded"]  # finished, not killed
+    assert "slow-3" not in by_first  # no new task was started while draining
+    assert lease_owner(pg_migrated_url) in (None, second.instance)  # released at once
+
+    with Client(second.url) as client:
+        done = client.wait(run.id, poll=0.2, timeout=90)
+    assert done.status == "succeeded"
+    by_task = assert_one_success_and_no_overlap(pg_migrated_url, run.id)
+    assert all(a.cause == "first" for attempts in by_task.values() for a in attempts)
+
+
+def test_database_outage_answers_503_keeps_serving_and_the_run_completes(
+    servers: Callable[..., ServerProcess],
+    chain: CompiledPipeline,
+    pg_migrated_url: str,
+    pg_cluster: PostgresCluster,
+) -> None:
+    server = servers("only", ARGOSY_LEASE_SECONDS="5", ARGOSY_HEARTBEAT_SECONDS="1")
+    with Client(server.url) as client:
+        client.push_pipeline(chain)
+        run = client.create_run("chain", parameters={"seconds": 2.0})
+    wait_for(lambda: attempts_by_task(pg_migrated_url, run.id).get("slow"), 20, "the first task")
+    pg_cluster.stop("fast")
+    try:
+        statuses = []
+        retry_after = []
+        outage_end = time.monotonic() + 20
+        while time.monotonic() < outage_end:
+            response = httpx.get(f"{server.url}/api/v1/tenants/default/runs/{run.id}", timeout=10)
+            statuses.append(response.status_code)
+            retry_after.append(response.headers.get("retry-after"))
+            ready = httpx.get(f"{server.url}/readyz", timeout=10)
+            statuses.append(ready.status_code)
+            assert server.process.poll() is None, "the server exited during the outage"
+            time.sleep(1.0)
+    finally:
+        pg_cluster.start()
+    assert set(statuses) == {503}, statuses
+    assert all(value is not None for value in retry_after)
+    with Client(server.url) as client:
+        done = client.wait(run.id, poll=0.3, timeout=120)
+    assert done.status == "succeeded"
+    assert_one_success_and_no_overlap(pg_migrated_url, run.id)
+
+
+def test_a_schedule_over_simulated_minutes_fires_each_slot_once_across_a_server_restart(
+    servers: Callable[..., ServerProcess], chain: CompiledPipeline, pg_migrated_url: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    clock = tmp_path / "now"
+    start = datetime(2026, 11, 28, 10, 0, 30, tzinfo=UTC)
+    clock.write_text(start.isoformat())
+    simulated = {"ARGOSY_CLOCK_FILE": str(clock), "ARGOSY_LEASE_SECONDS": "600"}
+    server = servers("before", **simulated)
+    with Client(server.url) as client:
+        client.push_pipeline(chain)
+        client.create_schedule(
+            ScheduleCreate(
+                name="every-minute", pipeline="chain", cron="* * * * *",
+                parameters={"seconds": 0.0}, max_concurrent_runs=100,
+            )
+        )  # fmt: skip
+
+    def fired() -> list[str]:
+        rows = sql(
+            pg_migrated_url,
+            "SELECT f.fire_time, f.outcome FROM schedule_fires f ORDER BY f.fire_time",
+        )
+        return [f"{r.fire_time.astimezone(UTC):%H:%M}:{r.outcome}" for r in rows]
+
+    def advance_to(minute: int) -> None:
+        clock.write_text((start.replace(second=5) + timedelta(minutes=minute)).isoformat())
+        wait_for(lambda: len(fired()) >= minute, 20, f"the fire of minute {minute}")
+
+    for minute in (1, 2, 3):
+        advance_to(minute)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(60) == 0
+    server = servers("after", **simulated)
+    for minute in (4, 5):
+        advance_to(minute)
+    time.sleep(1.0)  # several more scheduler ticks within minute 5: nothing more fires
+    assert fired() == [f"10:0{m}:created" for m in range(1, 6)]
+    runs = sql(pg_migrated_url, "SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL")
+    assert runs[0][0] == 5
