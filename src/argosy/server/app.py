@@ -1,0 +1,75 @@
+"""The FastAPI application: the REST API under ``/api/v1``, health probes, problem responses.
+
+``create_app(context)`` builds it around a :class:`ServerContext`; routes read the context
+from ``request.app.state.context``. The lifespan starts the instance's coordinator (run
+claims, heartbeat, scheduler lease) after start-up and stops it — draining its runs — at
+shutdown. Route handlers are plain functions: FastAPI runs them in its thread pool, so a
+slow database call never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import argosy
+from argosy.client.models import API_PREFIX
+from argosy.server import problems
+from argosy.server.context import ServerContext
+from argosy.server.routes import artifacts, blobs, health, logs, pipelines, runs, schedules
+
+DESCRIPTION = """\
+The Argosy REST API: push pipeline versions, create and follow runs, read logs and artifacts,
+manage schedules. Every resource lives in a tenant (`/api/v1/tenants/{tenant}/...`).
+
+Errors are `application/problem+json` documents (RFC 9457) whose `detail` says what to do
+and whose `code` is stable. Lists are pages: pass `next_cursor` back as `cursor`.
+See docs/api.md for pagination, idempotency, ranges and log streams.
+"""
+
+
+def create_app(context: ServerContext) -> FastAPI:
+    """The API application serving ``context``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if context.coordinator is not None:
+            await run_in_threadpool(context.coordinator.start)
+        try:
+            yield
+        finally:
+            if context.coordinator is not None:
+                await run_in_threadpool(context.coordinator.stop)
+
+    app = FastAPI(
+        title="Argosy",
+        version=getattr(argosy, "__version__", "0.1.0"),
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.context = context
+    problems.install(app)
+    app.include_router(health.router)
+    for module in (blobs, pipelines, runs, artifacts, logs, schedules):
+        app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes,
+            )  # fmt: skip
+            app.openapi_schema = problems.problem_openapi(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,162 @@
+"""Running the server: ``serve(settings, host=..., port=...)`` and ``python -m argosy.server.serve``.
+
+The server refuses to listen on anything but loopback: there is no authentication yet (every
+request acts as the server's local user), so exposing it on a network would let anyone
+reachable act as that user. Port 0 picks a free port; once the server accepts connections
+it prints one line to stderr::
+
+    argosy server listening on http://127.0.0.1:PORT (instance ID)
+
+SIGTERM or SIGINT stop it gracefully: no new connections, open requests get
+``HTTP_GRACE_S`` seconds, then the coordinator drains its runs (see ``coordinator``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import time
+
+from argosy.config import Settings, load_settings
+from argosy.errors import ArgosyError, StoreError, UsageError
+from argosy.server.context import ServerContext
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+HTTP_GRACE_S = 10  # open HTTP requests (log streams included) at shutdown
+
+log = logging.getLogger("argosy.server")
+
+
+def check_host(host: str) -> None:
+    """Refuse any address but loopback while authentication does not exist."""
+    if host not in LOOPBACK:
+        raise UsageError(
+            f"refusing to listen on {host!r}: the server has no authentication yet, so it only "
+            "listens on 127.0.0.1, localhost or ::1 (put an authenticating proxy in front to "
+            "reach it from elsewhere)"
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = "127.0.0.1" if host == "localhost" else host
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another port "
+            "(--port, ARGOSY_SERVER_PORT) or stop what uses it"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def open_context(settings: Settings) -> ServerContext:
+    """The server context, waiting (up to ``db_retry_seconds``) for a database that is down."""
+    deadline = time.monotonic() + settings.db_retry_seconds
+    delay = 1.0
+    while True:
+        try:
+            return ServerContext.open(settings)
+        except StoreError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s; retrying in %.0f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    logging.getLogger("argosy").setLevel(logging.INFO)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    coordinator: bool = True,
+) -> None:
+    """Serve the API until SIGTERM/SIGINT. ``coordinator=False`` serves the API only (this
+    instance claims no runs and never leads the scheduler)."""
+    import uvicorn
+
+    from argosy.server.app import create_app
+
+    host = host or settings.server_host
+    port = settings.server_port if port is None else port
+    check_host(host)
+    _configure_logging()
+    sock = bind(host, port)
+    try:
+        context = open_context(settings)
+    except BaseException:
+        sock.close()
+        raise
+    if coordinator:
+        try:
+            from argosy.server.coordinator import Coordinator
+        except ImportError:  # not part of this build yet: serve the API only
+            log.warning("no coordinator available: this instance serves the API only")
+        else:
+            context.coordinator = Coordinator(context)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}"
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(
+                    f"argosy server listening on {url} (instance {context.instance_id})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    config = uvicorn.Config(
+        create_app(context),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_GRACE_S,
+        lifespan="on",
+    )
+    try:
+        _Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        context.metadata.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m argosy.server.serve [--host H] [--port P] [--no-coordinator]``."""
+    parser = argparse.ArgumentParser(prog="python -m argosy.server.serve", description=__doc__)
+    parser.add_argument("--host", default=None, help="address (loopback only; default: settings)")
+    parser.add_argument("--port", type=int, default=None, help="port (0: a free one)")
+    parser.add_argument(
+        "--no-coordinator", action="store_true", help="serve the API only: claim no runs"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        serve(settings, host=args.host, port=args.port, coordinator=not args.no_coordinator)
+    except ArgosyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
