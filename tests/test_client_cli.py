@@ -332,6 +332,94 @@ def test_follow_logs_reconnects_with_last_event_id(no_sleep: list[float]) -> Non
     assert asked == [None, "2", "2"]
 
 
+@dataclass
+class FakeRunApi:
+    """Just enough of the API for ``argosy run --server``: the run moves one state per poll."""
+
+    states: list[str]
+    interrupt_at: int | None = None
+    polls: int = 0
+    created: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, method = request.url.path, request.method
+        if "/blobs/" in path:
+            return httpx.Response(200 if method == "HEAD" else 201, json={"sha256": "x", "size": 1})
+        if path.endswith("/versions"):
+            version = {"id": "v1", "pipeline": "counting", "digest": "sha256:" + "1" * 64,
+                       "tags": [], "created_at": NOW, "created_by": "me"}  # fmt: skip
+            return httpx.Response(201, json={"version": version, "created": True,
+                                             "tag_added": False})  # fmt: skip
+        if path.endswith("/runs") and method == "POST":
+            self.created.append(json.loads(request.content))
+            return httpx.Response(201, json=_run_doc("r1"))
+        state = self.states[min(max(self.polls - 1, 0), len(self.states) - 1)]
+        if path.endswith("/tasks"):
+            task_state = {"pending": "pending", "running": "running"}.get(state, state)
+            attempts = [{"id": "a1", "number": 1, "state": task_state, "cause": "first"}]
+            return httpx.Response(200, json=[{"id": "t1", "node_path": "make", "step": "make",
+                                              "state": task_state, "attempts": attempts}])  # fmt: skip
+        self.polls += 1
+        state = self.states[min(self.polls - 1, len(self.states) - 1)]
+        if self.interrupt_at is not None and self.polls >= self.interrupt_at:
+            raise KeyboardInterrupt
+        return httpx.Response(200, json={**_run_doc("r1", state), "outputs": {"output": 10}})
+
+
+@pytest.mark.parametrize(
+    ("states", "wait", "code"),
+    [
+        (["pending", "running", "succeeded"], False, 0),
+        (["running", "failed"], False, 1),
+        (["running", "cancelled"], True, 1),
+    ],
+)
+def test_remote_run_follows_the_run_to_its_outcome(
+    ws: Workspace,
+    no_sleep: list[float],
+    capsys: pytest.CaptureFixture[str],
+    states: list[str],
+    wait: bool,
+    code: int,
+) -> None:
+    from argosy.cli import remote
+    from argosy.config import load_settings
+
+    path = ws.write(PIPE.format(name="counting", offset=0))
+    api = FakeRunApi(states)
+    with _client(api) as c:
+        got = remote.run_pipeline(
+            c, load_settings(home=ws.home), str(path), ["n=5"], version=None, fail_fast=False,
+            no_cache=False, detach=False, wait=wait, json_output=False,
+        )  # fmt: skip
+    assert got == code
+    assert api.created == [{"pipeline": "counting", "version": "sha256:" + "1" * 64,
+                            "parameters": {"n": 5}, "fail_fast": False, "no_cache": False}]  # fmt: skip
+    assert no_sleep == [remote.POLL_SECONDS] * (len(states) - 1)
+    captured = capsys.readouterr()
+    assert f"run r1 {states[-1]}" in captured.err
+    if not wait:
+        assert "make running" in captured.err  # progress lines (stderr is not a terminal)
+
+
+def test_ctrl_c_while_following_leaves_the_run_on_the_server(
+    ws: Workspace, no_sleep: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from argosy.cli import remote
+    from argosy.config import load_settings
+
+    path = ws.write(PIPE.format(name="counting", offset=0))
+    api = FakeRunApi(["running"], interrupt_at=2)
+    with _client(api) as c:
+        got = remote.run_pipeline(
+            c, load_settings(home=ws.home), str(path), [], version=None, fail_fast=False,
+            no_cache=False, detach=False, wait=False, json_output=False,
+        )  # fmt: skip
+    assert got == remote.INTERRUPTED
+    err = capsys.readouterr().err
+    assert "still running on the server" in err and "argosy runs cancel r1" in err
+
+
 # -- the CLI against a real server --------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
@@ -343,7 +431,7 @@ def _free_port() -> int:
 class ServerProcess:
     url: str
     proc: subprocess.Popen[str]
-    log: list[str]
+    log: list[str] = field(repr=False)
 
 
 @pytest.fixture(scope="module")

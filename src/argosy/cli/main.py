@@ -614,7 +614,7 @@ def server_(
 ) -> None:
     """Run the Argosy server (REST API, run execution, schedules) on this machine's state
     folder, or on ARGOSY_DATABASE_URL and ARGOSY_ARTIFACT_URL."""
-    from argosy.server.serve import serve  # type: ignore[import-not-found,unused-ignore]
+    from argosy.server.serve import serve
 
     settings = _settings(server_host=host, server_port=port)
     serve(settings, host=settings.server_host, port=settings.server_port)

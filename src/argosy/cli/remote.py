@@ -188,7 +188,8 @@ def _report(client: Client, run: Run, json_output: bool) -> int:
         for t in tasks:
             failed_skip = t.state == "skipped" and (t.reason or "").startswith("upstream_failed")
             if t.state in ("failed", "cancelled") or failed_skip:
-                err.print(f"  {t.node_path}: {t.state} — {t.reason}", highlight=False, markup=False)
+                why = f" — {t.reason}" if t.reason else ""
+                err.print(f"  {t.node_path}: {t.state}{why}", highlight=False, markup=False)
         if run.error:
             err.print(f"  {run.error}", highlight=False, markup=False)
         server = f" --server {client.url}"
