@@ -35,7 +35,7 @@ from argosy.errors import (
     UsageError,
     VersionConflictError,
 )
-from tests.conftest import Workspace
+from tests.conftest import BACKENDS, Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = "2026-01-01T00:00:00Z"
@@ -428,21 +428,36 @@ def _free_port() -> int:
 
 
 @dataclass
-class ServerProcess:
+class Server:
+    """A running server: its URL, and its log so far (for failure messages)."""
+
     url: str
-    proc: subprocess.Popen[str]
-    log: list[str] = field(repr=False)
+    log: Callable[[], str] = field(repr=False)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """``python -m argosy.server.serve --port 0`` on a temporary ARGOSY_HOME (SQLite, folder)."""
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A real ``python -m argosy.server.serve --port 0`` process: on PostgreSQL and S3 (moto)
+    through the shared ``tests.server_fixture`` when PostgreSQL tests are on, else on SQLite
+    and a folder in a temporary ARGOSY_HOME."""
     if importlib.util.find_spec("argosy.server.serve") is None:
         pytest.skip("argosy.server.serve is not written yet")
-    home = tmp_path_factory.mktemp("server-home")
-    env = {**os.environ, "ARGOSY_HOME": str(home)}
-    for name in ("ARGOSY_DATABASE_URL", "ARGOSY_ARTIFACT_URL", "ARGOSY_SERVER", "ARGOSY_TOKEN"):
-        env.pop(name, None)
+    if "postgresql" in BACKENDS and importlib.util.find_spec("tests.server_fixture") is not None:
+        from tests.server_fixture import open_server_env
+
+        cluster, template = request.getfixturevalue("pg_cluster"), request.getfixturevalue("pg_template")  # fmt: skip
+        with open_server_env(cluster, template, request.getfixturevalue("s3_endpoint")) as env:
+            started = env.start()
+            yield Server(started.url, started.log)
+        return
+    yield from _sqlite_server(tmp_path_factory.mktemp("server-home"))
+
+
+def _sqlite_server(home: Path) -> Iterator[Server]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGOSY_")}
+    env["ARGOSY_HOME"] = str(home)
     proc = subprocess.Popen(
         [sys.executable, "-m", "argosy.server.serve", "--port", "0"],
         env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -466,7 +481,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         found.wait(60)
         if not url:
             pytest.fail("the server did not start:\n" + "".join(log[-40:]))
-        yield ServerProcess(url[0], proc, log)
+        yield Server(url[0], lambda: "".join(log))
     finally:
         proc.terminate()
         try:
@@ -513,9 +528,7 @@ def test_server_only_commands_say_so_without_a_server(ws: Workspace) -> None:
     assert res.code == 2 and "local runs only" in res.stderr
 
 
-def test_push_is_idempotent_and_version_names_are_immutable(
-    ws: Workspace, server: ServerProcess
-) -> None:
+def test_push_is_idempotent_and_version_names_are_immutable(ws: Workspace, server: Server) -> None:
     path = ws.write(PIPE.format(name="counting", offset=0), name="counting_pipe")
     first = ws.argosy("pipelines", "push", str(path), "--version", "v1", "--server", server.url)
     assert first.code == 0, first.stderr
@@ -539,10 +552,10 @@ def test_push_is_idempotent_and_version_names_are_immutable(
     assert doc["version"]["digest"] in [v["digest"] for v in versions.json()["versions"]]
 
 
-def test_run_detach_then_list_and_show(ws: Workspace, server: ServerProcess) -> None:
+def test_run_detach_then_list_and_show(ws: Workspace, server: Server) -> None:
     path = ws.write(PIPE.format(name="detached", offset=0), name="detached_pipe")
     res = ws.argosy("run", f"{path}:detached", "-p", "n=4", "--detach", "--server", server.url)
-    assert res.code == 0, res.stderr
+    assert res.code == 0, res.stderr + server.log()[-3000:]
     run_id = res.stdout.strip()
     assert re.fullmatch(r"[0-9A-Za-z]{26}", run_id), res.stdout
 
@@ -565,12 +578,12 @@ def test_run_detach_then_list_and_show(ws: Workspace, server: ServerProcess) -> 
     reason="the server's execution coordinator is not written yet",
 )
 def test_demo_runs_on_the_server_and_its_artifacts_download_verified(
-    ws: Workspace, server: ServerProcess, tmp_path: Path
+    ws: Workspace, server: Server, tmp_path: Path
 ) -> None:
     demo = REPO / "examples" / "demo.py"
     res = ws.argosy("run", f"{demo}:breast_cancer", "--server", server.url, "--wait",
                     timeout=600)  # fmt: skip
-    assert res.code == 0, res.stderr
+    assert res.code == 0, res.stderr + server.log()[-3000:]
     run_id = re.search(r"run (\w{26}) ", res.stderr)
     assert run_id, res.stderr
     shown = ws.argosy("runs", "show", run_id.group(1), "-o", "json", "--server", server.url).json()
