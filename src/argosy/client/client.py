@@ -163,7 +163,7 @@ class Client:
             request = self._http.build_request(method, path, **kwargs)
             try:
                 response = self._http.send(request, stream=stream)
-            except httpx.ConnectError as exc:  # never reached the server: always safe to repeat
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # never reached the server
                 if attempt < self.retries:
                     self._wait_before_retry(attempt, None)
                     attempt += 1
@@ -189,6 +189,16 @@ class Client:
 
     def _unreachable(self, exc: Exception) -> ServerError:
         why = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            return ServerError(
+                f"the Argosy server at {self.url} did not answer in time ({type(exc).__name__}); "
+                "it may be overloaded: retry later, or check --server / ARGOSY_SERVER"
+            )
+        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return ServerError(
+                f"lost the connection to the Argosy server at {self.url}: {why}; "
+                "retry, or check --server / ARGOSY_SERVER"
+            )
         return ServerError(
             f"cannot reach the Argosy server at {self.url}: {why}; check --server / ARGOSY_SERVER"
         )
