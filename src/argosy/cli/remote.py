@@ -18,7 +18,7 @@ from rich.table import Table
 from argosy.cli.commands import _console, _parse_params, emit_json
 from argosy.client.models import Artifact, Attempt, LogLine, Run, ScheduleCreate, Task
 from argosy.config import Settings
-from argosy.errors import NotFoundError, UsageError
+from argosy.errors import ConflictError, NotFoundError, UsageError
 from argosy.units import format_bytes
 
 if TYPE_CHECKING:
@@ -199,11 +199,30 @@ def _report(client: Client, run: Run, json_output: bool) -> int:
                 highlight=False,
                 markup=False,
             )
-        for name, value in run.outputs.items():
-            print(f"{name} = {json.dumps(value)}")
-        if run.outputs:
-            print(f"    get outputs with: argosy artifacts list {run.id}{server}")
+        for line in _output_lines(client, run):
+            print(line)
     return 0 if run.status == "succeeded" else 1
+
+
+def _output_lines(client: Client, run: Run) -> list[str]:
+    """The pipeline's outputs: small JSON values inline, other artifacts with the command
+    that downloads them (the run document names each output's artifact id)."""
+    if not run.outputs:
+        return []
+    by_id = {a.id: a for a in client.artifacts(run.id)}
+    lines = []
+    for name, value in run.outputs.items():
+        art = by_id.get(value) if isinstance(value, str) else None
+        if art is None:
+            lines.append(f"{name} = {json.dumps(value)}")
+        elif art.value is not None and art.format == "json":
+            lines.append(f"{name} = {json.dumps(art.value)}")
+        else:
+            lines.append(f"{name} = {art.type} artifact {art.id} (sha256 {art.sha256[:12]})")
+            lines.append(
+                f"    get it with: argosy artifacts get {art.id} --out PATH --server {client.url}"
+            )
+    return lines
 
 
 def list_runs(
@@ -258,12 +277,17 @@ def show_run(client: Client, run_id: str, json_output: bool) -> None:
         out.print(f"\nerror: {run.error}", highlight=False, markup=False)
     if run.outputs:
         out.print("\noutputs:")
-        for name, value in run.outputs.items():
-            out.print(f"  {name} = {json.dumps(value)}", highlight=False, markup=False)
+        for line in _output_lines(client, run):
+            out.print(f"  {line}", highlight=False, markup=False)
 
 
 def cancel_run(client: Client, run_id: str) -> None:
-    run = client.cancel_run(run_id)
+    """Ask the server to cancel; a run that already ended is left as it is (exit 0, as locally)."""
+    try:
+        run = client.cancel_run(run_id)
+    except ConflictError as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        return
     if run.status in ("succeeded", "failed") or (
         run.status == "cancelled" and not run.cancel_requested
     ):
