@@ -350,6 +350,8 @@ class FakeRunApi:
                        "tags": [], "created_at": NOW, "created_by": "me"}  # fmt: skip
             return httpx.Response(201, json={"version": version, "created": True,
                                              "tag_added": False})  # fmt: skip
+        if path.endswith("/artifacts"):
+            return httpx.Response(200, json=[])
         if path.endswith("/runs") and method == "POST":
             self.created.append(json.loads(request.content))
             return httpx.Response(201, json=_run_doc("r1"))
@@ -606,5 +608,13 @@ def test_demo_runs_on_the_server_and_its_artifacts_download_verified(
         "artifacts", "get", ref, "--out", str(tmp_path / "by-ref"), "--server", server.url
     )
     assert got.code == 0, got.stderr
+    # an interrupted download (half of the bytes in PATH.part) continues with a Range request
+    whole = (tmp_path / "by-ref").read_bytes()
+    (tmp_path / "resumed.part").write_bytes(whole[: len(whole) // 2])
+    got = ws.argosy(
+        "artifacts", "get", ref, "--out", str(tmp_path / "resumed"), "--server", server.url
+    )
+    assert got.code == 0, got.stderr
+    assert (tmp_path / "resumed").read_bytes() == whole and not (tmp_path / "resumed.part").exists()
     logs = ws.argosy("logs", run_id.group(1), "-o", "json", "--server", server.url)
     assert logs.code == 0 and logs.json()["lines"], logs.stderr
