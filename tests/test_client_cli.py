@@ -618,3 +618,6 @@ def test_demo_runs_on_the_server_and_its_artifacts_download_verified(
     assert (tmp_path / "resumed").read_bytes() == whole and not (tmp_path / "resumed.part").exists()
     logs = ws.argosy("logs", run_id.group(1), "-o", "json", "--server", server.url)
     assert logs.code == 0 and logs.json()["lines"], logs.stderr
+    followed = ws.argosy("logs", run_id.group(1), "--follow", "--server", server.url)
+    printed = ws.argosy("logs", run_id.group(1), "--server", server.url)
+    assert followed.code == 0 and followed.stdout == printed.stdout, followed.stderr
