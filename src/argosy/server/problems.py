@@ -20,9 +20,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from argosy import errors
 from argosy.client.models import Problem
@@ -110,6 +111,23 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "description": DESCRIPTIONS.get(s, title_of(s))} for s in wanted}
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "not reachable now" (503, retry) rather than a refusal:
+    a transient error, a pool timeout, or any failure to connect or to keep the connection."""
+    if isinstance(exc, PoolTimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if is_transient(exc) or exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError | InterfaceError):
+        state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        # no SQLSTATE: the connection could not be opened or was lost; 08xxx: connection
+        # exceptions; 57P0x: the server is shutting down or not accepting connections
+        return state is None or str(state).startswith(("08", "57P"))
+    return False
+
+
 def _unavailable(detail: str, request: Request) -> JSONResponse:
     return problem_response(
         503, detail, code="unavailable", instance=request.url.path,
@@ -185,9 +203,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        if isinstance(exc, PoolTimeoutError) or (
-            isinstance(exc, DBAPIError) and (is_transient(exc) or exc.connection_invalidated)
-        ):
+        if unavailable(exc):
             log.warning("%s %s: database unavailable: %s", request.method, request.url.path,
                         error_summary(exc))  # fmt: skip
             return _unavailable(
@@ -202,13 +218,43 @@ def install(app: FastAPI) -> None:
             instance=request.url.path,
         )  # fmt: skip
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
-        return problem_response(
-            500, "an unexpected error occurred; the server logged it: report it to the platform "
-            "team with this request's time", code="internal_error", instance=request.url.path,
-        )  # fmt: skip
+    app.add_middleware(CatchAll)
+
+
+def internal_error(path: str) -> JSONResponse:
+    return problem_response(
+        500, "an unexpected error occurred; the server logged it: report it to the platform "
+        "team with this request's time", code="internal_error", instance=path,
+    )  # fmt: skip
+
+
+class CatchAll:
+    """Any exception no handler took becomes a logged 500 problem (once: Starlette's own
+    last-resort handler would log it again and re-raise it to the ASGI server). A response
+    already being streamed cannot change its status: that exception is left to Starlette."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("%s %s: unexpected error", scope.get("method"), scope.get("path"))
+            await internal_error(str(scope.get("path", "")))(scope, receive, send)
 
 
 def problem_openapi(schema: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,12 @@ SIGTERM or SIGINT stop it gracefully: no new connections, open requests get
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
 from argosy.config import Settings, load_settings
 from argosy.errors import ArgosyError, StoreError, UsageError
@@ -117,6 +119,14 @@ def serve(
     url = f"http://{shown}:{bound_port}"
 
     class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown (so the process
+            dies of the signal); a drained server exits with status 0 instead."""
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:

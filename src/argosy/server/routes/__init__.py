@@ -126,21 +126,25 @@ def run_documents(session: Session, runs: Sequence[Run]) -> list[api.Run]:
     names = dict(
         session.execute(
             select(Pipeline.id, Pipeline.name).where(Pipeline.id.in_({r.pipeline_id for r in runs}))
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     digests = dict(
         session.execute(
             select(PipelineVersion.id, PipelineVersion.digest).where(
                 PipelineVersion.id.in_({r.pipeline_version_id for r in runs})
             )
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     schedule_ids = {r.schedule_id for r in runs if r.schedule_id}
     schedules = (
         dict(
-            session.execute(
-                select(Schedule.id, Schedule.name).where(Schedule.id.in_(schedule_ids))
-            ).tuples()
+            session.execute(select(Schedule.id, Schedule.name).where(Schedule.id.in_(schedule_ids)))
+            .tuples()
+            .all()
         )
         if schedule_ids
         else {}
