@@ -230,12 +230,12 @@ def test_unknown_fields_and_bad_tenants_are_422_problems(http: httpx.Client) -> 
 
 # -- blobs and pipeline versions --------------------------------------------------------------------
 def test_blob_upload_is_verified_and_idempotent(http: httpx.Client) -> None:
-    data = os.urandom(3000)
+    data = os.urandom(6 * 1024 * 1024 + 3)  # several chunks, an S3 multipart upload
     digest = hashlib.sha256(data).hexdigest()
     assert http.head(f"/blobs/{digest}").status_code == 404
     created = http.put(f"/blobs/{digest}", content=data)
     assert created.status_code == 201, created.text
-    assert created.json() == {"sha256": digest, "size": 3000}
+    assert created.json() == {"sha256": digest, "size": len(data)}
     assert http.put(f"/blobs/{digest}", content=data).status_code == 200
     assert http.head(f"/blobs/{digest}").status_code == 200
     other = hashlib.sha256(b"other").hexdigest()
