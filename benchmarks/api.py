@@ -68,14 +68,24 @@ def fill(url: str, count: int) -> None:
     store = MetadataStore.open(url)
     now = datetime.now(UTC)
     with store.session() as s:
-        s.add(Tenant(id=new_id(), tenant="default", name="default", created_at=now, created_by="bench"))
+        s.add(
+            Tenant(
+                id=new_id(), tenant="default", name="default", created_at=now, created_by="bench"
+            )
+        )
         pipelines = []
         for i in range(10):
             pid, vid = new_id(), new_id()
-            s.add(Pipeline(id=pid, tenant="default", name=f"p{i}", created_at=now, created_by="bench"))
+            s.add(
+                Pipeline(id=pid, tenant="default", name=f"p{i}", created_at=now, created_by="bench")
+            )
             s.flush()
-            s.add(PipelineVersion(id=vid, tenant="default", pipeline_id=pid, digest=f"sha256:{i:064x}",
-                                  spec={}, provenance=None, created_at=now, created_by="bench"))  # fmt: skip
+            s.add(
+                PipelineVersion(
+                    id=vid, tenant="default", pipeline_id=pid, digest=f"sha256:{i:064x}",
+                    spec={}, provenance=None, created_at=now, created_by="bench",
+                )
+            )  # fmt: skip
             pipelines.append((pid, vid))
         s.flush()
         batch: list[dict[str, Any]] = []
@@ -83,10 +93,20 @@ def fill(url: str, count: int) -> None:
             pid, vid = pipelines[n % 10]
             created = now - timedelta(seconds=count - n)
             batch.append(
-                {"id": new_id(), "tenant": "default", "pipeline_id": pid, "pipeline_version_id": vid,
-                 "status": STATUSES[(n // 10) % len(STATUSES)], "parameters": {"x": n}, "options": {},
-                 "cancel_requested": False, "created_at": created, "created_by": "bench",
-                 "started_at": created, "finished_at": created}  # fmt: skip
+                {
+                    "id": new_id(),
+                    "tenant": "default",
+                    "pipeline_id": pid,
+                    "pipeline_version_id": vid,
+                    "status": STATUSES[(n // 10) % len(STATUSES)],
+                    "parameters": {"x": n},
+                    "options": {},
+                    "cancel_requested": False,
+                    "created_at": created,
+                    "created_by": "bench",
+                    "started_at": created,
+                    "finished_at": created,
+                }
             )
             if len(batch) == 5000:
                 s.execute(insert(Run), batch)
@@ -116,16 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import httpx
+    from tests.pg_fixture import PostgresCluster, find_bin_dir
+    from tests.server_fixture import start_server
 
     from argosy.client.client import Client
     from argosy.spec.compile import compile_pipeline
     from argosy.spec.loader import load_pipeline
-    from tests.pg_fixture import PostgresCluster, find_bin_dir
-    from tests.server_fixture import start_server
 
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        print("PostgreSQL server binaries not found; run scripts/install-test-deps.sh", file=sys.stderr)
+        print(
+            "PostgreSQL server binaries not found; run scripts/install-test-deps.sh",
+            file=sys.stderr,
+        )
         return 2
     cluster = PostgresCluster(bin_dir)
     cluster.init()
@@ -169,14 +192,18 @@ def main(argv: list[str] | None = None) -> int:
                 attempt = tasks[0].attempts[0]
                 assert attempt.started_at is not None
                 to_start.append((attempt.started_at - run.created_at).total_seconds())
-        print(textwrap.dedent(f"""
+        print(
+            textwrap.dedent(f"""
             ### (f) Server API (`benchmarks/api.py`, {args.runs:,} runs in PostgreSQL, {args.requests} sequential requests each)
 
             | measure | p50 | p99 | target | result |
-            |---|---|---|---|---|"""))
+            |---|---|---|---|---|""")
+        )
         for name, p50, p99 in rows:
             verdict = "**pass**" if p99 < 0.050 else "**FAIL**"
-            print(f"| list runs: {name} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms | p99 < 50 ms | {verdict} |")
+            print(
+                f"| list runs: {name} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms | p99 < 50 ms | {verdict} |"
+            )
         med, p90 = statistics.median(to_start), percentile(to_start, 90)
         verdict = "**pass**" if med < 0.200 else "**FAIL**"
         print(f"| submission to first attempt started ({args.submissions} runs; p90 in the p99 column) | "

@@ -8,6 +8,7 @@ intervals come from the recorded attempt times, never from the test's own clock.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import textwrap
 import time
@@ -62,7 +63,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> CompiledPipeline:
 
 
 @pytest.fixture
-def shared(tmp_path: Path, pg_migrated_url: str, s3_endpoint: Any, s3_bucket: str) -> dict[str, str]:
+def shared(
+    tmp_path: Path, pg_migrated_url: str, s3_endpoint: Any, s3_bucket: str
+) -> dict[str, str]:
     """The environment every server of a test shares: one database, one bucket."""
     return {
         **s3_endpoint.argosy_env(f"s3://{s3_bucket}/argosy"),
@@ -123,7 +126,7 @@ def assert_one_success_and_no_overlap(url: str, run_id: str) -> dict[str, list[A
     assert set(by_task) == {"slow", "slow-2", "slow-3"}
     for node, attempts in by_task.items():
         assert [a.state for a in attempts].count("succeeded") == 1, (node, attempts)
-        for earlier, later in zip(attempts, attempts[1:], strict=False):
+        for earlier, later in itertools.pairwise(attempts):
             assert earlier.finished_at is not None
             assert earlier.finished_at <= later.started_at, f"{node}: two live attempts at once"
     return by_task
@@ -149,9 +152,7 @@ def test_kill_9_of_the_leading_server_mid_run_the_other_takes_over_and_finishes(
     wait_for(lambda: owner_of(pg_migrated_url, run.id) == first.instance, 20, "the claim")
     second = servers("second")
     wait_for(lambda: second.ready(), 30, "the second server")
-    wait_for(
-        lambda: attempts_by_task(pg_migrated_url, run.id).get("slow-2"), 20, "the second task"
-    )
+    wait_for(lambda: attempts_by_task(pg_migrated_url, run.id).get("slow-2"), 20, "the second task")
     first.kill()  # SIGKILL: no hand-over, its attempts are orphaned mid-flight
 
     with Client(second.url) as client:

@@ -31,7 +31,9 @@ class ServerContext:
     @classmethod
     def open(cls, settings: Settings) -> ServerContext:
         settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings, MetadataStore.open(settings.metadata_url), clock_for(settings.clock_file))
+        return cls(
+            settings, MetadataStore.open(settings.metadata_url), clock_for(settings.clock_file)
+        )
 
     def store(self, tenant: str) -> ArtifactStore:
         """The artifact store of ``tenant`` (one per tenant, created on first use)."""

@@ -121,9 +121,7 @@ def upgrade() -> None:
         sa.Column("capacity", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_server_instances")),
     )
-    op.create_index(
-        op.f("ix_server_instances_heartbeat_at"), "server_instances", ["heartbeat_at"]
-    )
+    op.create_index(op.f("ix_server_instances_heartbeat_at"), "server_instances", ["heartbeat_at"])
 
     op.create_table(
         "leases",
