@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 from argosy.ids import new_id
 from argosy.ops.backup import Reporter, import_backup, open_backup, restore, write_backup
 from argosy.stores.artifacts.blobs import open_artifact_store
+from argosy.stores.metadata import db
 from argosy.stores.metadata.db import MetadataStore, alembic_config, open_engine
 from tests.conftest import Workspace, wait_for
 
@@ -130,7 +131,7 @@ def test_backup_taken_during_a_run_restores_identical_runs_tasks_artifacts_and_l
         assert states == {"prep": "succeeded", "square": "succeeded", "slow": "running",
                           "after": "pending"}  # fmt: skip
         assert summary["tables"]["artifacts"] == 2 and summary["tables"]["task_inputs"] >= 3
-        assert summary["problems"] == [] and summary["revision"] == "0003"
+        assert summary["problems"] == [] and summary["revision"] == db.HEAD
 
         restored_db = tmp_path / "restored" / "argosy.db"
         restored_env = {"ARGOSY_DATABASE_URL": sqlite_url(restored_db)}
@@ -385,9 +386,9 @@ def test_restore_of_an_older_revision_migrates_it_to_head_and_leaves_the_source_
         assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
     with open_backup(tmp_path / "b") as backup:
         result = restore(backup, sqlite_url(tmp_path / "new.db"), store=None)
-    assert (result.revision, result.head) == ("0002", "0003")
+    assert (result.revision, result.head) == ("0002", db.HEAD)
     with closing(sqlite3.connect(tmp_path / "new.db")) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [(db.HEAD,)]
         assert raw.execute("SELECT id, name FROM tenants").fetchall() == [("T1", "team-a")]
 
 
@@ -400,10 +401,10 @@ def test_import_of_an_export_from_an_older_schema_is_migrated_on_the_way(
     target = sqlite_url(tmp_path / "server.db")
     with open_backup(tmp_path / "e") as export:
         result = import_backup(export, target, store=None, tenant_map={"team-a": "vision"})
-    assert (result.revision, result.head) == ("0001", "0003")
+    assert (result.revision, result.head) == ("0001", db.HEAD)
     assert result.tables["pipelines"] == {"inserted": 1, "present": 0, "merged": 0}
     with closing(sqlite3.connect(tmp_path / "server.db")) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [(db.HEAD,)]
         assert raw.execute("SELECT id, tenant, name FROM pipelines").fetchall() == [
             ("P1", "vision", "demo")
         ]

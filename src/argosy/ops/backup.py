@@ -327,11 +327,16 @@ def _revision(conn: Connection) -> str:
     return str(found[0])
 
 
+# Not data but the live state of running servers: a restored copy must not inherit them
+# (a restored run left with an owner is released by the next leader like any orphan).
+NOT_BACKED_UP = {"alembic_version", "server_instances", "leases"}
+
+
 def _reflect(conn: Connection) -> list[Table]:
-    """The database's tables in foreign-key order (parents first), without alembic_version."""
+    """The database's data tables in foreign-key order (parents first)."""
     metadata = MetaData()
     metadata.reflect(conn)
-    return [t for t in metadata.sorted_tables if t.name != "alembic_version"]
+    return [t for t in metadata.sorted_tables if t.name not in NOT_BACKED_UP]
 
 
 def _note_blobs(manifest: Manifest, tenants: set[str], name: str, doc: dict[str, Any]) -> None:
