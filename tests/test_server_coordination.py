@@ -267,3 +267,58 @@ def test_a_schedule_over_simulated_minutes_fires_each_slot_once_across_a_server_
     assert fired() == [f"10:0{m}:created" for m in range(1, 6)]
     runs = sql(pg_migrated_url, "SELECT count(*) FROM runs WHERE schedule_id IS NOT NULL")
     assert runs[0][0] == 5
+
+
+FLAKY = textwrap.dedent(
+    """
+    import os
+    from argosy import pipeline, step
+
+    @step
+    def prepare(n: int) -> int:
+        return n * 2
+
+    @step
+    def publish(value: int, ready_file: str) -> int:
+        if not os.path.exists(ready_file):
+            raise RuntimeError("the target is not ready yet")
+        return value + 1
+
+    @pipeline
+    def release(ready_file: str, n: int = 3):
+        publish(prepare(n), ready_file)
+    """
+)
+
+
+def test_a_retry_reuses_the_succeeded_tasks_of_the_failed_run_and_reruns_the_rest(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "coordination_release.py").write_text(FLAKY)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'coordination_release.py'}:release"))
+    ready = tmp_path / "ready"
+    server = start_server(tmp_path / "server", {"ARGOSY_POLL_INTERVAL": "0.2"})  # SQLite
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            failed = client.wait(
+                client.create_run("release", parameters={"ready_file": str(ready)}).id,
+                poll=0.2, timeout=60,
+            )  # fmt: skip
+            assert failed.status == "failed"
+            ready.write_text("now")
+            retry = client.retry_run(failed.id)
+            assert retry.retry_of == failed.id
+            done = client.wait(retry.id, poll=0.2, timeout=60)
+            tasks = {t.node_path: t for t in client.tasks(retry.id)}
+            outputs = {a.node_path: a.value for a in client.artifacts(retry.id)}
+    finally:
+        server.stop()
+    assert done.status == "succeeded"
+    assert tasks["prepare"].state == "cached"
+    assert tasks["prepare"].attempts == []  # no process ran for it
+    assert f"retry of run {failed.id}" in (tasks["prepare"].cache or {}).get("reason", "")
+    assert tasks["publish"].state == "succeeded"
+    assert outputs == {"prepare": 6, "publish": 7}
