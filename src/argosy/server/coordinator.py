@@ -95,16 +95,12 @@ class Coordinator:
             return list(self._drives)
 
     def start(self) -> None:
-        now = self.clock.now()
-        with self.ctx.metadata.session() as s:
-            s.add(
-                ServerInstance(
-                    id=self.instance_id, host=socket.gethostname(), pid=os.getpid(),
-                    state="serving", started_at=now, heartbeat_at=now,
-                    capacity={"cpu": self.capacity.cpu, "memory": self.capacity.memory,
-                              "gpu": self.capacity.gpu, "runs": self.settings.server_max_runs},
-                )
-            )  # fmt: skip
+        """Register (now, or at the first heartbeat the database answers) and start working."""
+        try:
+            self._heartbeat()
+        except SQLAlchemyError as exc:  # the heartbeat thread registers once the DB is back
+            self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
+            log.warning("database unreachable at start-up (%s); retrying", exc.__class__.__name__)
         for name, target in (("heartbeat", self._heartbeat_loop), ("work", self._work_loop)):
             thread = threading.Thread(target=target, name=f"argosy-{name}", daemon=True)
             thread.start()
@@ -162,12 +158,23 @@ class Coordinator:
             self._stopping.wait(interval)
 
     def _heartbeat(self) -> None:
+        now = self.clock.now()
         with self.ctx.metadata.session() as s:
-            s.execute(
-                update(ServerInstance)
-                .where(ServerInstance.id == self.instance_id)
-                .values(heartbeat_at=self.clock.now())
-            )
+            row = s.get(ServerInstance, self.instance_id)
+            if row is None:
+                s.add(
+                    ServerInstance(
+                        id=self.instance_id, host=socket.gethostname(), pid=os.getpid(),
+                        state="draining" if self.draining else "serving", started_at=now,
+                        heartbeat_at=now,
+                        capacity={"cpu": self.capacity.cpu, "memory": self.capacity.memory,
+                                  "gpu": self.capacity.gpu, "runs": self.settings.server_max_runs},
+                    )
+                )  # fmt: skip
+            else:
+                row.heartbeat_at = now
+                if row.state == "stopped":  # declared dead while our heartbeat was late
+                    row.state = "draining" if self.draining else "serving"
             mine = set(self.running_runs)
             lost = []
             if mine:
