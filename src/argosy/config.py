@@ -129,6 +129,45 @@ class Settings(BaseSettings):
     clock_file: Path | None = Field(
         default=None, description="simulated time: a file holding an ISO-8601 time (tests)"
     )
+    # -- authentication and authorization (server)
+    insecure_dev: bool = Field(
+        default=False, description="serve without authentication (development only; announced)"
+    )
+    oidc_issuer: str | None = Field(default=None, description="OIDC issuer URL (discovery)")
+    oidc_audience: str | None = Field(default=None, description="required audience of tokens")
+    oidc_audience_claim: str = Field(
+        default="aud", description="claim holding the audience (Cognito access tokens: client_id)"
+    )
+    oidc_user_claim: str = Field(default="sub", description="the stable subject claim")
+    oidc_name_claim: str = Field(default="preferred_username", description="display name claim")
+    oidc_groups_claim: str = Field(
+        default="groups", description="claim listing the user's groups (e.g. cognito:groups)"
+    )
+    oidc_algorithms: list[str] = Field(
+        default=["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"],
+        description="accepted signature algorithms (never none or HS*)",
+    )
+    oidc_leeway_seconds: float = Field(default=60.0, ge=0, le=300, description="clock skew")
+    oidc_access_token_rule: Literal["typ", "token_use", "audience"] = Field(
+        default="typ",
+        description="how an access token is told from an ID token: JWT typ at+jwt (RFC 9068), "
+        "token_use=access (Cognito), or the audience alone",
+    )
+    oidc_client_id: str | None = Field(default=None, description="for browser and device login")
+    oidc_client_secret: str | None = None
+    platform_admin_groups: list[str] = Field(default=[], description="IdP groups of admins")
+    platform_admin_users: list[str] = Field(default=[], description="subjects of admins")
+    scim_token: str | None = Field(default=None, description="bearer token of SCIM clients")
+    session_cookie_secure: bool = Field(
+        default=True, description="Secure cookies (off only for http://localhost)"
+    )
+    # -- encryption at rest
+    encryption: bool | None = Field(
+        default=None, description="encrypt artifacts and secrets (default: on in server mode)"
+    )
+    key_file: Path | None = Field(
+        default=None, description="key-encryption key file (default: <home>/keys/kek)"
+    )
 
     @field_validator("tenant")
     @classmethod

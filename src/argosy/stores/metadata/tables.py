@@ -55,6 +55,20 @@ class _Row:
 class Tenant(_Row, Base):
     __tablename__ = "tenants"
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    archived_at: Mapped[datetime | None]
+    settings: Mapped[dict[str, Any] | None]  # retention, price list, default pool, cache default
+    quotas: Mapped[dict[str, Any] | None]  # running_tasks, cpu, memory, gpu in use at most
+
+
+class RoleBinding(_Row, Base):
+    """``role`` in ``tenant`` for a user (the IdP's stable subject), a group, or a service account."""
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (UniqueConstraint("tenant", "role", "subject_kind", "subject"),)
+    role: Mapped[str] = mapped_column(String(16))  # viewer | editor | owner
+    subject_kind: Mapped[str] = mapped_column(String(16))  # user | group | service
+    subject: Mapped[str] = mapped_column(String(255))
 
 
 class Pipeline(_Row, Base):
@@ -259,3 +273,111 @@ class Lease(Base):
     token: Mapped[int] = mapped_column(BigInteger)
     acquired_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+
+
+class ApiToken(_Row, Base):
+    """A bearer token for CI and service accounts: a role in one tenant until it expires.
+
+    Only the token's sha256 is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to recognise it
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class User(Base):
+    """A person provisioned by the identity provider (SCIM); ``external_id`` is the token's
+    stable subject claim. Inactive users are refused even with a valid token (platform-wide)."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    user_name: Mapped[str] = mapped_column(String(255), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    emails: Mapped[list[Any] | None]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deactivated_at: Mapped[datetime | None]
+
+
+class ScimGroup(Base):
+    """A group pushed by SCIM (its members are user ids); roles come from token groups."""
+
+    __tablename__ = "scim_groups"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    members: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class BrowserSession(Base):
+    """A browser login (cookie); revoked on logout or when its user is deactivated."""
+
+    __tablename__ = "browser_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie value
+    subject: Mapped[str] = mapped_column(String(255), index=True)
+    claims: Mapped[dict[str, Any]]  # name, groups at login
+    csrf_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """One append-only, hash-chained record of who did what to which resource, and the decision.
+
+    ``hash`` = sha256 over the previous event's hash and this event's canonical content, so an
+    edited, deleted or reordered row breaks the chain (``argosy admin audit verify``)."""
+
+    __tablename__ = "audit_events"
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(26), unique=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    tenant: Mapped[str | None] = mapped_column(String(63), index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    actor_kind: Mapped[str] = mapped_column(
+        String(16)
+    )  # user | service | task | system | anonymous
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str | None] = mapped_column(String(1024))
+    outcome: Mapped[str] = mapped_column(String(16))  # allowed | denied | failed
+    source: Mapped[str | None] = mapped_column(String(255))  # client address
+    detail: Mapped[dict[str, Any] | None]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class DataKey(Base):
+    """A tenant's data-encryption key, wrapped by the key-encryption key ``kek_id``.
+
+    New writes use the tenant's newest ``active`` key; older keys stay to read older objects."""
+
+    __tablename__ = "data_keys"
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    kek_id: Mapped[str] = mapped_column(String(255))
+    wrapped: Mapped[str] = mapped_column(Text)  # base64
+    state: Mapped[str] = mapped_column(String(16))  # active | retired
+    created_at: Mapped[datetime]
+
+
+class Secret(_Row, Base):
+    """A tenant's named secret, encrypted with a tenant data key; never returned by the API."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+    name: Mapped[str] = mapped_column(String(255))
+    ciphertext: Mapped[str] = mapped_column(Text)  # base64 of the AES-256-GCM envelope
+    key_id: Mapped[str] = mapped_column(String(26))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(255))
