@@ -39,13 +39,14 @@ from argosy.engine.engine import Engine, RunAbandoned, engine_alive
 from argosy.engine.states import RunStatus
 from argosy.engine.submission import SERVER_QUEUE
 from argosy.errors import ArgosyError, RunBusyError
-from argosy.executors.local.executor import CapacityLedger, LocalExecutor
+from argosy.executors.local.capacity import CapacityLedger, Usage
+from argosy.executors.local.executor import LocalExecutor
 from argosy.server.context import ServerContext
 from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
 from argosy.server.scheduler import Scheduler
 from argosy.spec.validate import Capacity
-from argosy.stores.metadata.tables import Run, ServerInstance
+from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
 
 log = logging.getLogger("argosy.server")
 
@@ -70,7 +71,8 @@ class Coordinator:
         self.instance_id = context.instance_id
         self.clock = context.clock
         self.capacity = Capacity(cpu=s.max_cpus, memory=s.max_memory, gpu=s.max_gpus)
-        self.ledger = CapacityLedger(self.capacity)
+        self._quotas: dict[str, dict[str, Any]] = {}  # tenant -> quotas, refreshed by heartbeat
+        self.ledger = CapacityLedger(self.capacity, quotas=self._quotas.get)
         self.instance_ttl = timedelta(seconds=s.lease_seconds)
         self.lease = LeaseHolder(
             context.metadata, SCHEDULER, self.instance_id, self.clock, s.lease_seconds
@@ -175,6 +177,7 @@ class Coordinator:
                 row.heartbeat_at = now
                 if row.state == "stopped":  # declared dead while our heartbeat was late
                     row.state = "draining" if self.draining else "serving"
+            self._refresh_tenants(s)
             mine = set(self.running_runs)
             lost = []
             if mine:
@@ -188,6 +191,36 @@ class Coordinator:
                 drive.engine.abandoned = True
         if not self.draining:
             self.lease.acquire_or_renew()
+
+    def _refresh_tenants(self, s: Any) -> None:
+        """Tenants' quotas, and what each tenant runs on other instances (for its quota)."""
+        quotas = {
+            name: dict(q)
+            for name, q in s.execute(
+                select(Tenant.name, Tenant.quotas).where(Tenant.quotas.is_not(None))
+            )
+            if q
+        }
+        self._quotas.clear()
+        self._quotas.update(quotas)
+        if not quotas:
+            return
+        elsewhere: dict[str, Usage] = {}
+        rows = s.execute(
+            select(Attempt.tenant, Attempt.resources)
+            .join(Run, Run.id == Attempt.run_id)
+            .where(
+                Attempt.state == "running",
+                Attempt.tenant.in_(list(quotas)),
+                (Run.owner.is_(None)) | (Run.owner != self.instance_id),
+            )
+        )
+        for tenant, resources in rows:
+            r = resources or {}
+            elsewhere.setdefault(tenant, Usage()).add(
+                float(r.get("cpu") or 0), int(r.get("memory") or 0), int(r.get("gpu") or 0)
+            )
+        self.ledger.set_elsewhere(elsewhere)
 
     # -- work ------------------------------------------------------------------------------------
     def _work_loop(self) -> None:
@@ -217,18 +250,35 @@ class Coordinator:
         if room <= 0:
             return
         with self.ctx.metadata.session() as s:
-            runs = s.scalars(
+            candidates = s.scalars(
                 select(Run)
                 .where(Run.queue == SERVER_QUEUE, Run.owner.is_(None), Run.status.in_(ACTIVE))
                 .order_by(Run.id)
-                .limit(room)
+                .limit(room * 20)
                 .with_for_update(skip_locked=True)
             ).all()
+            runs = self._fair_pick(candidates, room)
             claimed = [(r.id, r.tenant, r.created_by) for r in runs]
             for r in runs:
                 r.owner = self.instance_id
         for run_id, tenant, user in claimed:
             self._drive(run_id, tenant, user)
+
+    def _fair_pick(self, candidates: Any, room: int) -> list[Run]:
+        """Oldest first, but round-robin across tenants by how many runs each has here, so one
+        tenant's burst of runs does not fill this instance while another's wait."""
+        with self._lock:
+            load: dict[str, int] = {}
+            for drive in self._drives.values():
+                load[drive.engine.tenant] = load.get(drive.engine.tenant, 0) + 1
+        picked: list[Run] = []
+        queue = list(candidates)
+        while queue and len(picked) < room:
+            best = min(queue, key=lambda r: (load.get(r.tenant, 0), r.id))
+            queue.remove(best)
+            picked.append(best)
+            load[best.tenant] = load.get(best.tenant, 0) + 1
+        return picked
 
     def _drive(self, run_id: str, tenant: str, user: str) -> None:
         s = self.settings

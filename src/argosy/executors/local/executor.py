@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import IO
 import argosy
 from argosy.errors import NoRoomError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
+from argosy.executors.local.capacity import CapacityLedger
 from argosy.runtime import processes
 from argosy.spec.validate import Capacity
 from argosy.stores.artifacts.blobs import ArtifactStore
@@ -83,45 +83,6 @@ class _Running:
     peak_rss: int = 0
 
 
-class CapacityLedger:
-    """CPU, memory and GPU devices in use on this machine, shared by every executor of a
-    process (a server drives several runs at once, each with its own executor)."""
-
-    def __init__(self, capacity: Capacity) -> None:
-        self.capacity = capacity
-        self.used_cpu = 0.0
-        self.used_memory = 0
-        self.free_gpus = list(range(capacity.gpu))
-        self._lock = threading.Lock()
-
-    def fits(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        with self._lock:
-            return self._fits(cpu, memory, gpu)
-
-    def _fits(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        return (
-            self.used_cpu + cpu <= self.capacity.cpu + 1e-9
-            and (memory is None or self.used_memory + memory <= self.capacity.memory)
-            and gpu <= len(self.free_gpus)
-        )
-
-    def reserve(self, cpu: float, memory: int | None, gpu: int) -> list[int] | None:
-        """Take the resources (returns the GPU devices), or None when they do not fit now."""
-        with self._lock:
-            if not self._fits(cpu, memory, gpu):
-                return None
-            gpus, self.free_gpus = self.free_gpus[:gpu], self.free_gpus[gpu:]
-            self.used_cpu += cpu
-            self.used_memory += memory or 0
-            return gpus
-
-    def release(self, cpu: float, memory: int | None, gpus: tuple[int, ...]) -> None:
-        with self._lock:
-            self.free_gpus.extend(gpus)
-            self.used_cpu -= cpu
-            self.used_memory -= memory or 0
-
-
 class LocalExecutor(Executor):
     """Runs attempts as local processes within ``capacity`` (or a ledger shared with others)."""
 
@@ -154,7 +115,7 @@ class LocalExecutor(Executor):
         return self._capacity
 
     def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        return self.ledger.fits(cpu, memory, gpu)
+        return self.ledger.fits(self.store.tenant, cpu, memory, gpu)
 
     def running(self) -> int:
         return len(self._running)
@@ -184,13 +145,13 @@ class LocalExecutor(Executor):
         return env
 
     def start(self, launch: AttemptLaunch) -> ProcessIdentity:
-        gpus = self.ledger.reserve(launch.cpu, launch.memory, launch.gpu)
+        gpus = self.ledger.reserve(self.store.tenant, launch.cpu, launch.memory, launch.gpu)
         if gpus is None:
             raise NoRoomError(f"no room to start {launch.node_path}: the engine must wait")
         try:
             return self._start(launch, gpus)
         except BaseException:
-            self.ledger.release(launch.cpu, launch.memory, tuple(gpus))
+            self.ledger.release(self.store.tenant, launch.cpu, launch.memory, tuple(gpus))
             raise
 
     def _start(self, launch: AttemptLaunch, gpus: list[int]) -> ProcessIdentity:
@@ -334,7 +295,9 @@ class LocalExecutor(Executor):
         if run.launch.log_key:
             self.store.put_record_file(run.launch.log_key, run.folder / "log.jsonl")
         shutil.rmtree(run.folder, ignore_errors=True)
-        self.ledger.release(run.launch.cpu, run.launch.memory, run.identity.gpu_devices)
+        self.ledger.release(
+            self.store.tenant, run.launch.cpu, run.launch.memory, run.identity.gpu_devices
+        )
         return AttemptExit(
             attempt_id=attempt_id,
             exit_code=exit_code,
