@@ -1,0 +1,89 @@
+"""Least-privilege credentials of task processes on a server.
+
+A task process never receives the platform's database or object-store credentials. Its
+engine mints a short-lived **task token** for the attempt, and the task reaches the artifact
+store only through the server's task-store endpoint (``/api/v1/task-store``), which allows
+exactly:
+
+- reading the blobs of the attempt's declared inputs (the upstream artifacts its task was
+  resolved with, the elements of an input collection, its code package and environment
+  manifest) and blobs it wrote itself;
+- writing new blobs (content-addressed: the key must be the bytes' sha256) and records under
+  its own attempt prefix (``runs/RUN/NODE/N/``: result, logs);
+- nothing in any other tenant, run, task or attempt.
+
+Anything else is refused (403) and audited. The token is an HMAC-signed claim set
+(attempt, tenant, run, node path, attempt number, expiry) under a key that lives only in the
+memory of the server instance that started the attempt — the one the task talks to — so a
+token outlives neither its attempt's deadline nor that instance.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from argosy.errors import ArgosyError
+
+
+class TaskTokenError(ArgosyError):
+    """A task token that is malformed, forged or expired."""
+
+
+@dataclass(frozen=True)
+class TaskClaims:
+    attempt_id: str
+    tenant: str
+    run_id: str
+    node_path: str
+    number: int
+    expires: float
+
+    @property
+    def record_prefix(self) -> str:
+        """The keys this attempt may write and read records under."""
+        return f"tenants/{self.tenant}/runs/{self.run_id}/{self.node_path}/{self.number}/"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TaskTokens:
+    """Mints and checks task tokens with a key held only in this process."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or secrets.token_bytes(32)
+
+    def mint(self, claims: TaskClaims) -> str:
+        body = json.dumps(
+            {"a": claims.attempt_id, "t": claims.tenant, "r": claims.run_id,
+             "n": claims.node_path, "k": claims.number, "e": claims.expires},
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+        mac = hmac.new(self._key, body, hashlib.sha256).digest()
+        return f"argosy-task.{_b64(body)}.{_b64(mac)}"
+
+    def verify(self, token: str, *, now: float | None = None) -> TaskClaims:
+        try:
+            prefix, body_text, mac_text = token.split(".")
+            body, mac = _unb64(body_text), _unb64(mac_text)
+        except ValueError:
+            raise TaskTokenError("malformed task token") from None
+        expected = hmac.new(self._key, body, hashlib.sha256).digest()
+        if prefix != "argosy-task" or not hmac.compare_digest(mac, expected):
+            raise TaskTokenError("task token not issued by this server instance")
+        doc = json.loads(body)
+        claims = TaskClaims(doc["a"], doc["t"], doc["r"], doc["n"], int(doc["k"]), float(doc["e"]))
+        if (now if now is not None else time.time()) >= claims.expires:
+            raise TaskTokenError(f"task token of attempt {claims.attempt_id} has expired")
+        return claims

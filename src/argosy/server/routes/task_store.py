@@ -1,0 +1,217 @@
+"""The task-store endpoint: the only way a task process on a server reaches artifacts.
+
+Authorized by the attempt's task token (``auth/task_credentials.py``), not by a user's
+identity; what a token allows is decided by :func:`allowed`. Every refusal is a 403 problem
+that the audit middleware records with the task as the actor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from argosy.auth.principal import Principal
+from argosy.auth.task_credentials import TaskClaims, TaskTokenError
+from argosy.engine.states import AttemptState
+from argosy.errors import StoreError
+from argosy.server.identity import ContextDep
+from argosy.server.problems import ApiProblem
+from argosy.server.routes.blobs import Upload, upload_body
+from argosy.stores.metadata import runs as q
+from argosy.stores.metadata.tables import Attempt, Run, Task
+
+router = APIRouter(prefix="/api/v1", tags=["task-store"], include_in_schema=False)
+
+_BLOB = re.compile(
+    r"^tenants/(?P<tenant>[a-z0-9-]+)/blobs/sha256/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})$"
+)
+ENCRYPTED_MAGIC = b"ARGOSYE1"  # an encrypted object: its key is the plaintext's hash
+
+
+@dataclass
+class _Grant:
+    """What one attempt may read: its inputs' blobs (collections expanded) and what it wrote."""
+
+    reads: set[str]
+    collections: list[str]
+    written: set[str] = field(default_factory=set)
+
+
+_grants: dict[str, _Grant] = {}
+_lock = threading.Lock()
+
+
+def task_claims(request: Request, context: ContextDep) -> TaskClaims:
+    """The caller's task claims, from ``Authorization: Bearer argosy-task...``."""
+    header = request.headers.get("authorization", "")
+    token = header.removeprefix("Bearer ").strip()
+    try:
+        claims = context.task_tokens.verify(token)
+    except TaskTokenError as exc:
+        raise ApiProblem(
+            401, f"{exc}; only task processes use this endpoint", code="invalid_task_token"
+        ) from None
+    request.state.principal = Principal(
+        subject=f"task:{claims.attempt_id}", name=f"task {claims.run_id}/{claims.node_path}",
+        kind="task",
+    )  # fmt: skip
+    return claims
+
+
+ClaimsDep = Annotated[TaskClaims, Depends(task_claims)]
+
+
+def _grant(context: Any, claims: TaskClaims) -> _Grant:
+    with _lock:
+        found = _grants.get(claims.attempt_id)
+    if found is not None:
+        return found
+    with context.metadata.session() as s:
+        attempt = s.get(Attempt, claims.attempt_id)
+        if (
+            attempt is None
+            or attempt.tenant != claims.tenant
+            or attempt.state != AttemptState.RUNNING
+        ):
+            raise ApiProblem(
+                403, "this attempt is not running: its task token is void", code="task_not_running"
+            )
+        task = s.scalar(select(Task).where(Task.id == attempt.task_id))
+        run = s.get_one(Run, claims.run_id)
+        assert task is not None
+        spec = q.get_spec(s, run)
+    reads: set[str] = set()
+    collections: list[str] = []
+    for value in (task.inputs or {}).values():
+        art = value.get("artifact") if isinstance(value, dict) else None
+        if art:
+            reads.add(art["sha256"])
+            if art.get("format") == "collection":
+                collections.append(art["sha256"])
+    step = spec.steps.get(task.step_name)
+    impl = step.implementation if step is not None else None
+    for digest in (getattr(impl, "code", None), getattr(impl, "environment", None)):
+        if digest:
+            reads.add(str(digest).removeprefix("sha256:"))
+    grant = _Grant(reads, collections)
+    with _lock:
+        if len(_grants) > 10_000:
+            _grants.clear()
+        _grants[claims.attempt_id] = grant
+    return grant
+
+
+def _deny(claims: TaskClaims, key: str, why: str) -> ApiProblem:
+    return ApiProblem(
+        403,
+        f"attempt {claims.attempt_id} ({claims.run_id}/{claims.node_path}) may not {why} {key!r}",
+        code="task_access_denied",
+    )  # fmt: skip
+
+
+def allowed(context: Any, claims: TaskClaims, key: str, mode: str) -> None:
+    """Raise 403 unless the attempt may ``mode`` (read|exists|write) ``key``."""
+    if not key.startswith(f"tenants/{claims.tenant}/") or ".." in key.split("/"):
+        raise _deny(claims, key, f"{mode} outside its tenant:")
+    blob = _BLOB.match(key)
+    if blob is not None:
+        if mode in ("exists", "write"):
+            return  # content-addressed: writing new bytes (or asking whether they exist) is safe
+        grant = _grant(context, claims)
+        sha = blob.group("sha")
+        if sha in grant.reads or sha in grant.written:
+            return
+        store = context.store(claims.tenant)
+        for collection in grant.collections:  # elements of an input collection
+            with _lock:
+                grant.collections = [c for c in grant.collections if c != collection]
+            for element in json.loads(store.read_blob(collection)):
+                if element is not None:
+                    grant.reads.add(element["sha256"])
+        if sha in grant.reads:
+            return
+        raise _deny(claims, key, "read a blob that is not one of its inputs:")
+    if key.startswith(claims.record_prefix):
+        return
+    if mode == "exists" and key.startswith(f"tenants/{claims.tenant}/quarantine/"):
+        return
+    raise _deny(claims, key, f"{mode} a record outside its own attempt:")
+
+
+@router.head("/task-store/{key:path}")
+def head_object(key: str, claims: ClaimsDep, context: ContextDep) -> Response:
+    allowed(context, claims, key, "exists")
+    exists = context.store(claims.tenant).backend.exists(key)
+    return Response(status_code=200 if exists else 404)
+
+
+@router.get("/task-store/{key:path}")
+def get_object(key: str, claims: ClaimsDep, context: ContextDep) -> Response:
+    allowed(context, claims, key, "read")
+    backend = context.store(claims.tenant).backend
+    try:
+        stream = backend.open(key)
+    except FileNotFoundError:
+        return Response(status_code=404)
+
+    def chunks() -> Any:
+        with stream:
+            while chunk := stream.read(1024 * 1024):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream")
+
+
+@router.put("/task-store/{key:path}")
+def put_object(
+    key: str,
+    claims: ClaimsDep,
+    context: ContextDep,
+    upload: Annotated[Upload, Depends(upload_body)],
+) -> Response:
+    allowed(context, claims, key, "write")
+    blob = _BLOB.match(key)
+    if blob is not None:
+        with upload.path.open("rb") as f:
+            encrypted = f.read(len(ENCRYPTED_MAGIC)) == ENCRYPTED_MAGIC
+        if not encrypted and upload.sha256 != blob.group("sha"):
+            raise ApiProblem(422,
+                             f"the body hashes to sha256:{upload.sha256}, not the key's; "
+                             "blobs are stored under the hash of their bytes",
+                             code="blob_hash_mismatch")  # fmt: skip
+        _grant(context, claims).written.add(blob.group("sha"))
+    try:
+        context.store(claims.tenant).backend.put_file(key, upload.path, move=True)
+    except StoreError as exc:
+        raise ApiProblem(503, str(exc), code="store_unavailable") from None
+    return Response(status_code=201)
+
+
+@router.get("/task-store")
+def list_objects(prefix: str, claims: ClaimsDep, context: ContextDep) -> dict[str, list[str]]:
+    allowed(context, claims, prefix, "exists")
+    return {"keys": list(context.store(claims.tenant).backend.list(prefix))}
+
+
+class RenameBody(BaseModel):
+    key: str
+    new_key: str
+
+
+@router.post("/task-store-rename")
+def rename_object(body: RenameBody, claims: ClaimsDep, context: ContextDep) -> Response:
+    """Only to quarantine a corrupted blob of its own tenant (``ArtifactStore._corrupted``)."""
+    quarantine = f"tenants/{claims.tenant}/quarantine/"
+    if _BLOB.match(body.key) is None or not body.new_key.startswith(quarantine):
+        raise _deny(claims, body.key, "rename")
+    allowed(context, claims, body.key, "exists")
+    context.store(claims.tenant).backend.rename(body.key, body.new_key)
+    return Response(status_code=204)
