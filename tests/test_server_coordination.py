@@ -48,6 +48,7 @@ CHAIN = textwrap.dedent(
     """
 )
 FAST = {  # short leases and heartbeats, so a takeover happens within seconds
+    "ARGOSY_INSECURE_DEV": "true",  # authentication is tested in test_auth.py
     "ARGOSY_LEASE_SECONDS": "2",
     "ARGOSY_HEARTBEAT_SECONDS": "0.3",
     "ARGOSY_SCHEDULER_INTERVAL": "0.2",
@@ -299,7 +300,9 @@ def test_a_retry_reuses_the_succeeded_tasks_of_the_failed_run_and_reruns_the_res
     (folder / "coordination_release.py").write_text(FLAKY)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'coordination_release.py'}:release"))
     ready = tmp_path / "ready"
-    server = start_server(tmp_path / "server", {"ARGOSY_POLL_INTERVAL": "0.2"})  # SQLite
+    server = start_server(
+        tmp_path / "server", {"ARGOSY_POLL_INTERVAL": "0.2", "ARGOSY_INSECURE_DEV": "true"}
+    )  # SQLite
     try:
         with Client(server.url) as client:
             client.push_pipeline(compiled)

@@ -107,6 +107,7 @@ class Engine:
         db_retry_seconds: float = 600.0,
         instance: str | None = None,
         owner_alive: Callable[[Mapping[str, Any]], bool] | None = None,
+        task_store: Callable[[str, str, str, int, float | None], dict[str, Any]] | None = None,
     ) -> None:
         self.metadata = metadata
         self.store = store
@@ -134,6 +135,9 @@ class Engine:
         if instance is not None:
             self._me["instance"] = instance  # a server instance: alive while it heartbeats
         self._other_alive = owner_alive or engine_alive
+        # (run, node, attempt id, number, timeout) -> the store a task process opens; default:
+        # this engine's own store (local mode: the user's own credentials)
+        self.task_store = task_store
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
@@ -984,7 +988,11 @@ class _RunLoop:
             "node_path": view.node_path,
             "attempt": number,
             "attempt_id": attempt_id,
-            "store": {"url": self.e.store_url, "options": self.e.store_options},
+            "store": (
+                self.e.task_store(self.run_id, view.node_path, attempt_id, number, step.timeout)
+                if self.e.task_store is not None
+                else {"url": self.e.store_url, "options": self.e.store_options}
+            ),
             "cache_dir": self.e.cache_dir,
             "step": step.model_dump(mode="json"),
             "code": code,

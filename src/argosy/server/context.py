@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from argosy.auth.task_credentials import TaskTokens
 from argosy.config import Settings
 from argosy.ids import new_id
 from argosy.server.clock import Clock, clock_for
@@ -25,6 +26,8 @@ class ServerContext:
     clock: Clock
     instance_id: str = field(default_factory=new_id)
     coordinator: Coordinator | None = None
+    url: str | None = None  # where this instance serves (task processes reach it there)
+    task_tokens: TaskTokens = field(default_factory=TaskTokens)
     _stores: dict[str, ArtifactStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

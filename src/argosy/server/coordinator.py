@@ -28,6 +28,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from argosy.auth.task_credentials import TaskClaims
 from argosy.engine.engine import Engine, RunAbandoned, engine_alive
 from argosy.engine.states import RunStatus
 from argosy.engine.submission import SERVER_QUEUE
@@ -46,12 +48,14 @@ from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
 from argosy.server.scheduler import Scheduler
 from argosy.spec.validate import Capacity
+from argosy.stores.artifacts.task_http import SCHEME
 from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
 
 log = logging.getLogger("argosy.server")
 
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
+TASK_TOKEN_HOURS = 24  # lifetime of a task token when its step has no timeout
 
 
 @dataclass
@@ -287,13 +291,14 @@ class Coordinator:
             store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             ledger=self.ledger,
             interpreter=lambda launch: self.environments.interpreter(launch, store),
+            platform_credentials=False,
         )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),
             store_url=s.artifacts_url, store_options=s.artifact_options(),
             poll_interval=s.poll_interval, cache=s.cache, cache_ttl=s.cache_ttl,
             db_retry_seconds=s.db_retry_seconds, instance=self.instance_id,
-            owner_alive=self.owner_alive,
+            owner_alive=self.owner_alive, task_store=self._task_store(tenant),
         )  # fmt: skip
         thread = threading.Thread(
             target=self._execute, args=(run_id, engine), name=f"argosy-run-{run_id}", daemon=True
@@ -301,6 +306,22 @@ class Coordinator:
         with self._lock:
             self._drives[run_id] = _Drive(run_id, engine, thread)
         thread.start()
+
+    def _task_store(
+        self, tenant: str
+    ) -> Callable[[str, str, str, int, float | None], dict[str, Any]]:
+        """How a task process of ``tenant`` reaches artifacts: this instance's task-store
+        endpoint with a token for exactly its attempt (no platform credentials)."""
+
+        def grant(
+            run_id: str, node: str, attempt_id: str, number: int, timeout: float | None
+        ) -> dict[str, Any]:
+            lifetime = (timeout or TASK_TOKEN_HOURS * 3600.0) + 600.0
+            claims = TaskClaims(attempt_id, tenant, run_id, node, number, time.time() + lifetime)
+            url = self.ctx.url or f"http://127.0.0.1:{self.settings.server_port}"
+            return {"url": SCHEME + url, "options": {"token": self.ctx.task_tokens.mint(claims)}}
+
+        return grant
 
     def _execute(self, run_id: str, engine: Engine) -> None:
         try:

@@ -96,6 +96,7 @@ class LocalExecutor(Executor):
         python: str | None = None,
         ledger: CapacityLedger | None = None,
         interpreter: Callable[[AttemptLaunch], str] | None = None,
+        platform_credentials: bool = True,
     ) -> None:
         self.store = store
         self.attempts_dir = attempts_dir
@@ -107,6 +108,7 @@ class LocalExecutor(Executor):
         self._selector = selectors.DefaultSelector()
         self.ledger = ledger or CapacityLedger(capacity)
         self.interpreter = interpreter  # the Python of an attempt, if not always ``python``
+        self.platform_credentials = platform_credentials  # pass the store's AWS_* variables
         self._last_sample = 0.0
 
     # -- capacity ------------------------------------------------------------------------------
@@ -123,6 +125,8 @@ class LocalExecutor(Executor):
     # -- start ---------------------------------------------------------------------------------
     def _environment(self, launch: AttemptLaunch, scratch: Path, gpus: list[int]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
+        if not self.platform_credentials:  # a server's tasks get a task token instead
+            env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
         src = str(Path(argosy.__file__).resolve().parent.parent)
         user_path = os.environ.get("PYTHONPATH")
         env["PYTHONPATH"] = f"{src}{os.pathsep}{user_path}" if user_path else src
