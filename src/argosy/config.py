@@ -161,6 +161,16 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = Field(
         default=True, description="Secure cookies (off only for http://localhost)"
     )
+    # -- request limits (server)
+    max_request_bytes: int = Field(
+        default=1024**3, gt=0, description="largest request body (blob uploads); larger: 413"
+    )
+    max_json_bytes: int = Field(
+        default=10 * 1024**2, gt=0, description="largest JSON (or form) request body; larger: 413"
+    )
+    rate_limit_per_minute: int = Field(
+        default=6000, ge=0, description="requests per minute per principal (0: no limit); 429"
+    )
     # -- encryption at rest
     encryption: bool | None = Field(
         default=None, description="encrypt artifacts and secrets (default: on in server mode)"
