@@ -117,7 +117,7 @@ class Engine:
         self.cache_dir = cache_dir
         self.store_url = store_url
         self.store_options = dict(store_options or {})
-        self.secrets = dict(secrets or {})
+        self.secrets: Mapping[str, str] = secrets if secrets is not None else {}
         self.on_change = on_change
         self.poll_interval = poll_interval
         self.cache = cache
@@ -900,6 +900,13 @@ class _RunLoop:
     # -- starting ------------------------------------------------------------------------------
     def _start(self, view: TaskView, *, cause: str) -> None:
         step = self.step_of(view.node_path)
+        missing = [k for k in step.secrets if k not in self.e.secrets]
+        if missing:
+            with self.e.metadata.session() as s:
+                self._set_task(s, view, TaskState.FAILED, finished_at=q.now(), reason=(
+                    f"{Reason.INPUT_ERROR}: secret(s) {', '.join(missing)} not set for tenant "
+                    f"{self.e.tenant!r}; set them with 'argosy secrets set NAME' and retry the run"))  # fmt: skip
+            return
         number = view.attempt_count + 1
         attempt_id = new_id()
         prefix = attempt_prefix(self.run_id, view.node_path, number)
