@@ -101,7 +101,9 @@ def start_server(
     """Start ``python -m argosy.server.serve --port 0 ARGS`` with state folder ``home`` and
     ``env`` over this process's environment (its ``ARGOSY_*`` variables removed, and its
     ``AWS_*`` ones too when ``env`` brings AWS credentials), and wait
-    until it accepts connections. Without database or store settings in ``env`` it uses
+    until it accepts connections. Without ``ARGOSY_OIDC_ISSUER`` in ``env`` the server is
+    started with ``ARGOSY_INSECURE_DEV=true`` (no authentication); :func:`oidc_env` gives the
+    settings of a server that authenticates with a test issuer (``tests.oidc_issuer``). Without database or store settings in ``env`` it uses
     SQLite and a folder in ``home``. Its stderr goes to ``stderr_path`` (default:
     ``home/server.log``). The caller stops it (``stop()``/``kill()``)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,8 @@ def start_server(
     drop = ("ARGOSY_", "AWS_") if "AWS_ACCESS_KEY_ID" in given else ("ARGOSY_",)
     full = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     full.update(ARGOSY_HOME=str(home), PYTHONUNBUFFERED="1")
+    if "ARGOSY_OIDC_ISSUER" not in given:
+        full["ARGOSY_INSECURE_DEV"] = "true"  # no identity provider: a development server
     full.update(given)
     stderr_path = stderr_path or home / "server.log"
     with stderr_path.open("wb") as err:
@@ -133,6 +137,26 @@ def start_server(
             process.wait()
             raise RuntimeError(f"argosy server did not start in {timeout} s:\n{text[-4000:]}")
         time.sleep(0.05)
+
+
+def oidc_env(
+    issuer: str,
+    audience: str = "argosy",
+    *,
+    admin_groups: tuple[str, ...] = ("platform-admins",),
+    **extra: str,
+) -> dict[str, str]:
+    """The ``ARGOSY_*`` settings of a server that authenticates tokens of ``issuer``."""
+    import json
+
+    env = {
+        "ARGOSY_OIDC_ISSUER": issuer,
+        "ARGOSY_OIDC_AUDIENCE": audience,
+        "ARGOSY_PLATFORM_ADMIN_GROUPS": json.dumps(list(admin_groups)),
+        "ARGOSY_INSECURE_DEV": "false",
+    }
+    env.update(extra)
+    return env
 
 
 @dataclass

@@ -189,32 +189,17 @@ def test_openapi_documents_problems_and_docs_are_served(server: ServerProcess) -
     assert httpx.get(f"{server.url}{API_PREFIX}/docs").status_code == 200
 
 
-def test_every_api_route_depends_on_the_current_principal() -> None:
-    from fastapi import routing
-    from fastapi.routing import APIRoute
-
+def test_every_api_route_declares_its_action() -> None:
+    from argosy.config import Settings
     from argosy.server.app import create_app
-    from argosy.server.identity import current_principal
+    from argosy.server.identity import route_actions
 
-    app = create_app(cast(ServerContext, SimpleNamespace(coordinator=None)))
-
-    def calls(dependant: Any) -> Iterator[Any]:
-        for dep in dependant.dependencies:
-            yield dep.call
-            yield from calls(dep)
-
-    # FastAPI >= 0.16x keeps included routers as such: walk their effective routes
-    contexts = list(routing.iter_route_contexts(app.routes))
-    routes = [
-        c
-        for c in contexts
-        if isinstance(c.original_route, APIRoute) and (c.path or "").startswith(API_PREFIX)
-    ]
+    settings = Settings(insecure_dev=True)
+    app = create_app(cast(ServerContext, SimpleNamespace(coordinator=None, settings=settings)))
+    routes = [r for r in route_actions(app) if r.path.startswith(API_PREFIX)]
     assert len(routes) >= 20
-    missing = [
-        f"{c.methods} {c.path}" for c in routes if current_principal not in calls(c.dependant)
-    ]
-    assert not missing, f"routes without current_principal: {missing}"
+    missing = [f"{r.method} {r.path}" for r in routes if r.action is None]
+    assert not missing, f"routes without a declared action (identity.authorized): {missing}"
 
 
 # -- errors ---------------------------------------------------------------------------------------

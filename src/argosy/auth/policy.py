@@ -73,6 +73,8 @@ class Action(StrEnum):
     PUBLIC = "public"
     # any authenticated principal (who am I, my tenants)
     AUTHENTICATED = "authenticated"
+    # task processes only, with their attempt's task token (never a user or API token)
+    TASK = "task"
 
 
 MINIMUM_ROLE: dict[Action, Role] = {
@@ -137,6 +139,9 @@ def authorize(
         return Decision(
             False, "not authenticated: send a bearer token (OIDC access token or API token)"
         )
+    if action is Action.TASK:
+        allowed = principal.kind == "task"
+        return Decision(allowed, "task token" if allowed else "only task processes use this")
     if action is Action.AUTHENTICATED:
         return Decision(True, "authenticated")
     if principal.kind == "local" or principal.platform_admin:

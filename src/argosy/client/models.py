@@ -232,3 +232,88 @@ class Health(Document):
     checks: dict[str, str] = Field(default_factory=dict)
     instance: str | None = None
     leader: bool | None = None
+
+
+# -- tenants, members, API tokens, identity ----------------------------------------------------
+TENANT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+RoleName = Literal["viewer", "editor", "owner"]
+SubjectKind = Literal["user", "group"]
+
+
+class TenantCreate(Request):
+    name: str = Field(
+        pattern=TENANT_NAME_PATTERN, max_length=63,
+        description="a DNS-1123 label, immutable (it prefixes artifact keys)",
+    )  # fmt: skip
+    display_name: str | None = Field(default=None, max_length=255)
+
+
+class TenantSettingsUpdate(Request):
+    """Settings to merge into the tenant's (a ``null`` value removes a key)."""
+
+    settings: dict[str, Any]
+    display_name: str | None = Field(default=None, max_length=255)
+
+
+class Tenant(Document):
+    name: str
+    display_name: str | None = None
+    archived: bool = False
+    archived_at: datetime | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    created_by: str
+    role: RoleName | None = None  # the caller's role in it (None: a platform admin's view)
+
+
+class MemberCreate(Request):
+    role: RoleName
+    subject_kind: SubjectKind
+    subject: str = Field(min_length=1, max_length=255, description="a user's subject or a group")
+
+
+class Member(Document):
+    """A role binding: ``role`` in the tenant for a user (its subject claim) or a group."""
+
+    id: str
+    role: RoleName
+    subject_kind: str
+    subject: str
+    created_at: datetime
+    created_by: str
+
+
+class ApiTokenCreate(Request):
+    name: str = Field(pattern=NAME_PATTERN, description="what the token is for, e.g. ci")
+    role: RoleName
+    expires_in_days: float = Field(gt=0, le=365, description="lifetime in days (at most 365)")
+
+
+class ApiToken(Document):
+    """An API token's metadata (never the token itself, except once in ``ApiTokenCreated``)."""
+
+    id: str
+    name: str
+    role: RoleName
+    prefix: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class ApiTokenCreated(ApiToken):
+    token: str = Field(description="the token: shown this once, store it now")
+
+
+class Me(Document):
+    """The caller as the server sees it."""
+
+    subject: str
+    name: str
+    kind: str
+    groups: list[str] = Field(default_factory=list)
+    platform_admin: bool = False
+    roles: dict[str, RoleName] = Field(default_factory=dict)
+    insecure: bool = False

@@ -13,14 +13,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import argosy
 from argosy.client.models import API_PREFIX
 from argosy.server import problems
 from argosy.server.context import ServerContext
-from argosy.server.routes import artifacts, blobs, health, logs, pipelines, runs, schedules
+from argosy.server.identity import INSECURE_HEADER
+from argosy.server.routes import (
+    artifacts,
+    blobs,
+    health,
+    logs,
+    members,
+    pipelines,
+    runs,
+    schedules,
+    tenants,
+    tokens,
+)
 
 DESCRIPTION = """\
 The Argosy REST API: push pipeline versions, create and follow runs, read logs and artifacts,
@@ -30,6 +42,16 @@ Errors are `application/problem+json` documents (RFC 9457) whose `detail` says w
 and whose `code` is stable. Lists are pages: pass `next_cursor` back as `cursor`.
 See docs/api.md for pagination, idempotency, ranges and log streams.
 """
+
+
+def insecure_header(app: FastAPI) -> None:
+    """Every response of an unauthenticated development server says so."""
+
+    @app.middleware("http")
+    async def _announce(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers[INSECURE_HEADER] = "true"
+        return response
 
 
 def create_app(context: ServerContext) -> FastAPI:
@@ -59,6 +81,10 @@ def create_app(context: ServerContext) -> FastAPI:
     app.include_router(health.router)
     for module in (blobs, pipelines, runs, artifacts, logs, schedules):
         app.include_router(module.router)
+    for router in (tenants.me_router, tenants.router, members.router, tokens.router):
+        app.include_router(router)
+    if getattr(getattr(context, "settings", None), "insecure_dev", False):
+        insecure_header(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,9 +1,12 @@
 """Running the server: ``serve(settings, host=..., port=...)`` and ``python -m argosy.server.serve``.
 
-The server refuses to listen on anything but loopback: there is no authentication yet (every
-request acts as the server's local user), so exposing it on a network would let anyone
-reachable act as that user. Port 0 picks a free port; once the server accepts connections
-it prints one line to stderr::
+The server fails closed: it refuses to start unless OIDC is configured (``oidc_issuer`` AND
+``oidc_audience``) or it is started with ``--insecure-dev`` (``ARGOSY_INSECURE_DEV``), in
+which case every request acts as the server's local user, the log says so loudly, every
+response carries ``X-Argosy-Insecure: true``, and it listens on loopback only. With OIDC it
+may listen on any address. The ``default`` tenant is created at start (platform admins own
+it). Port 0 picks a free port; once the server accepts connections it prints one line to
+stderr::
 
     argosy server listening on http://127.0.0.1:PORT (instance ID)
 
@@ -31,14 +34,37 @@ HTTP_GRACE_S = 10  # open HTTP requests (log streams included) at shutdown
 log = logging.getLogger("argosy.server")
 
 
-def check_host(host: str) -> None:
-    """Refuse any address but loopback while authentication does not exist."""
-    if host not in LOOPBACK:
+def check_auth(settings: Settings) -> None:
+    """Fail closed: no start without OIDC (issuer and audience) unless ``insecure_dev``."""
+    if settings.insecure_dev:
+        return
+    if not settings.oidc_issuer or not settings.oidc_audience:
+        missing = " and ".join(
+            n for n, v in (("ARGOSY_OIDC_ISSUER", settings.oidc_issuer),
+                           ("ARGOSY_OIDC_AUDIENCE", settings.oidc_audience)) if not v
+        )  # fmt: skip
         raise UsageError(
-            f"refusing to listen on {host!r}: the server has no authentication yet, so it only "
-            "listens on 127.0.0.1, localhost or ::1 (put an authenticating proxy in front to "
-            "reach it from elsewhere)"
+            f"refusing to start without authentication: set {missing} (see docs/security.md), "
+            "or pass --insecure-dev for a local development server"
         )
+
+
+def check_host(host: str, settings: Settings | None = None) -> None:
+    """Without authentication (``insecure_dev``) listen on loopback only."""
+    if host not in LOOPBACK and (settings is None or settings.insecure_dev):
+        raise UsageError(
+            f"refusing to listen on {host!r} with --insecure-dev (no authentication): use "
+            "127.0.0.1, localhost or ::1, or configure OIDC (ARGOSY_OIDC_ISSUER, "
+            "ARGOSY_OIDC_AUDIENCE) to listen elsewhere"
+        )
+
+
+def ensure_default_tenant(context: ServerContext) -> None:
+    """The ``default`` tenant exists (created at the first start; platform admins own it)."""
+    from argosy.config import LOCAL_TENANT
+    from argosy.stores.metadata.runs import ensure_tenant
+
+    context.metadata.retrying(lambda s: ensure_tenant(s, LOCAL_TENANT, "argosy"))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,13 +127,28 @@ def serve(
 
     host = host or settings.server_host
     port = settings.server_port if port is None else port
-    check_host(host)
+    check_auth(settings)
+    check_host(host, settings)
     _configure_logging()
+    if settings.insecure_dev:
+        log.warning(
+            "INSECURE DEVELOPMENT SERVER: no authentication, every request acts as %r with every "
+            "permission; never expose it (--insecure-dev)", settings.user,
+        )  # fmt: skip
+    else:
+        log.info("authentication: OIDC issuer %s, audience %s", settings.oidc_issuer,
+                 settings.oidc_audience)  # fmt: skip
     sock = bind(host, port)
     try:
         context = open_context(settings)
     except BaseException:
         sock.close()
+        raise
+    try:
+        ensure_default_tenant(context)
+    except BaseException:
+        sock.close()
+        context.metadata.close()
         raise
     if coordinator:
         try:
@@ -155,14 +196,18 @@ def serve(
 def main(argv: list[str] | None = None) -> int:
     """``python -m argosy.server.serve [--host H] [--port P] [--no-coordinator]``."""
     parser = argparse.ArgumentParser(prog="python -m argosy.server.serve", description=__doc__)
-    parser.add_argument("--host", default=None, help="address (loopback only; default: settings)")
+    parser.add_argument("--host", default=None, help="address (default: settings)")
     parser.add_argument("--port", type=int, default=None, help="port (0: a free one)")
     parser.add_argument(
         "--no-coordinator", action="store_true", help="serve the API only: claim no runs"
     )
+    parser.add_argument(
+        "--insecure-dev", action="store_true",
+        help="serve WITHOUT authentication (development only; loopback only; announced)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(insecure_dev=True if args.insecure_dev else None)
         serve(settings, host=args.host, port=args.port, coordinator=not args.no_coordinator)
     except ArgosyError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from argosy.client import models as api
-from argosy.server.identity import current_principal
 from argosy.server.problems import ApiProblem
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import (
@@ -46,12 +45,9 @@ CursorQuery = Annotated[
 
 
 def tenant_router(tag: str) -> APIRouter:
-    """A router for a tenant-scoped resource: every route depends on the caller's identity."""
-    return APIRouter(
-        prefix=f"{api.API_PREFIX}/tenants/{{tenant}}",
-        tags=[tag],
-        dependencies=[Depends(current_principal)],
-    )
+    """A router for a tenant-scoped resource. Each of its routes declares its action with
+    ``principal: Annotated[Principal, Allowed(Action.X)]`` (see ``server.identity``)."""
+    return APIRouter(prefix=f"{api.API_PREFIX}/tenants/{{tenant}}", tags=[tag])
 
 
 def encode_cursor(last_id: str) -> str:

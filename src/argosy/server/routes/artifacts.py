@@ -16,8 +16,9 @@ from typing import Annotated, BinaryIO
 from fastapi import Header, Path
 from fastapi.responses import StreamingResponse
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
-from argosy.server.identity import ContextDep, PrincipalDep, TenantDep
+from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import artifact_document, tenant_router
 from argosy.server.routes.runs import RunIdPath
@@ -101,7 +102,10 @@ def _filename(node_path: str, output: str, fmt: str) -> str:
     responses=problem_responses(404),
 )
 def list_run_artifacts(
-    run_id: RunIdPath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    run_id: RunIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
+    context: ContextDep,
 ) -> list[api.Artifact]:
     with context.metadata.session() as session:
         run = q.get_run(session, tenant, run_id)
@@ -115,7 +119,10 @@ def list_run_artifacts(
     responses=problem_responses(404),
 )
 def get_artifact(
-    artifact_id: ArtifactIdPath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    artifact_id: ArtifactIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
+    context: ContextDep,
 ) -> api.Artifact:
     with context.metadata.session() as session:
         return artifact_document(q.get_artifact(session, tenant, artifact_id))
@@ -144,7 +151,7 @@ def get_artifact(
 def get_artifact_content(
     artifact_id: ArtifactIdPath,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
     context: ContextDep,
     range_header: Annotated[
         str | None,
@@ -164,7 +171,7 @@ def get_artifact_content(
     length = max(0, last - first + 1)
     store = context.store(tenant)
     try:
-        stream = store.backend.open(store.blob_key(sha256))
+        stream = store.open_blob(sha256)  # decrypted on the fly with encryption at rest
     except FileNotFoundError:
         raise ApiProblem(
             404,

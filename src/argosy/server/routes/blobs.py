@@ -19,8 +19,9 @@ from typing import Annotated
 import anyio
 from fastapi import Depends, Path, Request, Response
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
-from argosy.server.identity import ContextDep, PrincipalDep, TenantDep
+from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import tenant_router
 from argosy.stores.artifacts.blobs import BlobInfo
@@ -93,7 +94,7 @@ BLOB_BODY = {
 def put_blob(
     sha256: Sha256Path,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.BLOB_WRITE)],
     context: ContextDep,
     upload: Annotated[Upload, Depends(upload_body)],
     response: Response,
@@ -125,7 +126,10 @@ def put_blob(
     responses={200: {"description": "the blob is stored"}, **problem_responses(404)},
 )
 def head_blob(
-    sha256: Sha256Path, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    sha256: Sha256Path,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.PIPELINE_READ)],
+    context: ContextDep,
 ) -> Response:
     """200 if the tenant's store holds the blob, 404 if it must be uploaded."""
     if not context.store(tenant).has_blob(sha256):

@@ -16,14 +16,15 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
 from argosy.config import LOCAL_TENANT
 from argosy.server.context import ServerContext
-from argosy.server.identity import context_of
+from argosy.server.identity import authorized, context_of
 from argosy.server.problems import RETRY_AFTER_S
 from argosy.stores.metadata.db import HEAD, current_revision, error_summary, known_revisions
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[Depends(authorized(Action.PUBLIC))])
 log = logging.getLogger("argosy.server")
 
 ContextDep = Annotated[ServerContext, Depends(context_of)]

@@ -29,11 +29,12 @@ from fastapi import Header, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
 from argosy.engine.states import RUN_DONE
 from argosy.errors import NotFoundError
 from argosy.server.context import ServerContext
-from argosy.server.identity import ContextDep, PrincipalDep, TenantDep
+from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import tenant_router
 from argosy.server.routes.runs import RunIdPath
@@ -182,7 +183,7 @@ def collect(
 def get_logs(
     run_id: RunIdPath,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.LOG_READ)],
     context: ContextDep,
     node: NodeQuery = None,
     cursor: LogCursorQuery = None,
@@ -221,7 +222,7 @@ def _event(name: str, data: str, event_id: str | None = None) -> str:
 def stream_logs(
     run_id: RunIdPath,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.LOG_READ)],
     context: ContextDep,
     node: NodeQuery = None,
     cursor: LogCursorQuery = None,

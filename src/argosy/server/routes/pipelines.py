@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
-from argosy.server.identity import ContextDep, PrincipalDep, TenantDep
+from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses, validation_detail
 from argosy.server.routes import (
     CursorQuery,
@@ -124,7 +125,7 @@ def push_version(
     pipeline: PipelinePath,
     body: api.PipelineVersionCreate,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.PIPELINE_PUSH)],
     context: ContextDep,
     response: Response,
 ) -> api.PipelineVersionPushed:
@@ -156,9 +157,9 @@ def push_version(
                 PipelineVersion.digest == spec.digest,
             )
         )
-        version = q.ensure_pipeline_version(session, tenant, spec, principal.name)
+        version = q.ensure_pipeline_version(session, tenant, spec, principal.subject)
         tag_added = bool(body.version) and q.tag_version(
-            session, version, body.version or "", principal.name
+            session, version, body.version or "", principal.subject
         )
         doc = version_documents(session, [version], {version.pipeline_id: pipeline})[0]
         return api.PipelineVersionPushed(version=doc, created=existed is None, tag_added=tag_added)
@@ -183,7 +184,7 @@ def push_version(
 )
 def list_pipelines(
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.PIPELINE_READ)],
     context: ContextDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -208,7 +209,10 @@ def list_pipelines(
     responses=problem_responses(404),
 )
 def get_pipeline(
-    pipeline: PipelinePath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    pipeline: PipelinePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.PIPELINE_READ)],
+    context: ContextDep,
 ) -> api.Pipeline:
     with context.metadata.session() as session:
         row = q.get_pipeline(session, tenant, pipeline)
@@ -225,7 +229,7 @@ def get_pipeline(
 def list_versions(
     pipeline: PipelinePath,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.PIPELINE_READ)],
     context: ContextDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -253,7 +257,7 @@ def get_version(
     pipeline: PipelinePath,
     ref: VersionRefPath,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.PIPELINE_READ)],
     context: ContextDep,
 ) -> api.PipelineVersion:
     """One version by name (tag), digest (or a unique prefix of its hex) or id, with its spec."""

@@ -18,12 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
 from argosy.engine import submission
 from argosy.engine.states import RUN_DONE, TASK_DONE, Reason, RunStatus, TaskState
 from argosy.errors import NotFoundError, UsageError
 from argosy.ids import new_id
-from argosy.server.identity import ContextDep, PrincipalDep, TenantDep
+from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import (
     CursorQuery,
@@ -110,7 +111,7 @@ def _replayed(response: Response, run: api.Run) -> api.Run:
 def create_run(
     body: api.RunCreate,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.RUN_CREATE)],
     context: ContextDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -128,7 +129,7 @@ def create_run(
             version = q.resolve_version(session, tenant, body.pipeline, body.version)
             try:
                 run = submission.queue_run(
-                    session, version, body.parameters, principal.name,
+                    session, version, body.parameters, principal.subject,
                     fail_fast=body.fail_fast, no_cache=body.no_cache,
                 )  # fmt: skip
             except UsageError as exc:
@@ -139,7 +140,7 @@ def create_run(
                 session.add(
                     IdempotencyKey(
                         id=new_id(), tenant=tenant, key=idempotency_key, request_hash=digest,
-                        run_id=run.id, created_at=q.now(), created_by=principal.name,
+                        run_id=run.id, created_at=q.now(), created_by=principal.subject,
                     )
                 )  # fmt: skip
                 session.flush()  # a concurrent request with this key fails here, or waits
@@ -163,7 +164,7 @@ def create_run(
 )
 def list_runs(
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.RUN_READ)],
     context: ContextDep,
     pipeline: Annotated[
         str | None, Query(pattern=api.NAME_PATTERN, description="only runs of this pipeline")
@@ -198,7 +199,10 @@ def list_runs(
     "/runs/{run_id}", response_model=api.Run, summary="Get a run", responses=problem_responses(404)
 )
 def get_run(
-    run_id: RunIdPath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    run_id: RunIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.RUN_READ)],
+    context: ContextDep,
 ) -> api.Run:
     with context.metadata.session() as session:
         return run_document(session, q.get_run(session, tenant, run_id))
@@ -211,7 +215,10 @@ def get_run(
     responses=problem_responses(404),
 )
 def list_tasks(
-    run_id: RunIdPath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    run_id: RunIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.RUN_READ)],
+    context: ContextDep,
 ) -> list[api.Task]:
     with context.metadata.session() as session:
         run = q.get_run(session, tenant, run_id)
@@ -225,7 +232,10 @@ def list_tasks(
     responses=problem_responses(404, 409),
 )
 def cancel_run(
-    run_id: RunIdPath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    run_id: RunIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.RUN_CANCEL)],
+    context: ContextDep,
 ) -> api.Run:
     """Ask for the run to stop. A pending run no instance has claimed is cancelled at once
     (with its tasks); a running one is stopped by the instance driving it. Cancelling a run
@@ -268,7 +278,10 @@ def cancel_run(
     responses=problem_responses(404, 409),
 )
 def retry_run(
-    run_id: RunIdPath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    run_id: RunIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.RUN_RETRY)],
+    context: ContextDep,
 ) -> api.Run:
     """A new run of the same version and parameters (``retry_of`` links it); its tasks reuse
     the outputs of the original's succeeded tasks whose inputs are unchanged."""
@@ -281,5 +294,5 @@ def retry_run(
                 "(create a new run instead)",
                 code="run_not_retryable",
             )
-        new = submission.retry_run(session, run, principal.name)
+        new = submission.retry_run(session, run, principal.subject)
         return run_document(session, new)

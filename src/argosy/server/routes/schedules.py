@@ -17,11 +17,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
+from argosy.auth.policy import Action
 from argosy.client import models as api
 from argosy.errors import NotFoundError
 from argosy.ids import new_id
 from argosy.ops.schedules import next_fire_after, validate_schedule
-from argosy.server.identity import ContextDep, PrincipalDep, TenantDep
+from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import (
     CursorQuery,
@@ -66,7 +67,10 @@ def _document(session: Session, schedule: Schedule) -> api.Schedule:
     responses=problem_responses(404, 409, 422),
 )
 def create_schedule(
-    body: api.ScheduleCreate, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    body: api.ScheduleCreate,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_WRITE)],
+    context: ContextDep,
 ) -> api.Schedule:
     """A cron rule that runs ``pipeline`` (at ``version``, default: its newest at each fire)."""
     now = context.clock.now()
@@ -87,7 +91,7 @@ def create_schedule(
                 parameters=body.parameters, max_concurrent_runs=body.max_concurrent_runs,
                 catch_up=body.catch_up, catch_up_limit=body.catch_up_limit, paused=body.paused,
                 next_fire_at=next_fire, last_fire_at=None, created_at=q.now(),
-                created_by=principal.name,
+                created_by=principal.subject,
             )  # fmt: skip
             session.add(row)
             session.flush()
@@ -113,7 +117,7 @@ def _exists(name: str, tenant: str) -> ApiProblem:
 )
 def list_schedules(
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_READ)],
     context: ContextDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -139,7 +143,10 @@ def list_schedules(
     responses=problem_responses(404),
 )
 def get_schedule(
-    name: ScheduleNamePath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    name: ScheduleNamePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_READ)],
+    context: ContextDep,
 ) -> api.Schedule:
     with context.metadata.session() as session:
         return _document(session, _get(session, tenant, name))
@@ -152,7 +159,10 @@ def get_schedule(
     responses=problem_responses(404),
 )
 def pause_schedule(
-    name: ScheduleNamePath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    name: ScheduleNamePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_WRITE)],
+    context: ContextDep,
 ) -> api.Schedule:
     """Stop firing (idempotent)."""
     with context.metadata.session() as session:
@@ -169,7 +179,10 @@ def pause_schedule(
     responses=problem_responses(404),
 )
 def resume_schedule(
-    name: ScheduleNamePath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    name: ScheduleNamePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_WRITE)],
+    context: ContextDep,
 ) -> api.Schedule:
     """Fire again (idempotent); slots missed while paused follow the catch-up policy."""
     with context.metadata.session() as session:
@@ -189,7 +202,10 @@ def resume_schedule(
     responses=problem_responses(404),
 )
 def delete_schedule(
-    name: ScheduleNamePath, tenant: TenantDep, principal: PrincipalDep, context: ContextDep
+    name: ScheduleNamePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_WRITE)],
+    context: ContextDep,
 ) -> Response:
     """Delete the schedule and its fire history (runs it created are kept)."""
     with context.metadata.session() as session:
@@ -208,7 +224,7 @@ def delete_schedule(
 def list_fires(
     name: ScheduleNamePath,
     tenant: TenantDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_READ)],
     context: ContextDep,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
