@@ -359,20 +359,23 @@ def get_artifact(local: Local, ref: str, dest: Path) -> None:
     with local.metadata.session() as s:
         art = q.get_artifact(s, local.settings.tenant, ref)
     if art.format == "dir":
-        import tarfile
         import tempfile
 
         dest.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             tar_path = Path(tmp) / "dir.tar"
             local.store.copy_blob_to(art.sha256, tar_path)
-            with tarfile.open(tar_path) as tar:
-                tar.extractall(dest, filter="data")
+            from argosy.safe_paths import extract_tar
+
+            extract_tar(tar_path, dest, what=f"directory artifact {art.id}")
     else:
         if dest.is_dir():
-            dest = dest / (
+            from argosy.safe_paths import check_name
+
+            dest = dest / check_name(
                 (art.value or {}).get("filename")
-                or f"{art.node_path}.{art.output_name}.{art.format}"
+                or f"{art.node_path}.{art.output_name}.{art.format}".replace("/", "_"),
+                "artifact file name",
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
         local.store.copy_blob_to(art.sha256, dest)

@@ -387,20 +387,24 @@ def get_artifact(client: Client, ref: str, dest: Path) -> None:
     """Download (streamed, resumable, sha256-verified); directory artifacts are unpacked."""
     art = resolve_artifact(client, ref)
     if art.format == "dir":
-        import tarfile
         import tempfile
 
         dest.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             tar_path = Path(tmp) / "dir.tar"
             client.download_artifact(art.id, tar_path, artifact=art)
-            with tarfile.open(tar_path) as tar:
-                tar.extractall(dest, filter="data")
+            from argosy.safe_paths import extract_tar
+
+            extract_tar(tar_path, dest, what=f"directory artifact {art.id}")
     else:
         if dest.is_dir():
             value = art.value if isinstance(art.value, dict) else {}
-            dest = dest / (
-                value.get("filename") or f"{art.node_path}.{art.output_name}.{art.format}"
+            from argosy.safe_paths import check_name
+
+            dest = dest / check_name(
+                value.get("filename")
+                or f"{art.node_path}.{art.output_name}.{art.format}".replace("/", "_"),
+                "artifact file name",
             )
         client.download_artifact(art.id, dest, artifact=art)
     err.print(

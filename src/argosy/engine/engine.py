@@ -1212,7 +1212,7 @@ def _failed(view: TaskView) -> bool:
 
 
 def _artifact_ref(a: Artifact) -> dict[str, Any]:
-    ref = {"id": a.id, "sha256": a.sha256, "format": a.format, "type": a.type}
+    ref = {"id": a.id, "sha256": a.sha256, "format": a.format, "type": a.type, "tenant": a.tenant}
     if a.value and a.value.get("filename"):
         ref["filename"] = a.value["filename"]
     return ref

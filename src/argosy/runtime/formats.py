@@ -245,10 +245,35 @@ def _write_tar(source: Path, dest: Path) -> None:
             )
 
 
+def check_pickle_tenant(tenant: str | None, artifact_tenant: str | None, fmt: str) -> None:
+    """A pickled (joblib/pickle) artifact runs code when loaded: only a task of the tenant that
+    wrote it may load it."""
+    if tenant is None or artifact_tenant is None or artifact_tenant != tenant:
+        raise SerializationError(
+            f"refusing to load a {fmt} artifact written in tenant {artifact_tenant or 'unknown'!r} "
+            f"into a task of tenant {tenant or 'unknown'!r}: pickled artifacts run code when "
+            "loaded and are loaded only in the tenant that wrote them; re-run the producing step "
+            "in this tenant"
+        )
+
+
 def read_value(
-    path: Path, fmt: str, type_ref: str, *, scratch: Path, filename: str | None = None
+    path: Path,
+    fmt: str,
+    type_ref: str,
+    *,
+    scratch: Path,
+    filename: str | None = None,
+    tenant: str | None = None,
+    artifact_tenant: str | None = None,
 ) -> Any:
-    """Load an artifact's bytes (at ``path``, read-only) as the Python value of ``type_ref``."""
+    """Load an artifact's bytes (at ``path``, read-only) as the Python value of ``type_ref``.
+
+    ``tenant`` is the loading task's tenant, ``artifact_tenant`` the one that wrote the
+    artifact: joblib and pickle artifacts load only when they are the same. A file's
+    ``filename`` must be a plain name and a directory's tar may hold only files and folders
+    inside it (:mod:`argosy.safe_paths`).
+    """
     if fmt == "json":
         loaded = json.loads(path.read_text(encoding="utf-8"))
         return Metrics(loaded) if type_ref == METRICS else loaded
@@ -274,16 +299,19 @@ def read_value(
         # a copy, never a link: a step that writes to its input must not change the stored blob
         import shutil
 
-        target = scratch / (filename or path.name)
+        from argosy.safe_paths import check_name
+
+        target = scratch / check_name(filename or path.name, "artifact file name")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         return target
     if fmt == "dir":
-        target = scratch
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(path) as tar:
-            tar.extractall(target, filter="data")
-        return target
+        from argosy.safe_paths import extract_tar
+
+        extract_tar(path, scratch, what="directory artifact")
+        return scratch
+    if fmt in ("joblib", "pickle"):
+        check_pickle_tenant(tenant, artifact_tenant, fmt)
     if fmt == "joblib":
         import joblib
 

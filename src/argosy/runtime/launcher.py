@@ -32,6 +32,7 @@ from typing import Any
 
 from argosy.errors import ArgosyError
 from argosy.runtime import formats, processes
+from argosy.safe_paths import check_name
 from argosy.stores.artifacts.blobs import ArtifactStore, BlobInfo, open_artifact_store
 
 
@@ -72,8 +73,9 @@ def _import_function(inv: dict[str, Any], store: ArtifactStore) -> Any:
 def _load(inv: dict[str, Any], store: ArtifactStore, art: dict[str, Any], scratch: Path) -> Any:
     path = store.blob_path(art["sha256"], cache_dir=Path(inv["cache_dir"]) / "blobs")
     return formats.read_value(
-        path, art["format"], art["type"], scratch=scratch, filename=art.get("filename")
-    )
+        path, art["format"], art["type"], scratch=scratch, filename=art.get("filename"),
+        tenant=inv["tenant"], artifact_tenant=art.get("tenant"),
+    )  # fmt: skip
 
 
 def _load_inputs(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def _load_inputs(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> di
                 for i, e in enumerate(elements)
             ]
         else:
-            values[name] = _load(inv, store, art, scratch / "inputs" / name)
+            values[name] = _load(inv, store, art, scratch / "inputs" / check_name(name, "input"))
     return values
 
 
@@ -122,6 +124,7 @@ def _store_outputs(
         declared = step["outputs"][name]
         what = f"output {name!r} of step {step['name']!r}"
         try:
+            check_name(name, "output name")
             written = formats.write_value(
                 value, declared["type"], declared.get("serializer"), out_dir / name, what=what
             )

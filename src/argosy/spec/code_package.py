@@ -88,13 +88,16 @@ def extract_package(data_path: Path, target: Path) -> Path:
     if target.is_dir():
         return target
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    with zipfile.ZipFile(data_path) as zf:
-        for member in zf.namelist():
-            if member.startswith("/") or ".." in member.split("/"):
-                from argosy.errors import IntegrityError
+    from argosy.errors import IntegrityError
+    from argosy.safe_paths import UnsafeNameError, extract_zip
 
-                raise IntegrityError(f"code package {data_path} holds an unsafe path {member!r}")
-        zf.extractall(tmp)
+    try:
+        extract_zip(data_path, tmp, what=f"code package {data_path.name}")
+    except UnsafeNameError as exc:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IntegrityError(str(exc)) from None
     try:
         tmp.rename(target)
     except OSError:  # another process extracted it first

@@ -351,7 +351,32 @@ def check_retry_policy(spec: PipelineSpec) -> None:
             )
 
 
+def check_safe_names(spec: PipelineSpec) -> None:
+    """The pipeline's, steps' and sub-pipelines' names and every input and output name are
+    safe to use as a key or path segment (no traversal, separators or control characters)."""
+    from argosy.safe_paths import UnsafeNameError, check_name
+
+    named: list[tuple[str, str, str]] = [("", "pipeline name", spec.name)]
+    for name, step in spec.steps.items():
+        named.append((name, "step name", name))
+        named += [(name, "input name", key) for key in step.inputs]
+        named += [(name, "output name", key) for key in step.outputs]
+    for name, sub in spec.pipelines.items():
+        named.append((name, "sub-pipeline name", name))
+        named += [(name, "parameter name", key) for key in sub.parameters]
+    named += [("", "parameter name", key) for key in spec.parameters]
+    for where, what, value in named:
+        try:
+            check_name(value, what)
+        except UnsafeNameError as exc:
+            raise ValidationError(
+                "check_safe_names", str(exc), where=where or None,
+                location=spec.location(f"step:{where}") if where in spec.steps else None,
+            ) from None  # fmt: skip
+
+
 STRUCTURAL_CHECKS: list[Callable[[PipelineSpec], None]] = [
+    check_safe_names,
     check_node_names,
     check_references_exist,
     check_no_cycles,

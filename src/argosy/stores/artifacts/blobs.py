@@ -178,7 +178,9 @@ class ArtifactStore:
 
     # -- records -----------------------------------------------------------------------------
     def record_key(self, relative: str) -> str:
-        return self.prefix + relative
+        from argosy.safe_paths import check_relative_path
+
+        return self.prefix + check_relative_path(relative, "record key")
 
     def put_record(self, relative: str, document: dict[str, Any]) -> None:
         self.backend.put_bytes(self.record_key(relative), json.dumps(document).encode())
