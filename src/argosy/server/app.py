@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import argosy
 from argosy.client.models import API_PREFIX
-from argosy.server import problems
+from argosy.server import audit_middleware, limits, problems
 from argosy.server.context import ServerContext
 from argosy.server.identity import INSECURE_HEADER
 from argosy.server.routes import (
@@ -30,9 +30,12 @@ from argosy.server.routes import (
     pipelines,
     runs,
     schedules,
+    task_store,
     tenants,
     tokens,
 )
+from argosy.server.routes import audit as audit_routes
+from argosy.server.routes import scim as scim_routes
 
 DESCRIPTION = """\
 The Argosy REST API: push pipeline versions, create and follow runs, read logs and artifacts,
@@ -79,12 +82,19 @@ def create_app(context: ServerContext) -> FastAPI:
     app.state.context = context
     problems.install(app)
     app.include_router(health.router)
-    for module in (blobs, pipelines, runs, artifacts, logs, schedules):
+    for module in (blobs, pipelines, runs, artifacts, logs, schedules, task_store):
         app.include_router(module.router)
     for router in (tenants.me_router, tenants.router, members.router, tokens.router):
         app.include_router(router)
     if getattr(getattr(context, "settings", None), "insecure_dev", False):
         insecure_header(app)
+    for audit_router in audit_routes.routers:
+        app.include_router(audit_router)
+    scim_routes.install(app)  # /scim/v2 (404 unless ARGOSY_SCIM_TOKEN is set)
+    audit_middleware.install(app)  # records mutating requests, denials, artifact reads
+    s = context.settings
+    limits.install(app, max_bytes=s.max_request_bytes, max_json_bytes=s.max_json_bytes,
+                   per_minute=s.rate_limit_per_minute)  # fmt: skip
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
