@@ -780,6 +780,34 @@ def admin_import(
     raise typer.Exit(code)
 
 
+audit_app = typer.Typer(
+    help="The audit log: verify its hash chain, export it as JSON lines.", no_args_is_help=True
+)
+admin_app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def admin_audit_verify(output: OutputOpt = Format.text) -> None:
+    """Check the audit log's hash chain on the metadata database; exit 1 listing each edited,
+    deleted or reordered event."""
+    from argosy.cli import audit_commands
+
+    raise typer.Exit(audit_commands.verify(_settings(), output == Format.json))
+
+
+@audit_app.command("export")
+def admin_audit_export(
+    since: Annotated[
+        str | None, typer.Option("--since", help="only events at or after this ISO-8601 time")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant")] = None,
+) -> None:
+    """Write the audit log to stdout as JSON lines, oldest first (for a log pipeline)."""
+    from argosy.cli import audit_commands
+
+    raise typer.Exit(audit_commands.export(_settings(), since, tenant))
+
+
 def main() -> None:
     """Run the CLI: one line on stderr and a meaningful exit code (SystemExit) for user errors."""
     from argosy.errors import ArgosyError
