@@ -414,3 +414,51 @@ def test_insecure_dev_announces_itself(tmp_path: Path) -> None:
         assert "INSECURE" in server.log()
     finally:
         server.stop(timeout=20)
+
+
+# -- the CLI --------------------------------------------------------------------------------
+def test_cli_tenants_members_tokens_and_login(
+    server: ServerProcess, oidc_issuer: OidcIssuer, tenants: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ARGOSY_")}
+    base.update(ARGOSY_SERVER=server.url, XDG_CONFIG_HOME=str(tmp_path / "config"),
+                ARGOSY_HOME=str(tmp_path / "state"))  # fmt: skip
+
+    def argosy(*args: str, token: str | None = None, tenant: str = "default") -> Any:
+        env = dict(base, ARGOSY_TENANT=tenant)
+        if token:
+            env["ARGOSY_TOKEN"] = token
+        return subprocess.run([sys.executable, "-m", "argosy.cli.main", *args], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    admin = oidc_issuer.token(**ADMIN)  # type: ignore[arg-type]
+    done = argosy("login", "--token", admin)
+    assert done.returncode == 0, done.stderr
+    assert "root-admin" in done.stdout
+    stored = tmp_path / "config" / "argosy" / "credentials"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    # the stored token is used when ARGOSY_TOKEN is unset
+    assert argosy("tenants", "create", "cli-team").returncode == 0
+    done = argosy("members", "add", "--role", "owner", "--group", "cli-owners", tenant="cli-team")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(argosy("members", "list", "-o", "json", tenant="cli-team").stdout)
+    assert [(m["role"], m["subject"]) for m in listed["members"]] == [("owner", "cli-owners")]
+    owner = oidc_issuer.token(sub="cleo", groups=["cli-owners"])
+    done = argosy("tokens", "create", "ci", "--role", "editor", "--expires-in", "30d",
+                  token=owner, tenant="cli-team")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    api_token = done.stdout.splitlines()[0]
+    assert api_token.startswith("argosy_")
+    tokens = json.loads(
+        argosy("tokens", "list", "-o", "json", token=owner, tenant="cli-team").stdout
+    )
+    assert api_token not in json.dumps(tokens)
+    assert argosy("tokens", "list", token=api_token, tenant="cli-team").returncode == 3
+    done = argosy("tenants", "create", "nope", token=owner)
+    assert done.returncode == 3 and "403" in done.stderr and "platform admin" in done.stderr
+    assert argosy("tokens", "revoke", tokens["tokens"][0]["id"], token=owner,
+                  tenant="cli-team").returncode == 0  # fmt: skip
+    done = argosy("tenants", "list", token=api_token)
+    assert done.returncode == 3 and "revoked" in done.stderr

@@ -611,12 +611,21 @@ def server_(
     port: Annotated[
         int | None, typer.Option(help="port (default: ARGOSY_SERVER_PORT, 8080; 0: any free)")
     ] = None,
+    insecure_dev: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-dev",
+            help="serve WITHOUT authentication: development only, loopback only (announced)",
+        ),
+    ] = False,
 ) -> None:
     """Run the Argosy server (REST API, run execution, schedules) on this machine's state
     folder, or on ARGOSY_DATABASE_URL and ARGOSY_ARTIFACT_URL."""
     from argosy.server.serve import serve
 
-    settings = _settings(server_host=host, server_port=port)
+    settings = _settings(
+        server_host=host, server_port=port, insecure_dev=True if insecure_dev else None
+    )
     serve(settings, host=settings.server_host, port=settings.server_port)
 
 
@@ -806,6 +815,16 @@ def admin_audit_export(
     from argosy.cli import audit_commands
 
     raise typer.Exit(audit_commands.export(_settings(), since, tenant))
+
+
+def _register_auth_commands() -> None:
+    """``argosy tenants|members|tokens ...`` and ``argosy login`` (cli/auth_commands.py)."""
+    from argosy.cli import auth_commands
+
+    auth_commands.register(app)
+
+
+_register_auth_commands()
 
 
 def main() -> None:

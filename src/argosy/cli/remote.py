@@ -32,11 +32,14 @@ INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def open_client(settings: Settings) -> Client:
-    """A client of ``settings.server`` with the token and tenant of the settings."""
+    """A client of ``settings.server`` with the tenant of the settings and its token
+    (``ARGOSY_TOKEN``, else the one ``argosy login`` stored for that server)."""
     from argosy.client.client import Client
+    from argosy.client.credentials import stored_token
 
     assert settings.server is not None
-    return Client(settings.server, token=settings.token, tenant=settings.tenant)
+    token = settings.token or stored_token(settings.server)  # ARGOSY_TOKEN, else argosy login
+    return Client(settings.server, token=token, tenant=settings.tenant)
 
 
 def _dump(model: Any) -> Any:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
+from argosy.client import models
 from argosy.client.models import (
     API_PREFIX,
     Artifact,
@@ -585,6 +586,47 @@ class Client:
 
     def schedule_fires(self, name: str) -> list[ScheduleFire]:
         return self._many(ScheduleFire, self._t(f"/schedules/{name}/fires"))
+
+    # -- tenants, members, API tokens, identity ------------------------------------------------
+    def me(self) -> models.Me:
+        return self._one(models.Me, "GET", f"{API_PREFIX}/me")
+
+    def list_tenants(self) -> list[models.Tenant]:
+        return self._many(models.Tenant, f"{API_PREFIX}/tenants")
+
+    def create_tenant(self, name: str, display_name: str | None = None) -> models.Tenant:
+        body = models.TenantCreate(name=name, display_name=display_name)
+        return self._one(
+            models.Tenant, "POST", f"{API_PREFIX}/tenants", json=body.model_dump(mode="json")
+        )
+
+    def get_tenant(self, name: str) -> models.Tenant:
+        return self._one(models.Tenant, "GET", f"{API_PREFIX}/tenants/{name}")
+
+    def archive_tenant(self, name: str) -> models.Tenant:
+        return self._one(
+            models.Tenant, "POST", f"{API_PREFIX}/tenants/{name}/archive", idempotent=True
+        )
+
+    def list_members(self) -> list[models.Member]:
+        return self._many(models.Member, self._t("/members"))
+
+    def add_member(self, role: str, subject_kind: str, subject: str) -> models.Member:
+        body = {"role": role, "subject_kind": subject_kind, "subject": subject}
+        return self._one(models.Member, "POST", self._t("/members"), json=body, idempotent=True)
+
+    def remove_member(self, binding_id: str) -> None:
+        self._send("DELETE", self._t(f"/members/{binding_id}"))
+
+    def create_token(self, name: str, role: str, expires_in_days: float) -> models.ApiTokenCreated:
+        body = {"name": name, "role": role, "expires_in_days": expires_in_days}
+        return self._one(models.ApiTokenCreated, "POST", self._t("/tokens"), json=body)
+
+    def list_tokens(self) -> list[models.ApiToken]:
+        return self._many(models.ApiToken, self._t("/tokens"))
+
+    def revoke_token(self, token_id: str) -> models.ApiToken:
+        return self._one(models.ApiToken, "DELETE", self._t(f"/tokens/{token_id}"))
 
 
 # -- helpers -----------------------------------------------------------------------------------

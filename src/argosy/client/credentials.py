@@ -1,0 +1,42 @@
+"""Bearer tokens stored by ``argosy login``: ``~/.config/argosy/credentials`` (JSON, one
+token per server URL, mode 0600; ``$XDG_CONFIG_HOME`` is honoured). ``ARGOSY_TOKEN`` wins
+over a stored token."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def credentials_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "argosy" / "credentials"
+
+
+def stored_token(server: str) -> str | None:
+    """The token ``argosy login`` stored for ``server`` (None: none)."""
+    path = credentials_path()
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    found = doc.get(server.rstrip("/")) if isinstance(doc, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def store_token(server: str, token: str) -> Path:
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            doc = {}
+    except (OSError, ValueError):
+        doc = {}
+    doc[server.rstrip("/")] = token
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.chmod(path, 0o600)
+    return path
