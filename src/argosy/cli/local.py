@@ -79,4 +79,9 @@ def open_local(settings: Settings) -> Local:
     store = open_artifact_store(
         settings.artifacts_url, settings.tenant, settings.artifact_options()
     )
+    if settings.encryption:  # local mode: off unless ARGOSY_ENCRYPTION=true
+        from argosy.stores.keys import TenantKeys, provider_from_settings
+
+        keys = TenantKeys(metadata, provider_from_settings(settings))
+        store = store.with_cipher(keys.cipher(settings.tenant))
     return Local(settings, metadata, store)

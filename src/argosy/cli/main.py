@@ -789,6 +789,49 @@ def admin_import(
     raise typer.Exit(code)
 
 
+keys_app = typer.Typer(
+    help="Encryption at rest: list, rotate and re-wrap the tenants' data keys.",
+    no_args_is_help=True,
+)
+admin_app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("list")
+def admin_keys_list(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant's keys")] = None,
+    output: OutputOpt = Format.text,
+) -> None:
+    """Every data key (never its bytes): tenant, id, active/retired, the KEK that wraps it."""
+    from argosy.cli import keys_commands
+
+    keys_commands.keys_list(_settings(), tenant, output == Format.json)
+
+
+@keys_app.command("rotate")
+def admin_keys_rotate(
+    tenant: Annotated[str, typer.Option("--tenant", help="the tenant whose key to rotate")],
+    output: OutputOpt = Format.text,
+) -> None:
+    """A new data key for a tenant's new writes; older keys stay to read older artifacts."""
+    from argosy.cli import keys_commands
+
+    keys_commands.keys_rotate(_settings(), tenant, output == Format.json)
+
+
+@keys_app.command("rewrap")
+def admin_keys_rewrap(
+    remove_old: Annotated[
+        bool,
+        typer.Option("--remove-old", help="then delete the old KEKs from the key file"),
+    ] = False,
+    output: OutputOpt = Format.text,
+) -> None:
+    """Re-wrap every data key under a new key-encryption key (artifacts are not rewritten)."""
+    from argosy.cli import keys_commands
+
+    keys_commands.keys_rewrap(_settings(), remove_old, output == Format.json)
+
+
 audit_app = typer.Typer(
     help="The audit log: verify its hash chain, export it as JSON lines.", no_args_is_help=True
 )

@@ -16,7 +16,11 @@ The invocation document (JSON, written by the engine) holds: ``tenant``, ``run_i
 ``node_path``, ``attempt``, ``attempt_id``, ``store`` (``{"url": ...}``), ``cache_dir``,
 ``scratch``, ``step`` (the step spec), ``code`` (``{"sha256", "paths"}``), ``inputs``
 (``{name: {"value": v} | {"artifact": {"sha256", "format", "type", "filename"}}}``) and
-``result_key``. It is imported by nothing heavy: startup cost is per task.
+``result_key``; with encryption at rest also ``encryption`` (the tenant's unwrapped data keys,
+base64 — never the key-encryption key; the file is mode 0600 in the attempt's 0700 folder).
+Then every input is decrypted into ``<scratch>/.cache`` (mode 0700, removed with the attempt)
+instead of the shared ``cache_dir``, and outputs are encrypted before they are stored.
+It is imported by nothing heavy: startup cost is per task.
 """
 
 from __future__ import annotations
@@ -187,6 +191,18 @@ def _user_traceback(exc: BaseException, inv: dict[str, Any]) -> str:
     return text
 
 
+def _encrypting(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> ArtifactStore:
+    """The store with the task's data keys; plaintext inputs go under the task's scratch."""
+    from argosy.stores.encryption import ObjectCipher, StaticDataKeys
+
+    keys = StaticDataKeys.from_document(inv.pop("encryption"))
+    private = scratch / ".cache"
+    private.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(private, 0o700)
+    inv["cache_dir"] = str(private)  # never the shared cache: it would outlive the attempt
+    return store.with_cipher(ObjectCipher(keys))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     processes.become_subreaper()
@@ -195,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     store = open_artifact_store(inv["store"]["url"], inv["tenant"], inv["store"].get("options"))
     scratch = Path(inv["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
+    if inv.get("encryption"):
+        store = _encrypting(inv, store, scratch)
     record: dict[str, Any] = {
         "attempt_id": inv["attempt_id"],
         "attempt": inv["attempt"],

@@ -17,6 +17,7 @@ from argosy.stores.metadata.db import MetadataStore
 
 if TYPE_CHECKING:
     from argosy.server.coordinator import Coordinator
+    from argosy.stores.keys import TenantKeys
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ServerContext:
     task_tokens: TaskTokens = field(default_factory=TaskTokens)
     _stores: dict[str, ArtifactStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _keys: TenantKeys | None = None
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, settings: Settings) -> ServerContext:
@@ -38,6 +41,15 @@ class ServerContext:
             settings, MetadataStore.open(settings.metadata_url), clock_for(settings.clock_file)
         )
 
+    def tenant_keys(self) -> TenantKeys:
+        """The tenants' data keys, wrapped by the deployment's key-encryption key."""
+        with self._keys_lock:
+            if self._keys is None:
+                from argosy.stores.keys import TenantKeys, provider_from_settings
+
+                self._keys = TenantKeys(self.metadata, provider_from_settings(self.settings))
+            return self._keys
+
     def store(self, tenant: str) -> ArtifactStore:
         """The artifact store of ``tenant`` (one per tenant, created on first use)."""
         with self._lock:
@@ -45,5 +57,7 @@ class ServerContext:
             if found is None:
                 s = self.settings
                 found = open_artifact_store(s.artifacts_url, tenant, s.artifact_options())
+                if s.encryption is not False:  # encryption at rest: on in server mode by default
+                    found = found.with_cipher(self.tenant_keys().cipher(tenant))
                 self._stores[tenant] = found
             return found

@@ -110,14 +110,17 @@ class LocalKeyProvider(KeyProvider):
         self.path = path
         self._keys: dict[str, bytes] = {}
         self._current = ""
+        self._env_ids: set[str] = set()  # never written to the key file
         self._lock = threading.Lock()
         if env_value:
             kek = _decode_kek(env_value, KEK_ENV)
             self._current = _local_kek_id(kek)
             self._keys[self._current] = kek
+            self._env_ids.add(self._current)
         for value in previous:
             old = _decode_kek(value, KEK_PREVIOUS_ENV)
             self._keys.setdefault(_local_kek_id(old), old)
+            self._env_ids.add(_local_kek_id(old))
         if path is not None:
             self._load(create=not env_value)
 
@@ -135,9 +138,7 @@ class LocalKeyProvider(KeyProvider):
     @property
     def from_env(self) -> bool:
         """Whether the current KEK comes from ``ARGOSY_KEK`` (not from the key file)."""
-        return bool(os.environ.get(KEK_ENV)) and self._current == _local_kek_id(
-            _decode_kek(os.environ[KEK_ENV], KEK_ENV)
-        )
+        return self._current in self._env_ids
 
     # -- the key file ----------------------------------------------------------------------------
     def _load(self, *, create: bool) -> None:
@@ -166,6 +167,7 @@ class LocalKeyProvider(KeyProvider):
             ) from None
         for k, v in keys.items():
             self._keys.setdefault(k, v)
+            self._env_ids.discard(k)
         if not self._current:
             self._current = current
 
@@ -174,9 +176,10 @@ class LocalKeyProvider(KeyProvider):
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
+        kept = {k: v for k, v in self._keys.items() if k not in self._env_ids}
         doc = {
-            "current": self._current,
-            "keys": {k: base64.b64encode(v).decode("ascii") for k, v in self._keys.items()},
+            "current": self._current if self._current in kept else next(iter(kept), ""),
+            "keys": {k: base64.b64encode(v).decode("ascii") for k, v in kept.items()},
         }
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -190,6 +193,11 @@ class LocalKeyProvider(KeyProvider):
         """Make a new random KEK the current one (older ones are kept); returns its id."""
         if self.path is None:
             raise StoreError("no key file to add a KEK to; set ARGOSY_KEY_FILE")
+        if self.from_env:
+            raise StoreError(
+                f"the current KEK comes from {KEK_ENV}; to change it, set {KEK_ENV} to a new key "
+                f"and {KEK_PREVIOUS_ENV} to the old one, then run `argosy admin keys rewrap`"
+            )
         with self._lock:
             kek = os.urandom(KEY_SIZE)
             self._current = _local_kek_id(kek)
@@ -201,6 +209,8 @@ class LocalKeyProvider(KeyProvider):
         """Forget an old KEK (after every data key was re-wrapped under the current one)."""
         if kek_id == self._current:
             raise StoreError(f"KEK {kek_id} is the current one; add a new KEK before removing it")
+        if kek_id in self._env_ids:
+            raise StoreError(f"KEK {kek_id} comes from the environment; unset it there instead")
         with self._lock:
             self._keys.pop(kek_id, None)
             if self.path is not None and self.path.exists():

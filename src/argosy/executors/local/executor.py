@@ -163,9 +163,15 @@ class LocalExecutor(Executor):
         folder = self.attempts_dir / launch.attempt_id
         scratch = folder / "scratch"
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
+        for private in (folder, scratch):  # plaintext inputs and data keys: this user only
+            os.chmod(private, 0o700)
         invocation = dict(launch.invocation, scratch=str(scratch))
+        if self.store.cipher is not None:  # the tenant's data keys, never the KEK
+            invocation["encryption"] = self.store.cipher.task_document()
         inv_path = folder / "invocation.json"
-        inv_path.write_text(json.dumps(invocation))
+        fd = os.open(inv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as inv_file:
+            inv_file.write(json.dumps(invocation))
         out_path, err_path = folder / "stdout", folder / "stderr"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(

@@ -6,6 +6,12 @@ Every key starts with ``tenants/<tenant>/`` so that no read path can cross tenan
   written once (deduplicated), verified on read;
 - ``tenants/<t>/runs/<run>/<node path>/<attempt>/result.json`` — the launcher's result record;
 - ``tenants/<t>/runs/<run>/<node path>/<attempt>/log.jsonl`` — the attempt's captured output.
+
+With a ``cipher`` (:class:`~argosy.stores.encryption.ObjectCipher`: encryption at rest), every
+object — blobs and records — is stored encrypted under the tenant's data key; a blob keeps
+the sha256 of its *plaintext* as its name (deduplication is unchanged), checked after
+decryption. Plaintext then exists only in memory, in streams, and in the ``cache_dir`` a
+caller names for :meth:`ArtifactStore.blob_path` (a task's own scratch folder).
 """
 
 from __future__ import annotations
@@ -13,14 +19,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from argosy.errors import IntegrityError, StoreError
 from argosy.stores.artifacts.base import ByteStore
+
+if TYPE_CHECKING:
+    from argosy.stores.encryption import ObjectCipher
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TENANT = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -55,14 +67,66 @@ def attempt_prefix(run_id: str, node_path: str, attempt: int) -> str:
 class ArtifactStore:
     """The artifact store of one tenant: blobs by hash, and records by run/node/attempt."""
 
-    def __init__(self, backend: ByteStore, tenant: str) -> None:
+    def __init__(self, backend: ByteStore, tenant: str, cipher: ObjectCipher | None = None) -> None:
         if not _TENANT.match(tenant):
             raise StoreError(
                 f"invalid tenant name {tenant!r}: use a DNS-1123 label such as 'team-a'"
             )
+        if cipher is not None and cipher.tenant != tenant:
+            raise StoreError(f"the cipher of tenant {cipher.tenant!r} cannot serve {tenant!r}")
         self.backend = backend
         self.tenant = tenant
         self.prefix = f"tenants/{tenant}/"
+        self.cipher = cipher
+
+    def with_cipher(self, cipher: ObjectCipher | None) -> ArtifactStore:
+        """The same store with encryption at rest by ``cipher`` (None: plaintext)."""
+        return ArtifactStore(self.backend, self.tenant, cipher)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether objects are stored encrypted (encryption at rest)."""
+        return self.cipher is not None
+
+    # -- encrypted I/O -----------------------------------------------------------------------
+    def _what(self, key: str) -> str:
+        name = key.rsplit("/", 1)[-1]
+        if "/blobs/sha256/" in key:
+            return f"artifact sha256:{name} in tenant {self.tenant!r}"
+        return f"object {key.removeprefix(self.prefix)} in tenant {self.tenant!r}"
+
+    def _open(self, key: str) -> BinaryIO:
+        """The plaintext stream of the object at ``key`` (decrypted on the fly)."""
+        stream = self.backend.open(key)
+        if self.cipher is None:
+            return stream
+        try:
+            return self.cipher.reader(stream, self._what(key))
+        except BaseException:
+            stream.close()
+            raise
+
+    @contextlib.contextmanager
+    def _sealed(self, path: Path) -> Iterator[tuple[Path, str, int]]:
+        """``path`` encrypted into a temporary file: (that file, plaintext sha256, size)."""
+        assert self.cipher is not None
+        try:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".enc")
+        except OSError:  # a read-only source folder
+            fd, name = tempfile.mkstemp(suffix=".enc")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            sha256, size = self.cipher.encrypt_file(path, tmp)
+            yield tmp, sha256, size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _put_encrypted_file(self, key: str, path: Path, expect: BlobInfo | None) -> None:
+        with self._sealed(path) as (tmp, sha256, size):
+            if expect is not None and (sha256, size) != (expect.sha256, expect.size):
+                raise IntegrityError(f"file {path} changed while being stored; write it again")
+            self.backend.put_file(key, tmp, move=True)
 
     # -- blobs -------------------------------------------------------------------------------
     def blob_key(self, sha256: str) -> str:
@@ -83,6 +147,10 @@ class ArtifactStore:
         if self.backend.exists(key):
             if move:
                 path.unlink(missing_ok=True)
+        elif self.cipher is not None:
+            self._put_encrypted_file(key, path, info)
+            if move:
+                path.unlink(missing_ok=True)
         else:
             self.backend.put_file(key, path, move=move)
         return info
@@ -91,8 +159,11 @@ class ArtifactStore:
         info = BlobInfo(hashlib.sha256(data).hexdigest(), len(data))
         key = self.blob_key(info.sha256)
         if not self.backend.exists(key):
-            self.backend.put_bytes(key, data)
+            self.backend.put_bytes(key, self._seal_bytes(data))
         return info
+
+    def _seal_bytes(self, data: bytes) -> bytes:
+        return data if self.cipher is None else self.cipher.encrypt_bytes(data)
 
     def _corrupted(self, sha256: str, actual: str) -> IntegrityError:
         """Move a corrupted blob aside (so re-running its producer stores it again) and say so."""
@@ -128,7 +199,7 @@ class ArtifactStore:
     def blob_path(self, sha256: str, *, cache_dir: Path, verify: bool = True) -> Path:
         """A local, read-only path to the blob's bytes (in place for a local store, else cached)."""
         key = self.blob_key(sha256)
-        local = self.backend.local_path(key)
+        local = self.backend.local_path(key) if self.cipher is None else None
         if local is not None:
             if not local.is_file():
                 raise self._missing(sha256)
@@ -140,10 +211,11 @@ class ArtifactStore:
         if not target.exists():
             if not self.backend.exists(key):
                 raise self._missing(sha256)
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             partial = target.with_suffix(".part")
             try:
-                with self.backend.open(key) as src, partial.open("wb") as dst:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with self._open(key) as src, os.fdopen(fd, "wb") as dst:
                     self._verify_stream(src, sha256, dst)
             except BaseException:
                 partial.unlink(missing_ok=True)
@@ -154,7 +226,7 @@ class ArtifactStore:
     def read_blob(self, sha256: str) -> bytes:
         """The whole blob in memory, verified (for small JSON values and records)."""
         try:
-            with self.backend.open(self.blob_key(sha256)) as f:
+            with self._open(self.blob_key(sha256)) as f:
                 data = f.read()
         except FileNotFoundError:
             raise self._missing(sha256) from None
@@ -169,12 +241,20 @@ class ArtifactStore:
         if not self.backend.exists(self.blob_key(sha256)):
             raise self._missing(sha256)
         try:
-            with self.backend.open(self.blob_key(sha256)) as src, tmp.open("wb") as dst:
+            with self._open(self.blob_key(sha256)) as src, tmp.open("wb") as dst:
                 self._verify_stream(src, sha256, dst)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         shutil.move(tmp, dest)
+
+    def open_blob(self, sha256: str) -> BinaryIO:
+        """A plaintext stream of the blob (decrypted on the fly; seekable from its start).
+
+        The caller gets bytes as they are read, not verified against the sha256 (use
+        :meth:`copy_blob_to` or :meth:`read_blob` for that); with encryption each chunk is
+        authenticated before it is returned. Raises ``FileNotFoundError`` if it is missing."""
+        return self._open(self.blob_key(sha256))
 
     # -- records -----------------------------------------------------------------------------
     def record_key(self, relative: str) -> str:
@@ -183,22 +263,26 @@ class ArtifactStore:
         return self.prefix + check_relative_path(relative, "record key")
 
     def put_record(self, relative: str, document: dict[str, Any]) -> None:
-        self.backend.put_bytes(self.record_key(relative), json.dumps(document).encode())
+        data = json.dumps(document).encode()
+        self.backend.put_bytes(self.record_key(relative), self._seal_bytes(data))
 
     def get_record(self, relative: str) -> dict[str, Any] | None:
         try:
-            with self.backend.open(self.record_key(relative)) as f:
+            with self._open(self.record_key(relative)) as f:
                 data: dict[str, Any] = json.load(f)
                 return data
         except FileNotFoundError:
             return None
 
     def put_record_file(self, relative: str, path: Path) -> None:
-        self.backend.put_file(self.record_key(relative), path)
+        if self.cipher is None:
+            self.backend.put_file(self.record_key(relative), path)
+        else:
+            self._put_encrypted_file(self.record_key(relative), path, None)
 
     def open_record(self, relative: str) -> BinaryIO | None:
         try:
-            return self.backend.open(self.record_key(relative))
+            return self._open(self.record_key(relative))
         except FileNotFoundError:
             return None
 
@@ -225,3 +309,11 @@ def open_artifact_store(
             "or s3://BUCKET/PREFIX"
         )
     return ArtifactStore(LocalByteStore(Path(url)), tenant)
+
+
+def open_encrypted_store(
+    url: str, tenant: str, options: dict[str, Any] | None, cipher: ObjectCipher | None
+) -> ArtifactStore:
+    """:func:`open_artifact_store` with encryption at rest by ``cipher`` (None: plaintext);
+    see :meth:`argosy.stores.keys.TenantKeys.cipher` and ``docs/security.md``."""
+    return open_artifact_store(url, tenant, options).with_cipher(cipher)

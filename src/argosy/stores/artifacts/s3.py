@@ -54,6 +54,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BLOB_KEY = re.compile(r"(?:^|/)blobs/sha256/[0-9a-f]{2}/([0-9a-f]{64})$")
 _SSE = ("AES256", "aws:kms")
 _READ_RETRIES = 5
+ENCRYPTED_MAGIC = b"ARGOSYE1"  # argosy.stores.encryption.MAGIC (not imported: no crypto here)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ class S3ByteStore(ByteStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         full = self._key(key)
         digest = hashlib.sha256(data)
-        self._check_content_key(key, digest.hexdigest(), f"{len(data)} bytes")
+        self._check_content_key(key, digest.hexdigest(), f"{len(data)} bytes", data[:8])
         self._put_object(full, key, data, digest.digest())
 
     def put_file(self, key: str, source: Path, *, move: bool = False) -> None:
@@ -344,16 +345,21 @@ class S3ByteStore(ByteStore):
             if len(data) != size:
                 raise IntegrityError(f"file {source} changed while being stored; write it again")
             digest = hashlib.sha256(data)
-            self._check_content_key(key, digest.hexdigest(), str(source))
+            self._check_content_key(key, digest.hexdigest(), str(source), data[:8])
             self._put_object(full, key, data, digest.digest())
         else:
             self._multipart_upload(full, key, source, size)
         if move:
             source.unlink(missing_ok=True)
 
-    def _check_content_key(self, key: str, actual: str, what: str) -> None:
-        """A content-addressed key must name the sha256 of the bytes about to be stored."""
+    def _check_content_key(self, key: str, actual: str, what: str, head: bytes = b"") -> None:
+        """A content-addressed key must name the sha256 of the bytes about to be stored.
+
+        An encrypted object (``head`` starts with the encryption header) is named by the
+        sha256 of its plaintext, which the artifact store checked before encrypting it."""
         named = _BLOB_KEY.search(key)
+        if named and head.startswith(ENCRYPTED_MAGIC):
+            return
         if named and named.group(1) != actual:
             raise IntegrityError(
                 f"refused to store {what} as s3://{self.bucket}/{self.root}{key}: its bytes hash "
@@ -396,7 +402,9 @@ class S3ByteStore(ByteStore):
             parts, actual, read = self._upload_parts(full, upload_id, source, self._part_size(size))
             if read != size:
                 raise IntegrityError(f"file {source} changed while being stored; write it again")
-            self._check_content_key(key, actual, str(source))
+            with source.open("rb") as f:
+                head = f.read(len(ENCRYPTED_MAGIC))
+            self._check_content_key(key, actual, str(source), head)
             self.client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=full,
