@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from argosy.server.problems import problem_response
+from argosy.units import format_bytes
 
 JSON_TYPES = ("application/json", "application/scim+json", "application/x-www-form-urlencoded",
               "multipart/form-data", "application/merge-patch+json")  # fmt: skip
@@ -32,15 +32,8 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/livez"})
 MAX_BUCKETS = 10_000
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:g} MiB"
-
-
-class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` when a streamed body passes the limit (answered 413)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than {_mib(limit)}; send less")
+def _size(n: int) -> str:
+    return format_bytes(n)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -70,24 +63,49 @@ class SizeLimit:
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             response = problem_response(
-                413, f"the request body is {_mib(int(declared))}, more than the {_mib(limit)} "
+                413, f"the request body is {_size(int(declared))}, more than the {_size(limit)} "
                 "this server accepts for it; send less", code="request_too_large",
                 instance=str(scope.get("path", "")), headers={"Connection": "close"},
             )  # fmt: skip
             await response(scope, receive, send)
             return
         received = 0
+        exceeded = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    # the app sees a disconnected client; the 413 is answered below
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # whatever the app answers to the cut body, the client gets the 413
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            response = problem_response(
+                413, f"the request body is larger than the {_size(limit)} this server accepts "
+                "for it; send less", code="request_too_large", instance=str(scope.get("path", "")),
+                headers={"Connection": "close"},
+            )  # fmt: skip
+            await response(scope, receive, send)
 
 
 @dataclass
