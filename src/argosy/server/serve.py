@@ -160,6 +160,7 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"http://{shown}:{bound_port}"
+    context.url = url
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager

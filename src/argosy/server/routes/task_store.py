@@ -22,7 +22,8 @@ from argosy.auth.principal import Principal
 from argosy.auth.task_credentials import TaskClaims, TaskTokenError
 from argosy.engine.states import AttemptState
 from argosy.errors import StoreError
-from argosy.server.identity import ContextDep
+from argosy.auth.policy import Action
+from argosy.server.identity import ContextDep, declares
 from argosy.server.problems import ApiProblem
 from argosy.server.routes.blobs import Upload, upload_body
 from argosy.stores.metadata import runs as q
@@ -49,6 +50,7 @@ _grants: dict[str, _Grant] = {}
 _lock = threading.Lock()
 
 
+@declares(Action.TASK)
 def task_claims(request: Request, context: ContextDep) -> TaskClaims:
     """The caller's task claims, from ``Authorization: Bearer argosy-task...``."""
     header = request.headers.get("authorization", "")
@@ -59,6 +61,7 @@ def task_claims(request: Request, context: ContextDep) -> TaskClaims:
         raise ApiProblem(
             401, f"{exc}; only task processes use this endpoint", code="invalid_task_token"
         ) from None
+    request.state.action = Action.TASK
     request.state.principal = Principal(
         subject=f"task:{claims.attempt_id}", name=f"task {claims.run_id}/{claims.node_path}",
         kind="task",
