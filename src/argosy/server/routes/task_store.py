@@ -18,11 +18,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
 from argosy.auth.task_credentials import TaskClaims, TaskTokenError
 from argosy.engine.states import AttemptState
 from argosy.errors import StoreError
-from argosy.auth.policy import Action
 from argosy.server.identity import ContextDep, declares
 from argosy.server.problems import ApiProblem
 from argosy.server.routes.blobs import Upload, upload_body
