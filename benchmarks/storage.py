@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/storage.py --endpoint https://s3.eu-west-1.amazonaws.com \\
         --bucket my-bench-bucket                                # a real S3 (AWS credential chain)
     .venv/bin/python benchmarks/storage.py --ranged             # also parallel ranged reads
+    .venv/bin/python benchmarks/storage.py --encrypted          # also with encryption at rest
 
 Standalone (``benchmarks/run.py`` does not run it). Without ``--endpoint`` it starts a moto
 server on loopback (``tests/s3_fixture.py``), so the S3 figures then measure moto and the
@@ -25,6 +26,10 @@ Operations (MiB/s = file size / wall time of the operation alone):
   ``download_file`` (parallel ranged GETs, no verification); ``--ranged`` adds Argosy's
   parallel ranged reader (``download_concurrency=8``). moto reads the whole object for every
   ranged GET, so ranged reads are slow against moto and fast against S3.
+
+``--encrypted`` adds the same Argosy operations with encryption at rest (streaming chunked
+AES-256-GCM, ``argosy.stores.encryption``; a put encrypts into a temporary file, then stores
+it; a get decrypts and verifies the plaintext sha256 on the fly).
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ def _child(op: str, spec: dict[str, Any]) -> dict[str, Any]:
         from argosy.stores.artifacts.blobs import BlobInfo, open_artifact_store
 
         store = open_artifact_store(spec["url"], "bench", spec.get("options"))
+        if op.endswith(" encrypted"):
+            from argosy.stores.encryption import ObjectCipher, StaticDataKeys
+
+            store = store.with_cipher(ObjectCipher(StaticDataKeys.from_document(spec["keys"])))
+            op = op.removesuffix(" encrypted")
         info = BlobInfo(spec["sha256"], spec["size"])
         t0 = time.perf_counter()
         if op == "argosy local put":
@@ -162,6 +172,7 @@ def main() -> None:
     parser.add_argument("--bucket", help="an existing bucket at --endpoint (default: a new one)")
     parser.add_argument("--region", default=None)
     parser.add_argument("--ranged", action="store_true", help="also Argosy's parallel ranged reads")
+    parser.add_argument("--encrypted", action="store_true", help="also with encryption at rest")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--child", nargs=2, metavar=("OP", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,6 +237,15 @@ def main() -> None:
                 "baseline_key": baseline_key,
             }
             local = {**spec, "url": str(local_root)}
+            import base64
+
+            keys = {
+                "tenant": "bench",
+                "current": "bench-key",
+                "keys": {"bench-key": base64.b64encode(os.urandom(32)).decode()},
+            }
+            local_enc = {**spec, "url": str(work / "local-store-enc"), "keys": keys}
+            enc_blob_path = work / "local-store-enc/tenants/bench/blobs/sha256" / sha[:2] / sha
             plan: list[tuple[str, str, str]] = [
                 ("local put", "argosy local put", "local"),
                 ("local put", "cp put", "local"),
@@ -238,6 +258,13 @@ def main() -> None:
             ]
             if args.ranged:
                 plan.append(("s3 get", "argosy s3 get ranged", "ranged"))
+            if args.encrypted:
+                plan += [
+                    ("local put", "argosy local put encrypted", "local_enc"),
+                    ("local get", "argosy local get encrypted", "local_enc"),
+                    ("s3 put", "argosy s3 put encrypted", "s3_enc"),
+                    ("s3 get", "argosy s3 get encrypted", "s3_enc"),
+                ]
             results: dict[str, list[dict[str, Any]]] = {op: [] for _, op, _ in plan}
             for repeat in range(args.repeats):
                 # A fresh S3 prefix per repeat, so that every put really uploads (no dedup).
@@ -250,9 +277,13 @@ def main() -> None:
                     "local": local,
                     "s3": s3,
                     "ranged": {**s3, "options": {**options, "download_concurrency": 8}},
+                    "local_enc": local_enc,
+                    "s3_enc": {**s3, "url": s3["url"] + "-enc", "keys": keys},
                 }
                 if blob_path.exists():  # ... and every local put really copies
                     blob_path.unlink()
+                if enc_blob_path.exists():
+                    enc_blob_path.unlink()
                 for _, op, which in plan:
                     print(f"[{repeat + 1}/{args.repeats}] {op}", file=sys.stderr)
                     results[op].append(_run_child(op, specs[which], env))
@@ -289,12 +320,12 @@ def main() -> None:
         return
     print(f"{args.size} MiB artifact, median of {args.repeats}, endpoint {doc['endpoint']}")
     print(
-        f"| {'operation':<10} | {'how':<22} | {'MiB/s':>8} | {'seconds':>8} | {'peak RSS MiB':>12} |"
+        f"| {'operation':<10} | {'how':<32} | {'MiB/s':>8} | {'seconds':>8} | {'peak RSS MiB':>12} |"
     )
-    print(f"|{'-' * 12}|{'-' * 24}|{'-' * 10}|{'-' * 10}|{'-' * 14}|")
+    print(f"|{'-' * 12}|{'-' * 34}|{'-' * 10}|{'-' * 10}|{'-' * 14}|")
     for r in rows:
         print(
-            f"| {r['what']:<10} | {r['how']:<22} | {r['mib_per_s']:>8} | {r['seconds']:>8} "
+            f"| {r['what']:<10} | {r['how']:<32} | {r['mib_per_s']:>8} | {r['seconds']:>8} "
             f"| {r['peak_rss_mib']:>12} |"
         )
 
