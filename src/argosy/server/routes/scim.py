@@ -48,7 +48,10 @@ def scim_client(request: Request) -> None:
 
 setattr(scim_client, ACTION_ATTRIBUTE, Action.SCIM)  # the route table's declared action
 
-router = APIRouter(prefix="/scim/v2", tags=["scim"], dependencies=[Depends(scim_client)])
+# SCIM is its own protocol (RFC 7644), for identity providers: not in Argosy's OpenAPI document
+router = APIRouter(
+    prefix="/scim/v2", tags=["scim"], dependencies=[Depends(scim_client)], include_in_schema=False
+)
 
 StartQ = Annotated[int | None, Query(alias="startIndex", description="1-based index")]
 CountQ = Annotated[int | None, Query(description="page size (at most 200)")]
