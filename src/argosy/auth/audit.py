@@ -65,14 +65,21 @@ def scrub(value: Any) -> Any:
     """``value`` with every entry under a secret-looking key masked (recursively)."""
     if isinstance(value, Mapping):
         return {
-            str(k): "***" if _secret_key(str(k)) and not _harmless(v) else scrub(v)
+            _text(str(k)): "***" if _secret_key(str(k)) and not _harmless(v) else scrub(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [scrub(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool | int | float):
         return value
-    return str(value)
+    return _text(str(value))
+
+
+def _text(value: str) -> str:
+    """``value`` storable everywhere (PostgreSQL text refuses NUL): NUL shown as ``\\x00``."""
+    return value.replace("\x00", "\\x00") if "\x00" in value else value
 
 
 def _time(value: datetime) -> str:
@@ -138,12 +145,12 @@ def record(
         id=new_id(),
         at=now,
         tenant=tenant,
-        actor=actor[:255],
+        actor=_text(actor)[:255],
         actor_kind=actor_kind,
-        action=action[:64],
-        resource=resource[:1024] if resource is not None else None,
+        action=_text(action)[:64],
+        resource=_text(resource)[:1024] if resource is not None else None,
         outcome=outcome,
-        source=source[:255] if source is not None else None,
+        source=_text(source)[:255] if source is not None else None,
         detail=scrub(dict(detail)) if detail else None,
         prev_hash=prev or GENESIS,
         hash="",
