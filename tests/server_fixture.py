@@ -21,6 +21,7 @@ one process with an environment of your own, :func:`start_server`.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import re
@@ -39,6 +40,12 @@ import pytest
 
 from tests.pg_fixture import PostgresCluster
 from tests.s3_fixture import TEST_REGION, S3Endpoint
+
+
+def new_kek() -> str:
+    """A key-encryption key (base64 of 32 random bytes) for ``ARGOSY_KEK``."""
+    return base64.b64encode(os.urandom(32)).decode()
+
 
 LISTENING = re.compile(r"argosy server listening on (http://\S+) \(instance (\w+)\)")
 _counter = itertools.count(1)
@@ -168,11 +175,13 @@ class ServerEnv:
     artifact_url: str
     s3: S3Endpoint
     servers: list[ServerProcess] = field(default_factory=list)
+    kek: str = field(default_factory=new_kek)  # instances of one deployment share the KEK
 
     def env(self, home: Path, **extra: str) -> dict[str, str]:
         """The environment of a server process (ARGOSY_* settings, AWS test credentials)."""
         env = dict(self.s3.argosy_env(self.artifact_url))
         env.update(
+            ARGOSY_KEK=self.kek,
             ARGOSY_HOME=str(home),
             ARGOSY_DATABASE_URL=self.database_url,
             ARGOSY_S3_REGION=TEST_REGION,

@@ -26,7 +26,7 @@ from argosy.client.models import ScheduleCreate
 from argosy.spec.compile import CompiledPipeline, compile_pipeline
 from argosy.spec.loader import load_pipeline
 from tests.pg_fixture import PostgresCluster
-from tests.server_fixture import ServerProcess, start_server
+from tests.server_fixture import ServerProcess, new_kek, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,7 @@ def shared(
     """The environment every server of a test shares: one database, one bucket."""
     return {
         **s3_endpoint.argosy_env(f"s3://{s3_bucket}/argosy"),
+        "ARGOSY_KEK": new_kek(),  # the instances of one deployment share their KEK
         "ARGOSY_DATABASE_URL": pg_migrated_url,
         **FAST,
     }

@@ -25,8 +25,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from argosy.errors import ArgosyError
 
@@ -87,3 +89,47 @@ class TaskTokens:
         if (now if now is not None else time.time()) >= claims.expires:
             raise TaskTokenError(f"task token of attempt {claims.attempt_id} has expired")
         return claims
+
+
+@dataclass
+class TaskGrant:
+    """What one attempt may read: its inputs' blobs (an input collection's elements once it is
+    read), its code package and environment manifest, and the blobs it wrote itself."""
+
+    run_id: str
+    reads: set[str]
+    collections: list[str]
+    written: set[str] = field(default_factory=set)
+
+
+class TaskGrants:
+    """The grants of the attempts this instance started, kept in memory from the moment the
+    attempt starts: checking access needs no database (tasks keep working through an outage)."""
+
+    def __init__(self) -> None:
+        self._grants: dict[str, TaskGrant] = {}
+        self._lock = threading.Lock()
+
+    def add(self, attempt_id: str, run_id: str, inputs: dict[str, object],
+            digests: Iterable[str | None]) -> None:  # fmt: skip
+        reads: set[str] = set()
+        collections: list[str] = []
+        for value in inputs.values():
+            art = value.get("artifact") if isinstance(value, dict) else None
+            if isinstance(art, dict):
+                reads.add(str(art["sha256"]))
+                if art.get("format") == "collection":
+                    collections.append(str(art["sha256"]))
+        reads.update(d.removeprefix("sha256:") for d in digests if d)
+        with self._lock:
+            self._grants[attempt_id] = TaskGrant(run_id, reads, collections)
+
+    def get(self, attempt_id: str) -> TaskGrant | None:
+        with self._lock:
+            return self._grants.get(attempt_id)
+
+    def revoke_run(self, run_id: str) -> None:
+        """The run's engine stopped here: its attempts' grants end with it."""
+        with self._lock:
+            for attempt_id in [a for a, g in self._grants.items() if g.run_id == run_id]:
+                del self._grants[attempt_id]

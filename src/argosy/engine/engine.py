@@ -107,7 +107,8 @@ class Engine:
         db_retry_seconds: float = 600.0,
         instance: str | None = None,
         owner_alive: Callable[[Mapping[str, Any]], bool] | None = None,
-        task_store: Callable[[str, str, str, int, float | None], dict[str, Any]] | None = None,
+        task_store: Callable[[str, str, str, int, StepSpec, dict[str, Any]], dict[str, Any]]
+        | None = None,
     ) -> None:
         self.metadata = metadata
         self.store = store
@@ -135,7 +136,7 @@ class Engine:
         if instance is not None:
             self._me["instance"] = instance  # a server instance: alive while it heartbeats
         self._other_alive = owner_alive or engine_alive
-        # (run, node, attempt id, number, timeout) -> the store a task process opens; default:
+        # (run, node, attempt id, number, step, inputs) -> the store a task process opens; default:
         # this engine's own store (local mode: the user's own credentials)
         self.task_store = task_store
 
@@ -996,7 +997,9 @@ class _RunLoop:
             "attempt": number,
             "attempt_id": attempt_id,
             "store": (
-                self.e.task_store(self.run_id, view.node_path, attempt_id, number, step.timeout)
+                self.e.task_store(
+                    self.run_id, view.node_path, attempt_id, number, step, view.inputs or {}
+                )
                 if self.e.task_store is not None
                 else {"url": self.e.store_url, "options": self.e.store_options}
             ),

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from argosy.auth.task_credentials import TaskTokens
+from argosy.auth.task_credentials import TaskGrants, TaskTokens
 from argosy.config import Settings
 from argosy.ids import new_id
 from argosy.server.clock import Clock, clock_for
@@ -29,6 +29,7 @@ class ServerContext:
     coordinator: Coordinator | None = None
     url: str | None = None  # where this instance serves (task processes reach it there)
     task_tokens: TaskTokens = field(default_factory=TaskTokens)
+    task_grants: TaskGrants = field(default_factory=TaskGrants)
     _stores: dict[str, ArtifactStore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: TenantKeys | None = None

@@ -47,6 +47,7 @@ from argosy.server.context import ServerContext
 from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
 from argosy.server.scheduler import Scheduler
+from argosy.spec.models import StepSpec
 from argosy.spec.validate import Capacity
 from argosy.stores.artifacts.task_http import SCHEME
 from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
@@ -55,7 +56,13 @@ log = logging.getLogger("argosy.server")
 
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
-TASK_TOKEN_HOURS = 24  # lifetime of a task token when its step has no timeout
+RETRY_AFTER_ERROR = (
+    30.0  # a run whose engine stopped on an error waits before this instance retries
+)
+TASK_TOKEN_HOURS = 24
+TaskStoreGrant = Callable[
+    [str, str, str, int, StepSpec, dict[str, Any]], dict[str, Any]
+]  # lifetime of a task token when its step has no timeout
 
 
 @dataclass
@@ -89,6 +96,8 @@ class Coordinator:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._db_trouble_until = 0.0  # monotonic: reconcile waits after our own DB outage
+        self._stopped = False
+        self._cooldown: dict[str, float] = {}  # run id -> when this instance may claim it again
 
     # -- life cycle ------------------------------------------------------------------------------
     @property
@@ -115,6 +124,10 @@ class Coordinator:
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: no new claims or attempts; wait up to ``grace`` seconds; hand the rest over."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.draining = True
         self._set_state("draining")
@@ -276,7 +289,9 @@ class Coordinator:
             for drive in self._drives.values():
                 load[drive.engine.tenant] = load.get(drive.engine.tenant, 0) + 1
         picked: list[Run] = []
-        queue = list(candidates)
+        now = time.monotonic()
+        self._cooldown = {r: t for r, t in self._cooldown.items() if t > now}
+        queue = [r for r in candidates if r.id not in self._cooldown]
         while queue and len(picked) < room:
             best = min(queue, key=lambda r: (load.get(r.tenant, 0), r.id))
             queue.remove(best)
@@ -307,17 +322,17 @@ class Coordinator:
             self._drives[run_id] = _Drive(run_id, engine, thread)
         thread.start()
 
-    def _task_store(
-        self, tenant: str
-    ) -> Callable[[str, str, str, int, float | None], dict[str, Any]]:
+    def _task_store(self, tenant: str) -> TaskStoreGrant:
         """How a task process of ``tenant`` reaches artifacts: this instance's task-store
         endpoint with a token for exactly its attempt (no platform credentials)."""
 
-        def grant(
-            run_id: str, node: str, attempt_id: str, number: int, timeout: float | None
-        ) -> dict[str, Any]:
-            lifetime = (timeout or TASK_TOKEN_HOURS * 3600.0) + 600.0
+        def grant(run_id: str, node: str, attempt_id: str, number: int, step: StepSpec,
+                  inputs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+            lifetime = (step.timeout or TASK_TOKEN_HOURS * 3600.0) + 600.0
             claims = TaskClaims(attempt_id, tenant, run_id, node, number, time.time() + lifetime)
+            impl = step.implementation
+            digests = (getattr(impl, "code", None), getattr(impl, "environment", None))
+            self.ctx.task_grants.add(attempt_id, run_id, inputs, digests)
             url = self.ctx.url or f"http://127.0.0.1:{self.settings.server_port}"
             return {"url": SCHEME + url, "options": {"token": self.ctx.task_tokens.mint(claims)}}
 
@@ -332,12 +347,17 @@ class Coordinator:
         except RunBusyError as exc:
             log.warning("run %s: %s", run_id, exc)
         except ArgosyError as exc:
-            log.error("run %s stopped: %s", run_id, exc)
+            log.error(
+                "run %s stopped: %s (claimable again in %.0f s)", run_id, exc, RETRY_AFTER_ERROR
+            )
+            self._cooldown[run_id] = time.monotonic() + RETRY_AFTER_ERROR
         except Exception:
             log.exception("run %s: engine failure", run_id)
+            self._cooldown[run_id] = time.monotonic() + RETRY_AFTER_ERROR
         finally:
             with self._lock:
                 self._drives.pop(run_id, None)
+            self.ctx.task_grants.revoke_run(run_id)
             self._release(run_id)
 
     def _release(self, run_id: str) -> None:

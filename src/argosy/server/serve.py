@@ -21,8 +21,10 @@ import contextlib
 import logging
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from argosy.config import Settings, load_settings
 from argosy.errors import ArgosyError, StoreError, UsageError
@@ -163,6 +165,27 @@ def serve(
     context.url = url
 
     class _Server(uvicorn.Server):
+        drain: threading.Thread | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            """The first SIGTERM/SIGINT drains the coordinator while HTTP keeps serving (the
+            running tasks reach the artifacts through this instance's task store, and
+            ``/readyz`` says 503 so load balancers move away); then the server stops. A
+            second signal stops at once."""
+            coordinator = context.coordinator
+            if coordinator is None or self.drain is not None or self.should_exit:
+                super().handle_exit(sig, frame)
+                return
+
+            def drain() -> None:
+                try:
+                    coordinator.stop()
+                finally:
+                    self.should_exit = True
+
+            self.drain = threading.Thread(target=drain, name="argosy-drain", daemon=True)
+            self.drain.start()
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown (so the process

@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
-from argosy.auth.task_credentials import TaskClaims, TaskTokenError
-from argosy.engine.states import AttemptState
+from argosy.auth.task_credentials import TaskClaims, TaskGrant, TaskTokenError
 from argosy.errors import StoreError
 from argosy.server.identity import ContextDep, declares
 from argosy.server.problems import ApiProblem
 from argosy.server.routes.blobs import Upload, upload_body
-from argosy.stores.metadata import runs as q
-from argosy.stores.metadata.tables import Attempt, Run, Task
 
 router = APIRouter(prefix="/api/v1", tags=["task-store"], include_in_schema=False)
 
@@ -35,19 +29,6 @@ _BLOB = re.compile(
     r"^tenants/(?P<tenant>[a-z0-9-]+)/blobs/sha256/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})$"
 )
 ENCRYPTED_MAGIC = b"ARGOSYE1"  # an encrypted object: its key is the plaintext's hash
-
-
-@dataclass
-class _Grant:
-    """What one attempt may read: its inputs' blobs (collections expanded) and what it wrote."""
-
-    reads: set[str]
-    collections: list[str]
-    written: set[str] = field(default_factory=set)
-
-
-_grants: dict[str, _Grant] = {}
-_lock = threading.Lock()
 
 
 @declares(Action.TASK)
@@ -72,43 +53,12 @@ def task_claims(request: Request, context: ContextDep) -> TaskClaims:
 ClaimsDep = Annotated[TaskClaims, Depends(task_claims)]
 
 
-def _grant(context: Any, claims: TaskClaims) -> _Grant:
-    with _lock:
-        found = _grants.get(claims.attempt_id)
-    if found is not None:
-        return found
-    with context.metadata.session() as s:
-        attempt = s.get(Attempt, claims.attempt_id)
-        if (
-            attempt is None
-            or attempt.tenant != claims.tenant
-            or attempt.state != AttemptState.RUNNING
-        ):
-            raise ApiProblem(
-                403, "this attempt is not running: its task token is void", code="task_not_running"
-            )
-        task = s.scalar(select(Task).where(Task.id == attempt.task_id))
-        run = s.get_one(Run, claims.run_id)
-        assert task is not None
-        spec = q.get_spec(s, run)
-    reads: set[str] = set()
-    collections: list[str] = []
-    for value in (task.inputs or {}).values():
-        art = value.get("artifact") if isinstance(value, dict) else None
-        if art:
-            reads.add(art["sha256"])
-            if art.get("format") == "collection":
-                collections.append(art["sha256"])
-    step = spec.steps.get(task.step_name)
-    impl = step.implementation if step is not None else None
-    for digest in (getattr(impl, "code", None), getattr(impl, "environment", None)):
-        if digest:
-            reads.add(str(digest).removeprefix("sha256:"))
-    grant = _Grant(reads, collections)
-    with _lock:
-        if len(_grants) > 10_000:
-            _grants.clear()
-        _grants[claims.attempt_id] = grant
+def _grant(context: Any, claims: TaskClaims) -> TaskGrant:
+    grant: TaskGrant | None = context.task_grants.get(claims.attempt_id)
+    if grant is None:
+        raise ApiProblem(
+            403, "this attempt is over: its task token is void", code="task_not_running"
+        )
     return grant
 
 
@@ -134,8 +84,7 @@ def allowed(context: Any, claims: TaskClaims, key: str, mode: str) -> None:
             return
         store = context.store(claims.tenant)
         for collection in grant.collections:  # elements of an input collection
-            with _lock:
-                grant.collections = [c for c in grant.collections if c != collection]
+            grant.collections = [c for c in grant.collections if c != collection]
             for element in json.loads(store.read_blob(collection)):
                 if element is not None:
                     grant.reads.add(element["sha256"])
