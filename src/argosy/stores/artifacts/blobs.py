@@ -296,6 +296,10 @@ def open_artifact_store(
     """
     from argosy.stores.artifacts.local import LocalByteStore
 
+    if url.startswith("argosy-task+"):  # a task process on a server: only its own grant
+        from argosy.stores.artifacts.task_http import TaskStoreClient
+
+        return ArtifactStore(TaskStoreClient.from_url(url, options), tenant)
     if url.startswith("s3://"):
         from argosy.stores.artifacts.s3 import S3ByteStore  # boto3 loads on first use
 
