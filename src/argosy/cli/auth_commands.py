@@ -61,6 +61,10 @@ tokens_app = typer.Typer(
     help="A tenant's API tokens for CI and services: create, list, revoke.", no_args_is_help=True
 )
 
+secrets_app = typer.Typer(
+    help="A tenant's secrets on a server: set, list (names only), delete.", no_args_is_help=True
+)
+
 RoleOpt = Annotated[str, typer.Option("--role", help="viewer, editor or owner")]
 
 
@@ -220,6 +224,60 @@ def tokens_revoke(
     print(f"token {token_id} revoked")
 
 
+# -- secrets ------------------------------------------------------------------------------------
+@secrets_app.command("set")
+def secrets_set(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="an env-var name, e.g. HF_TOKEN")],
+    from_env: Annotated[
+        str | None,
+        typer.Option("--from-env", metavar="VAR", help="read the value from this variable"),
+    ] = None,
+    server: ServerOpt = None,
+) -> None:
+    """Store a secret. The value comes from --from-env VAR, else from standard input (one
+    line, or a hidden prompt on a terminal) — never from the command line, where it would
+    land in the shell history."""
+    import os
+    import sys
+
+    from argosy.errors import UsageError
+
+    if from_env is not None:
+        if from_env not in os.environ:
+            raise UsageError(f"--from-env {from_env}: that variable is not set")
+        value = os.environ[from_env]
+    elif sys.stdin.isatty():
+        value = typer.prompt(f"value of {name}", hide_input=True)
+    else:
+        value = sys.stdin.read().rstrip("\n")
+    if not value:
+        raise UsageError(f"secret {name!r} would be empty; give a value on standard input")
+    with _require_remote(server, "secrets set") as client:
+        info = client.set_secret(name, value)
+    print(f"secret {info.name} set (encrypted; steps that declare it receive it)")
+
+
+@secrets_app.command("list")
+def secrets_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
+    """The tenant's secrets: names and who set them when (never values)."""
+    with _require_remote(server, "secrets list") as client:
+        found = client.list_secrets()
+    _emit(
+        output == Format.json, {"secrets": [_dump(s) for s in found]},
+        [f"{s.name}\tset by {s.updated_by} at {s.updated_at:%Y-%m-%d %H:%M}" for s in found],
+    )  # fmt: skip
+
+
+@secrets_app.command("delete")
+def secrets_delete(
+    name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
+) -> None:
+    """Delete a secret: tasks started afterwards that declare it fail, saying so."""
+    with _require_remote(server, "secrets delete") as client:
+        client.delete_secret(name)
+    print(f"secret {name} deleted")
+
+
 # -- login --------------------------------------------------------------------------------------
 def login(
     token: Annotated[
@@ -255,4 +313,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(tenants_app, name="tenants")
     app.add_typer(members_app, name="members")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(secrets_app, name="secrets")
     app.command("login")(login)

@@ -628,6 +628,18 @@ class Client:
     def revoke_token(self, token_id: str) -> models.ApiToken:
         return self._one(models.ApiToken, "DELETE", self._t(f"/tokens/{token_id}"))
 
+    # -- secrets ---------------------------------------------------------------------------------
+    def set_secret(self, name: str, value: str) -> models.SecretInfo:
+        """Store a secret (encrypted on the server; the value never comes back)."""
+        body = models.SecretSet(value=value).model_dump()
+        return self._one(models.SecretInfo, "PUT", self._t(f"/secrets/{name}"), json=body)
+
+    def list_secrets(self) -> list[models.SecretInfo]:
+        return self._many(models.SecretInfo, self._t("/secrets"))
+
+    def delete_secret(self, name: str) -> None:
+        self._send("DELETE", self._t(f"/secrets/{name}"))
+
 
 # -- helpers -----------------------------------------------------------------------------------
 def _user_agent() -> str:

@@ -317,3 +317,20 @@ class Me(Document):
     platform_admin: bool = False
     roles: dict[str, RoleName] = Field(default_factory=dict)
     insecure: bool = False
+
+
+# -- secrets -----------------------------------------------------------------------------------
+class SecretSet(Request):
+    """A secret's value: stored encrypted, never returned by the API."""
+
+    value: str = Field(max_length=65536)
+
+
+class SecretInfo(Document):
+    """A secret as listed: its name and history, never its value."""
+
+    name: str
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str

@@ -30,6 +30,7 @@ from argosy.server.routes import (
     pipelines,
     runs,
     schedules,
+    secrets,
     task_store,
     tenants,
     tokens,
@@ -82,7 +83,7 @@ def create_app(context: ServerContext) -> FastAPI:
     app.state.context = context
     problems.install(app)
     app.include_router(health.router)
-    for module in (blobs, pipelines, runs, artifacts, logs, schedules, task_store):
+    for module in (blobs, pipelines, runs, artifacts, logs, schedules, secrets, task_store):
         app.include_router(module.router)
     for router in (tenants.me_router, tenants.router, members.router, tokens.router):
         app.include_router(router)

@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -63,6 +63,35 @@ TASK_TOKEN_HOURS = 24
 TaskStoreGrant = Callable[
     [str, str, str, int, StepSpec, dict[str, Any]], dict[str, Any]
 ]  # lifetime of a task token when its step has no timeout
+
+
+class _TenantSecretValues(Mapping[str, str]):
+    """A run's view of its tenant's secrets: each value is opened (decrypted) when a task that
+    declares it starts, so a secret set after the run began is seen, and no other is opened."""
+
+    def __init__(self, ctx: ServerContext, tenant: str) -> None:
+        self.ctx = ctx
+        self.tenant = tenant
+
+    def _open(self, names: list[str]) -> dict[str, str]:
+        from argosy.stores.secrets import TenantSecrets
+
+        return TenantSecrets(self.ctx.metadata, self.ctx.tenant_keys()).open(self.tenant, names)
+
+    def __getitem__(self, name: str) -> str:
+        return self._open([name])[name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._open([name])
+
+    def __iter__(self) -> Iterator[str]:
+        from argosy.stores.secrets import TenantSecrets
+
+        names = TenantSecrets(self.ctx.metadata, self.ctx.tenant_keys()).list(self.tenant)
+        return iter([r.name for r in names])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass
@@ -314,6 +343,7 @@ class Coordinator:
             poll_interval=s.poll_interval, cache=s.cache, cache_ttl=s.cache_ttl,
             db_retry_seconds=s.db_retry_seconds, instance=self.instance_id,
             owner_alive=self.owner_alive, task_store=self._task_store(tenant),
+            secrets=_TenantSecretValues(self.ctx, tenant),
         )  # fmt: skip
         thread = threading.Thread(
             target=self._execute, args=(run_id, engine), name=f"argosy-run-{run_id}", daemon=True

@@ -36,13 +36,17 @@ def task_claims(request: Request, context: ContextDep) -> TaskClaims:
     """The caller's task claims, from ``Authorization: Bearer argosy-task...``."""
     header = request.headers.get("authorization", "")
     token = header.removeprefix("Bearer ").strip()
+    request.state.action = Action.TASK
+    if token and not token.startswith("argosy-task."):  # a user's or service's credential
+        raise ApiProblem(403, "only task processes use the task store, with their task token",
+                         code="task_access_denied")  # fmt: skip
     try:
         claims = context.task_tokens.verify(token)
     except TaskTokenError as exc:
         raise ApiProblem(
-            401, f"{exc}; only task processes use this endpoint", code="invalid_task_token"
-        ) from None
-    request.state.action = Action.TASK
+            401, f"{exc}; only task processes use this endpoint", code="invalid_task_token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None  # fmt: skip
     request.state.principal = Principal(
         subject=f"task:{claims.attempt_id}", name=f"task {claims.run_id}/{claims.node_path}",
         kind="task",
