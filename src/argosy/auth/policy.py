@@ -66,6 +66,7 @@ class Action(StrEnum):
     # platform (platform admin only)
     TENANT_CREATE = "tenant.create"
     TENANT_ARCHIVE = "tenant.archive"
+    TENANT_QUOTAS_WRITE = "tenant.quotas.write"
     TENANT_LIST_ALL = "tenant.list_all"
     AUDIT_READ_ALL = "audit.read_all"
     SCIM = "scim"
@@ -88,7 +89,7 @@ MINIMUM_ROLE: dict[Action, Role] = {
                                Action.RETRIEVAL_APPROVE)},
 }  # fmt: skip
 PLATFORM_ONLY = {
-    Action.TENANT_CREATE, Action.TENANT_ARCHIVE, Action.TENANT_LIST_ALL, Action.AUDIT_READ_ALL,
+    Action.TENANT_CREATE, Action.TENANT_ARCHIVE, Action.TENANT_QUOTAS_WRITE, Action.TENANT_LIST_ALL, Action.AUDIT_READ_ALL,
     Action.SCIM,
 }  # fmt: skip
 

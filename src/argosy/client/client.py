@@ -600,6 +600,13 @@ class Client:
             models.Tenant, "POST", f"{API_PREFIX}/tenants", json=body.model_dump(mode="json")
         )
 
+    def set_quotas(self, name: str, quotas: models.TenantQuotas) -> models.Tenant:
+        """Replace a tenant's quotas (platform admins)."""
+        body = quotas.model_dump(exclude_none=True)
+        return self._one(
+            models.Tenant, "PUT", f"{models.API_PREFIX}/tenants/{name}/quotas", json=body
+        )
+
     def get_tenant(self, name: str) -> models.Tenant:
         return self._one(models.Tenant, "GET", f"{API_PREFIX}/tenants/{name}")
 

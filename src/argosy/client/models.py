@@ -261,9 +261,20 @@ class Tenant(Document):
     archived: bool = False
     archived_at: datetime | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+    quotas: dict[str, float] = Field(default_factory=dict)
     created_at: datetime
     created_by: str
     role: RoleName | None = None  # the caller's role in it (None: a platform admin's view)
+
+
+class TenantQuotas(Request):
+    """A tenant's limits on what it runs at once, across all server instances (``null``: no
+    limit). Tasks beyond them stay queued; other tenants' tasks still start."""
+
+    running_tasks: int | None = Field(default=None, ge=0)
+    cpu: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="bytes")
+    gpu: int | None = Field(default=None, ge=0)
 
 
 class MemberCreate(Request):

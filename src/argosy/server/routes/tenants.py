@@ -27,7 +27,7 @@ me_router = APIRouter(prefix=api.API_PREFIX, tags=["tenants"])
 def tenant_document(row: Tenant, role: Role | None = None) -> api.Tenant:
     return api.Tenant(
         name=row.name, display_name=row.display_name, archived=row.archived_at is not None,
-        archived_at=utc(row.archived_at), settings=row.settings or {},
+        archived_at=utc(row.archived_at), settings=row.settings or {}, quotas=row.quotas or {},
         created_at=must_utc(row.created_at), created_by=row.created_by,
         role=role.name if role is not None else None,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -121,6 +121,25 @@ def update_settings(
         row.settings = merged
         if body.display_name is not None:
             row.display_name = body.display_name
+        return tenant_document(row)
+
+
+@router.put(
+    "/{tenant}/quotas", response_model=api.Tenant, summary="Set a tenant's quotas",
+    responses=problem_responses(401, 403, 404, 409),
+)  # fmt: skip
+def set_quotas(
+    body: api.TenantQuotas,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.TENANT_QUOTAS_WRITE)],
+    context: ContextDep,
+) -> api.Tenant:
+    """Replace the tenant's quotas (platform admins): running tasks, CPU, memory, GPUs in use
+    at once. Server instances apply them within one heartbeat."""
+    with context.metadata.session() as s:
+        row = tb.get_tenant(s, tenant)
+        assert row is not None
+        row.quotas = body.model_dump(exclude_none=True) or None
         return tenant_document(row)
 
 
