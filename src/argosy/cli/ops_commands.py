@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rich.console import Console
 from rich.progress import (
@@ -252,6 +252,7 @@ def admin_backup(
             tenant=tenant,
             blobs_from=_backend(settings) if blobs else None,
             reporter=reporter,
+            plain=plain_reader(settings, settings.metadata_url),
         )
     if json_output:
         _emit_json(summary.to_json())
@@ -327,8 +328,27 @@ def admin_restore(
         summary = restore(
             backup, settings.metadata_url, store=_backend(settings), verify=verify,
             release_runs=release_runs, reporter=reporter,
+            plain=plain_reader(settings, settings.metadata_url),
         )  # fmt: skip
     return _report_restore(summary, json_output, "restored")
+
+
+def plain_reader(settings: Settings, url: str) -> Any:
+    """Opens objects encrypted at rest for verification, with the data keys in the database
+    at ``url`` and the deployment's key-encryption key (loaded on first use)."""
+    keys: Any = None
+
+    def read(tenant: str, raw: BinaryIO) -> BinaryIO:
+        nonlocal keys
+        if keys is None:
+            from argosy.stores.keys import TenantKeys, provider_from_settings
+            from argosy.stores.metadata.db import MetadataStore
+
+            keys = TenantKeys(MetadataStore.open(url), provider_from_settings(settings))
+        reader: BinaryIO = keys.cipher(tenant).reader(raw, f"an artifact of tenant {tenant!r}")
+        return reader
+
+    return read
 
 
 def parse_tenant_map(items: list[str], tenants: list[str]) -> dict[str, str]:

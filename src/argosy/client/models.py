@@ -280,7 +280,10 @@ class TenantQuotas(Request):
 class MemberCreate(Request):
     role: RoleName
     subject_kind: SubjectKind
-    subject: str = Field(min_length=1, max_length=255, description="a user's subject or a group")
+    subject: str = Field(
+        min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="a user's subject or a group (no control characters)",
+    )  # fmt: skip
 
 
 class Member(Document):

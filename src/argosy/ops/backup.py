@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import (
     JSON,
@@ -75,7 +75,7 @@ from sqlalchemy.sql.expression import TableClause
 
 from argosy.errors import StoreError, UsageError
 from argosy.stores.artifacts.base import ByteStore
-from argosy.stores.artifacts.blobs import CHUNK, ArtifactStore, sha256_file
+from argosy.stores.artifacts.blobs import CHUNK, ArtifactStore, BlobInfo, sha256_file
 
 FORMAT = "argosy-backup"
 FORMAT_VERSION = 1
@@ -459,8 +459,42 @@ def _write_json(path: Path, doc: Any) -> None:
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
-def _copy_verified(source: Any, dest: Path, sha256: str) -> bool:
-    """Stream ``source`` to ``dest`` while hashing; keep it only if it hashes to ``sha256``."""
+PlainReader = Callable[[str, BinaryIO], BinaryIO]
+"""(tenant, stored bytes) -> their plaintext: decrypts objects encrypted at rest (whose name
+is the sha256 of the plaintext); backups keep them encrypted and verify them through this."""
+
+
+def _is_encrypted_file(path: Path) -> bool:
+    from argosy.stores.encryption import is_encrypted
+
+    with path.open("rb") as f:
+        return is_encrypted(f.read(8))
+
+
+def _plain_sha256(path: Path, tenant: str, plain: PlainReader | None) -> str | None:
+    """The sha256 of the plaintext of an encrypted object in ``path`` (None: not encrypted,
+    or no keys to open it)."""
+    from argosy.stores.encryption import is_encrypted
+
+    with path.open("rb") as f:
+        if plain is None or not is_encrypted(f.read(len(b"ARGOSYE1"))):
+            return None
+        f.seek(0)
+        digest = hashlib.sha256()
+        try:
+            reader = plain(tenant, f)
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+        except StoreError:
+            return "undecryptable"
+        return digest.hexdigest()
+
+
+def _copy_verified(
+    source: Any, dest: Path, sha256: str, *, tenant: str = "", plain: PlainReader | None = None
+) -> bool:
+    """Stream ``source`` to ``dest`` while hashing; keep it only if it hashes to ``sha256``
+    (its plaintext's hash, for an object encrypted at rest: it stays encrypted)."""
     digest = hashlib.sha256()
     partial = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -468,7 +502,7 @@ def _copy_verified(source: Any, dest: Path, sha256: str) -> bool:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             out.write(chunk)
-    if digest.hexdigest() != sha256:
+    if digest.hexdigest() != sha256 and _plain_sha256(partial, tenant, plain) != sha256:
         partial.unlink()
         return False
     partial.replace(dest)
@@ -476,7 +510,7 @@ def _copy_verified(source: Any, dest: Path, sha256: str) -> bool:
 
 
 def _copy_out(
-    backend: ByteStore, dump_: Dump, folder: Path, reporter: Reporter
+    backend: ByteStore, dump_: Dump, folder: Path, reporter: Reporter, plain: PlainReader | None
 ) -> tuple[int, list[BlobProblem]]:
     """Copy the manifest's blobs (hash-checked) and the runs' records into the backup."""
     problems: list[BlobProblem] = []
@@ -488,7 +522,7 @@ def _copy_out(
             key = ArtifactStore(backend, tenant).blob_key(sha)
             try:
                 with backend.open(key) as src:
-                    ok = _copy_verified(src, dest, sha)
+                    ok = _copy_verified(src, dest, sha, tenant=tenant, plain=plain)
             except FileNotFoundError:
                 problems.append(BlobProblem(tenant, sha, "missing", entry.get("ref")))
             else:
@@ -525,6 +559,7 @@ def write_backup(
     blobs_from: ByteStore | None = None,
     reporter: Reporter | None = None,
     on_snapshot: Callable[[Connection], None] | None = None,
+    plain: PlainReader | None = None,
 ) -> BackupSummary:
     """Write a consistent snapshot of the database at ``url`` to ``dest`` (folder or .tar[.gz]).
 
@@ -554,7 +589,7 @@ def write_backup(
         held = time.monotonic() - opened
         copied, problems = 0, list[BlobProblem]()
         if blobs_from is not None:
-            copied, problems = _copy_out(blobs_from, result, staging, reporter)
+            copied, problems = _copy_out(blobs_from, result, staging, reporter, plain)
         _write_json(staging / MANIFEST, result.manifest.to_json())
         index = {
             "format": FORMAT,
@@ -866,7 +901,11 @@ def _refuse_nonempty(conn: Connection, url: str) -> None:
 
 
 def _blob_sources(
-    backend: ByteStore, backup: Backup, tenant_map: dict[str, str], reporter: Reporter
+    backend: ByteStore,
+    backup: Backup,
+    tenant_map: dict[str, str],
+    reporter: Reporter,
+    plain: PlainReader | None = None,
 ) -> int:
     """Put each manifest blob the store lacks under its (new) tenant: from the backup, or,
     for a renamed tenant, from the old tenant's prefix in the same store. Returns the count."""
@@ -880,6 +919,10 @@ def _blob_sources(
         path = backup.blob_file(sha)
         if path is not None:
             info = sha256_file(path)
+            if info.sha256 != sha and _is_encrypted_file(path):
+                # encrypted at rest: stored as it is, checked by the verification afterwards
+                # (its tenant's data keys arrive with the metadata)
+                info = BlobInfo(sha, info.size)
             if info.sha256 == sha:
                 store.put_file(path, info)
                 copied += 1
@@ -889,7 +932,7 @@ def _blob_sources(
             tmp = Path(tempfile.mkdtemp(prefix=".argosy-blob-")) / sha
             try:
                 with backend.open(old.blob_key(sha)) as src:
-                    if _copy_verified(src, tmp, sha):
+                    if _copy_verified(src, tmp, sha, tenant=tenant, plain=plain):
                         store.put_file(tmp, move=True)
                         copied += 1
             except FileNotFoundError:
@@ -920,16 +963,31 @@ def _record_sources(
     return copied
 
 
-def _check_blob(backend: ByteStore, tenant: str, sha: str, mode: str) -> str | None:
+def _check_blob(
+    backend: ByteStore, tenant: str, sha: str, mode: str, plain: PlainReader | None = None
+) -> str | None:
     """None if the blob is there (and hashes right, for mode "hash"), else the problem."""
+    from argosy.stores.encryption import is_encrypted
+
     key = ArtifactStore(backend, tenant).blob_key(sha)
     if mode == "exists":
         return None if backend.exists(key) else "missing"
     digest = hashlib.sha256()
     try:
         with backend.open(key) as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
+            head = f.read(CHUNK)
+            if plain is not None and is_encrypted(head[:8]):
+                f.seek(0)
+                try:
+                    reader = plain(tenant, f)
+                    while chunk := reader.read(CHUNK):
+                        digest.update(chunk)
+                except StoreError:
+                    return "corrupt"
+            else:
+                digest.update(head)
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
     except FileNotFoundError:
         return "missing"
     return None if digest.hexdigest() == sha else "corrupt"
@@ -947,6 +1005,7 @@ def verify_blobs(
     tenant_map: dict[str, str] | None = None,
     mode: str = "hash",
     reporter: Reporter | None = None,
+    plain: PlainReader | None = None,
 ) -> list[BlobProblem]:
     """Every manifest blob that is missing from the store (or, mode "hash", hashes wrong)."""
     _verify_mode(mode)
@@ -956,7 +1015,7 @@ def verify_blobs(
     reporter.start(f"verifying blobs ({mode})", len(entries))
     problems: list[BlobProblem] = []
     with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-        results = pool.map(lambda e: _check_blob(backend, e[0], e[1], mode), entries)
+        results = pool.map(lambda e: _check_blob(backend, e[0], e[1], mode, plain), entries)
         for (tenant, sha, entry), problem in zip(entries, results, strict=True):
             if problem is not None:
                 problems.append(BlobProblem(tenant, sha, problem, entry.get("ref")))
@@ -973,6 +1032,7 @@ def restore(
     verify: str = "hash",
     release_runs: bool = False,
     reporter: Reporter | None = None,
+    plain: PlainReader | None = None,
 ) -> RestoreSummary:
     """Restore ``backup`` into the empty database at ``url``, then check the manifest's blobs
     in ``store`` (after copying in those the backup carries and the store lacks).
@@ -995,11 +1055,11 @@ def restore(
         engine.dispose()
     blobs_copied = records_copied = 0
     if store is not None:
-        blobs_copied = _blob_sources(store, backup, {}, reporter)
+        blobs_copied = _blob_sources(store, backup, {}, reporter, plain)
         records_copied = _record_sources(store, backup, {}, reporter)
     stats, released = _restore_metadata(backup, url, chain, reporter, release_runs=release_runs)
     problems = [] if store is None else verify_blobs(store, backup.manifest, mode=verify,
-                                                     reporter=reporter)  # fmt: skip
+                                                     reporter=reporter, plain=plain)  # fmt: skip
     return RestoreSummary(
         database=redact("database_url", url), revision=backup.revision, head=chain[-1],
         tables=stats, tenants={t: t for t in backup.tenants}, blobs=backup.manifest.count(),
