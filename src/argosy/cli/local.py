@@ -83,5 +83,6 @@ def open_local(settings: Settings) -> Local:
         from argosy.stores.keys import TenantKeys, provider_from_settings
 
         keys = TenantKeys(metadata, provider_from_settings(settings))
+        keys.all_keys(settings.tenant)  # unwrapped now: reads inside a session need no other
         store = store.with_cipher(keys.cipher(settings.tenant))
     return Local(settings, metadata, store)

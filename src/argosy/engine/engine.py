@@ -1132,7 +1132,10 @@ class _RunLoop:
                 attempt_id=attempt_id, node_path=view.node_path, output_name=name,
                 type=out["type"], format=out["format"], serializer=out.get("serializer"),
                 sha256=out["sha256"], size=out["size"],
-                value={"json": _json_loads(out["json"])} if out.get("json") is not None else None,
+                # small JSON values are kept inline for quick reads, unless the tenant's
+                # artifacts are encrypted at rest (the database is not)
+                value={"json": _json_loads(out["json"])}
+                if out.get("json") is not None and not self.e.store.encrypted else None,
                 created_at=created, created_by=self.e.user,
             )  # fmt: skip
             if out.get("filename"):

@@ -59,6 +59,8 @@ class ServerContext:
                 s = self.settings
                 found = open_artifact_store(s.artifacts_url, tenant, s.artifact_options())
                 if s.encryption is not False:  # encryption at rest: on in server mode by default
-                    found = found.with_cipher(self.tenant_keys().cipher(tenant))
+                    keys = self.tenant_keys()
+                    keys.all_keys(tenant)  # unwrapped now: reads never open a nested session
+                    found = found.with_cipher(keys.cipher(tenant))
                 self._stores[tenant] = found
             return found
