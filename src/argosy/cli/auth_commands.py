@@ -3,7 +3,11 @@ tokens on a server, and storing the credential the CLI sends.
 
 ``argosy login --token TOKEN`` stores a bearer token (an OIDC access token or an API token)
 for the server in ``~/.config/argosy/credentials`` (mode 0600; ``$XDG_CONFIG_HOME`` is
-honoured); the CLI sends it when ``ARGOSY_TOKEN`` is not set. Registered on the ``argosy``
+honoured); the CLI sends it when ``ARGOSY_TOKEN`` is not set. Without ``--token`` it logs in
+with the OAuth device flow (RFC 8628) of the server's issuer (``GET /api/v1/auth/config``):
+it prints the verification URI and user code (``--browser`` also opens it), polls the token
+endpoint (honouring ``interval`` and ``slow_down``) and stores the access token (and the
+refresh token, if any). Registered on the ``argosy``
 app by :func:`register`.
 """
 
@@ -279,6 +283,86 @@ def secrets_delete(
 
 
 # -- login --------------------------------------------------------------------------------------
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def _post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    import httpx
+
+    from argosy.errors import ServerError
+
+    try:
+        response = httpx.post(url, data=form, timeout=30, headers={"Accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise ServerError(f"cannot reach the identity provider at {url}: {exc}") from None
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = {}
+    return response.status_code, doc if isinstance(doc, dict) else {}
+
+
+def device_login(server: str, *, open_browser: bool = False) -> tuple[str, str | None]:
+    """Log in with the device flow of ``server``'s issuer: (access token, refresh token)."""
+    import time
+    import webbrowser
+
+    import httpx
+
+    from argosy.errors import ServerError, UsageError
+
+    try:
+        response = httpx.get(f"{server.rstrip('/')}/api/v1/auth/config", timeout=30)
+        config = response.json() if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ServerError(f"cannot read the login settings of {server}: {exc}") from None
+    client_id = config.get("client_id")
+    device_endpoint = config.get("device_authorization_endpoint")
+    token_endpoint = config.get("token_endpoint")
+    if not client_id or not device_endpoint or not token_endpoint:
+        raise UsageError(
+            f"{server} offers no device login (no OIDC client id or device endpoint): pass "
+            "--token TOKEN (an access token, or an API token from 'argosy tokens create')"
+        )
+    status, start = _post_form(
+        device_endpoint, {"client_id": client_id, "scope": str(config.get("scope") or "openid")}
+    )
+    if status != 200 or "device_code" not in start:
+        raise ServerError(
+            f"the identity provider refused device login: {start.get('error', status)}"
+        )
+    uri = start.get("verification_uri_complete") or start.get("verification_uri")
+    print(f"to log in, open {start.get('verification_uri')} and enter the code "
+          f"{start.get('user_code')}", flush=True)  # fmt: skip
+    if start.get("verification_uri_complete"):
+        print(f"(or open {start['verification_uri_complete']})", flush=True)
+    if open_browser and isinstance(uri, str):
+        webbrowser.open(uri)
+    interval = float(start.get("interval") or 5)
+    deadline = time.monotonic() + float(start.get("expires_in") or 600)
+    form = {"grant_type": DEVICE_GRANT, "device_code": str(start["device_code"]),
+            "client_id": client_id}  # fmt: skip
+    while True:
+        time.sleep(interval)
+        status, doc = _post_form(token_endpoint, form)
+        if status == 200 and isinstance(doc.get("access_token"), str):
+            refresh = doc.get("refresh_token")
+            return doc["access_token"], refresh if isinstance(refresh, str) else None
+        error = doc.get("error")
+        if error == "slow_down":
+            interval += 5  # RFC 8628 3.5
+        elif error == "expired_token" or (
+            error == "authorization_pending" and time.monotonic() > deadline
+        ):
+            raise ServerError("the login code expired before it was approved; run 'argosy login' "
+                              "again")  # fmt: skip
+        elif error == "access_denied":
+            raise ServerError("the login was refused at the identity provider")
+        elif error != "authorization_pending":
+            raise ServerError(f"device login failed: {error or status}: "
+                              f"{doc.get('error_description', '')}".rstrip(": "))  # fmt: skip
+
+
 def login(
     token: Annotated[
         str | None,
@@ -286,10 +370,14 @@ def login(
             "--token", help="a bearer token (OIDC access token or argosy_ API token) to store"
         ),
     ] = None,
+    browser: Annotated[
+        bool, typer.Option("--browser", help="device login: also open the page in a browser")
+    ] = False,
     server: ServerOpt = None,
 ) -> None:
-    """Store a token for the server (~/.config/argosy/credentials, mode 0600), check it, and
-    say who you are there. ARGOSY_TOKEN, when set, wins over the stored token."""
+    """Log in to a server and say who you are there. Without --token: device login at the
+    server's identity provider (open the printed page, enter the code). The token is stored
+    in ~/.config/argosy/credentials (mode 0600); ARGOSY_TOKEN, when set, wins over it."""
     from argosy.cli.main import _global_server
     from argosy.client.client import Client
     from argosy.errors import UsageError
@@ -297,14 +385,12 @@ def login(
     settings = _settings(server=server or _global_server)
     if not settings.server:
         raise UsageError("'argosy login' needs a server: pass --server URL or set ARGOSY_SERVER")
+    refresh: str | None = None
     if not token:
-        raise UsageError(
-            "pass --token TOKEN (an access token from your identity provider, or an API token "
-            "from 'argosy tokens create'); browser and device login are not available yet"
-        )
+        token, refresh = device_login(settings.server, open_browser=browser)
     with Client(settings.server, token=token, tenant=settings.tenant) as client:
         me = client.me()
-    path = store_token(settings.server, token)
+    path = store_token(settings.server, token, refresh)
     roles = ", ".join(f"{t}: {r}" for t, r in me.roles.items()) or "no roles yet"
     print(f"logged in to {settings.server} as {me.name} ({me.subject}; {roles}); token in {path}")
 

@@ -1,6 +1,7 @@
 """Bearer tokens stored by ``argosy login``: ``~/.config/argosy/credentials`` (JSON, one
-token per server URL, mode 0600; ``$XDG_CONFIG_HOME`` is honoured). ``ARGOSY_TOKEN`` wins
-over a stored token."""
+entry per server URL, mode 0600; ``$XDG_CONFIG_HOME`` is honoured). An entry is the token
+itself, or ``{"access_token": ..., "refresh_token": ...}`` after a device login that got a
+refresh token. ``ARGOSY_TOKEN`` wins over a stored token."""
 
 from __future__ import annotations
 
@@ -22,10 +23,23 @@ def stored_token(server: str) -> str | None:
     except (OSError, ValueError):
         return None
     found = doc.get(server.rstrip("/")) if isinstance(doc, dict) else None
+    if isinstance(found, dict):
+        found = found.get("access_token")
     return found if isinstance(found, str) else None
 
 
-def store_token(server: str, token: str) -> Path:
+def stored_refresh_token(server: str) -> str | None:
+    """The refresh token a device login stored for ``server`` (None: none)."""
+    try:
+        doc = json.loads(credentials_path().read_text())
+    except (OSError, ValueError):
+        return None
+    found = doc.get(server.rstrip("/")) if isinstance(doc, dict) else None
+    refresh = found.get("refresh_token") if isinstance(found, dict) else None
+    return refresh if isinstance(refresh, str) else None
+
+
+def store_token(server: str, token: str, refresh_token: str | None = None) -> Path:
     path = credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
@@ -34,7 +48,10 @@ def store_token(server: str, token: str) -> Path:
             doc = {}
     except (OSError, ValueError):
         doc = {}
-    doc[server.rstrip("/")] = token
+    entry: object = token
+    if refresh_token:
+        entry = {"access_token": token, "refresh_token": refresh_token}
+    doc[server.rstrip("/")] = entry
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=2)

@@ -25,6 +25,7 @@ from argosy.server.routes import (
     artifacts,
     blobs,
     health,
+    login,
     logs,
     members,
     pipelines,
@@ -83,6 +84,8 @@ def create_app(context: ServerContext) -> FastAPI:
     app.state.context = context
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(login.router)  # /auth/login, /auth/callback, /auth/logout
+    app.include_router(login.api_router)  # /api/v1/auth/config
     for module in (blobs, pipelines, runs, artifacts, logs, schedules, secrets, task_store):
         app.include_router(module.router)
     for router in (tenants.me_router, tenants.router, members.router, tokens.router):

@@ -7,6 +7,12 @@
 - anything else: an OIDC access token, verified against the issuer (:mod:`argosy.auth.oidc`);
   a user whose SCIM ``User`` row is inactive is refused; a subject in
   ``platform_admin_users`` or a group in ``platform_admin_groups`` is a platform admin;
+- no token but a browser session cookie (``argosy_session``, set by ``/auth/callback``): the
+  user stored with the session (:class:`BrowserSession`, looked up by the cookie's sha256;
+  revoked, expired or of a deactivated user: anonymous). A state-changing request (POST, PUT,
+  PATCH, DELETE) authenticated by the cookie must carry ``X-CSRF-Token`` equal to the
+  ``argosy_csrf`` cookie and to the session's token (double submit), else 403; bearer
+  requests are not subject to CSRF;
 - no token: :data:`ANONYMOUS`.
 
 With ``insecure_dev`` every request is the local principal (the server's ``settings.user``),
@@ -26,6 +32,8 @@ denial. :func:`route_actions` lists each route's declared action (tests enumerat
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 from collections.abc import Callable
@@ -44,10 +52,14 @@ from argosy.auth.policy import MINIMUM_ROLE, Action, Decision, Role, authorize
 from argosy.auth.principal import ANONYMOUS, Principal
 from argosy.server.context import ServerContext
 from argosy.server.problems import ApiProblem
-from argosy.stores.metadata.tables import User
+from argosy.stores.metadata.tables import BrowserSession, User
 
 TENANT_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 INSECURE_HEADER = "X-Argosy-Insecure"
+SESSION_COOKIE = "argosy_session"
+CSRF_COOKIE = "argosy_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ACTION_ATTRIBUTE = "__argosy_action__"
 
 log = logging.getLogger("argosy.server")
@@ -127,14 +139,59 @@ def _is_admin(context: ServerContext, subject: str, groups: tuple[str, ...]) -> 
     return subject in s.platform_admin_users or bool(set(groups) & set(s.platform_admin_groups))
 
 
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def session_principal(request: Request, cookie: str) -> Principal:
+    """The user of a browser session cookie (anonymous when it is no live session); checks
+    the CSRF token of state-changing requests (403)."""
+    context = context_of(request)
+    now = datetime.now(UTC)
+    with context.metadata.session() as session:
+        row = session.get(BrowserSession, sha256_hex(cookie))
+        if row is None or not row.subject or "pending_login" in (row.claims or {}):
+            return ANONYMOUS
+        if row.revoked_at is not None or _utc(row.expires_at) <= now:
+            return ANONYMOUS
+        active = session.scalar(select(User.active).where(User.external_id == row.subject))
+        subject, claims, csrf_hash = row.subject, dict(row.claims or {}), row.csrf_hash
+    if active is False:
+        return ANONYMOUS
+    if request.method.upper() in CSRF_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        cookie_token = request.cookies.get(CSRF_COOKIE, "")
+        if not (
+            sent
+            and hmac.compare_digest(sent.encode(), cookie_token.encode())
+            and hmac.compare_digest(sha256_hex(sent), csrf_hash)
+        ):
+            raise ApiProblem(
+                403, f"missing or wrong CSRF token: send the {CSRF_COOKIE} cookie's value in "
+                f"the {CSRF_HEADER} header", code="csrf",
+            )  # fmt: skip
+    name = claims.get("name")
+    groups = tuple(str(g) for g in claims.get("groups") or () if isinstance(g, str))
+    return Principal(
+        subject=subject, name=name if isinstance(name, str) and name else subject,
+        kind="user", groups=groups, platform_admin=_is_admin(context, subject, groups),
+        claims=claims,
+    )  # fmt: skip
+
+
 def resolve_principal(request: Request, bearer: str | None) -> Principal:
-    """The caller of ``request`` (``bearer``: the token, if any); raises 401/503 problems."""
+    """The caller of ``request`` (``bearer``: the token, if any); raises 401/403/503 problems."""
     context = context_of(request)
     settings = context.settings
     if settings.insecure_dev:
         return Principal(subject=settings.user, name=settings.user, kind="local")
     if not bearer:
-        return ANONYMOUS
+        cookie = request.cookies.get(SESSION_COOKIE)
+        return session_principal(request, cookie) if cookie else ANONYMOUS
     now = datetime.now(UTC)
     if tokens.is_api_token(bearer):
         try:
