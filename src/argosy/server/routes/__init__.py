@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from argosy.client import models as api
 from argosy.server.problems import ApiProblem
+from argosy.stores.artifacts.blobs import ArtifactStore
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import (
     Artifact,
@@ -200,8 +202,15 @@ def task_documents(tasks: Sequence[Task], attempts: Sequence[Attempt]) -> list[a
     ]
 
 
-def artifact_document(a: Artifact) -> api.Artifact:
+INLINE_VALUE_BYTES = 64 * 1024  # small JSON values are shown in artifact documents
+
+
+def artifact_document(a: Artifact, store: ArtifactStore | None = None) -> api.Artifact:
+    """An artifact's document; a small JSON value is included (from the row, or, when the
+    tenant's artifacts are encrypted and nothing is kept inline, from its blob)."""
     value = a.value.get("json") if a.value else None
+    if value is None and store is not None and a.format == "json" and a.size <= INLINE_VALUE_BYTES:
+        value = json.loads(store.read_blob(a.sha256))
     return api.Artifact(
         id=a.id, run_id=a.run_id, node_path=a.node_path, output_name=a.output_name, type=a.type,
         format=a.format, sha256=a.sha256, size=a.size, created_at=must_utc(a.created_at),

@@ -109,7 +109,8 @@ def list_run_artifacts(
 ) -> list[api.Artifact]:
     with context.metadata.session() as session:
         run = q.get_run(session, tenant, run_id)
-        return [artifact_document(a) for a in q.artifacts_of(session, run.id)]
+        store = context.store(tenant)
+        return [artifact_document(a, store) for a in q.artifacts_of(session, run.id)]
 
 
 @router.get(
@@ -125,7 +126,9 @@ def get_artifact(
     context: ContextDep,
 ) -> api.Artifact:
     with context.metadata.session() as session:
-        return artifact_document(q.get_artifact(session, tenant, artifact_id))
+        return artifact_document(
+            q.get_artifact(session, tenant, artifact_id), context.store(tenant)
+        )
 
 
 @router.get(
