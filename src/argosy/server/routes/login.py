@@ -58,7 +58,7 @@ from argosy.server.identity import (
     sha256_hex,
     verifier_of,
 )
-from argosy.server.problems import ApiProblem
+from argosy.server.problems import ApiProblem, problem_responses
 from argosy.stores.metadata.tables import BrowserSession, User
 
 log = logging.getLogger("argosy.auth")
@@ -202,7 +202,7 @@ def _clear(response: Response, request: Request, name: str, path: str = "/") -> 
 # -- login ----------------------------------------------------------------------------------------
 @router.get(
     "/auth/login", status_code=302, summary="Start a browser login (redirects to the issuer)",
-    response_class=RedirectResponse,
+    response_class=RedirectResponse, responses=problem_responses(400),
 )  # fmt: skip
 def login(
     request: Request,
@@ -367,6 +367,7 @@ def _user(request: Request, tokens: dict[str, Any], id_claims: dict[str, Any]) -
 @router.get(
     "/auth/callback", name="auth_callback", status_code=302, response_class=RedirectResponse,
     summary="Finish a browser login (the issuer redirects here)",
+    responses=problem_responses(400, 403),
 )  # fmt: skip
 def callback(
     request: Request,
