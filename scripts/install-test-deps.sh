@@ -4,6 +4,10 @@
 # postgresql (the 15 server on Debian 12) gives initdb/pg_ctl for the tests' own throw-away
 # PostgreSQL cluster (tests/pg_fixture.py; no server needs to run as a service).
 set -euo pipefail
+# The unprivileged OS user that server tasks run as (ARGOSY_TASK_USER) in the isolation tests.
+if [ "$(id -u)" -eq 0 ] && ! id argosy-task >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin argosy-task
+fi
 missing=()
 for pkg in podman runc busybox-static postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

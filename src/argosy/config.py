@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     key_file: Path | None = Field(
         default=None, description="key-encryption key file (default: <home>/keys/kek)"
     )
+    # -- isolation of task processes (server)
+    task_user: str | None = Field(
+        default=None,
+        description="unprivileged OS user that server tasks run as (the server needs root)",
+    )
 
     @field_validator("tenant")
     @classmethod

@@ -1,6 +1,8 @@
 """The step launcher: the only Argosy code that runs inside a task's process.
 
-``python -m argosy.runtime.launcher INVOCATION.json`` (also the future container entrypoint)
+``python -m argosy.runtime.launcher INVOCATION.json`` (also the future container entrypoint);
+``-`` instead of the file: the invocation comes on stdin (a server's task user cannot read
+the file).
 
 1. becomes a child subreaper, so even ``setsid``'d grandchildren stay in its tree, and
    raises its own ``oom_score_adj`` so the kernel kills it before the engine;
@@ -207,7 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     processes.become_subreaper()
     processes.set_oom_score_adj(1000)
-    inv = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("ARGOSY_TASK_ISOLATED"):  # tasks share one OS user: hide from the others
+        processes.set_not_dumpable()
+    if argv[0] == "-":  # from the server, for a task user: the file is not readable to us
+        inv = json.loads(sys.stdin.buffer.read())
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)  # the step's stdin is empty, as elsewhere
+        os.close(devnull)
+    else:
+        inv = json.loads(Path(argv[0]).read_text())
     store = open_artifact_store(inv["store"]["url"], inv["tenant"], inv["store"].get("options"))
     scratch = Path(inv["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
 _PROC = Path("/proc")
@@ -24,6 +25,16 @@ def become_subreaper() -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def set_not_dumpable() -> bool:
+    """Make this process non-dumpable: other processes of its user cannot read its
+    ``/proc/PID/environ``, ``cwd``, ``fd`` or memory, nor ptrace it (root still can)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
 

@@ -335,7 +335,7 @@ class Coordinator:
             store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             ledger=self.ledger,
             interpreter=lambda launch: self.environments.interpreter(launch, store),
-            platform_credentials=False,
+            platform_credentials=False, run_as=s.task_user,
         )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),

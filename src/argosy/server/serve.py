@@ -10,6 +10,14 @@ stderr::
 
     argosy server listening on http://127.0.0.1:PORT (instance ID)
 
+Tasks run as the unprivileged OS user ``task_user`` (``ARGOSY_TASK_USER``; the server then
+needs root or CAP_SETUID/CAP_SETGID, and refuses to start if it cannot switch to that user,
+if that user cannot run its Python, or if it is the server's own user). The state folder is
+made private at start: mode 0700, or 0711 with a task user (enterable to reach
+``attempts/ID/scratch``, never listable) with every entry but ``attempts`` and
+``environments`` made owner-only; an SQLite database file is 0600. Without a task user a
+server running as root warns loudly: its tasks run as root.
+
 SIGTERM or SIGINT stop it gracefully: no new connections, open requests get
 ``HTTP_GRACE_S`` seconds, then the coordinator drains its runs (see ``coordinator``).
 """
@@ -18,12 +26,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
+import os
+import pwd
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from argosy.config import Settings, load_settings
@@ -59,6 +72,103 @@ def check_host(host: str, settings: Settings | None = None) -> None:
             "127.0.0.1, localhost or ::1, or configure OIDC (ARGOSY_OIDC_ISSUER, "
             "ARGOSY_OIDC_AUDIENCE) to listen elsewhere"
         )
+
+
+TASK_USER_SETUP = "useradd --system --no-create-home --shell /usr/sbin/nologin {name}"
+SHARED_ENTRIES = ("attempts", "environments")  # what a task user reaches in the state folder
+
+
+def check_task_user(settings: Settings) -> None:
+    """With ``task_user``: it exists, is not the server's own user, and the server can start
+    its Python as that user (which needs root or CAP_SETUID). Fails with one line."""
+    name = settings.task_user
+    if not name:
+        if os.geteuid() == 0:
+            log.warning(
+                "TASKS RUN AS ROOT: this server runs as root and ARGOSY_TASK_USER is not set; "
+                "set it to an unprivileged user (%s) so that tasks cannot read the server's "
+                "state, database and keys", TASK_USER_SETUP.format(name="argosy-task"),
+            )  # fmt: skip
+        return
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise UsageError(
+            f"ARGOSY_TASK_USER names {name!r}, which does not exist: create it with "
+            f"'{TASK_USER_SETUP.format(name=name)}'"
+        ) from None
+    if entry.pw_uid == os.geteuid() or entry.pw_uid == 0:
+        raise UsageError(
+            f"ARGOSY_TASK_USER must be an unprivileged user other than the server's own; "
+            f"{name!r} has uid {entry.pw_uid}"
+        )
+
+
+def check_task_reach(settings: Settings) -> None:
+    """With ``task_user``: the server can start its Python as that user (root or CAP_SETUID
+    needed), and that user can import Argosy and enter the attempts folder."""
+    name = settings.task_user
+    if not name:
+        return
+    import argosy
+
+    entry = pwd.getpwnam(name)
+    src = str(Path(argosy.__file__).resolve().parent.parent)
+    code = "import os,sys,argosy.runtime.launcher;os.stat(sys.argv[1])"
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", code, str(settings.attempts_dir)],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src},
+            cwd="/", user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    except PermissionError as exc:
+        if exc.errno != errno.EPERM:  # EACCES: the interpreter is out of the user's reach
+            raise UsageError(
+                f"ARGOSY_TASK_USER={name} cannot run the server's Python {sys.executable} "
+                f"({exc.strerror}); make the interpreter, its packages and {src} readable by "
+                "that user (e.g. install them outside /root)"
+            ) from None
+        raise UsageError(
+            f"ARGOSY_TASK_USER={name} needs a server that can switch users: run it as root "
+            "(or with CAP_SETUID and CAP_SETGID), or unset ARGOSY_TASK_USER"
+        ) from None
+    if probe.returncode != 0:
+        last = (probe.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+        raise UsageError(
+            f"ARGOSY_TASK_USER={name} cannot run the server's Python {sys.executable} with "
+            f"Argosy ({last}); make the interpreter, its packages and {src} readable by that "
+            f"user (e.g. install them outside /root), and the folders above {settings.home} "
+            "enterable (o+x)"
+        )
+
+
+def protect_state(settings: Settings) -> None:
+    """The state folder private (see the module's docstring); the SQLite database 0600."""
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    if not settings.task_user:
+        os.chmod(home, 0o700)
+    else:
+        os.chmod(home, 0o711)
+        for entry in home.iterdir():
+            if entry.name in SHARED_ENTRIES or entry.is_symlink():
+                continue
+            mode = entry.stat().st_mode & 0o7777
+            if mode & 0o077:
+                os.chmod(entry, mode & ~0o077)
+        attempts = settings.attempts_dir
+        attempts.mkdir(exist_ok=True)
+        os.chmod(attempts, 0o711)
+        for name in ("cache", "blobs"):  # created here private, not later with the umask's mode
+            if name != "blobs" or settings.artifacts_url == str(home / "blobs"):
+                (home / name).mkdir(mode=0o700, exist_ok=True)
+    url = settings.metadata_url
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+            if path.exists():
+                os.chmod(path, 0o600)
 
 
 def ensure_default_tenant(context: ServerContext) -> None:
@@ -132,6 +242,7 @@ def serve(
     check_auth(settings)
     check_host(host, settings)
     _configure_logging()
+    check_task_user(settings)
     if settings.insecure_dev:
         log.warning(
             "INSECURE DEVELOPMENT SERVER: no authentication, every request acts as %r with every "
@@ -147,6 +258,8 @@ def serve(
         sock.close()
         raise
     try:
+        protect_state(settings)
+        check_task_reach(settings)
         ensure_default_tenant(context)
     except BaseException:
         sock.close()

@@ -6,6 +6,15 @@ anonymous resident memory, GPU devices by ``CUDA_VISIBLE_DEVICES``, and stdout/s
 captured line by line with timestamps. Attempts start only while CPU, memory and GPUs
 requested by running attempts fit the configured capacity.
 
+On a server with ``task_user`` (``run_as``) every Python attempt runs as that unprivileged OS
+user (``setuid``: the server needs root or CAP_SETUID): the attempt folder stays the server's
+(mode 0711: enterable, not listable), so its stdout/stderr/log files cannot be replaced by the
+task; ``invocation.json`` (the task token, data keys) stays the server's too and reaches the
+launcher on its stdin. The scratch folder belongs to the task user (0700), and the task's HOME,
+TMPDIR and download cache are inside it; the launcher makes itself non-dumpable, so other
+tasks (same OS user) cannot read its ``/proc`` environment, working folder or memory. Container steps keep running as
+the server's user (the container engine isolates them).
+
 stdout/stderr go to files (not pipes) so an attempt outlives a crashed engine without
 SIGPIPE; the executor tails them. The process exit is watched through a pidfd, so the engine
 wakes the moment an attempt ends.
@@ -16,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pwd
 import selectors
 import shutil
 import signal
@@ -31,7 +41,7 @@ from pathlib import Path
 from typing import IO
 
 import argosy
-from argosy.errors import NoRoomError
+from argosy.errors import NoRoomError, UsageError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.executors.local.capacity import CapacityLedger
 from argosy.runtime import processes
@@ -49,13 +59,39 @@ ENV_ALLOW = (
     "AWS_CA_BUNDLE",
 )  # fmt: skip
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
 LOG_TAIL_LINES = 20
 SAMPLE_INTERVAL = 0.1
 _LAUNCH = "import os,sys;from argosy.runtime.launcher import main;c=main(sys.argv[1:]);sys.stdout.flush();sys.stderr.flush();os._exit(c)"
 
 
+def _private(path: str, flags: int) -> int:
+    """Open a file of the server's (mode 0600; never through a symbolic link)."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o600)
+
+
 def _is_container(launch: AttemptLaunch) -> bool:
     return bool(launch.invocation["step"]["implementation"]["kind"] == "container")
+
+
+@dataclass(frozen=True)
+class TaskUser:
+    """The OS user tasks run as (``task_user``)."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str) -> TaskUser:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise UsageError(
+                f"the task user {name!r} (ARGOSY_TASK_USER) does not exist: create it with "
+                f"'useradd --system --no-create-home --shell /usr/sbin/nologin {name}'"
+            ) from None
+        return cls(name, entry.pw_uid, entry.pw_gid)
 
 
 @dataclass
@@ -97,6 +133,7 @@ class LocalExecutor(Executor):
         ledger: CapacityLedger | None = None,
         interpreter: Callable[[AttemptLaunch], str] | None = None,
         platform_credentials: bool = True,
+        run_as: str | None = None,
     ) -> None:
         self.store = store
         self.attempts_dir = attempts_dir
@@ -109,6 +146,10 @@ class LocalExecutor(Executor):
         self.ledger = ledger or CapacityLedger(capacity)
         self.interpreter = interpreter  # the Python of an attempt, if not always ``python``
         self.platform_credentials = platform_credentials  # pass the store's AWS_* variables
+        self.run_as = TaskUser.lookup(run_as) if run_as else None  # tasks' OS user (server)
+        if self.run_as is not None:  # other tasks' folders cannot be listed
+            self.attempts_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.attempts_dir, 0o711)
         self._last_sample = 0.0
 
     # -- capacity ------------------------------------------------------------------------------
@@ -136,6 +177,10 @@ class LocalExecutor(Executor):
         for var in THREAD_VARS:
             env[var] = threads
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        if self._isolated(launch):
+            assert self.run_as is not None
+            env.update(HOME=str(scratch), USER=self.run_as.name, LOGNAME=self.run_as.name)
+            env[ISOLATED_ENV] = "1"  # the launcher makes itself non-dumpable
         env.update(launch.env)
         env.update(launch.secrets)
         env.update(
@@ -158,8 +203,13 @@ class LocalExecutor(Executor):
             self.ledger.release(self.store.tenant, launch.cpu, launch.memory, tuple(gpus))
             raise
 
+    def _isolated(self, launch: AttemptLaunch) -> bool:
+        """Whether the attempt runs as the task user (container steps: as the server)."""
+        return self.run_as is not None and not _is_container(launch)
+
     def _start(self, launch: AttemptLaunch, gpus: list[int]) -> ProcessIdentity:
         python = self.interpreter(launch) if self.interpreter else self.python
+        isolated = self._isolated(launch)
         folder = self.attempts_dir / launch.attempt_id
         scratch = folder / "scratch"
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
@@ -168,21 +218,39 @@ class LocalExecutor(Executor):
         invocation = dict(launch.invocation, scratch=str(scratch))
         if self.store.cipher is not None:  # the tenant's data keys, never the KEK
             invocation["encryption"] = self.store.cipher.task_document()
+        if isolated:  # the shared cache is the server's: downloads stay in the scratch
+            invocation["cache_dir"] = str(scratch / ".cache")
         inv_path = folder / "invocation.json"
-        fd = os.open(inv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(inv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as inv_file:
             inv_file.write(json.dumps(invocation))
+        if isolated:  # the folder (and the files the server reads) stay the server's
+            assert self.run_as is not None
+            os.chmod(folder, 0o711)  # enterable, not listable
+            for own in (scratch, scratch / "tmp"):
+                os.chown(own, self.run_as.uid, self.run_as.gid, follow_symlinks=False)
         out_path, err_path = folder / "stdout", folder / "stderr"
-        with out_path.open("wb") as out, err_path.open("wb") as err:
+        user = self.run_as if isolated else None
+        with (
+            open(out_path, "wb", opener=_private) as out,
+            open(err_path, "wb", opener=_private) as err,
+            open(inv_path if isolated else os.devnull, "rb") as stdin,
+        ):
             proc = subprocess.Popen(
-                [python, "-c", _LAUNCH, str(inv_path)],
-                stdin=subprocess.DEVNULL,
+                # a task user's launcher reads the invocation on stdin: no path to it in its
+                # command line, and the file stays the server's
+                [python, "-c", _LAUNCH, "-" if isolated else str(inv_path)],
+                stdin=stdin,
                 stdout=out,
                 stderr=err,
                 cwd=scratch,
                 env=self._environment(launch, scratch, gpus),
                 start_new_session=True,
                 close_fds=True,
+                user=user.uid if user else None,
+                group=user.gid if user else None,
+                extra_groups=[] if user else None,
+                umask=0o077 if user else -1,
             )
         pidfd = os.pidfd_open(proc.pid)
         self._selector.register(pidfd, selectors.EVENT_READ, launch.attempt_id)
@@ -205,7 +273,7 @@ class LocalExecutor(Executor):
             deadline=now + launch.timeout if launch.timeout else None,
             memory_limit=limit,
             streams=[_Stream(out_path, "out"), _Stream(err_path, "err")],
-            log=(folder / "log.jsonl").open("a", encoding="utf-8"),
+            log=open(folder / "log.jsonl", "a", encoding="utf-8", opener=_private),  # noqa: SIM115
         )
         return identity
 

@@ -1,0 +1,248 @@
+"""Task processes run as an unprivileged OS user (``ARGOSY_TASK_USER``): from inside a running
+step, the server's state folder, database file, key file and other attempts are out of reach.
+
+Needs root (the server switches users) and the ``argosy-task`` user (created here if missing,
+as ``scripts/install-test-deps.sh`` does); skipped otherwise, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from argosy.client.client import Client
+from argosy.spec.compile import compile_pipeline
+from argosy.spec.loader import load_pipeline
+from tests.server_fixture import start_server
+
+TASK_USER = "argosy-task"
+
+
+def _task_user() -> pwd.struct_passwd:
+    """The task user (created if missing), or a skip saying why it cannot be used here."""
+    if os.geteuid() != 0:
+        pytest.skip("running tasks as another OS user needs root (CI runs the tests as root)")
+    try:
+        return pwd.getpwnam(TASK_USER)
+    except KeyError:
+        pass
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TASK_USER],
+        capture_output=True,
+        check=False,
+    )
+    try:
+        return pwd.getpwnam(TASK_USER)
+    except KeyError:
+        pytest.skip(f"cannot create the user {TASK_USER}: {made.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def task_user() -> pwd.struct_passwd:
+    user = _task_user()
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import argosy.runtime.launcher"],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src},
+            cwd="/", user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        failed = probe.returncode != 0
+    except PermissionError:  # the interpreter itself is out of its reach
+        failed = True
+    if failed:
+        pytest.skip(
+            f"{TASK_USER} cannot run this Python ({sys.executable}) with Argosy, e.g. because "
+            "it is installed under /root (mode 0700): install Python and the venv elsewhere"
+        )
+    return user
+
+
+@pytest.fixture
+def open_home() -> Iterator[Path]:
+    """A state folder whose parents the task user may enter (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="argosy-isolation-"))
+    os.chmod(root, 0o711)
+    try:
+        yield root / "server"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+PROBE = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import httpx
+    from argosy import pipeline, step
+
+    def attempt(fn):
+        try:
+            fn()
+            return "allowed"
+        except Exception as exc:
+            return type(exc).__name__
+
+    def launcher_invocation():  # a malicious step can always find its own token
+        frame = sys._getframe()
+        while frame is not None:
+            inv = frame.f_locals.get("inv")
+            if isinstance(inv, dict) and "store" in inv:
+                return inv
+            frame = frame.f_back
+        raise RuntimeError("no invocation")
+
+    def other_tasks():  # processes of the task user other than this one
+        me, found = os.getpid(), []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            uid = next(l.split()[1] for l in status.splitlines() if l.startswith("Uid:"))
+            if int(uid) == os.getuid():
+                found.append(int(entry.name))
+        return found
+
+    @step
+    def make() -> str:
+        return "payload"
+
+    @step
+    def holder() -> str:
+        Path("held.txt").write_text("another attempt's data")
+        time.sleep(8)
+        return "held"
+
+    @step
+    def probe(value: str) -> dict:
+        scratch = Path(os.environ["HOME"])
+        home = scratch.parents[2]
+        deadline = time.monotonic() + 6
+        others = other_tasks()
+        while not others and time.monotonic() < deadline:
+            time.sleep(0.2)
+            others = other_tasks()
+        other = others[0] if others else None
+        inv = launcher_invocation()
+
+        def replace_log():
+            (scratch / "fake.jsonl").write_text("forged")
+            os.replace(scratch / "fake.jsonl", scratch.parent / "log.jsonl")
+
+        base = inv["store"]["url"].removeprefix("argosy-task+") + "/api/v1/task-store/"
+        auth = {"Authorization": "Bearer " + inv["store"]["options"]["token"]}
+        foreign = f"tenants/{inv['tenant']}/blobs/sha256/00/" + "0" * 64
+        return {
+            "value": value,
+            "uid": os.getuid(), "euid": os.geteuid(), "groups": os.getgroups(),
+            "home": str(home), "scratch": str(scratch), "cwd": os.getcwd(),
+            "attempt": os.environ["ARGOSY_ATTEMPT_ID"],
+            "env_home": os.environ["HOME"], "user": os.environ.get("USER"),
+            "read_database": attempt(lambda: open(home / "argosy.db", "rb").read(1)),
+            "read_key_file": attempt(lambda: open(home / "keys" / "kek", "rb").read(1)),
+            "list_keys": attempt(lambda: os.listdir(home / "keys")),
+            "list_home": attempt(lambda: os.listdir(home)),
+            "write_home": attempt(lambda: open(home / "planted", "w").write("x")),
+            "list_attempts": attempt(lambda: os.listdir(home / "attempts")),
+            "write_attempts": attempt(lambda: (home / "attempts" / "planted").mkdir()),
+            "read_own_invocation": attempt(lambda: open("../invocation.json").read(1)),
+            "replace_own_log": attempt(replace_log),
+            "write_own_stdout": attempt(lambda: open("../stdout", "a").write("x")),
+            "read_cache": attempt(lambda: os.listdir(home / "cache")),
+            "other_task": other is not None,
+            "other_cwd": attempt(lambda: os.readlink(f"/proc/{other}/cwd")),
+            "other_folder": attempt(lambda: os.listdir(f"/proc/{other}/cwd")),
+            "other_environ": attempt(lambda: open(f"/proc/{other}/environ").read()),
+            "other_cmdline": open(f"/proc/{other}/cmdline").read() if other else "",
+            "write_scratch": attempt(lambda: (scratch / "mine.txt").write_text("ok")),
+            "task_store_foreign_blob": httpx.get(base + foreign, headers=auth).status_code,
+        }
+
+    @pipeline
+    def isolated():
+        holder()
+        probe(make())
+    """
+)
+
+
+def test_a_task_cannot_reach_the_servers_files_or_other_attempts(
+    task_user: pwd.struct_passwd, open_home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "isolation_probe.py").write_text(PROBE)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'isolation_probe.py'}:isolated"))
+    server = start_server(open_home, {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER})
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            run = client.wait(client.create_run("isolated").id, poll=0.2, timeout=120)
+            assert run.status == "succeeded", (run.error, server.log()[-3000:])
+            values = {a.node_path: a.value for a in client.artifacts(run.id)}
+        seen = values["probe"]
+        audit = httpx.get(
+            f"{server.url}/api/v1/audit",
+            params={"actor": f"task:{seen['attempt']}", "outcome": "denied"},
+            timeout=30,
+        )
+        assert audit.status_code == 200, audit.text
+        denials = audit.json()["items"]
+    finally:
+        server.stop()
+    # the server's state is private (checked from outside)
+    assert stat.S_IMODE(open_home.stat().st_mode) == 0o711  # enterable, never listable
+    assert stat.S_IMODE((open_home / "argosy.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((open_home / "keys").stat().st_mode) == 0o700
+    assert (open_home / "keys" / "kek").is_file()
+    assert not (open_home / "planted").exists()
+    # the task ran as the task user, in its own scratch, with its inputs and outputs working
+    assert values["holder"] == "held"
+    assert seen["value"] == "payload"
+    assert seen["uid"] == seen["euid"] == task_user.pw_uid != 0
+    assert set(seen["groups"]) <= {task_user.pw_gid}
+    assert seen["home"] == str(open_home)
+    assert seen["env_home"] == seen["scratch"] == seen["cwd"] and seen["user"] == TASK_USER
+    assert seen["write_scratch"] == "allowed"
+    # and nothing of the server's is within its reach
+    for what in (
+        "read_database", "read_key_file", "list_keys", "list_home", "write_home",
+        "list_attempts", "write_attempts", "read_own_invocation", "replace_own_log",
+        "write_own_stdout", "read_cache",
+    ):  # fmt: skip
+        assert seen[what] == "PermissionError", (what, seen[what])
+    # another attempt (same OS user) running at the same time cannot be looked into
+    assert seen["other_task"], "the holder step was not running while the probe looked"
+    for what in ("other_cwd", "other_folder", "other_environ"):
+        assert seen[what] == "PermissionError", (what, seen[what])
+    assert "attempts/" not in seen["other_cmdline"]  # its invocation's path is not shown
+    # a task-store request outside its grant is refused and audited with the task as actor
+    assert seen["task_store_foreign_blob"] == 403
+    assert denials, "the task store's denial is not in the audit log"
+    assert all(d["actor"] == f"task:{seen['attempt']}" for d in denials)
+    assert any("blobs/sha256/00/" + "0" * 64 in (d["resource"] or "") for d in denials)
+
+
+def test_the_server_refuses_a_task_user_it_cannot_use(open_home: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the check runs as root (CI runs the tests as root)")
+    own = pwd.getpwuid(os.geteuid()).pw_name
+    with pytest.raises(RuntimeError, match="ARGOSY_TASK_USER must be an unprivileged user"):
+        start_server(open_home / "own", {"ARGOSY_TASK_USER": own})
+    with pytest.raises(RuntimeError, match="ARGOSY_TASK_USER names 'no-such-argosy-user'"):
+        start_server(open_home / "missing", {"ARGOSY_TASK_USER": "no-such-argosy-user"})
