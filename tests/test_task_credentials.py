@@ -105,3 +105,110 @@ def test_a_server_task_reaches_only_its_own_inputs_and_outputs(tmp_path: Path) -
     assert seen["write_other_attempt"] == 403
     assert seen["traversal"] == 403
     assert seen["no_token"] == 401
+
+
+DIRECT = textwrap.dedent(
+    """
+    import httpx
+    from argosy import pipeline, step
+
+    @step
+    def make() -> str:
+        return "payload"
+
+    @step
+    def go_around(value: str, endpoint: str, bucket: str) -> dict:
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        import json
+        from pathlib import Path
+
+        seen = {"value": value}
+        inv = json.loads(Path("../invocation.json").read_text())
+        sha = inv["inputs"]["value"]["artifact"]["sha256"]  # an object that exists
+        key = f"argosy/tenants/default/blobs/sha256/{sha[:2]}/{sha}"
+        try:
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").list_objects_v2(
+                Bucket=bucket)
+            seen["signed"] = "listed"
+        except NoCredentialsError:
+            seen["signed"] = "no credentials"
+        unsigned = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                                config=Config(signature_version=UNSIGNED))
+        try:
+            unsigned.list_objects_v2(Bucket=bucket)
+            seen["unsigned_list"] = "listed"
+        except ClientError as exc:
+            seen["unsigned_list"] = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+        seen["raw_get"] = httpx.get(f"{endpoint}/{bucket}/{key}").status_code
+        return seen
+
+    @pipeline
+    def around(endpoint: str, bucket: str):
+        go_around(make(), endpoint, bucket)
+    """
+)
+
+
+def test_a_server_task_cannot_reach_the_object_store_directly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against an S3 endpoint that enforces authentication (moto with IAM checks on): the
+    server's own credentials work, the task has none, and unsigned requests are refused."""
+    import boto3
+
+    from tests.s3_fixture import TEST_REGION, S3Endpoint
+
+    endpoint = S3Endpoint(tmp_path / "s3")
+    (tmp_path / "s3").mkdir()
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "4")  # then IAM is enforced
+    endpoint.start()
+    try:
+        setup = {"endpoint_url": endpoint.url, "region_name": TEST_REGION,
+                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}  # fmt: skip
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="argosy-server")
+        key = iam.create_access_key(UserName="argosy-server")["AccessKey"]
+        policy = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
+        iam.put_user_policy(UserName="argosy-server", PolicyName="s3", PolicyDocument=policy)
+        boto3.client("s3", **setup).create_bucket(Bucket="platform")  # the 4th and last free action
+
+        folder = tmp_path / "project"
+        folder.mkdir()
+        (folder / "credentials_direct.py").write_text(DIRECT)
+        compiled = compile_pipeline(load_pipeline(f"{folder / 'credentials_direct.py'}:around"))
+        server = start_server(
+            tmp_path / "server",
+            {
+                "ARGOSY_INSECURE_DEV": "true",
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                "AWS_DEFAULT_REGION": TEST_REGION,
+                "ARGOSY_ARTIFACT_URL": "s3://platform/argosy",
+                "ARGOSY_S3_ENDPOINT_URL": endpoint.url,
+                "ARGOSY_S3_PATH_STYLE": "true",
+                "ARGOSY_S3_INSECURE": "true",
+            },
+        )  # fmt: skip
+        try:
+            with Client(server.url) as client:
+                client.push_pipeline(compiled)
+                params = {"endpoint": endpoint.url, "bucket": "platform"}
+                run = client.wait(
+                    client.create_run("around", parameters=params).id, poll=0.2, timeout=120
+                )
+                assert run.status == "succeeded", run.error
+                seen = {a.node_path: a.value for a in client.artifacts(run.id)}["go_around"]
+        finally:
+            server.stop()
+    finally:
+        endpoint.stop()
+    assert seen["value"] == "payload"  # the server (with its credentials) stored and served it
+    assert seen["signed"] == "no credentials"
+    # refused either way (moto answers an unsigned request with an error status, 403 or 500;
+    # what matters is that no bytes come back)
+    assert seen["unsigned_list"] != "listed" and int(seen["unsigned_list"]) >= 400
+    assert seen["raw_get"] in (403, 500)  # the object exists: refused, not "not found"
