@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,3 +247,59 @@ def test_the_server_refuses_a_task_user_it_cannot_use(open_home: Path) -> None:
         start_server(open_home / "own", {"ARGOSY_TASK_USER": own})
     with pytest.raises(RuntimeError, match="ARGOSY_TASK_USER names 'no-such-argosy-user'"):
         start_server(open_home / "missing", {"ARGOSY_TASK_USER": "no-such-argosy-user"})
+
+
+STUCK = textwrap.dedent(
+    """
+    import subprocess, time
+    from argosy import pipeline, step
+
+    @step(timeout=2)
+    def stuck() -> int:
+        subprocess.Popen(["sleep", "300"], start_new_session=True)  # escapes its group
+        time.sleep(300)
+        return 0
+
+    @pipeline
+    def stuck_run():
+        stuck()
+    """
+)
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_task_users_process_tree_is_still_killed_at_its_timeout(
+    task_user: pwd.struct_passwd, open_home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "stuck_steps.py").write_text(STUCK)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'stuck_steps.py'}:stuck_run"))
+    server = start_server(open_home, {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER})
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            run = client.wait(client.create_run("stuck_run").id, poll=0.2, timeout=60)
+            tasks = client.tasks(run.id)
+    finally:
+        server.stop()
+    assert run.status == "failed"
+    assert [(t.reason or "").split(":")[0] for t in tasks] == ["timeout"], tasks
+    deadline = time.monotonic() + 5
+    while _processes_of(task_user.pw_uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_of(task_user.pw_uid) == []  # the escaped 'sleep' included
