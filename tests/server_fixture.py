@@ -104,6 +104,7 @@ def start_server(
     *args: str,
     timeout: float = 60,
     stderr_path: Path | None = None,
+    python: str | None = None,
 ) -> ServerProcess:
     """Start ``python -m argosy.server.serve --port 0 ARGS`` with state folder ``home`` and
     ``env`` over this process's environment (its ``ARGOSY_*`` variables removed, and its
@@ -124,7 +125,7 @@ def start_server(
     stderr_path = stderr_path or home / "server.log"
     with stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "argosy.server.serve", "--port", "0", *args],
+            [python or sys.executable, "-m", "argosy.server.serve", "--port", "0", *args],
             env=full,
             cwd=home,
             stdin=subprocess.DEVNULL,

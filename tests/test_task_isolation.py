@@ -49,26 +49,64 @@ def _task_user() -> pwd.struct_passwd:
         pytest.skip(f"cannot create the user {TASK_USER}: {made.stderr.decode().strip()}")
 
 
-@pytest.fixture
-def task_user() -> pwd.struct_passwd:
-    user = _task_user()
+def _reaches(python: str, user: pwd.struct_passwd) -> bool:
+    """Whether ``user`` can run ``python`` and import Argosy's launcher with it."""
     src = str(Path(__file__).resolve().parent.parent / "src")
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", "import argosy.runtime.launcher"],
+            [python, "-c", "import argosy.runtime.launcher"],
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src},
             cwd="/", user=user.pw_uid, group=user.pw_gid, extra_groups=[],
             capture_output=True, check=False,
         )  # fmt: skip
-        failed = probe.returncode != 0
     except PermissionError:  # the interpreter itself is out of its reach
-        failed = True
-    if failed:
+        return False
+    return probe.returncode == 0
+
+
+def _reachable_venv(user: pwd.struct_passwd) -> str | None:
+    """A throw-away virtualenv on the system's Python of the same version, seeing this venv's
+    packages — for when this interpreter lives where the task user cannot go (pyenv under
+    /root, mode 0700). None if there is no such Python."""
+    system = shutil.which(
+        f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin"
+    )
+    if system is None or Path(system).resolve() == Path(sys.executable).resolve():
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="argosy-task-python-"))
+    os.chmod(folder, 0o755)
+    subprocess.run([system, "-m", "venv", "--without-pip", str(folder)], check=True)
+    found = subprocess.run(
+        [str(folder / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    Path(found, "argosy-test.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
+    )
+    python = str(folder / "bin" / "python")
+    return python if _reaches(python, user) else None
+
+
+@pytest.fixture(scope="session")
+def task_python() -> str:
+    """A Python the task user can run (this one, or a throw-away venv), or a skip."""
+    user = _task_user()
+    if _reaches(sys.executable, user):
+        return sys.executable
+    python = _reachable_venv(user)
+    if python is None:
         pytest.skip(
             f"{TASK_USER} cannot run this Python ({sys.executable}) with Argosy, e.g. because "
-            "it is installed under /root (mode 0700): install Python and the venv elsewhere"
+            "it is installed under /root (mode 0700), and no system Python of the same version "
+            "was found: install Python and the venv elsewhere"
         )
-    return user
+    return python
+
+
+@pytest.fixture
+def task_user(task_python: str) -> pwd.struct_passwd:
+    return _task_user()
 
 
 @pytest.fixture
@@ -183,13 +221,16 @@ PROBE = textwrap.dedent(
 
 
 def test_a_task_cannot_reach_the_servers_files_or_other_attempts(
-    task_user: pwd.struct_passwd, open_home: Path, tmp_path: Path
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "isolation_probe.py").write_text(PROBE)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'isolation_probe.py'}:isolated"))
-    server = start_server(open_home, {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER})
+    server = start_server(
+        open_home, {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER},
+        python=task_python,
+    )  # fmt: skip
     try:
         with Client(server.url) as client:
             client.push_pipeline(compiled)
@@ -283,13 +324,16 @@ def _processes_of(uid: int) -> list[int]:
 
 
 def test_a_task_users_process_tree_is_still_killed_at_its_timeout(
-    task_user: pwd.struct_passwd, open_home: Path, tmp_path: Path
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "stuck_steps.py").write_text(STUCK)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'stuck_steps.py'}:stuck_run"))
-    server = start_server(open_home, {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER})
+    server = start_server(
+        open_home, {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER},
+        python=task_python,
+    )  # fmt: skip
     try:
         with Client(server.url) as client:
             client.push_pipeline(compiled)
