@@ -8,7 +8,6 @@ this backend for it, so the launcher needs no change.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,7 +91,3 @@ class TaskStoreClient(ByteStore):
     def rename(self, key: str, new_key: str) -> None:
         response = self._http.post(f"{self.base}-rename", json={"key": key, "new_key": new_key})
         self._check(response, key)
-
-
-def copy_stream(src: BinaryIO, dst: BinaryIO) -> None:
-    shutil.copyfileobj(src, dst, CHUNK)
