@@ -634,7 +634,7 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 admin_app = typer.Typer(
-    help="Back up, restore, export and import the metadata (with a manifest of its blobs).",
+    help="Administration: back up, restore, export and import the metadata; encryption keys; the audit log.",
     no_args_is_help=True,
 )
 app.add_typer(db_app, name="db")
