@@ -244,3 +244,45 @@ def test_a_schedule_whose_version_is_gone_records_a_failed_fire_and_keeps_going(
         assert fire.outcome == "failed"
         assert "no-such-version" in (fire.detail or "")
     assert world.fires(other) == [("10:01", "created")]
+
+
+def test_housekeeping_forgets_old_idempotency_keys_sessions_and_stopped_instances(
+    world: World,
+) -> None:
+    from argosy.engine.submission import queue_run
+    from argosy.stores.metadata.tables import (
+        BrowserSession,
+        IdempotencyKey,
+        PipelineVersion,
+        ServerInstance,
+    )
+
+    now = world.clock.now()
+    old, recent = now - timedelta(days=8), now - timedelta(hours=1)
+    with world.metadata.session() as s:
+        version = s.get_one(PipelineVersion, world.version_id)
+        for key, at in (("old", old), ("recent", recent)):
+            run = queue_run(s, version, {}, "ci")
+            s.add(IdempotencyKey(id=new_id(), tenant="default", created_at=at, created_by="ci",
+                                 key=key, request_hash="0" * 64, run_id=run.id))  # fmt: skip
+        for sid, ends in (("a" * 64, old), ("b" * 64, now + timedelta(hours=1))):
+            s.add(BrowserSession(id=sid, subject="ada", claims={}, csrf_hash="0" * 64,
+                                 created_at=old, expires_at=ends))  # fmt: skip
+        for iid, state, beat in (
+            ("I1", "stopped", old),
+            ("I2", "stopped", recent),
+            ("I3", "serving", old),
+        ):
+            s.add(ServerInstance(id=iid, host="h", pid=1, state=state, started_at=old,
+                                 heartbeat_at=beat, capacity={}))  # fmt: skip
+    follower = world.leader()
+    assert follower.scheduler.housekeeping() == {}  # only the lease holder cleans up
+    leader = world.leader()
+    leader.lease.acquire_or_renew()
+    assert leader.scheduler.housekeeping() == {
+        "idempotency_keys": 1, "browser_sessions": 1, "server_instances": 1,
+    }  # fmt: skip
+    with world.metadata.session() as s:
+        assert [k.key for k in s.scalars(select(IdempotencyKey))] == ["recent"]
+        assert [b.id[0] for b in s.scalars(select(BrowserSession))] == ["b"]
+        assert sorted(i.id for i in s.scalars(select(ServerInstance))) == ["I2", "I3"]

@@ -55,6 +55,7 @@ from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
 log = logging.getLogger("argosy.server")
 
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+HOUSEKEEPING_INTERVAL = 600.0  # seconds between the leader's clean-ups
 CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
 RETRY_AFTER_ERROR = (
     30.0  # a run whose engine stopped on an error waits before this instance retries
@@ -271,6 +272,7 @@ class Coordinator:
     # -- work ------------------------------------------------------------------------------------
     def _work_loop(self) -> None:
         next_tick = 0.0
+        next_housekeeping = 0.0
         while not self._stopping.is_set():
             try:
                 now = time.monotonic()
@@ -279,6 +281,9 @@ class Coordinator:
                     if now >= self._db_trouble_until:  # let everyone heartbeat again first
                         self.scheduler.reconcile()
                     self.scheduler.fire_due()
+                    if now >= next_housekeeping:
+                        next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                        self.scheduler.housekeeping()
                 if not self.draining:
                     self._claim_runs()
             except SQLAlchemyError as exc:

@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from argosy.engine.states import RunStatus
@@ -38,6 +38,8 @@ from argosy.server.leases import LeaseHolder
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import (
+    BrowserSession,
+    IdempotencyKey,
     Pipeline,
     Run,
     Schedule,
@@ -48,6 +50,9 @@ from argosy.stores.metadata.tables import (
 log = logging.getLogger("argosy.server")
 
 MISFIRE_GRACE = timedelta(seconds=60)
+IDEMPOTENCY_KEEP = timedelta(days=7)  # a client retrying later than this creates a new run
+STOPPED_INSTANCES_KEEP = timedelta(days=7)
+ENDED_SESSIONS_KEEP = timedelta(days=1)
 MAX_SLOTS_SCANNED = 100_000  # a schedule down for years does not loop forever
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 
@@ -98,6 +103,35 @@ class Scheduler:
                 "released %d run(s) of server instances that stopped heartbeating", released
             )
         return released
+
+    # -- housekeeping ----------------------------------------------------------------------
+    def housekeeping(self) -> dict[str, int]:
+        """Forget what no longer matters: idempotency keys older than a week, browser sessions
+        (and pending logins) that ended a day ago, instances stopped a week ago."""
+        now = self.clock.now()
+        with self.metadata.session() as s:
+            if not self.lease.still_held(s):
+                return {}
+            done = {
+                "idempotency_keys": s.execute(
+                    delete(IdempotencyKey).where(IdempotencyKey.created_at < now - IDEMPOTENCY_KEEP)
+                ),
+                "browser_sessions": s.execute(
+                    delete(BrowserSession).where(
+                        BrowserSession.expires_at < now - ENDED_SESSIONS_KEEP
+                    )
+                ),
+                "server_instances": s.execute(
+                    delete(ServerInstance).where(
+                        ServerInstance.state == "stopped",
+                        ServerInstance.heartbeat_at < now - STOPPED_INSTANCES_KEEP,
+                    )
+                ),
+            }
+            counts = {k: int(getattr(r, "rowcount", 0) or 0) for k, r in done.items()}
+        if any(counts.values()):
+            log.info("housekeeping removed %s", counts)
+        return counts
 
     # -- schedules -------------------------------------------------------------------------
     def fire_due(self) -> int:
