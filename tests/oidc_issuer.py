@@ -83,6 +83,7 @@ class _Issuer:
         self.users: dict[str, dict[str, Any]] = {}
         self.codes: dict[str, dict[str, Any]] = {}
         self.devices: dict[str, dict[str, Any]] = {}  # by device_code
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.rotate()
 
@@ -129,12 +130,23 @@ class _Issuer:
         if nonce:
             id_claims["nonce"] = nonce
         access = dict(common, aud=self.audience, client_id=client_id, scope="openid profile")
+        refresh = secrets.token_urlsafe(24)
+        with self.lock:
+            self.refresh_tokens[refresh] = {"sub": sub, "client_id": client_id}
         return {
             "token_type": "Bearer", "expires_in": 300,
             "id_token": self.sign({"claims": id_claims, "headers": {"typ": "JWT"}}),
             "access_token": self.sign({"claims": access, "headers": {"typ": "at+jwt"}}),
-            "refresh_token": secrets.token_urlsafe(24),
+            "refresh_token": refresh,
         }  # fmt: skip
+
+    def _refresh_grant(self, form: dict[str, str]) -> dict[str, Any]:
+        """Refresh tokens rotate: each is good for one use."""
+        with self.lock:
+            found = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+        if found is None or found["client_id"] != form.get("client_id"):
+            raise OAuthError("invalid_grant", "unknown or used refresh token")
+        return self.tokens(found["sub"], found["client_id"], None)
 
     def token(self, form: dict[str, str]) -> dict[str, Any]:
         with self.lock:
@@ -144,6 +156,8 @@ class _Issuer:
             return self._code_grant(form)
         if grant == DEVICE_GRANT:
             return self._device_grant(form)
+        if grant == "refresh_token":
+            return self._refresh_grant(form)
         raise OAuthError("unsupported_grant_type", f"grant_type {grant!r}")
 
     def _code_grant(self, form: dict[str, str]) -> dict[str, Any]:
@@ -285,7 +299,7 @@ def _handler(issuer: _Issuer) -> type[BaseHTTPRequestHandler]:
                     "token_endpoint": f"{issuer.url}/token",
                     "device_authorization_endpoint": f"{issuer.url}/device_authorization",
                     "response_types_supported": ["code"],
-                    "grant_types_supported": ["authorization_code", DEVICE_GRANT],
+                    "grant_types_supported": ["authorization_code", DEVICE_GRANT, "refresh_token"],
                     "code_challenge_methods_supported": ["S256"],
                     "id_token_signing_alg_values_supported": ["RS256"],
                 })  # fmt: skip

@@ -362,6 +362,28 @@ def test_device_login_through_the_cli(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
 
+    # the access token expires: the next command trades the refresh token once, transparently
+    path = tmp_path / "config" / "argosy" / "credentials"
+    expired = oidc_issuer.token(sub="devon", exp_in=-600, iat_in=-900)
+    path.write_text(json.dumps({server.url: dict(entry, access_token=expired)}))
+    again = subprocess.run(
+        [sys.executable, "-m", "argosy.cli.main", "tenants", "list"],
+        env=dict(env, ARGOSY_SERVER=server.url), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    renewed = json.loads(path.read_text())[server.url]
+    assert renewed["access_token"] != expired
+    assert renewed["refresh_token"] != entry["refresh_token"]  # rotated by the issuer
+
+    # a refresh token that no longer works: one line, exit 3, saying to log in again
+    path.write_text(json.dumps({server.url: dict(entry, access_token=expired)}))  # used one
+    refused = subprocess.run(
+        [sys.executable, "-m", "argosy.cli.main", "tenants", "list"],
+        env=dict(env, ARGOSY_SERVER=server.url), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 3 and len(refused.stderr.strip().splitlines()) == 1
+    assert "argosy login" in refused.stderr
+
 
 @pytest.mark.parametrize("action", ["expire", "deny"])
 def test_device_login_refused_or_expired_exits_3(

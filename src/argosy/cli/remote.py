@@ -35,11 +35,16 @@ def open_client(settings: Settings) -> Client:
     """A client of ``settings.server`` with the tenant of the settings and its token
     (``ARGOSY_TOKEN``, else the one ``argosy login`` stored for that server)."""
     from argosy.client.client import Client
-    from argosy.client.credentials import stored_token
+    from argosy.client.credentials import refresh_stored_token, stored_token
 
-    assert settings.server is not None
-    token = settings.token or stored_token(settings.server)  # ARGOSY_TOKEN, else argosy login
-    return Client(settings.server, token=token, tenant=settings.tenant)
+    server = settings.server
+    assert server is not None
+    if settings.token:  # ARGOSY_TOKEN: used as it is
+        return Client(server, token=settings.token, tenant=settings.tenant)
+    return Client(  # the token of 'argosy login', refreshed when it has expired
+        server, token=stored_token(server), tenant=settings.tenant,
+        refresh=lambda: refresh_stored_token(server),
+    )  # fmt: skip
 
 
 def _dump(model: Any) -> Any:

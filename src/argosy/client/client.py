@@ -96,7 +96,10 @@ class Client:
         backoff: float = 0.25,
         max_backoff: float = 8.0,
         transport: httpx.BaseTransport | None = None,
+        refresh: Callable[[], str | None] | None = None,
     ) -> None:
+        """``refresh``: called once when the server answers 401, for a new access token (the
+        CLI trades a stored refresh token at the identity provider); None: no refresh."""
         if not url.startswith(("http://", "https://")):
             raise UsageError(
                 f"server URL {url!r} must start with http:// or https://; "
@@ -107,6 +110,7 @@ class Client:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.refresh = refresh
         headers = {"Accept": "application/json", "User-Agent": _user_agent()}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -160,6 +164,7 @@ class Client:
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         attempt = 0
+        refreshed = False
         while True:
             request = self._http.build_request(method, path, **kwargs)
             try:
@@ -183,6 +188,13 @@ class Client:
                 continue
             if response.is_success or response.status_code in ok:
                 return response
+            if response.status_code == 401 and self.refresh is not None and not refreshed:
+                refreshed = True
+                token = self.refresh()  # an expired access token: try a refreshed one once
+                if token:
+                    response.close()
+                    self._http.headers["Authorization"] = f"Bearer {token}"
+                    continue
             if stream:
                 response.read()
                 response.close()
@@ -215,7 +227,7 @@ class Client:
         if status == 401:
             return ServerError(
                 f"the Argosy server at {self.url} refused the token (401): {detail}; "
-                "check ARGOSY_TOKEN"
+                "check ARGOSY_TOKEN, or log in again with 'argosy login'"
             )
         if status == 403:
             return ServerError(

@@ -57,3 +57,34 @@ def store_token(server: str, token: str, refresh_token: str | None = None) -> Pa
         json.dump(doc, f, indent=2)
     os.chmod(path, 0o600)
     return path
+
+
+def refresh_stored_token(server: str, timeout: float = 30.0) -> str | None:
+    """Trade the refresh token stored for ``server`` for a new access token at the server's
+    identity provider (``GET /api/v1/auth/config`` names it), store both, and return the new
+    access token; None when there is no refresh token or the provider refuses it."""
+    import httpx
+
+    refresh = stored_refresh_token(server)
+    if not refresh:
+        return None
+    try:
+        config = httpx.get(f"{server.rstrip('/')}/api/v1/auth/config", timeout=timeout).json()
+        endpoint, client_id = config.get("token_endpoint"), config.get("client_id")
+        if not endpoint or not client_id:
+            return None
+        answer = httpx.post(
+            endpoint,
+            data={"grant_type": "refresh_token", "refresh_token": refresh, "client_id": client_id},
+            timeout=timeout,
+        )
+    except (httpx.HTTPError, ValueError):
+        return None
+    if answer.status_code != 200:
+        return None
+    doc = answer.json()
+    access = doc.get("access_token")
+    if not isinstance(access, str):
+        return None
+    store_token(server, access, doc.get("refresh_token") or refresh)
+    return access
