@@ -326,3 +326,48 @@ def test_a_retry_reuses_the_succeeded_tasks_of_the_failed_run_and_reruns_the_res
     assert f"retry of run {failed.id}" in (tasks["prepare"].cache or {}).get("reason", "")
     assert tasks["publish"].state == "succeeded"
     assert outputs == {"prepare": 6, "publish": 7}
+
+
+TICKING = textwrap.dedent(
+    """
+    import time
+    from argosy import pipeline, step
+
+    @step
+    def tick(n: int) -> int:
+        for i in range(n):
+            print("tick", i, flush=True)
+            time.sleep(0.5)
+        return n
+
+    @pipeline
+    def ticking(n: int = 20):
+        tick(n)
+    """
+)
+
+
+def test_another_instance_serves_the_live_log_of_a_running_attempt(
+    servers: Callable[..., ServerProcess], pg_migrated_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "coordination_ticking.py").write_text(TICKING)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'coordination_ticking.py'}:ticking"))
+    runner = servers("runner")
+    with Client(runner.url) as client:
+        client.push_pipeline(compiled)
+        run = client.create_run("ticking")
+    wait_for(lambda: owner_of(pg_migrated_url, run.id) == runner.instance, 20, "the claim")
+    other = servers("other", ARGOSY_SERVER_MAX_RUNS="1")
+    with Client(other.url) as client:
+        lines = wait_for(
+            lambda: [e.line for e in client.logs(run.id).items if e.line.startswith("tick")],
+            20, "live lines served by the other instance",
+        )  # fmt: skip
+        assert client.get_run(run.id).status == "running"  # not the final log: a live copy
+        assert lines[0] == "tick 0"
+        done = client.wait(run.id, poll=0.5, timeout=60)
+        assert done.status == "succeeded"
+        final = [e.line for e in client.logs(run.id).items if e.line.startswith("tick")]
+    assert final == [f"tick {i}" for i in range(20)]

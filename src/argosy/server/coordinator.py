@@ -55,6 +55,7 @@ from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
 log = logging.getLogger("argosy.server")
 
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+LIVE_LOG_INTERVAL = 3.0  # seconds between copies of a running attempt's log to the store
 HOUSEKEEPING_INTERVAL = 600.0  # seconds between the leader's clean-ups
 CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
 RETRY_AFTER_ERROR = (
@@ -340,7 +341,7 @@ class Coordinator:
             store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             ledger=self.ledger,
             interpreter=lambda launch: self.environments.interpreter(launch, store),
-            platform_credentials=False, run_as=s.task_user,
+            platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=s.task_user,
         )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import IO
 
 import argosy
-from argosy.errors import NoRoomError, UsageError
+from argosy.errors import NoRoomError, StoreError, UsageError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.executors.local.capacity import CapacityLedger
 from argosy.runtime import processes
@@ -117,6 +117,8 @@ class _Running:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     stop_reason: str | None = None
     peak_rss: int = 0
+    published_at: float = 0.0  # when the live log was last copied to the store
+    published_size: int = 0
 
 
 class LocalExecutor(Executor):
@@ -134,6 +136,7 @@ class LocalExecutor(Executor):
         interpreter: Callable[[AttemptLaunch], str] | None = None,
         platform_credentials: bool = True,
         run_as: str | None = None,
+        live_log_interval: float | None = None,
     ) -> None:
         self.store = store
         self.attempts_dir = attempts_dir
@@ -146,6 +149,9 @@ class LocalExecutor(Executor):
         self.ledger = ledger or CapacityLedger(capacity)
         self.interpreter = interpreter  # the Python of an attempt, if not always ``python``
         self.platform_credentials = platform_credentials  # pass the store's AWS_* variables
+        # copy a running attempt's log to its record this often (servers: other instances
+        # serve live logs from the store); None: only when the attempt ends
+        self.live_log_interval = live_log_interval
         self.run_as = TaskUser.lookup(run_as) if run_as else None  # tasks' OS user (server)
         if self.run_as is not None:  # other tasks' folders cannot be listed
             self.attempts_dir.mkdir(parents=True, exist_ok=True)
@@ -320,6 +326,26 @@ class LocalExecutor(Executor):
                     )  # fmt: skip
                     self.stop(attempt_id, "memory_limit")
             self._read_streams(run, final=False)
+            self._publish_log(run)
+
+    def _publish_log(self, run: _Running) -> None:
+        """Copy the log so far to the attempt's log record (best effort; the final copy at
+        the end is the one that counts)."""
+        if self.live_log_interval is None or not run.launch.log_key:
+            return
+        now = time.monotonic()
+        if now - run.published_at < self.live_log_interval:
+            return
+        run.published_at = now
+        run.log.flush()
+        path = run.folder / "log.jsonl"
+        try:
+            size = path.stat().st_size
+            if size != run.published_size:
+                self.store.put_record_file(run.launch.log_key, path)
+                run.published_size = size
+        except (OSError, StoreError):
+            pass  # the store is unreachable for now: the next interval tries again
 
     def _write_line(self, run: _Running, stream: str, text: str) -> None:
         for secret in run.launch.secrets.values():

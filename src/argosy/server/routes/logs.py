@@ -1,9 +1,10 @@
 """Task logs of a run: pages of lines, and a live Server-Sent Events stream.
 
 Every attempt's output is a JSON-lines log (``{"t": time, "s": stream, "m": line}``): in the
-tenant's artifact store once the attempt has finished (its ``log_key`` record), or in
-``<home>/attempts/<attempt id>/log.jsonl`` on the instance running it while it runs. Lines of
-all attempts are merged in time order.
+tenant's artifact store (its ``log_key`` record: complete once the attempt has finished,
+copied every few seconds while it runs), and in ``<home>/attempts/<attempt id>/log.jsonl`` on
+the instance running it (read first: the freshest). So any instance serves live logs, within
+seconds. Lines of all attempts are merged in time order.
 
 The cursor is opaque to clients: base64url JSON of ``{attempt id: lines already returned}``,
 so asking again with it returns only lines written since (the attempt's own order is kept).
@@ -84,15 +85,16 @@ def decode_log_cursor(cursor: str | None) -> dict[str, int]:
 
 
 def attempt_lines(context: ServerContext, tenant: str, attempt: Attempt) -> list[dict[str, Any]]:
-    """An attempt's log entries: the stored record once finished, else the live file."""
-    stream = context.store(tenant).open_record(attempt.log_key) if attempt.log_key else None
-    if stream is None:
-        live = context.settings.attempts_dir / attempt.id / "log.jsonl"
-        try:
-            data = live.read_bytes()
-        except OSError:
+    """An attempt's log entries: the live file when the attempt runs on this host (freshest),
+    else its log record (complete once the attempt ended; copied every few seconds while it
+    runs on another instance)."""
+    live = context.settings.attempts_dir / attempt.id / "log.jsonl"
+    try:
+        data = live.read_bytes()
+    except OSError:
+        stream = context.store(tenant).open_record(attempt.log_key) if attempt.log_key else None
+        if stream is None:
             return []
-    else:
         with stream:
             data = stream.read()
     entries = []
