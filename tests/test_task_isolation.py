@@ -347,3 +347,87 @@ def test_a_task_users_process_tree_is_still_killed_at_its_timeout(
     while _processes_of(task_user.pw_uid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_of(task_user.pw_uid) == []  # the escaped 'sleep' included
+
+
+TENANTS = textwrap.dedent(
+    """
+    import os, subprocess, time
+    from pathlib import Path
+    from argosy import pipeline, step
+
+    @step
+    def hold(seconds: float) -> int:
+        # a process the step starts itself: after exec it is dumpable again, so only a
+        # different uid keeps another tenant's task out of its environment
+        child = subprocess.Popen(["sleep", "41.75"], env={"SECRET_OF_A": "a-secret-value"})
+        time.sleep(seconds)
+        child.kill()
+        return os.getuid()
+
+    @step
+    def pry() -> dict:
+        seen = {"uid": os.getuid(), "found": 0, "environ": [], "cwd": []}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd != b"sleep\\x0041.75\\x00":
+                continue
+            seen["found"] += 1
+            for what in ("environ", "cwd"):
+                try:
+                    data = (proc / what).read_bytes() if what == "environ" else os.listdir(proc / what)
+                    seen[what].append("a-secret-value" in str(data) and "READ" or "read-no-secret")
+                except PermissionError:
+                    seen[what].append("PermissionError")
+        return seen
+
+    @pipeline
+    def holding(seconds: float = 8.0):
+        hold(seconds)
+
+    @pipeline
+    def prying():
+        pry()
+    """
+)
+
+
+def test_tasks_of_different_tenants_run_as_different_uids_and_cannot_look_into_each_other(
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "tenant_probe.py").write_text(TENANTS)
+    holding = compile_pipeline(load_pipeline(f"{folder / 'tenant_probe.py'}:holding"))
+    prying = compile_pipeline(load_pipeline(f"{folder / 'tenant_probe.py'}:prying"))
+    env = {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER,
+           "ARGOSY_TASK_UID_BASE": "700000"}  # fmt: skip
+    server = start_server(open_home, env, python=task_python)
+    try:
+        with Client(server.url) as admin:
+            admin.create_tenant("team-a")
+            admin.create_tenant("team-b")
+        with Client(server.url, tenant="team-a") as a, Client(server.url, tenant="team-b") as b:
+            a.push_pipeline(holding)
+            b.push_pipeline(prying)
+            held = a.create_run("holding")
+            deadline = time.monotonic() + 60
+            while not any(t.attempts for t in a.tasks(held.id)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.5)  # the holder's child is up
+            pried = b.wait(b.create_run("prying").id, poll=0.2, timeout=60)
+            assert pried.status == "succeeded", (pried.error, server.log()[-2000:])
+            seen = {x.node_path: x.value for x in b.artifacts(pried.id)}["pry"]
+            done = a.wait(held.id, poll=0.2, timeout=60)
+            assert done.status == "succeeded", done.error
+            uid_a = {x.node_path: x.value for x in a.artifacts(held.id)}["hold"]
+    finally:
+        server.stop()
+    assert uid_a >= 700000 and seen["uid"] >= 700000 and uid_a != seen["uid"]
+    assert seen["found"] == 1, seen  # it saw team-a's process in /proc ...
+    assert seen["environ"] == ["PermissionError"]  # ... but not its secrets
+    assert seen["cwd"] == ["PermissionError"]

@@ -183,6 +183,11 @@ class Settings(BaseSettings):
         default=None,
         description="unprivileged OS user that server tasks run as (the server needs root)",
     )
+    task_uid_base: int | None = Field(
+        default=None, ge=100_000,
+        description="with task_user: each tenant's tasks run as their own uid, this + N "
+        "(N allocated per tenant), so tasks of different tenants never share an OS user",
+    )  # fmt: skip
 
     @field_validator("tenant")
     @classmethod

@@ -47,6 +47,7 @@ from argosy.server.context import ServerContext
 from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
 from argosy.server.scheduler import Scheduler
+from argosy.server.task_users import task_user_for
 from argosy.spec.models import StepSpec
 from argosy.spec.validate import Capacity
 from argosy.stores.artifacts.task_http import SCHEME
@@ -336,12 +337,19 @@ class Coordinator:
 
     def _drive(self, run_id: str, tenant: str, user: str) -> None:
         s = self.settings
-        store = self.ctx.store(tenant)
+        try:
+            store = self.ctx.store(tenant)
+            run_as = task_user_for(s, self.ctx.metadata, tenant)
+        except Exception:  # e.g. its keys or its task uid cannot be had now: retry later
+            log.exception("run %s cannot start here now", run_id)
+            self._cooldown[run_id] = time.monotonic() + RETRY_AFTER_ERROR
+            self._release(run_id)
+            return
         executor = LocalExecutor(
             store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             ledger=self.ledger,
             interpreter=lambda launch: self.environments.interpreter(launch, store),
-            platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=s.task_user,
+            platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=run_as,
         )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),

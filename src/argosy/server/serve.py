@@ -42,6 +42,7 @@ from typing import Any
 from argosy.config import Settings, load_settings
 from argosy.errors import ArgosyError, StoreError, UsageError
 from argosy.server.context import ServerContext
+from argosy.server.task_users import UID_SPAN
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 HTTP_GRACE_S = 10  # open HTTP requests (log streams included) at shutdown
@@ -102,6 +103,19 @@ def check_task_user(settings: Settings) -> None:
             f"ARGOSY_TASK_USER must be an unprivileged user other than the server's own; "
             f"{name!r} has uid {entry.pw_uid}"
         )
+    base = settings.task_uid_base
+    if base is None:
+        log.warning(
+            "tasks of all tenants run as the one user %r: set ARGOSY_TASK_UID_BASE (e.g. "
+            "700000) so that each tenant's tasks get their own uid", name,
+        )  # fmt: skip
+    else:  # per-tenant uids: none of them may be a real user's
+        taken = sorted(e.pw_name for e in pwd.getpwall() if base <= e.pw_uid < base + UID_SPAN)
+        if taken:
+            raise UsageError(
+                f"ARGOSY_TASK_UID_BASE={base}: uids {base}..{base + UID_SPAN - 1} must be unused, "
+                f"but {', '.join(taken[:3])} use some; choose another base"
+            )
 
 
 def check_task_reach(settings: Settings) -> None:

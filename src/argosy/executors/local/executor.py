@@ -135,7 +135,7 @@ class LocalExecutor(Executor):
         ledger: CapacityLedger | None = None,
         interpreter: Callable[[AttemptLaunch], str] | None = None,
         platform_credentials: bool = True,
-        run_as: str | None = None,
+        run_as: str | TaskUser | None = None,
         live_log_interval: float | None = None,
     ) -> None:
         self.store = store
@@ -152,7 +152,8 @@ class LocalExecutor(Executor):
         # copy a running attempt's log to its record this often (servers: other instances
         # serve live logs from the store); None: only when the attempt ends
         self.live_log_interval = live_log_interval
-        self.run_as = TaskUser.lookup(run_as) if run_as else None  # tasks' OS user (server)
+        # tasks' OS user (server): a user name, or a resolved user (per-tenant uids)
+        self.run_as = TaskUser.lookup(run_as) if isinstance(run_as, str) else run_as
         if self.run_as is not None:  # other tasks' folders cannot be listed
             self.attempts_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.attempts_dir, 0o711)

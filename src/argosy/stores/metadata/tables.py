@@ -59,6 +59,9 @@ class Tenant(_Row, Base):
     archived_at: Mapped[datetime | None]
     settings: Mapped[dict[str, Any] | None]  # retention, price list, default pool, cache default
     quotas: Mapped[dict[str, Any] | None]  # running_tasks, cpu, memory, gpu in use at most
+    task_uid: Mapped[int | None] = mapped_column(
+        Integer, unique=True
+    )  # + task_uid_base: its tasks' uid
 
 
 class RoleBinding(_Row, Base):
