@@ -212,3 +212,46 @@ def test_a_server_task_cannot_reach_the_object_store_directly(
     # what matters is that no bytes come back)
     assert seen["unsigned_list"] != "listed" and int(seen["unsigned_list"]) >= 400
     assert seen["raw_get"] in (403, 500)  # the object exists: refused, not "not found"
+
+
+LOCAL_FILE = textwrap.dedent(
+    """
+    from pathlib import Path
+    from argosy import pipeline, step
+
+    @step
+    def size(data: Path) -> int:
+        return data.stat().st_size
+
+    @pipeline
+    def reads_a_file(source: str = "data.csv"):
+        size(source)
+    """
+)
+
+
+def test_a_server_run_cannot_import_files_from_the_servers_disk(tmp_path: Path) -> None:
+    """Locally a Path input given as a string imports the user's file; on a server that would
+    read the server's own files (its key file, its database): refused, with the reason."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "credentials_local_file.py").write_text(LOCAL_FILE)
+    compiled = compile_pipeline(
+        load_pipeline(f"{folder / 'credentials_local_file.py'}:reads_a_file")
+    )
+    server = start_server(tmp_path / "server", {"ARGOSY_INSECURE_DEV": "true"})
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            secret = str(tmp_path / "server" / "keys" / "kek")
+            run = client.wait(
+                client.create_run("reads_a_file", parameters={"source": secret}).id,
+                poll=0.2, timeout=60,
+            )  # fmt: skip
+            task = client.tasks(run.id)[0]
+            artifacts = client.artifacts(run.id)
+    finally:
+        server.stop()
+    assert run.status == "failed"
+    assert "a server does not read files from its own disk" in (task.reason or "")
+    assert artifacts == [] and task.attempts == []  # nothing was imported, nothing ran

@@ -109,6 +109,7 @@ class Engine:
         owner_alive: Callable[[Mapping[str, Any]], bool] | None = None,
         task_store: Callable[[str, str, str, int, StepSpec, dict[str, Any]], dict[str, Any]]
         | None = None,
+        import_local_files: bool = True,
     ) -> None:
         self.metadata = metadata
         self.store = store
@@ -139,6 +140,9 @@ class Engine:
         # (run, node, attempt id, number, step, inputs) -> the store a task process opens; default:
         # this engine's own store (local mode: the user's own credentials)
         self.task_store = task_store
+        # Path inputs given as strings are imported from this machine's disk: locally the
+        # user's own files; never on a server (a run must not read the server's files)
+        self.import_local_files = import_local_files
 
     # -- submission ----------------------------------------------------------------------------
     def submit(
@@ -783,6 +787,12 @@ class _RunLoop:
         recorded = self.reproduced_inputs.get(node, {}).get(key)
         if recorded is not None and "artifact" in recorded:
             return dict(recorded)
+        if not self.e.import_local_files:
+            raise ExecutionError(
+                f"input {key!r} names the path {str(value)!r}: a server does not read files "
+                "from its own disk for a run; pass the data as an output of an upstream step "
+                "(or run the pipeline locally, where paths are imported)"
+            )
         path = Path(str(value)).expanduser()
         if not path.is_absolute():
             path = Path(self.cwd) / path

@@ -357,6 +357,7 @@ class Coordinator:
             poll_interval=s.poll_interval, cache=s.cache, cache_ttl=s.cache_ttl,
             db_retry_seconds=s.db_retry_seconds, instance=self.instance_id,
             owner_alive=self.owner_alive, task_store=self._task_store(tenant),
+            import_local_files=False,
             secrets=_TenantSecretValues(self.ctx, tenant),
         )  # fmt: skip
         thread = threading.Thread(
