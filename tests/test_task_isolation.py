@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from argosy.client.client import Client
+from argosy.server.environments import see_server_packages
 from argosy.spec.compile import compile_pipeline
 from argosy.spec.loader import load_pipeline
 from tests.server_fixture import start_server
@@ -76,14 +77,7 @@ def _reachable_venv(user: pwd.struct_passwd) -> str | None:
     folder = Path(tempfile.mkdtemp(prefix="argosy-task-python-"))
     os.chmod(folder, 0o755)
     subprocess.run([system, "-m", "venv", "--without-pip", str(folder)], check=True)
-    found = subprocess.run(
-        [str(folder / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    ours = [p for p in sys.path if p.endswith("site-packages")]
-    Path(found, "argosy-test.pth").write_text(
-        "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
-    )
+    see_server_packages(folder / "bin" / "python")
     python = str(folder / "bin" / "python")
     return python if _reaches(python, user) else None
 

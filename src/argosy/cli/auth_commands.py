@@ -14,32 +14,12 @@ app by :func:`register`.
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from argosy.cli.options import Format, OutputOpt, ServerOpt
 from argosy.client.credentials import store_token
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
-
-
-OutputOpt = Annotated[
-    Format,
-    typer.Option(
-        "--output", "-o", help="text for people, json for programs (one document on stdout)"
-    ),
-]
-ServerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--server", metavar="URL", show_default=False,
-        help="the Argosy server (default: the global --server, ARGOSY_SERVER)",
-    ),
-]  # fmt: skip
 
 
 def _require_remote(server: str | None, command: str) -> Any:
@@ -49,9 +29,9 @@ def _require_remote(server: str | None, command: str) -> Any:
 
 
 def _settings(**overrides: Any) -> Any:
-    from argosy.config import load_settings
+    from argosy.cli import main
 
-    return load_settings(**overrides)
+    return main._settings(**overrides)
 
 
 tenants_app = typer.Typer(

@@ -20,6 +20,8 @@ from typing import Annotated, Any
 
 import typer
 
+from argosy.cli.options import Format, OutputOpt, ServerOpt
+
 app = typer.Typer(
     name="argosy",
     help="Repeatable ML pipelines in plain Python: run them locally or on an Argosy server, "
@@ -42,29 +44,6 @@ app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(pipelines_app, name="pipelines")
 app.add_typer(schedules_app, name="schedules")
 
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
-
-
-OutputOpt = Annotated[
-    Format,
-    typer.Option(
-        "--output", "-o", help="text for people, json for programs (one document on stdout)"
-    ),
-]
-
-
-ServerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        metavar="URL",
-        help="act on this Argosy server instead of locally (default: ARGOSY_SERVER)",
-        show_default=False,
-    ),
-]
 
 _global_server: str | None = None
 

@@ -911,7 +911,9 @@ class _RunLoop:
     # -- starting ------------------------------------------------------------------------------
     def _start(self, view: TaskView, *, cause: str) -> None:
         step = self.step_of(view.node_path)
-        missing = [k for k in step.secrets if k not in self.e.secrets]
+        # each declared secret read once (on a server, reading one decrypts it)
+        secrets = {k: v for k in step.secrets if (v := self.e.secrets.get(k)) is not None}
+        missing = [k for k in step.secrets if k not in secrets]
         if missing:
             with self.e.metadata.session() as s:
                 self._set_task(s, view, TaskState.FAILED, finished_at=q.now(), reason=(
@@ -958,7 +960,7 @@ class _RunLoop:
             pool=step.resources.pool,
             timeout=step.timeout,
             env=dict(step.env),
-            secrets={k: self.e.secrets[k] for k in step.secrets if k in self.e.secrets},
+            secrets=secrets,
             log_key=f"{prefix}/log.jsonl",
         )
         try:

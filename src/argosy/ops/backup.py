@@ -465,21 +465,18 @@ is the sha256 of the plaintext); backups keep them encrypted and verify them thr
 
 
 def _is_encrypted_file(path: Path) -> bool:
-    from argosy.stores.encryption import is_encrypted
+    from argosy.stores.encryption import MAGIC, is_encrypted
 
     with path.open("rb") as f:
-        return is_encrypted(f.read(8))
+        return is_encrypted(f.read(len(MAGIC)))
 
 
 def _plain_sha256(path: Path, tenant: str, plain: PlainReader | None) -> str | None:
     """The sha256 of the plaintext of an encrypted object in ``path`` (None: not encrypted,
     or no keys to open it)."""
-    from argosy.stores.encryption import is_encrypted
-
+    if plain is None or not _is_encrypted_file(path):
+        return None
     with path.open("rb") as f:
-        if plain is None or not is_encrypted(f.read(len(b"ARGOSYE1"))):
-            return None
-        f.seek(0)
         digest = hashlib.sha256()
         try:
             reader = plain(tenant, f)
@@ -976,7 +973,7 @@ def _check_blob(
     try:
         with backend.open(key) as f:
             head = f.read(CHUNK)
-            if plain is not None and is_encrypted(head[:8]):
+            if plain is not None and is_encrypted(head):
                 f.seek(0)
                 try:
                     reader = plain(tenant, f)

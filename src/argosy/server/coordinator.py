@@ -38,7 +38,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from argosy.auth.task_credentials import TaskClaims
 from argosy.engine.engine import Engine, RunAbandoned, engine_alive
-from argosy.engine.states import RunStatus
 from argosy.engine.submission import SERVER_QUEUE
 from argosy.errors import ArgosyError, RunBusyError
 from argosy.executors.local.capacity import CapacityLedger, Usage
@@ -46,7 +45,7 @@ from argosy.executors.local.executor import LocalExecutor
 from argosy.server.context import ServerContext
 from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
-from argosy.server.scheduler import Scheduler
+from argosy.server.scheduler import ACTIVE, Scheduler
 from argosy.server.task_users import task_user_for
 from argosy.spec.models import StepSpec
 from argosy.spec.validate import Capacity
@@ -55,7 +54,6 @@ from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
 
 log = logging.getLogger("argosy.server")
 
-ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 LIVE_LOG_INTERVAL = 3.0  # seconds between copies of a running attempt's log to the store
 HOUSEKEEPING_INTERVAL = 600.0  # seconds between the leader's clean-ups
 CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
@@ -83,9 +81,6 @@ class _TenantSecretValues(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._open([name])[name]
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._open([name])
 
     def __iter__(self) -> Iterator[str]:
         from argosy.stores.secrets import TenantSecrets

@@ -78,26 +78,13 @@ class Environments:
                 shutil.rmtree(folder, ignore_errors=True)  # a half-made one from a crash
                 log.info("preparing the Python environment %s in %s", digest[:19], folder)
                 self._run([sys.executable, "-m", "venv", "--without-pip", str(folder)])
-                self._see_server_packages(python)
+                see_server_packages(python)
                 wanted = self.differences(manifest)
                 if wanted:
                     self._run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed",
                                "--disable-pip-version-check", "--quiet", *wanted])  # fmt: skip
                 ready.write_text(json.dumps({"installed": wanted}))
                 return str(python)
-
-    @staticmethod
-    def _see_server_packages(python: Path) -> None:
-        """Put the server's site-packages after the virtualenv's own (a ``.pth`` file that
-        also runs their ``.pth`` files, editable installs included), so only the differing
-        distributions need installing and the virtualenv's versions win."""
-        found = subprocess.run(
-            [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
-        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
-        Path(found, "zz-argosy-server-packages.pth").write_text(lines)
 
     def differences(self, manifest: dict[str, Any]) -> list[str]:
         """``name==version`` of each distribution the manifest has and the server has not."""
@@ -132,3 +119,16 @@ class Environments:
                 f"preparing a task environment failed ({' '.join(command[:4])} ...): {tail}; "
                 "check the server's pip configuration (PIP_INDEX_URL) and the package versions"
             )
+
+
+def see_server_packages(python: Path) -> None:
+    """Let the virtualenv of ``python`` see this interpreter's site-packages after its own (a
+    ``.pth`` file that also runs their ``.pth`` files, editable installs included), so only
+    differing distributions need installing and the virtualenv's versions win."""
+    found = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in ours)
+    Path(found, "zz-argosy-server-packages.pth").write_text(lines)

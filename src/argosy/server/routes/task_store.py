@@ -22,13 +22,13 @@ from argosy.errors import StoreError
 from argosy.server.identity import ContextDep, declares
 from argosy.server.problems import ApiProblem
 from argosy.server.routes.blobs import Upload, upload_body
+from argosy.stores.encryption import MAGIC, is_encrypted
 
 router = APIRouter(prefix="/api/v1", tags=["task-store"], include_in_schema=False)
 
 _BLOB = re.compile(
     r"^tenants/(?P<tenant>[a-z0-9-]+)/blobs/sha256/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})$"
 )
-ENCRYPTED_MAGIC = b"ARGOSYE1"  # an encrypted object: its key is the plaintext's hash
 
 
 @declares(Action.TASK)
@@ -137,7 +137,7 @@ def put_object(
     blob = _BLOB.match(key)
     if blob is not None:
         with upload.path.open("rb") as f:
-            encrypted = f.read(len(ENCRYPTED_MAGIC)) == ENCRYPTED_MAGIC
+            encrypted = is_encrypted(f.read(len(MAGIC)))  # its key: the plaintext's hash
         if not encrypted and upload.sha256 != blob.group("sha"):
             raise ApiProblem(422,
                              f"the body hashes to sha256:{upload.sha256}, not the key's; "
