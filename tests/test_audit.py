@@ -21,8 +21,8 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from argosy.api import API_PREFIX
 from argosy.auth import audit
-from argosy.client.models import API_PREFIX
 from argosy.ids import new_id
 from argosy.stores.artifacts.blobs import open_artifact_store
 from argosy.stores.metadata.db import MetadataStore

@@ -21,8 +21,8 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from argosy.api import API_PREFIX
 from argosy.auth.policy import MINIMUM_ROLE, PLATFORM_ONLY, Action, Role
-from argosy.client.models import API_PREFIX
 from argosy.config import Settings
 from argosy.ids import new_id
 from argosy.server.context import ServerContext

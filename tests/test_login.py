@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from argosy.client.models import API_PREFIX
+from argosy.api import API_PREFIX
 from argosy.ids import new_id
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import AuditEvent, User

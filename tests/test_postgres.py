@@ -21,12 +21,12 @@ from sqlalchemy.exc import ProgrammingError
 from argosy.cli.local import open_local
 from argosy.config import load_settings
 from argosy.engine.engine import _RunLoop
-from argosy.engine.states import TaskState
 from argosy.errors import StoreError
 from argosy.ids import new_id
 from argosy.spec.compile import compile_pipeline
 from argosy.spec.loader import load_pipeline
 from argosy.spec.parameters import bind_parameters
+from argosy.states import TaskState
 from argosy.stores.metadata import db
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore, open_engine

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from argosy.api import Run, Task, TenantQuotas
 from argosy.client.client import Client
-from argosy.client.models import Run, Task, TenantQuotas
 from argosy.spec.compile import CompiledPipeline, compile_pipeline
 from argosy.spec.loader import load_pipeline
 from tests.server_fixture import ServerProcess, start_server

@@ -25,13 +25,13 @@ import httpx
 import pytest
 from sqlalchemy import select, text, update
 
-from argosy.client.models import API_PREFIX, Problem
-from argosy.engine.states import RunStatus
+from argosy.api import API_PREFIX, Problem
 from argosy.ids import new_id
 from argosy.ops.schedules import next_fire_after
 from argosy.server.context import ServerContext
 from argosy.spec.compile import CompiledPipeline, compile_pipeline
 from argosy.spec.loader import load_pipeline
+from argosy.states import RunStatus
 from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import Artifact, Attempt, PipelineVersion, Run, Task

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from argosy.api import ScheduleCreate
 from argosy.client.client import Client
-from argosy.client.models import ScheduleCreate
 from argosy.spec.compile import CompiledPipeline, compile_pipeline
 from argosy.spec.loader import load_pipeline
 from tests.pg_fixture import PostgresCluster

@@ -18,8 +18,8 @@ from argosy.cli.progress import Progress
 from argosy.config import Settings
 from argosy.engine.engine import engine_alive
 from argosy.engine.report import iso, run_document
-from argosy.engine.states import RUN_DONE, RunStatus
 from argosy.errors import NotFoundError, UsageError
+from argosy.states import RUN_DONE, RunStatus
 from argosy.stores.metadata import runs as q
 from argosy.units import format_bytes
 

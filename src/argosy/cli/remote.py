@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from argosy.api import Artifact, Attempt, LogLine, Run, ScheduleCreate, Task
 from argosy.cli.commands import _console, _parse_params, emit_json
-from argosy.client.models import Artifact, Attempt, LogLine, Run, ScheduleCreate, Task
 from argosy.config import Settings
 from argosy.errors import ConflictError, NotFoundError, UsageError
 from argosy.units import format_bytes

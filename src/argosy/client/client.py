@@ -1,6 +1,6 @@
 """A typed, synchronous client of the Argosy server's REST API (``/api/v1``).
 
-Every method returns the pydantic documents of :mod:`argosy.client.models`, so the CLI, CI
+Every method returns the pydantic documents of :mod:`argosy.api`, so the CLI, CI
 scripts and notebooks read the same shapes the server writes. Failures become Argosy errors
 with the server's own explanation (the problem document's ``detail``):
 
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from argosy.client import models
-from argosy.client.models import (
+from argosy import api as models
+from argosy.api import (
     API_PREFIX,
     Artifact,
     Blob,

@@ -27,8 +27,8 @@ import rfc8785
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from argosy.engine.states import TaskState
 from argosy.spec.models import ContainerImplementation, StepSpec
+from argosy.states import TaskState
 from argosy.stores.artifacts.blobs import ArtifactStore
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Artifact, Task

@@ -36,14 +36,6 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from argosy.engine import cache, flow
 from argosy.engine.plan import Bound, Item, OneOf, Planner, PlanNode, Ref, Value
-from argosy.engine.states import (
-    TASK_DONE,
-    TASK_OK,
-    AttemptState,
-    Reason,
-    RunStatus,
-    TaskState,
-)
 from argosy.errors import ArgosyError, ExecutionError, NoRoomError, RunBusyError, StoreError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.ids import new_id
@@ -54,6 +46,14 @@ from argosy.spec.models import (
     PipelineSpec,
     PythonImplementation,
     StepSpec,
+)
+from argosy.states import (
+    TASK_DONE,
+    TASK_OK,
+    AttemptState,
+    Reason,
+    RunStatus,
+    TaskState,
 )
 from argosy.stores.artifacts.blobs import ArtifactStore, attempt_prefix
 from argosy.stores.metadata import db

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from argosy.engine.plan import Bound, Cond, Ref, Value
-from argosy.engine.states import TaskState
+from argosy.states import TaskState
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": lambda a, b: bool(a == b),

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 import argosy
-from argosy.client.models import API_PREFIX
+from argosy.api import API_PREFIX
 from argosy.server import audit_middleware, limits, problems
 from argosy.server.context import ServerContext
 from argosy.server.identity import INSECURE_HEADER

@@ -1,6 +1,6 @@
 """Error responses as RFC 9457 ``application/problem+json`` documents.
 
-Every error the API returns is a :class:`~argosy.client.models.Problem`: ``title`` (the HTTP
+Every error the API returns is a :class:`~argosy.api.Problem`: ``title`` (the HTTP
 reason), ``status``, ``detail`` (one sentence: what happened and what to do next) and a stable
 ``code`` clients may branch on. The mapping from Argosy's error hierarchy is in one table
 (:data:`STATUS_OF`), so a new error class gets the right status in every route at once.
@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from argosy import errors
-from argosy.client.models import Problem
+from argosy.api import Problem
 from argosy.stores.metadata.db import error_summary, is_transient
 
 log = logging.getLogger("argosy.server")

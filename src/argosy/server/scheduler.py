@@ -28,13 +28,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from argosy.engine.states import RunStatus
 from argosy.engine.submission import SERVER_QUEUE, queue_run
 from argosy.errors import ArgosyError
 from argosy.ids import new_id
 from argosy.ops.schedules import next_fire_after
 from argosy.server.clock import Clock
 from argosy.server.leases import LeaseHolder
+from argosy.states import RunStatus
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import (

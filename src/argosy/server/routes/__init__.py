@@ -1,5 +1,5 @@
 """The API's routes, one module per resource, and what they share: cursor pagination and
-the conversion of table rows into API documents (``argosy.client.models``).
+the conversion of table rows into API documents (``argosy.api``).
 
 Pagination is keyset pagination on the row id (ULIDs sort by creation time): a page holds
 the ``limit`` newest rows older than the cursor, and ``next_cursor`` is an opaque token for
@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from argosy.client import models as api
+from argosy import api
 from argosy.server.problems import ApiProblem
 from argosy.stores.artifacts.blobs import ArtifactStore
 from argosy.stores.metadata import runs as q

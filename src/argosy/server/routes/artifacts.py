@@ -16,8 +16,8 @@ from typing import Annotated, BinaryIO
 from fastapi import Header, Path
 from fastapi.responses import StreamingResponse
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import artifact_document, tenant_router

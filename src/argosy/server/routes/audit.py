@@ -19,9 +19,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import Select, select
 
+from argosy.api import API_PREFIX, Page
 from argosy.auth import audit
 from argosy.auth.policy import Action
-from argosy.client.models import API_PREFIX, Page
 from argosy.server.identity import ContextDep, TenantDep, authorized
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.stores.metadata.tables import AuditEvent

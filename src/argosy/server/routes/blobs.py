@@ -19,8 +19,8 @@ from typing import Annotated
 import anyio
 from fastapi import Depends, Path, Request, Response
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import tenant_router

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.config import LOCAL_TENANT
 from argosy.server.context import ServerContext
 from argosy.server.identity import authorized, context_of

@@ -43,11 +43,11 @@ from fastapi.responses import RedirectResponse
 from jwt import PyJWK
 from sqlalchemy import select, update
 
+from argosy.api import API_PREFIX
 from argosy.auth import audit
 from argosy.auth.oidc import InvalidToken, IssuerUnavailable, VerifiedToken, groups_of
 from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
-from argosy.client.models import API_PREFIX
 from argosy.config import Settings
 from argosy.server.identity import (
     CSRF_COOKIE,

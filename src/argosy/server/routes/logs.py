@@ -30,15 +30,15 @@ from fastapi import Header, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
-from argosy.engine.states import RUN_DONE
 from argosy.errors import NotFoundError
 from argosy.server.context import ServerContext
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
 from argosy.server.routes import tenant_router
 from argosy.server.routes.runs import RunIdPath
+from argosy.states import RUN_DONE
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Attempt, Run, Task
 

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses, validation_detail
 from argosy.server.routes import (

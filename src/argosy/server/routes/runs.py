@@ -18,10 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.engine import submission
-from argosy.engine.states import RUN_DONE, TASK_DONE, Reason, RunStatus, TaskState
 from argosy.errors import NotFoundError, UsageError
 from argosy.ids import new_id
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
@@ -36,6 +35,7 @@ from argosy.server.routes import (
     task_documents,
     tenant_router,
 )
+from argosy.states import RUN_DONE, TASK_DONE, Reason, RunStatus, TaskState
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import IdempotencyKey, Pipeline, Run
 

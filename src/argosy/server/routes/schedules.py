@@ -17,8 +17,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.orm import Session
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.errors import NotFoundError
 from argosy.ids import new_id
 from argosy.ops.schedules import next_fire_after, validate_schedule

@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import Path, Response
 
+from argosy import api
 from argosy.auth.policy import Action
-from argosy.client import models as api
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import problem_responses
 from argosy.server.routes import must_utc, tenant_router

@@ -12,9 +12,9 @@ from typing import Annotated
 
 from fastapi import APIRouter
 
+from argosy import api
 from argosy.auth import bindings as tb
 from argosy.auth.policy import Action, Role
-from argosy.client import models as api
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import problem_responses
 from argosy.server.routes import must_utc, utc

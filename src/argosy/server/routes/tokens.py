@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import Path, Request
 
+from argosy import api
 from argosy.auth import tokens
 from argosy.auth.policy import Action, Decision, Role
-from argosy.client import models as api
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import problem_responses
 from argosy.server.routes import must_utc, tenant_router, utc

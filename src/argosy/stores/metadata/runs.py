@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from argosy.engine.states import RunStatus, TaskState
 from argosy.errors import NotFoundError, VersionConflictError
 from argosy.ids import new_id
 from argosy.spec.models import PipelineSpec
+from argosy.states import RunStatus, TaskState
 from argosy.stores.metadata.tables import (
     Artifact,
     Attempt,
