@@ -11,7 +11,14 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-from argosy.spec.validate import Capacity
+
+@dataclass(frozen=True)
+class Capacity:
+    """What an executor can run at once, in total."""
+
+    cpu: float
+    memory: int
+    gpu: int
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,10 +23,25 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(
 MOUNT = "/argosy"
 
 
-def _engine() -> str:
-    from argosy.spec.validate import container_engine
+def container_engine() -> str | None:
+    """The container CLI to run container steps with: podman first, then docker."""
+    chosen = os.environ.get("ARGOSY_CONTAINER_ENGINE")
+    if chosen:
+        return shutil.which(chosen)
+    for candidate in ("podman", "docker"):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
 
-    chosen = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+
+def _chosen_engine() -> str | None:
+    """``ARGOSY_CONTAINER_ENGINE`` as given (even off PATH), else the one found on PATH."""
+    return os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+
+
+def _engine() -> str:
+    chosen = _chosen_engine()
     if not chosen:
         from argosy.runtime.launcher import StepFailed
 
@@ -42,9 +58,7 @@ def container_name(attempt_id: str) -> str:
 
 def remove_container(attempt_id: str) -> None:
     """Remove an attempt's container if it outlived its launcher (timeout, cancel, crash)."""
-    from argosy.spec.validate import container_engine
-
-    engine = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+    engine = _chosen_engine()
     if engine:
         for _ in range(3):  # a container whose monitor was just killed may need a retry
             proc = subprocess.run(
@@ -58,9 +72,7 @@ def remove_container(attempt_id: str) -> None:
 
 def image_id(image: str) -> str | None:
     """The local image id behind a (possibly moving) tag, or None if not pulled yet."""
-    from argosy.spec.validate import container_engine
-
-    engine = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+    engine = _chosen_engine()
     if not engine:
         return None
     try:

@@ -8,12 +8,12 @@ where the run goes (resource capacity, secrets, a container engine).
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from argosy.errors import ValidationError
+from argosy.executors.base import Capacity as Capacity  # re-exported: callers import it here
+from argosy.runtime.container import container_engine
 from argosy.sdk.types import DEFAULT_FORMATS, JSON_TYPES, TypeInfo, compatible
 from argosy.spec.models import (
     ConditionSpec,
@@ -393,15 +393,6 @@ def validate_spec(spec: PipelineSpec) -> None:
         check(spec)
 
 
-@dataclass(frozen=True)
-class Capacity:
-    """What an executor can run at once, in total."""
-
-    cpu: float
-    memory: int
-    gpu: int
-
-
 def check_resources_fit(spec: PipelineSpec, capacity: Capacity) -> None:
     """No step asks for more than the executor has in total (it would wait forever)."""
     for name, step in spec.steps.items():
@@ -430,20 +421,6 @@ def check_secrets_available(spec: PipelineSpec, secrets: Mapping[str, str], sour
                 raise ValidationError("check_secrets_available",
                     f"secret {secret!r} is not set; export {secret}=... or add it to {source}",
                     where=name, location=spec.location(f"step:{name}"))  # fmt: skip
-
-
-def container_engine() -> str | None:
-    """The container CLI to run container steps with: podman first, then docker."""
-    import os
-
-    chosen = os.environ.get("ARGOSY_CONTAINER_ENGINE")
-    if chosen:
-        return shutil.which(chosen)
-    for candidate in ("podman", "docker"):
-        path = shutil.which(candidate)
-        if path:
-            return path
-    return None
 
 
 def check_container_engine(spec: PipelineSpec) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from argosy.spec.validate import Capacity
+from argosy.executors.base import Capacity
 
 FAIR_WAIT = 2.0
 

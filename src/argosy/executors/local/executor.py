@@ -42,10 +42,15 @@ from typing import IO
 
 import argosy
 from argosy.errors import NoRoomError, StoreError, UsageError
-from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
+from argosy.executors.base import (
+    AttemptExit,
+    AttemptLaunch,
+    Capacity,
+    Executor,
+    ProcessIdentity,
+)
 from argosy.executors.local.capacity import CapacityLedger
 from argosy.runtime import processes
-from argosy.spec.validate import Capacity
 from argosy.stores.artifacts.blobs import ArtifactStore
 
 ENV_ALLOW = (
