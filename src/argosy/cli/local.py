@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from argosy import plugins
 from argosy.config import Settings
 from argosy.engine.engine import Engine, ProgressCallback
-from argosy.executors.local.executor import LocalExecutor
-from argosy.spec.validate import Capacity
+from argosy.executors.base import Capacity
 from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
 from argosy.stores.metadata.db import MetadataStore
 
@@ -53,7 +53,7 @@ class Local:
 
     def engine(self, on_change: ProgressCallback | None = None) -> Engine:
         s = self.settings
-        executor = LocalExecutor(
+        executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
             self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin
         )
         return Engine(

@@ -36,19 +36,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from argosy import plugins
 from argosy.auth.task_credentials import TaskClaims
 from argosy.engine.engine import Engine, RunAbandoned, engine_alive
 from argosy.engine.submission import SERVER_QUEUE
 from argosy.errors import ArgosyError, RunBusyError
+from argosy.executors.base import Capacity
 from argosy.executors.local.capacity import CapacityLedger, Usage
-from argosy.executors.local.executor import LocalExecutor
 from argosy.server.context import ServerContext
 from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
 from argosy.server.scheduler import ACTIVE, Scheduler
 from argosy.server.task_users import task_user_for
 from argosy.spec.models import StepSpec
-from argosy.spec.validate import Capacity
 from argosy.stores.artifacts.task_http import SCHEME
 from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
 
@@ -340,7 +340,7 @@ class Coordinator:
             self._cooldown[run_id] = time.monotonic() + RETRY_AFTER_ERROR
             self._release(run_id)
             return
-        executor = LocalExecutor(
+        executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
             store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             ledger=self.ledger,
             interpreter=lambda launch: self.environments.interpreter(launch, store),

@@ -7,13 +7,22 @@ the complete object. Hashing, deduplication and tenant naming live one layer up.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 class ByteStore(abc.ABC):
-    """Atomic put, streamed get, existence, and (where the backend is a folder) a local path."""
+    """Atomic put, streamed get, existence, and (where the backend is a folder) a local path.
+
+    A backend is registered under its URL scheme (see :mod:`argosy.plugins`) and built by
+    :meth:`from_url`.
+    """
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> ByteStore:
+        """The store ``url`` names; ``options`` configure it (``Settings.artifact_options``)."""
 
     @abc.abstractmethod
     def put_file(self, key: str, source: Path, *, move: bool = False) -> None:

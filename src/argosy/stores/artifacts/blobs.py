@@ -290,29 +290,28 @@ class ArtifactStore:
 def open_artifact_store(
     url: str, tenant: str, options: dict[str, Any] | None = None
 ) -> ArtifactStore:
-    """The artifact store named by ``url`` (a folder path, ``file://`` or ``s3://`` URL).
+    """The artifact store named by ``url``: a folder path, or a URL whose scheme names a
+    registered byte store (:mod:`argosy.plugins`: ``file://``, ``s3://``,
+    ``argosy-task+http://`` — a task process on a server, reaching only its own grant).
 
-    ``options`` configure a remote backend (see ``Settings.artifact_options``).
+    ``options`` configure a remote backend (see ``Settings.artifact_options``). A plain path
+    is opened without reading the registry (every local task's launcher opens one).
     """
-    from argosy.stores.artifacts.local import LocalByteStore
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        from argosy.stores.artifacts.local import LocalByteStore
 
-    if url.startswith("argosy-task+"):  # a task process on a server: only its own grant
-        from argosy.stores.artifacts.task_http import TaskStoreClient
+        return ArtifactStore(LocalByteStore(Path(url)), tenant)
+    from argosy import plugins
 
-        return ArtifactStore(TaskStoreClient.from_url(url, options), tenant)
-    if url.startswith("s3://"):
-        from argosy.stores.artifacts.s3 import S3ByteStore  # boto3 loads on first use
-
-        return ArtifactStore(S3ByteStore.from_url(url, options), tenant)
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    if "://" in url:
-        scheme = url.split("://", 1)[0]
+    known = plugins.names(plugins.BYTE_STORES)
+    if scheme not in known:
+        schemes = ", ".join(f"{s}://" for s in sorted(known))
         raise StoreError(
             f"artifact store scheme {scheme!r} is not supported; use a local folder path "
-            "or s3://BUCKET/PREFIX"
+            f"or one of {schemes} (s3://BUCKET/PREFIX for S3)"
         )
-    return ArtifactStore(LocalByteStore(Path(url)), tenant)
+    return ArtifactStore(plugins.byte_store_class(scheme).from_url(url, options), tenant)
 
 
 def open_encrypted_store(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from argosy.errors import StoreError
 from argosy.stores.artifacts.base import ByteStore
@@ -32,6 +32,11 @@ class LocalByteStore(ByteStore):
         self.root = root
         self.durable = durable
         self.tmp = root / ".tmp"
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> LocalByteStore:
+        """``file:///PATH`` (a plain folder path needs no URL: see ``open_artifact_store``)."""
+        return cls(Path(url.removeprefix("file://")))
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")

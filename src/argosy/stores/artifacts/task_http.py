@@ -9,7 +9,7 @@ this backend for it, so the launcher needs no change.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -32,7 +32,7 @@ class TaskStoreClient(ByteStore):
         )
 
     @classmethod
-    def from_url(cls, url: str, options: dict[str, Any] | None) -> TaskStoreClient:
+    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> TaskStoreClient:
         token = (options or {}).get("token")
         if not token:
             raise StoreError("the task store needs the attempt's task token; this is a bug")
