@@ -1,6 +1,6 @@
 """Authentication and authorization against a real server process and a real OIDC issuer
-process (``tests.oidc_issuer``): the route x principal matrix generated from the route table,
-token attacks, group-driven access, API tokens, and the fail-closed start.
+process (``tests.oidc_issuer``): the route x principal matrix (a hand-written table of who may
+call what, every call made for real), token attacks, group-driven access, API tokens, and the fail-closed start.
 
 One server (SQLite, a folder store) authenticates tokens of the test issuer; platform admins
 are the ``platform-admins`` group. Tenants and bindings are made through the API by an admin.
@@ -9,10 +9,14 @@ are the ``platform-admins`` group. Tenants and bindings are made through the API
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import json
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,10 +26,14 @@ import httpx
 import pytest
 
 from argosy.api import API_PREFIX
-from argosy.auth.policy import MINIMUM_ROLE, PLATFORM_ONLY, Action, Role
+from argosy.api.documents import ScheduleCreate
+from argosy.auth.policy import Role
+from argosy.client.client import Client
 from argosy.config import Settings
 from argosy.ids import new_id
 from argosy.server.context import ServerContext
+from argosy.spec.compile import compile_pipeline
+from argosy.spec.loader import load_pipeline
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import User
 from tests.oidc_issuer import OidcIssuer
@@ -45,7 +53,9 @@ def server(
     oidc_issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("auth-server")
-    started = start_server(home, oidc_env(oidc_issuer.issuer))
+    env = oidc_env(oidc_issuer.issuer, ARGOSY_SCIM_TOKEN=SCIM_TOKEN,
+                   ARGOSY_OIDC_CLIENT_ID="argosy-web")  # fmt: skip
+    started = start_server(home, env)
     yield started
     started.stop(timeout=20)
 
@@ -64,7 +74,8 @@ def bearer(token: str | None) -> dict[str, str]:
 def call(
     server: ServerProcess, method: str, path: str, token: str | None = None, **kw: Any
 ) -> httpx.Response:
-    return httpx.request(method, server.url + path, headers=bearer(token), timeout=30, **kw)
+    headers = {**kw.pop("headers", {}), **bearer(token)}
+    return httpx.request(method, server.url + path, headers=headers, timeout=30, **kw)
 
 
 def ok(response: httpx.Response) -> Any:
@@ -90,90 +101,445 @@ def tenants(server: ServerProcess, oidc_issuer: OidcIssuer) -> dict[str, str]:
     return {"a": "mx-a", "b": "mx-b"}
 
 
-# -- the route table ------------------------------------------------------------------------
-def _routes() -> list[Any]:
+# -- the authorization matrix ---------------------------------------------------------------
+# The expected answers are written out here by hand from the roles in docs/security.md, NOT
+# computed from argosy.auth.policy: a change to the policy tables must fail this test until
+# the table below is changed with it (and reviewed). Every route the app serves needs a row.
+#
+# Principals (columns): anonymous; viewer, editor and owner of tenant A (mx-a); the owner of
+# tenant B (mx-b, no role in A); a platform admin; the SCIM client (its own bearer token).
+# Calls are made on tenant A. "y": allowed, and the call is made for real on a real object
+# and must succeed; "-": refused (401 for anonymous, for the SCIM token outside SCIM and the
+# task store, and for every non-SCIM caller of SCIM; 403 for the others: the task store answers
+# any bearer that is not a task token with 403). A 5xx is always a failure.
+# The task-store routes admit only task tokens: tests/test_task_credentials.py shows a task's
+# own token allowed; here they are refused to every person and service.
+PRINCIPALS = ("anon", "viewer", "editor", "owner_a", "owner_b", "admin", "scim")
+T = "/api/v1/tenants/{tenant}"
+MATRIX_ROWS = f"""
+                                                          anon viewer editor owner_a owner_b admin scim
+GET    /healthz                                           y    y      y      y       y       y     y
+GET    /readyz                                            y    y      y      y       y       y     y
+GET    /auth/login                                        y    y      y      y       y       y     y
+GET    /auth/callback                                     y    y      y      y       y       y     y
+POST   /auth/logout                                       -    y      y      y       y       y     -
+GET    /api/v1/auth/config                                y    y      y      y       y       y     y
+GET    /api/v1/me                                         -    y      y      y       y       y     -
+GET    /api/v1/tenants                                    -    y      y      y       y       y     -
+POST   /api/v1/tenants                                    -    -      -      -       -       y     -
+GET    {T}                                                -    y      y      y       -       y     -
+POST   {T}/archive                                        -    -      -      -       -       y     -
+PATCH  {T}/settings                                       -    -      -      y       -       y     -
+PUT    {T}/quotas                                         -    -      -      -       -       y     -
+PUT    {T}/blobs/{{sha256}}                               -    -      y      y       -       y     -
+HEAD   {T}/blobs/{{sha256}}                               -    y      y      y       -       y     -
+POST   {T}/pipelines/{{pipeline}}/versions                -    -      y      y       -       y     -
+GET    {T}/pipelines                                      -    y      y      y       -       y     -
+GET    {T}/pipelines/{{pipeline}}                         -    y      y      y       -       y     -
+GET    {T}/pipelines/{{pipeline}}/versions                -    y      y      y       -       y     -
+GET    {T}/pipelines/{{pipeline}}/versions/{{ref}}        -    y      y      y       -       y     -
+POST   {T}/runs                                           -    -      y      y       -       y     -
+GET    {T}/runs                                           -    y      y      y       -       y     -
+GET    {T}/runs/{{run_id}}                                -    y      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/tasks                          -    y      y      y       -       y     -
+POST   {T}/runs/{{run_id}}/cancel                         -    -      y      y       -       y     -
+POST   {T}/runs/{{run_id}}/retry                          -    -      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/artifacts                      -    y      y      y       -       y     -
+GET    {T}/artifacts/{{artifact_id}}                      -    y      y      y       -       y     -
+GET    {T}/artifacts/{{artifact_id}}/content              -    y      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/logs                           -    y      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/logs/stream                    -    y      y      y       -       y     -
+POST   {T}/schedules                                      -    -      y      y       -       y     -
+GET    {T}/schedules                                      -    y      y      y       -       y     -
+GET    {T}/schedules/{{name}}                             -    y      y      y       -       y     -
+POST   {T}/schedules/{{name}}/pause                       -    -      y      y       -       y     -
+POST   {T}/schedules/{{name}}/resume                      -    -      y      y       -       y     -
+DELETE {T}/schedules/{{name}}                             -    -      y      y       -       y     -
+GET    {T}/schedules/{{name}}/fires                       -    y      y      y       -       y     -
+PUT    {T}/secrets/{{name}}                               -    -      -      y       -       y     -
+GET    {T}/secrets                                        -    -      -      y       -       y     -
+DELETE {T}/secrets/{{name}}                               -    -      -      y       -       y     -
+GET    {T}/members                                        -    -      -      y       -       y     -
+POST   {T}/members                                        -    -      -      y       -       y     -
+DELETE {T}/members/{{binding_id}}                         -    -      -      y       -       y     -
+POST   {T}/tokens                                         -    -      -      y       -       y     -
+GET    {T}/tokens                                         -    -      -      y       -       y     -
+DELETE {T}/tokens/{{token_id}}                            -    -      -      y       -       y     -
+GET    {T}/audit                                          -    -      -      y       -       y     -
+GET    /api/v1/audit                                      -    -      -      -       -       y     -
+GET    /api/v1/audit/export                               -    -      -      -       -       y     -
+HEAD   /api/v1/task-store/{{key:path}}                    -    -      -      -       -       -     -
+GET    /api/v1/task-store/{{key:path}}                    -    -      -      -       -       -     -
+PUT    /api/v1/task-store/{{key:path}}                    -    -      -      -       -       -     -
+GET    /api/v1/task-store                                 -    -      -      -       -       -     -
+POST   /api/v1/task-store-rename                          -    -      -      -       -       -     -
+GET    /scim/v2/Users                                     -    -      -      -       -       -     y
+POST   /scim/v2/Users                                     -    -      -      -       -       -     y
+GET    /scim/v2/Users/{{user_id}}                         -    -      -      -       -       -     y
+PUT    /scim/v2/Users/{{user_id}}                         -    -      -      -       -       -     y
+PATCH  /scim/v2/Users/{{user_id}}                         -    -      -      -       -       -     y
+DELETE /scim/v2/Users/{{user_id}}                         -    -      -      -       -       -     y
+GET    /scim/v2/Groups                                    -    -      -      -       -       -     y
+POST   /scim/v2/Groups                                    -    -      -      -       -       -     y
+GET    /scim/v2/Groups/{{group_id}}                       -    -      -      -       -       -     y
+PUT    /scim/v2/Groups/{{group_id}}                       -    -      -      -       -       -     y
+PATCH  /scim/v2/Groups/{{group_id}}                       -    -      -      -       -       -     y
+DELETE /scim/v2/Groups/{{group_id}}                       -    -      -      -       -       -     y
+GET    /scim/v2/ServiceProviderConfig                     -    -      -      -       -       -     y
+GET    /scim/v2/Schemas                                   -    -      -      -       -       -     y
+GET    /scim/v2/ResourceTypes                             -    -      -      -       -       -     y
+"""
+
+
+def _matrix() -> dict[tuple[str, str], dict[str, bool]]:
+    lines = [line.split() for line in MATRIX_ROWS.strip().splitlines()]
+    assert tuple(lines[0]) == PRINCIPALS
+    table: dict[tuple[str, str], dict[str, bool]] = {}
+    for method, path, *cells in lines[1:]:
+        assert len(cells) == len(PRINCIPALS) and set(cells) <= {"y", "-"}, (method, path)
+        assert (method, path) not in table, f"two rows for {method} {path}"
+        table[method, path] = {
+            who: cell == "y" for who, cell in zip(PRINCIPALS, cells, strict=True)
+        }
+    return table
+
+
+def _served_routes() -> list[tuple[str, str]]:
     from argosy.server.app import create_app
     from argosy.server.identity import route_actions
 
     settings = Settings(insecure_dev=True)
     app = create_app(cast(ServerContext, SimpleNamespace(coordinator=None, settings=settings)))
-    return [r for r in route_actions(app) if r.path.startswith(API_PREFIX)]
+    return [(r.method, r.path) for r in route_actions(app)]
 
 
 def test_every_api_route_declares_an_action() -> None:
-    routes = _routes()
+    from argosy.server.app import create_app
+    from argosy.server.identity import route_actions
+
+    settings = Settings(insecure_dev=True)
+    app = create_app(cast(ServerContext, SimpleNamespace(coordinator=None, settings=settings)))
+    routes = [r for r in route_actions(app) if r.path.startswith(API_PREFIX)]
     assert len(routes) >= 25
     missing = [f"{r.method} {r.path}" for r in routes if r.action is None]
     assert not missing, f"API routes without a declared action (identity.authorized): {missing}"
 
 
-def _expected(action: Action, who: str) -> bool:
-    if action is Action.PUBLIC:
-        return True
-    if who == "anonymous":
-        return False
-    if action is Action.AUTHENTICATED:
-        return True
-    if action is Action.TASK:
-        return False
-    if who == "admin":
-        return True
-    if action in PLATFORM_ONLY:
-        return False
-    role = {"viewer": Role.viewer, "editor": Role.editor, "owner_a": Role.owner}.get(who)
-    return role is not None and role >= MINIMUM_ROLE[action]
+def test_the_matrix_has_one_row_per_route_the_server_serves() -> None:
+    """A new route fails here until its row (who may call it) is written into MATRIX_ROWS."""
+    served = set(_served_routes())
+    table = set(_matrix())
+    assert not served - table, f"routes with no row in MATRIX_ROWS: {sorted(served - table)}"
+    assert not table - served, (
+        f"rows for routes the server no longer serves: {sorted(table - served)}"
+    )
 
 
-def _fill(path: str, tenant: str) -> str:
-    path = path.replace("{tenant}", tenant)
-    out = []
-    for part in path.split("/"):
-        if part.startswith("{"):
-            part = "0" * 64 if "sha" in part else DUMMY_ID
-        out.append(part)
-    return "/".join(out)
+MATRIX_PIPELINES = textwrap.dedent(
+    """
+    import time
+    from argosy import pipeline, step
+
+    @step
+    def make() -> int:
+        print("made it")
+        return 6
+
+    @pipeline
+    def quick():
+        make()
+
+    @step
+    def wait_long() -> int:
+        time.sleep(600)
+        return 0
+
+    @pipeline
+    def blocking():
+        wait_long()
+
+    @step
+    def boom() -> int:
+        raise RuntimeError("boom")
+
+    @pipeline
+    def failing():
+        boom()
+    """
+)
+
+
+@dataclass
+class Call:
+    """One request of the matrix: the filled-in path, keyword arguments for httpx, and the
+    status an allowed call must answer."""
+
+    path: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    success: tuple[int, ...] = (200,)
+
+
+class World:
+    """Real objects in tenant A for the matrix calls. ``shared``: one object that refused calls
+    use (a refused call must change nothing); ``fresh``: a new one for each allowed call that
+    consumes it (a delete, a cancel, an archive)."""
+
+    def __init__(self, server: ServerProcess, admin: str, tenant: str, folder: Path) -> None:
+        self.server, self.admin, self.tenant = server, admin, tenant
+        self.counter = itertools.count()
+        (folder / "matrix_pipes.py").write_text(MATRIX_PIPELINES)
+        self.client = Client(server.url, token=admin, tenant=tenant)
+        for name in ("quick", "blocking", "failing"):
+            self.client.push_pipeline(
+                compile_pipeline(load_pipeline(f"{folder / 'matrix_pipes.py'}:{name}"))
+            )
+        self.version = self.client.list_versions("quick")[0].id
+        self.blob = hashlib.sha256(b"matrix blob").hexdigest()
+        self.client.upload_blob(b"matrix blob", self.blob)
+        self.done_run = self.client.wait(self.client.create_run("quick").id, poll=0.2, timeout=120)
+        assert self.done_run.status == "succeeded", self.done_run.error
+        self.failed_run = self.client.wait(
+            self.client.create_run("failing").id, poll=0.2, timeout=120
+        )
+        assert self.failed_run.status == "failed"
+        self.artifact = self.client.artifacts(self.done_run.id)[0].id
+        self.shared_blocking = self.client.create_run("blocking").id
+        self.shared = {
+            "schedule": self.schedule(),
+            "secret": self.secret(),
+            "binding": self.binding(),
+            "token": self.api_token(),
+            "scim_user": self.scim_user(),
+            "scim_group": self.scim_group(),
+        }
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}{next(self.counter)}"
+
+    def schedule(self) -> str:
+        name = self.name("sched-")
+        self.client.create_schedule(
+            ScheduleCreate(name=name, pipeline="quick", cron="0 0 1 1 *", paused=True)
+        )
+        return name
+
+    def secret(self) -> str:
+        name = self.name("SECRET_")
+        self.client.set_secret(name, "not-a-real-secret")
+        return name
+
+    def binding(self) -> str:
+        return self.client.add_member("viewer", "user", self.name("someone-")).id
+
+    def api_token(self) -> str:
+        return self.client.create_token(self.name("tok-"), "viewer", 1).id
+
+    def blocking_run(self) -> str:
+        return self.client.create_run("blocking").id
+
+    def scim(self, method: str, path: str, body: Any) -> Any:
+        response = httpx.request(
+            method, f"{self.server.url}/scim/v2{path}", json=body, timeout=30,
+            headers={"Authorization": f"Bearer {SCIM_TOKEN}", "Content-Type": "application/scim+json"},
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def scim_user(self) -> str:
+        return str(self.scim("POST", "/Users", {"userName": f"{self.name('u')}@example.com"})["id"])
+
+    def scim_group(self) -> str:
+        return str(self.scim("POST", "/Groups", {"displayName": self.name("group-")})["id"])
+
+    def archivable_tenant(self) -> str:
+        name = self.name("arch-")
+        self.client.create_tenant(name)
+        return name
+
+    def call(self, method: str, route: str, allowed: bool) -> Call:
+        """The request for ``method route``: on a fresh object when the call is allowed and
+        consumes it, else on the shared one."""
+        fresh = allowed
+        shared = self.shared
+        tenant = self.tenant
+        blob_data = f"matrix blob {next(self.counter)}".encode()
+        values = {
+            "pipeline": "quick",
+            "ref": self.version,
+            "run_id": self.done_run.id,
+            "artifact_id": self.artifact,
+            "sha256": self.blob,
+            "name": shared["schedule"],
+            "binding_id": shared["binding"],
+            "token_id": shared["token"],
+            "user_id": shared["scim_user"],
+            "group_id": shared["scim_group"],
+            "key:path": f"{tenant}/blobs/{'0' * 64}",
+        }
+        kwargs: dict[str, Any] = {}
+        success: tuple[int, ...] = (200,)
+        scim_user = {"userName": f"{self.name('r')}@example.com", "active": True}
+        patch_op = {"schemas": [PATCH_OP],
+                    "Operations": [{"op": "replace", "path": "displayName", "value": "x"}]}  # fmt: skip
+        match method, route.removeprefix(T):
+            case "GET", "/auth/login":
+                success = (302,)
+            case "GET", "/auth/callback":
+                # public: never a 401/403; without the code and state of a login it is a 400
+                # (the whole browser login is tests/test_login.py)
+                success = (400,)
+            case "POST", "/auth/logout":
+                success = (204,)
+            case "POST", "/api/v1/tenants":
+                kwargs = {"json": {"name": self.name("new-")}}
+                success = (201,)
+            case "POST", "/archive":
+                if fresh:
+                    tenant = self.archivable_tenant()
+            case "PATCH", "/settings":
+                kwargs = {"json": {"settings": {"matrix": True}}}
+            case "PUT", "/quotas":
+                kwargs = {"json": {"running_tasks": 100}}
+            case "PUT", "/blobs/{sha256}":
+                values["sha256"] = hashlib.sha256(blob_data).hexdigest()
+                kwargs = {"content": blob_data,
+                          "headers": {"Content-Type": "application/octet-stream"}}  # fmt: skip
+                success = (201,)
+            case "POST", "/pipelines/{pipeline}/versions":
+                spec = self.client.get_version("quick", self.version).spec
+                kwargs = {"json": {"spec": spec, "version": self.name("v")}}
+                success = (200, 201)  # the same content again is 200 (created: false)
+            case "POST", "/runs":
+                kwargs = {"json": {"pipeline": "quick", "parameters": {}}}
+                success = (201,)
+            case "POST", "/runs/{run_id}/cancel":
+                values["run_id"] = self.blocking_run() if fresh else self.shared_blocking
+            case "POST", "/runs/{run_id}/retry":
+                values["run_id"] = self.failed_run.id
+                success = (201,)
+            case "POST", "/schedules":
+                kwargs = {"json": {"name": self.name("new-sched-"), "pipeline": "quick",
+                                   "cron": "0 0 1 1 *", "paused": True}}  # fmt: skip
+                success = (201,)
+            case "DELETE", "/schedules/{name}":
+                values["name"] = self.schedule() if fresh else shared["schedule"]
+                success = (204,)
+            case "PUT", "/secrets/{name}":
+                values["name"] = shared["secret"]
+                kwargs = {"json": {"value": "another-value"}}
+            case "DELETE", "/secrets/{name}":
+                values["name"] = self.secret() if fresh else shared["secret"]
+                success = (204,)
+            case "POST", "/members":
+                kwargs = {"json": {"role": "viewer", "subject_kind": "group",
+                                   "subject": self.name("grp-")}}  # fmt: skip
+                success = (201,)
+            case "DELETE", "/members/{binding_id}":
+                values["binding_id"] = self.binding() if fresh else shared["binding"]
+                success = (204,)
+            case "POST", "/tokens":
+                kwargs = {"json": {"name": self.name("t-"), "role": "viewer",
+                                   "expires_in_days": 1}}  # fmt: skip
+                success = (201,)
+            case "DELETE", "/tokens/{token_id}":
+                values["token_id"] = self.api_token() if fresh else shared["token"]
+            case "PUT", "/api/v1/task-store/{key:path}":
+                kwargs = {"content": b"x"}
+            case "POST", "/api/v1/task-store-rename":
+                kwargs = {"json": {}}
+            case "POST", "/scim/v2/Users":
+                kwargs = {"json": scim_user}
+                success = (201,)
+            case "PUT", "/scim/v2/Users/{user_id}":
+                kwargs = {"json": scim_user}
+            case "PATCH", "/scim/v2/Users/{user_id}":
+                kwargs = {"json": {"schemas": [PATCH_OP], "Operations": [
+                    {"op": "replace", "path": "active", "value": True}]}}  # fmt: skip
+            case "DELETE", "/scim/v2/Users/{user_id}":
+                values["user_id"] = self.scim_user() if fresh else shared["scim_user"]
+                success = (204,)
+            case "POST", "/scim/v2/Groups":
+                kwargs = {"json": {"displayName": self.name("grp-")}}
+                success = (201,)
+            case "PUT", "/scim/v2/Groups/{group_id}":
+                kwargs = {"json": {"displayName": self.name("renamed-")}}
+            case "PATCH", "/scim/v2/Groups/{group_id}":
+                kwargs = {"json": patch_op}
+                success = (200, 204)
+            case "DELETE", "/scim/v2/Groups/{group_id}":
+                values["group_id"] = self.scim_group() if fresh else shared["scim_group"]
+                success = (204,)
+        path = route.replace("{tenant}", tenant)
+        for key, value in values.items():
+            path = path.replace("{" + key + "}", value)
+        assert "{" not in path, f"no value for a parameter of {path}"
+        return Call(path, kwargs, success)
+
+
+SCIM_TOKEN = "matrix-scim-token-0123456789"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 def test_authorization_matrix(
-    server: ServerProcess, oidc_issuer: OidcIssuer, tenants: dict[str, str]
+    server: ServerProcess, oidc_issuer: OidcIssuer, tenants: dict[str, str], tmp_path: Path
 ) -> None:
-    """Every API route x {anonymous, viewer, editor, owner of A, owner of B, admin} on a
-    tenant-A path: allowed exactly as the route's action and the minimum role say."""
-    who_tokens: dict[str, str | None] = {
-        "anonymous": None,
+    """Every route x {anonymous, viewer, editor, owner of A, owner of B, admin, SCIM client}
+    on tenant A, answered exactly as MATRIX_ROWS says: allowed calls succeed for real,
+    refused ones are 401/403 problems."""
+    tokens: dict[str, str | None] = {
+        "anon": None,
         "viewer": oidc_issuer.token(**VIEWER),  # type: ignore[arg-type]
         "editor": oidc_issuer.token(**EDITOR),  # type: ignore[arg-type]
         "owner_a": oidc_issuer.token(**OWNER_A),  # type: ignore[arg-type]
         "owner_b": oidc_issuer.token(**OWNER_B),  # type: ignore[arg-type]
         "admin": oidc_issuer.token(**ADMIN),  # type: ignore[arg-type]
+        "scim": SCIM_TOKEN,
     }
-    routes = [r for r in _routes() if r.action is not None]
-    routes.sort(key=lambda r: r.path.endswith("/archive"))  # archiving tenant A goes last
+    world = World(server, cast(str, tokens["admin"]), tenants["a"], tmp_path)
     wrong: list[str] = []
-    checked = 0
-    for route in routes:
-        path = _fill(route.path, tenants["a"])
-        for who, token in who_tokens.items():
-            body: dict[str, Any] = {"json": {}} if route.method in ("POST", "PUT", "PATCH") else {}
-            response = call(server, route.method, path, token, **body)
-            allowed = _expected(route.action, who)
+    made = 0
+    for (method, route), row in _matrix().items():
+        for who in PRINCIPALS:
+            allowed = row[who]
+            call_ = world.call(method, route, allowed)
+            response = call(server, method, call_.path, tokens[who], **call_.kwargs)
             status = response.status_code
-            if allowed and status in (401, 403):
-                wrong.append(f"{who} {route.method} {path} ({route.action}): {status} "
-                             f"{response.text[:200]}")  # fmt: skip
-            if not allowed:
-                want = 401 if who == "anonymous" else 403
+            where = f"{who} {method} {call_.path}: {status} {response.text[:300]}"
+            if status >= 500:
+                wrong.append(f"server error: {where}")
+            elif allowed and status not in call_.success:
+                wrong.append(f"expected {call_.success}: {where}")
+            elif not allowed:
+                scim_route = route.startswith("/scim/")
+                task_route = route.startswith(f"{API_PREFIX}/task-store")
+                want = (
+                    401
+                    if who == "anon" or scim_route or (who == "scim" and not task_route)
+                    else 403
+                )
                 if status != want:
-                    wrong.append(f"{who} {route.method} {path} ({route.action}): {status}, "
-                                 f"expected {want}")  # fmt: skip
-                elif status == 403 and route.method != "HEAD":
-                    assert response.headers["content-type"].startswith("application/problem+json")
-                    assert response.json()["detail"]
-                elif status == 401:
-                    assert response.headers["www-authenticate"].startswith("Bearer")
-            checked += 1
+                    wrong.append(f"expected {want}: {where}")
+                elif method != "HEAD" and not scim_route:
+                    if not response.headers["content-type"].startswith("application/problem+json"):
+                        wrong.append(f"not a problem document: {where}")
+                    elif not response.json().get("detail"):
+                        wrong.append(f"no detail: {where}")
+                    if status == 401 and not response.headers.get(
+                        "www-authenticate", ""
+                    ).startswith("Bearer"):
+                        wrong.append(f"401 without a Bearer challenge: {where}")
+            made += 1
     assert not wrong, "\n".join(wrong)
-    assert checked >= 6 * 25
+    assert made == len(_matrix()) * len(PRINCIPALS)
+    # refused calls changed nothing: the shared objects are all still there
+    admin = Client(server.url, token=tokens["admin"], tenant=tenants["a"])
+    assert world.shared["secret"] in [s.name for s in admin.list_secrets()]
+    assert world.shared["binding"] in [m.id for m in admin.list_members()]
+    assert world.shared["token"] in [t.id for t in admin.list_tokens() if t.revoked_at is None]
+    assert world.shared["schedule"] in [s.name for s in admin.list_schedules()]
+    assert admin.get_run(world.shared_blocking).cancel_requested is False
+    assert not admin.get_tenant(tenants["a"]).archived
+    admin.cancel_run(world.shared_blocking)
 
 
 def test_unknown_tenants_look_forbidden_to_all_but_admins(
