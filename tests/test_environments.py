@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from argosy.executors.base import AttemptLaunch
+from argosy.runtime.invocation import Invocation, StoreAccess
 from argosy.server.environments import Environments, EnvironmentUnavailable
 from argosy.spec.environment import manifest_bytes
 from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
@@ -50,7 +51,10 @@ def test_the_servers_own_environment_uses_its_interpreter(tmp_path: Path) -> Non
     assert digest == envs.own_digest
 
     def launch(implementation: dict[str, object]) -> AttemptLaunch:
-        invocation = {"step": {"implementation": implementation}}
+        invocation = Invocation(
+            "default", "R", "n", 1, "A", StoreAccess(str(tmp_path)), str(tmp_path),
+            {"implementation": implementation}, None, {}, "runs/R/n/1/result.json",
+        )  # fmt: skip
         return AttemptLaunch("A", "R", "n", 1, invocation, 1.0, None, 0, None, None)
 
     assert (

@@ -40,6 +40,7 @@ from argosy.errors import ArgosyError, ExecutionError, NoRoomError, RunBusyError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.ids import new_id
 from argosy.runtime import processes
+from argosy.runtime.invocation import FAILED, CodeRef, Invocation, ResultRecord, StoreAccess
 from argosy.spec.compile import CompiledPipeline
 from argosy.spec.models import (
     ContainerImplementation,
@@ -287,6 +288,8 @@ class _RunLoop:
         self.reproduced_inputs = (
             engine.recorded_inputs(options["reproduce_of"]) if options.get("reproduce_of") else {}
         )
+        # path value -> the blob uploaded for it (a server run's local files)
+        self.uploaded: dict[str, dict[str, Any]] = dict(options.get("files") or {})
         self.planner = Planner(spec, parameters)
         static, self.pipeline_outputs = self.planner.static()
         self.plan: dict[str, PlanNode] = {n.path: n for n in static}
@@ -491,9 +494,8 @@ class _RunLoop:
         for attempt_id, number, log_key, node in running:
             if attempt_id in self.live:
                 continue
-            prefix = attempt_prefix(self.run_id, node, number)
             self.e.executor.end_orphan(attempt_id, None)  # none expected: it was never started
-            record = self.e.store.get_record(f"{prefix}/result.json")
+            record = self._result(attempt_id, node, number)
             tail = self.e.executor.adopt_log(attempt_id, log_key) if log_key else []
             ended = AttemptExit(attempt_id, None, None, None, None, None, None, tail)
             self._settle(self.tasks[node], attempt_id, record, ended, lost=record is None)
@@ -787,6 +789,9 @@ class _RunLoop:
         recorded = self.reproduced_inputs.get(node, {}).get(key)
         if recorded is not None and "artifact" in recorded:
             return dict(recorded)
+        uploaded = self.uploaded.get(str(value))
+        if uploaded is not None:
+            return {"artifact": {**uploaded, "type": "path"}, "source": str(value)}
         if not self.e.import_local_files:
             raise ExecutionError(
                 f"input {key!r} names the path {str(value)!r}: a server does not read files "
@@ -994,33 +999,25 @@ class _RunLoop:
                 )
             )
 
-    def _invocation(
-        self, view: TaskView, attempt_id: str, number: int, prefix: str
-    ) -> dict[str, Any]:
+    def _invocation(self, view: TaskView, attempt_id: str, number: int, prefix: str) -> Invocation:
         step = self.step_of(view.node_path)
         impl = step.implementation
         code = None
         if isinstance(impl, PythonImplementation):
-            code = {"sha256": impl.code, "paths": self.spec.code[impl.code].paths}
-        return {
-            "tenant": self.e.tenant,
-            "run_id": self.run_id,
-            "node_path": view.node_path,
-            "attempt": number,
-            "attempt_id": attempt_id,
-            "store": (
-                self.e.task_store(
-                    self.run_id, view.node_path, attempt_id, number, step, view.inputs or {}
-                )
-                if self.e.task_store is not None
-                else {"url": self.e.store_url, "options": self.e.store_options}
-            ),
-            "cache_dir": self.e.cache_dir,
-            "step": step.model_dump(mode="json"),
-            "code": code,
-            "inputs": view.inputs or {},
-            "result_key": f"{prefix}/result.json",
-        }
+            code = CodeRef(impl.code, list(self.spec.code[impl.code].paths))
+        if self.e.task_store is not None:
+            grant = self.e.task_store(
+                self.run_id, view.node_path, attempt_id, number, step, view.inputs or {}
+            )
+            store = StoreAccess.from_json(grant)
+        else:
+            store = StoreAccess(self.e.store_url, dict(self.e.store_options))
+        return Invocation(
+            tenant=self.e.tenant, run_id=self.run_id, node_path=view.node_path, attempt=number,
+            attempt_id=attempt_id, store=store, cache_dir=self.e.cache_dir,
+            step=step.model_dump(mode="json"), code=code, inputs=view.inputs or {},
+            result_key=f"{prefix}/result.json",
+        )  # fmt: skip
 
     def _fail_to_start(self, view: TaskView, attempt_id: str, message: str) -> None:
         with self.e.metadata.session() as s:
@@ -1034,30 +1031,39 @@ class _RunLoop:
         if node is None:
             return
         view = self.tasks[node]
-        prefix = attempt_prefix(self.run_id, node, view.attempt_count)
-        record = self.e.store.get_record(f"{prefix}/result.json")
+        record = self._result(ended.attempt_id, node, view.attempt_count)
         self._settle(view, ended.attempt_id, record, ended)
+
+    def _result(self, attempt_id: str, node: str, number: int) -> ResultRecord | None:
+        """The attempt's result record, if its launcher wrote one (one it cannot read fails
+        the attempt, saying why)."""
+        doc = self.e.store.get_record(f"{attempt_prefix(self.run_id, node, number)}/result.json")
+        if doc is None:
+            return None
+        try:
+            return ResultRecord.from_json(doc)
+        except (ExecutionError, KeyError, TypeError, ValueError) as exc:
+            why = f"its result record cannot be read: {exc}"
+            return ResultRecord(attempt_id, number, FAILED, reason=Reason.EXCEPTION, error=why)
 
     def _settle(
         self,
         view: TaskView,
         attempt_id: str,
-        record: dict[str, Any] | None,
+        record: ResultRecord | None,
         ended: AttemptExit | None,
         *,
         lost: bool = False,
     ) -> None:
         """Commit an attempt's outcome (fenced by its number) and move its task on."""
         stop_reason = ended.reason if ended else None
-        succeeded = (
-            bool(record and record.get("status") == "succeeded") and stop_reason != Reason.CANCELLED
-        )
+        succeeded = record is not None and record.succeeded and stop_reason != Reason.CANCELLED
         if succeeded:
             reason, error = None, None
         elif stop_reason is not None:
             reason, error = stop_reason, self._stop_message(view, stop_reason)
         elif record is not None:
-            reason, error = record.get("reason") or Reason.EXCEPTION, record.get("error")
+            reason, error = record.reason or Reason.EXCEPTION, record.error
         elif lost:
             reason, error = (
                 Reason.ENGINE_LOST,
@@ -1085,7 +1091,8 @@ class _RunLoop:
                 "reason": reason, "error": error, "finished_at": q.now(),
             }  # fmt: skip
             if ended is not None:
-                peak = max(ended.peak_memory or 0, (record or {}).get("peak_memory") or 0) or None
+                launcher_peak = record.peak_memory if record is not None else None
+                peak = max(ended.peak_memory or 0, launcher_peak or 0) or None
                 ended = dataclasses.replace(ended, peak_memory=peak)
                 values.update(
                     exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
@@ -1129,10 +1136,10 @@ class _RunLoop:
             self.cancel_reason = f"fail-fast: {view.node_path} failed"
 
     def _register_outputs(
-        self, s: Any, view: TaskView, attempt_id: str, record: dict[str, Any]
+        self, s: Any, view: TaskView, attempt_id: str, record: ResultRecord
     ) -> None:
         step = self.step_of(view.node_path)
-        outputs = record.get("outputs") or {}
+        outputs = record.outputs
         missing = [o for o in step.outputs if o not in outputs]
         if missing:
             raise ExecutionError(f"{view.node_path}: the result record lacks output {missing[0]!r}")
@@ -1142,16 +1149,16 @@ class _RunLoop:
             art = Artifact(
                 id=new_id(), tenant=self.e.tenant, run_id=self.run_id, task_id=view.id,
                 attempt_id=attempt_id, node_path=view.node_path, output_name=name,
-                type=out["type"], format=out["format"], serializer=out.get("serializer"),
-                sha256=out["sha256"], size=out["size"],
+                type=out.type, format=out.format, serializer=out.serializer,
+                sha256=out.sha256, size=out.size,
                 # small JSON values are kept inline for quick reads, unless the tenant's
                 # artifacts are encrypted at rest (the database is not)
-                value={"json": _json_loads(out["json"])}
-                if out.get("json") is not None and not self.e.store.encrypted else None,
+                value={"json": json.loads(out.json_text)}
+                if out.json_text is not None and not self.e.store.encrypted else None,
                 created_at=created, created_by=self.e.user,
             )  # fmt: skip
-            if out.get("filename"):
-                art.value = dict(art.value or {}, filename=out["filename"])
+            if out.filename:
+                art.value = dict(art.value or {}, filename=out.filename)
             s.add(art)
             view.outputs[name] = _artifact_ref(art)
 
@@ -1178,17 +1185,14 @@ class _RunLoop:
             ).all()
         for attempt, node in stale:
             view = self.tasks[node]
-            prefix = attempt_prefix(self.run_id, node, attempt.number)
-            record = self.e.store.get_record(f"{prefix}/result.json")
+            record = self._result(attempt.id, node, attempt.number)
             if record is None:
                 identity = None
                 if attempt.pid is not None and attempt.host is not None:
                     identity = ProcessIdentity(attempt.host, attempt.pid, attempt.pgid or attempt.pid,
                                                attempt.process_started)  # fmt: skip
                 self.e.executor.end_orphan(attempt.id, identity)
-                record = self.e.store.get_record(
-                    f"{prefix}/result.json"
-                )  # it may have just finished
+                record = self._result(attempt.id, node, attempt.number)  # it may have just ended
             tail = self.e.executor.adopt_log(attempt.id, attempt.log_key) if attempt.log_key else []
             ended = AttemptExit(attempt.id, None, None, None, None, None, None, tail)
             self._settle(view, attempt.id, record, ended, lost=record is None)
@@ -1213,10 +1217,6 @@ class _RunLoop:
                 status=status, finished_at=q.now(), error=error, outputs=outputs))  # fmt: skip
         self._emit()
         return status
-
-
-def _json_loads(text: str) -> Any:
-    return json.loads(text)
 
 
 def _failed(view: TaskView) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+
+from argosy.runtime.invocation import Invocation
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class AttemptLaunch:
     run_id: str
     node_path: str
     number: int
-    invocation: dict[str, Any]
+    invocation: Invocation  # completed by the executor (scratch, data keys), then handed over
     cpu: float
     memory: int | None
     gpu: int

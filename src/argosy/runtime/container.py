@@ -14,10 +14,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argosy.sdk.types import JSON_TYPES
 from argosy.stores.artifacts.blobs import ArtifactStore
+
+if TYPE_CHECKING:
+    from argosy.runtime.invocation import Invocation, OutputRecord
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(path|value)\s*\}\}")
 MOUNT = "/argosy"
@@ -85,15 +88,15 @@ def image_id(image: str) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def run_container(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
+def run_container(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, OutputRecord]:
     from argosy.runtime.launcher import StepFailed, _store_outputs
 
-    step = inv["step"]
+    step = inv.step
     impl = step["implementation"]
     (scratch / "inputs").mkdir(parents=True, exist_ok=True)
     (scratch / "outputs").mkdir(parents=True, exist_ok=True)
     values: dict[str, Any] = {}
-    for name, source in inv["inputs"].items():
+    for name, source in inv.inputs.items():
         target = scratch / "inputs" / name
         if "value" in source:
             value = source["value"]
@@ -114,7 +117,7 @@ def run_container(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> d
         return value if isinstance(value, str) else json.dumps(value)
 
     command = [_PLACEHOLDER.sub(substitute, part) for part in impl["command"]]
-    argv = [_engine(), "run", "--rm", "--name", container_name(inv["attempt_id"]),
+    argv = [_engine(), "run", "--rm", "--name", container_name(inv.attempt_id),
             "-v", f"{scratch}:{MOUNT}"]  # fmt: skip
     resources = step.get("resources") or {}
     if resources.get("cpu"):

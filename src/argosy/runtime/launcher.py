@@ -14,14 +14,12 @@ the file).
    launcher needs no database credentials;
 5. kills whatever its step left running, and exits 0 (succeeded) or 1 (failed).
 
-The invocation document (JSON, written by the engine) holds: ``tenant``, ``run_id``,
-``node_path``, ``attempt``, ``attempt_id``, ``store`` (``{"url": ...}``), ``cache_dir``,
-``scratch``, ``step`` (the step spec), ``code`` (``{"sha256", "paths"}``), ``inputs``
-(``{name: {"value": v} | {"artifact": {"sha256", "format", "type", "filename"}}}``) and
-``result_key``; with encryption at rest also ``encryption`` (the tenant's unwrapped data keys,
-base64 — never the key-encryption key; the file is mode 0600 in the attempt's 0700 folder).
-Then every input is decrypted into ``<scratch>/.cache`` (mode 0700, removed with the attempt)
-instead of the shared ``cache_dir``, and outputs are encrypted before they are stored.
+The invocation and the result record are :mod:`argosy.runtime.invocation`'s typed,
+versioned documents. With encryption at rest the invocation also holds ``encryption`` (the
+tenant's unwrapped data keys, base64 — never the key-encryption key; the file is mode 0600 in
+the attempt's 0700 folder). Then every input is decrypted into ``<scratch>/.cache`` (mode
+0700, removed with the attempt) instead of the shared ``cache_dir``, and outputs are encrypted
+before they are stored.
 It is imported by nothing heavy: startup cost is per task.
 """
 
@@ -36,8 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from argosy.errors import ArgosyError
+from argosy.errors import ArgosyError, ExecutionError
 from argosy.runtime import formats, processes
+from argosy.runtime.invocation import FAILED, SUCCEEDED, Invocation, OutputRecord, ResultRecord
 from argosy.safe_paths import check_name
 from argosy.stores.artifacts.blobs import ArtifactStore, BlobInfo, open_artifact_store
 
@@ -55,19 +54,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _import_function(inv: dict[str, Any], store: ArtifactStore) -> Any:
-    impl = inv["step"]["implementation"]
-    code = inv["code"]
+def _import_function(inv: Invocation, store: ArtifactStore) -> Any:
+    impl = inv.step["implementation"]
+    code = inv.code
+    if code is None:
+        raise StepFailed("input_error", f"step {inv.step['name']!r} has no code package")
     from argosy.spec.code_package import extract_package
 
-    cache = Path(inv["cache_dir"])
-    sha = code["sha256"].removeprefix("sha256:")
+    cache = Path(inv.cache_dir)
+    sha = code.sha256.removeprefix("sha256:")
     target = cache / "code" / sha
     if not target.is_dir():
         blob = store.blob_path(sha, cache_dir=cache / "blobs")
         target.parent.mkdir(parents=True, exist_ok=True)
         extract_package(blob, target)
-    for rel in reversed(code["paths"]):
+    for rel in reversed(code.paths):
         sys.path.insert(0, str(target / rel))
     module = importlib.import_module(impl["module"])
     obj: Any = module
@@ -76,17 +77,17 @@ def _import_function(inv: dict[str, Any], store: ArtifactStore) -> Any:
     return getattr(obj, "func", None) or obj
 
 
-def _load(inv: dict[str, Any], store: ArtifactStore, art: dict[str, Any], scratch: Path) -> Any:
-    path = store.blob_path(art["sha256"], cache_dir=Path(inv["cache_dir"]) / "blobs")
+def _load(inv: Invocation, store: ArtifactStore, art: dict[str, Any], scratch: Path) -> Any:
+    path = store.blob_path(art["sha256"], cache_dir=Path(inv.cache_dir) / "blobs")
     return formats.read_value(
         path, art["format"], art["type"], scratch=scratch, filename=art.get("filename"),
-        tenant=inv["tenant"], artifact_tenant=art.get("tenant"),
+        tenant=inv.tenant, artifact_tenant=art.get("tenant"),
     )  # fmt: skip
 
 
-def _load_inputs(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
+def _load_inputs(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for name, source in inv["inputs"].items():
+    for name, source in inv.inputs.items():
         if "value" in source:
             values[name] = source["value"]
             continue
@@ -120,12 +121,12 @@ def _split_outputs(step: dict[str, Any], result: Any) -> dict[str, Any]:
 
 
 def _store_outputs(
-    inv: dict[str, Any], store: ArtifactStore, outputs: dict[str, Any], scratch: Path
-) -> dict[str, Any]:
-    step = inv["step"]
+    inv: Invocation, store: ArtifactStore, outputs: dict[str, Any], scratch: Path
+) -> dict[str, OutputRecord]:
+    step = inv.step
     out_dir = scratch / ".stored"
     out_dir.mkdir(parents=True, exist_ok=True)
-    records: dict[str, Any] = {}
+    records: dict[str, OutputRecord] = {}
     for name, value in outputs.items():
         declared = step["outputs"][name]
         what = f"output {name!r} of step {step['name']!r}"
@@ -140,32 +141,32 @@ def _store_outputs(
         if written.sha256 is not None and written.size is not None:
             known = BlobInfo(written.sha256, written.size)
         info = store.put_file(written.path, known, move=True)
-        records[name] = {
-            "sha256": info.sha256,
-            "size": info.size,
-            "type": written.type,
-            "format": written.format,
-            "serializer": written.serializer,
-            "filename": written.filename,
-            "json": written.json_text,
-        }
+        records[name] = OutputRecord(
+            sha256=info.sha256,
+            size=info.size,
+            type=written.type,
+            format=written.format,
+            serializer=written.serializer,
+            filename=written.filename,
+            json_text=written.json_text,
+        )
     return records
 
 
-def run_python(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> dict[str, Any]:
+def run_python(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, OutputRecord]:
     func = _import_function(inv, store)
     kwargs = _load_inputs(inv, store, scratch)
     try:
         result = func(**kwargs)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code == 0 and not inv["step"]["outputs"]:
+        if code == 0 and not inv.step["outputs"]:
             result = None
         else:
             raise StepFailed(
                 "exit_code", f"the step called sys.exit({exc.code!r})", code or 1
             ) from None
-    return _store_outputs(inv, store, _split_outputs(inv["step"], result), scratch)
+    return _store_outputs(inv, store, _split_outputs(inv.step, result), scratch)
 
 
 def _peak_rss() -> int | None:
@@ -179,30 +180,45 @@ def _peak_rss() -> int | None:
     return None
 
 
-def _user_traceback(exc: BaseException, inv: dict[str, Any]) -> str:
+def _user_traceback(exc: BaseException, inv: Invocation) -> str:
     """The traceback from the user's first frame on, with project-relative file names."""
     tb = exc.__traceback__
     here = str(Path(__file__).resolve().parent)
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(here) and tb.tb_next:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    code = inv.get("code")
-    if code:
-        snapshot = str(Path(inv["cache_dir"]) / "code" / code["sha256"].removeprefix("sha256:"))
+    if inv.code is not None:
+        snapshot = str(Path(inv.cache_dir) / "code" / inv.code.sha256.removeprefix("sha256:"))
         text = text.replace(snapshot + "/", "")
     return text
 
 
-def _encrypting(inv: dict[str, Any], store: ArtifactStore, scratch: Path) -> ArtifactStore:
-    """The store with the task's data keys; plaintext inputs go under the task's scratch."""
+def _encrypting(
+    inv: Invocation, store: ArtifactStore, scratch: Path
+) -> tuple[Invocation, ArtifactStore]:
+    """The store with the task's data keys; plaintext inputs go under the task's scratch
+    (never the shared cache: it would outlive the attempt)."""
     from argosy.stores.encryption import ObjectCipher, StaticDataKeys
 
-    keys = StaticDataKeys.from_document(inv.pop("encryption"))
+    assert inv.encryption is not None
+    keys = StaticDataKeys.from_document(inv.encryption)
     private = scratch / ".cache"
     private.mkdir(mode=0o700, exist_ok=True)
     os.chmod(private, 0o700)
-    inv["cache_dir"] = str(private)  # never the shared cache: it would outlive the attempt
-    return store.with_cipher(ObjectCipher(keys))
+    inv = inv.completed(cache_dir=str(private), encryption=None)
+    return inv, store.with_cipher(ObjectCipher(keys))
+
+
+def _read_invocation(source: str) -> Invocation:
+    """The invocation from a file, or from stdin (``-``: a server's task user cannot read the
+    file), after which the step's stdin is empty, as elsewhere."""
+    if source != "-":
+        return Invocation.from_json(json.loads(Path(source).read_text()))
+    doc = json.loads(sys.stdin.buffer.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return Invocation.from_json(doc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,49 +227,45 @@ def main(argv: list[str] | None = None) -> int:
     processes.set_oom_score_adj(1000)
     if os.environ.get("ARGOSY_TASK_ISOLATED"):  # tasks share one OS user: hide from the others
         processes.set_not_dumpable()
-    if argv[0] == "-":  # from the server, for a task user: the file is not readable to us
-        inv = json.loads(sys.stdin.buffer.read())
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)  # the step's stdin is empty, as elsewhere
-        os.close(devnull)
-    else:
-        inv = json.loads(Path(argv[0]).read_text())
-    store = open_artifact_store(inv["store"]["url"], inv["tenant"], inv["store"].get("options"))
-    scratch = Path(inv["scratch"])
+    inv = _read_invocation(argv[0])
+    store = open_artifact_store(inv.store.url, inv.tenant, inv.store.options)
+    if inv.scratch is None:
+        raise ExecutionError("the executor gave the invocation no scratch folder; this is a bug")
+    scratch = Path(inv.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    if inv.get("encryption"):
-        store = _encrypting(inv, store, scratch)
-    record: dict[str, Any] = {
-        "attempt_id": inv["attempt_id"],
-        "attempt": inv["attempt"],
-        "started_at": _now(),
-    }
+    if inv.encryption:
+        inv, store = _encrypting(inv, store, scratch)
+    started_at = _now()
+    outputs: dict[str, OutputRecord] = {}
+    status, reason, error = SUCCEEDED, None, None
     exit_code = 0
     try:
-        if inv["step"]["implementation"]["kind"] == "container":
+        if inv.kind == "container":
             from argosy.runtime.container import run_container
 
-            record["outputs"] = run_container(inv, store, scratch)
+            outputs = run_container(inv, store, scratch)
         else:
-            record["outputs"] = run_python(inv, store, scratch)
-        record["status"] = "succeeded"
+            outputs = run_python(inv, store, scratch)
     except StepFailed as exc:
-        record.update(status="failed", reason=exc.reason, error=str(exc))
+        status, reason, error = FAILED, exc.reason, str(exc)
         exit_code = exc.exit_code
     except BaseException as exc:
         sys.stderr.write(_user_traceback(exc, inv))
         reason = "input_error" if isinstance(exc, ArgosyError) else "exception"
-        record.update(status="failed", reason=reason, error=f"{type(exc).__name__}: {exc}")
+        status, error = FAILED, f"{type(exc).__name__}: {exc}"
         exit_code = 1
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-    record["finished_at"] = _now()
-    record["peak_memory"] = _peak_rss()
+    record = ResultRecord(
+        attempt_id=inv.attempt_id, attempt=inv.attempt, status=status, started_at=started_at,
+        finished_at=_now(), outputs=outputs, reason=reason, error=error,
+        peak_memory=_peak_rss(),
+    )  # fmt: skip
     # Whatever the step left running dies with the attempt (guaranteed clean-up).
     for pid in processes.descendants(os.getpid()):
         processes.kill_tree(pid)
-    store.put_record(inv["result_key"], record)
+    store.put_record(inv.result_key, record.to_json())
     return exit_code
 
 

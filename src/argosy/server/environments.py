@@ -54,7 +54,7 @@ class Environments:
 
     def interpreter(self, launch: AttemptLaunch, store: ArtifactStore) -> str:
         """The interpreter for an attempt (container steps and foreign-free steps: ours)."""
-        impl = launch.invocation["step"]["implementation"]
+        impl = launch.invocation.step["implementation"]
         digest = impl.get("environment") if impl.get("kind") != "container" else None
         if not digest or digest == self.own_digest:
             return sys.executable

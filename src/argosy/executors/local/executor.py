@@ -76,7 +76,7 @@ def _private(path: str, flags: int) -> int:
 
 
 def _is_container(launch: AttemptLaunch) -> bool:
-    return bool(launch.invocation["step"]["implementation"]["kind"] == "container")
+    return launch.invocation.kind == "container"
 
 
 @dataclass(frozen=True)
@@ -227,15 +227,17 @@ class LocalExecutor(Executor):
         (scratch / "tmp").mkdir(parents=True, exist_ok=True)
         for private in (folder, scratch):  # plaintext inputs and data keys: this user only
             os.chmod(private, 0o700)
-        invocation = dict(launch.invocation, scratch=str(scratch))
-        if self.store.cipher is not None:  # the tenant's data keys, never the KEK
-            invocation["encryption"] = self.store.cipher.task_document()
-        if isolated:  # the shared cache is the server's: downloads stay in the scratch
-            invocation["cache_dir"] = str(scratch / ".cache")
+        invocation = launch.invocation.completed(
+            scratch=str(scratch),
+            # the tenant's data keys, never the KEK
+            encryption=self.store.cipher.task_document() if self.store.cipher else None,
+            # a task user's downloads stay in its scratch: the shared cache is the server's
+            cache_dir=str(scratch / ".cache") if isolated else launch.invocation.cache_dir,
+        )
         inv_path = folder / "invocation.json"
         fd = os.open(inv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as inv_file:
-            inv_file.write(json.dumps(invocation))
+            inv_file.write(json.dumps(invocation.to_json()))
         if isolated:  # the folder (and the files the server reads) stay the server's
             assert self.run_as is not None
             os.chmod(folder, 0o711)  # enterable, not listable
