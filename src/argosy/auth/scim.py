@@ -5,7 +5,7 @@ identities are never linked by e-mail), ``userName``, ``displayName``, e-mails a
 is ``active``; per group its ``displayName`` and member user ids. Roles never come from SCIM:
 they come from the token's groups claim through role bindings. SCIM decides whether a user
 may act at all: deactivating one (``active: false`` or ``DELETE``) revokes its browser
-sessions and the API tokens it created at once, and is audited.
+sessions, the API tokens it created and the tokens those minted at once, and is audited.
 
 Both common dialects are accepted: Entra ID (``"op": "Replace"``, ``"path": "active"``,
 ``"value": "False"`` as a string) and Okta (``"op": "replace"``, ``"value": {"active": false}``).
@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from argosy.auth import audit
+from argosy.auth.tokens import revoke_minted
 from argosy.ids import new_id
 from argosy.stores.metadata.tables import ApiToken, BrowserSession, ScimGroup, User
 
@@ -327,11 +328,14 @@ def set_active(session: Session, user: User, active: bool, actor: Actor) -> None
         .where(BrowserSession.subject == user.external_id, BrowserSession.revoked_at.is_(None))
         .values(revoked_at=now)
     ).rowcount  # type: ignore[attr-defined]
-    tokens = session.execute(
-        update(ApiToken)
-        .where(ApiToken.created_by == user.external_id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    ).rowcount  # type: ignore[attr-defined]
+    own = list(session.scalars(select(ApiToken).where(ApiToken.created_by == user.external_id)))
+    tokens = 0
+    for token in own:
+        if token.revoked_at is None:
+            token.revoked_at = now
+            tokens += 1
+    # and what those tokens minted (refused anyway: a chain is checked up to its user)
+    tokens += revoke_minted(session, [t.id for t in own], now)
     audit.record(
         session, actor=actor.name, actor_kind="service", action="scim.user.deactivate",
         resource=f"/scim/v2/Users/{user.id}", source=actor.source,

@@ -3,8 +3,17 @@
 A token is ``argosy_`` followed by 32 random bytes (URL-safe base64). It is shown once, at
 creation; only its sha256 is stored (``ApiToken.token_hash``), with its first 12 characters
 (``prefix``) so people can recognise it in a list. Used as a bearer token it authenticates
-the service principal ``token:<id>`` with exactly its role in its tenant. A token is refused
-once expired or revoked, or when the user who created it has been deactivated (SCIM).
+the service principal ``token:<id>`` in its one tenant.
+
+**Authority is transitive and live.** A token may be created by a user or by another token
+(``created_by`` is then ``token:<id>``): its *chain* runs from it through the tokens that
+minted it up to one user. At every use the whole chain is checked — each token unrevoked,
+unexpired and of the same tenant, the user not deactivated — and the token acts with the
+lowest role along it: its own role, each parent's role, and the user's role in the tenant
+*now* (:mod:`argosy.auth.standing`). So deactivating a user voids every token in their chains,
+demoting them lowers what those tokens may do, and revoking a token voids what it minted
+(:func:`revoke_token` also marks those revoked), all from the next request on. A chain whose
+user has no role left still authenticates, with no role (403 on every tenant action).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from argosy.auth.policy import Role
 from argosy.auth.principal import Principal
+from argosy.auth.standing import Admins, current_role
 from argosy.errors import NotFoundError, UsageError
 from argosy.ids import new_id
 from argosy.stores.metadata.tables import ApiToken, User
@@ -26,6 +36,8 @@ TOKEN_PREFIX = "argosy_"
 PREFIX_LENGTH = 12
 MAX_LIFETIME = timedelta(days=365)
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_CHAIN = 16  # tokens minted by tokens, at most this deep (longer chains are refused)
+TOKEN_SUBJECT = "token:"
 
 
 class InvalidApiToken(Exception):
@@ -117,30 +129,93 @@ def revoke_token(session: Session, tenant: str, token_id: str, now: datetime) ->
         )
     if row.revoked_at is None:
         row.revoked_at = now
+    revoke_minted(session, [row.id], now)
     return row
 
 
-def resolve(session: Session, bearer: str, now: datetime) -> Principal:
-    """The service principal of a valid API token; :class:`InvalidApiToken` otherwise."""
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(bearer)))
-    if row is None:
-        raise InvalidApiToken("unknown API token; create one with 'argosy tokens create'")
+def revoke_minted(session: Session, token_ids: list[str], now: datetime) -> int:
+    """Revoke every token minted, directly or not, by ``token_ids``; how many were revoked.
+    (A minted token is refused anyway once a parent is revoked: this keeps lists truthful.)"""
+    revoked = 0
+    frontier = [TOKEN_SUBJECT + i for i in token_ids]
+    for _ in range(MAX_CHAIN):
+        if not frontier:
+            break
+        children = list(session.scalars(select(ApiToken).where(ApiToken.created_by.in_(frontier))))
+        for child in children:
+            if child.revoked_at is None:
+                child.revoked_at = now
+                revoked += 1
+        frontier = [TOKEN_SUBJECT + c.id for c in children]
+    session.flush()
+    return revoked
+
+
+def _check_link(row: ApiToken, now: datetime, *, of: ApiToken) -> None:
+    """Raise unless ``row`` (``of`` itself or one of its parents) is live."""
+    whose = f" (token {row.prefix}... of the chain that created it "
     if row.revoked_at is not None:
-        raise InvalidApiToken(f"API token {row.prefix}... was revoked; create a new one")
+        if row is of:
+            raise InvalidApiToken(f"API token {row.prefix}... was revoked; create a new one")
+        raise InvalidApiToken(f"API token {of.prefix}... is void{whose}was revoked)")
     expires = _utc(row.expires_at)
     assert expires is not None
     if expires <= now:
-        raise InvalidApiToken(f"API token {row.prefix}... expired at {expires:%Y-%m-%d %H:%M} UTC")
-    creator = session.scalar(select(User.active).where(User.external_id == row.created_by))
-    if creator is False:
+        if row is of:
+            raise InvalidApiToken(
+                f"API token {row.prefix}... expired at {expires:%Y-%m-%d %H:%M} UTC"
+            )
+        raise InvalidApiToken(f"API token {of.prefix}... is void{whose}has expired)")
+    if row.tenant != of.tenant:
+        raise InvalidApiToken(f"API token {of.prefix}... is void{whose}is of another tenant)")
+
+
+def chain_role(session: Session, row: ApiToken, now: datetime, admins: Admins) -> Role | None:
+    """The role ``row`` may act with now: the lowest along its chain (None: no role left).
+    Raises :class:`InvalidApiToken` if any token of the chain is revoked or expired, the chain
+    is too long or broken, or its user is deactivated."""
+    role: Role | None = Role.parse(row.role)
+    link = row
+    seen = {row.id}
+    while True:
+        _check_link(link, now, of=row)
+        if role is not None:
+            role = min(role, Role.parse(link.role))
+        creator = link.created_by
+        if not creator.startswith(TOKEN_SUBJECT):
+            break
+        parent = session.get(ApiToken, creator.removeprefix(TOKEN_SUBJECT))
+        if parent is None or parent.id in seen or len(seen) >= MAX_CHAIN:
+            raise InvalidApiToken(
+                f"API token {row.prefix}... is void (the token that created it is gone)"
+            )
+        seen.add(parent.id)
+        link = parent
+    active = session.scalar(select(User.active).where(User.external_id == creator))
+    if active is False:
         raise InvalidApiToken(f"API token {row.prefix}... belongs to a deactivated user")
+    standing = current_role(session, creator, row.tenant, admins)
+    if standing is None or role is None:
+        return None
+    return min(role, standing)
+
+
+def resolve(
+    session: Session, bearer: str, now: datetime, admins: Admins | None = None
+) -> Principal:
+    """The service principal of a valid API token, with the role its chain allows now;
+    :class:`InvalidApiToken` otherwise. ``admins``: who counts as a platform admin."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(bearer)))
+    if row is None:
+        raise InvalidApiToken("unknown API token; create one with 'argosy tokens create'")
+    role = chain_role(session, row, now, admins or Admins())
     last = _utc(row.last_used_at)
     if last is None or now - last >= LAST_USED_RESOLUTION:
         session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
     return Principal(
-        subject=f"token:{row.id}",
+        subject=f"{TOKEN_SUBJECT}{row.id}",
         name=f"token {row.name} ({row.prefix}...)",
         kind="service",
         token_tenant=row.tenant,
-        token_role=row.role,
+        token_role=role.name if role is not None else None,
     )

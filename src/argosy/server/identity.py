@@ -3,10 +3,12 @@
 :func:`current_principal` turns the request's bearer token into a :class:`Principal`:
 
 - an API token (``argosy_...``): the service principal ``token:<id>`` with its one tenant
-  and role (:mod:`argosy.auth.tokens`);
+  and the lowest role along its chain now (:mod:`argosy.auth.tokens`);
 - anything else: an OIDC access token, verified against the issuer (:mod:`argosy.auth.oidc`);
   a user whose SCIM ``User`` row is inactive is refused; a subject in
-  ``platform_admin_users`` or a group in ``platform_admin_groups`` is a platform admin;
+  ``platform_admin_users`` or a group in ``platform_admin_groups`` is a platform admin; the
+  token's groups are remembered as the user's latest known groups
+  (:mod:`argosy.auth.standing`: what the user's API tokens are checked against);
 - no token but a browser session cookie (``argosy_session``, set by ``/auth/callback``): the
   user stored with the session (:class:`BrowserSession`, looked up by the cookie's sha256;
   revoked, expired or of a deactivated user: anonymous). A state-changing request (POST, PUT,
@@ -50,6 +52,7 @@ from argosy.auth import tokens
 from argosy.auth.oidc import InvalidToken, IssuerUnavailable, OidcVerifier
 from argosy.auth.policy import MINIMUM_ROLE, Action, Decision, Role, authorize
 from argosy.auth.principal import ANONYMOUS, Principal
+from argosy.auth.standing import Admins, remember_groups
 from argosy.server.context import ServerContext
 from argosy.server.problems import ApiProblem
 from argosy.stores.metadata.tables import BrowserSession, User
@@ -134,6 +137,12 @@ def verifier_of(request: Request) -> OidcVerifier | None:
     return found
 
 
+def admins_of(context: ServerContext) -> Admins:
+    """Who is a platform admin, and whether SCIM manages users (for API token chains)."""
+    s = context.settings
+    return Admins(s.platform_admin_users, s.platform_admin_groups, scim=bool(s.scim_token))
+
+
 def _is_admin(context: ServerContext, subject: str, groups: tuple[str, ...]) -> bool:
     s = context.settings
     return subject in s.platform_admin_users or bool(set(groups) & set(s.platform_admin_groups))
@@ -196,7 +205,7 @@ def resolve_principal(request: Request, bearer: str | None) -> Principal:
     if tokens.is_api_token(bearer):
         try:
             with context.metadata.session() as session:
-                return tokens.resolve(session, bearer, now)
+                return tokens.resolve(session, bearer, now, admins_of(context))
         except tokens.InvalidApiToken as exc:
             raise Unauthenticated(str(exc)) from None
     verifier = verifier_of(request)
@@ -216,6 +225,8 @@ def resolve_principal(request: Request, bearer: str | None) -> Principal:
         ) from None  # fmt: skip
     with context.metadata.session() as session:
         active = session.scalar(select(User.active).where(User.external_id == token.subject))
+        if active is not False:  # what the user's API tokens are checked against
+            remember_groups(session, token.subject, token.groups, now)
     if active is False:
         raise Unauthenticated(f"user {token.subject!r} is deactivated")
     return Principal(

@@ -48,6 +48,7 @@ from argosy.auth import audit
 from argosy.auth.oidc import InvalidToken, IssuerUnavailable, VerifiedToken, groups_of
 from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
+from argosy.auth.standing import remember_groups
 from argosy.config import Settings
 from argosy.server.identity import (
     CSRF_COOKIE,
@@ -395,6 +396,7 @@ def callback(
     with context.metadata.session() as session:
         active = session.scalar(select(User.active).where(User.external_id == user.subject))
         if active is not False:
+            remember_groups(session, user.subject, user.groups, now)
             session.add(BrowserSession(
                 id=sha256_hex(cookie), subject=user.subject,
                 claims={"name": user.name, "groups": list(user.groups)},

@@ -384,3 +384,30 @@ class Secret(_Row, Base):
     key_id: Mapped[str] = mapped_column(String(26))
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(String(255))
+
+
+class KnownGroups(Base):
+    """The groups the server last knew for a user (from their latest login or access token):
+    what their API tokens' authority is checked against when SCIM does not say
+    (``auth/standing.py``)."""
+
+    __tablename__ = "known_groups"
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    groups: Mapped[list[Any]]
+    seen_at: Mapped[datetime]
+
+
+class AttemptUpload(_Row, Base):
+    """A blob an attempt proved it holds by uploading its bytes through the task store: an
+    attempt's outputs are accepted only if it uploaded them or was granted them as inputs
+    (``auth/uploads.py``). ``created_by`` is ``task:<attempt id>``."""
+
+    __tablename__ = "attempt_uploads"
+    __table_args__ = (UniqueConstraint("attempt_id", "sha256"),)
+    attempt_id: Mapped[str] = mapped_column(String(26), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+# the tokens a token minted (a chain is walked up by created_by = "token:<id>", and revoked down)
+Index("ix_api_tokens_created_by", ApiToken.created_by)
