@@ -51,6 +51,10 @@ class Reason(StrEnum):
     OUTPUT_ERROR = "output_error"  # an output did not match its type or could not be stored
     INPUT_ERROR = "input_error"  # an input could not be loaded
     CONTAINER_ERROR = "container_error"  # no container engine could run a container step
+    IMAGE_PULL = "image_pull"  # (pod) its image could not be pulled
+    UNSCHEDULABLE = "unschedulable"  # (pod) no node could take it within the configured time
+    EVICTED = "evicted"  # (pod) evicted or preempted from its node
+    NODE_LOST = "node_lost"  # (pod) its node went away while it ran
     UPSTREAM_FAILED = "upstream_failed"  # (task) skipped because an upstream task failed
     UPSTREAM_SKIPPED = "upstream_skipped"  # (task) skipped: an output it needs was not produced
     CONDITION_FALSE = "condition_false"  # (task) skipped: its If/Elif/Else condition was false

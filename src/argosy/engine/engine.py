@@ -1061,7 +1061,8 @@ class _RunLoop:
         if succeeded:
             reason, error = None, None
         elif stop_reason is not None:
-            reason, error = stop_reason, self._stop_message(view, stop_reason)
+            reason, error = stop_reason, (ended.message if ended is not None and ended.message
+                                          else self._stop_message(view, stop_reason))  # fmt: skip
         elif record is not None:
             reason, error = record.reason or Reason.EXCEPTION, record.error
         elif lost:
@@ -1186,6 +1187,14 @@ class _RunLoop:
         for attempt, node in stale:
             view = self.tasks[node]
             record = self._result(attempt.id, node, attempt.number)
+            if (
+                record is None
+                and attempt.number == view.attempt_count
+                and self.e.executor.adopt(attempt.id, attempt.log_key or "")
+            ):  # still running where the executor can watch it again (a pod): not re-run
+                self.live[attempt.id] = node
+                view.attempt_id = attempt.id
+                continue
             if record is None:
                 identity = None
                 if attempt.pid is not None and attempt.host is not None:

@@ -64,6 +64,7 @@ class AttemptExit:
     cpu_time: float | None
     peak_memory: int | None
     log_tail: list[str]
+    message: str | None = None  # with ``reason``: what happened, in words (the attempt's error)
 
 
 class Executor(abc.ABC):
@@ -97,6 +98,12 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def adopt_log(self, attempt_id: str, log_key: str) -> list[str]:
         """Store what an orphaned attempt logged (its engine died); returns the last lines."""
+
+    def adopt(self, attempt_id: str, log_key: str) -> bool:
+        """Watch again an attempt started by an engine that is gone, if it still runs where
+        this executor can follow it (a pod); True: it is live again and ``poll`` reports it.
+        Executors whose attempts die with their engine (local processes) never adopt."""
+        return False
 
     def running(self) -> int:
         """How many attempts are running now."""
