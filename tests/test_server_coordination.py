@@ -25,6 +25,7 @@ from argosy.api import ScheduleCreate
 from argosy.client.client import Client
 from argosy.spec.compile import CompiledPipeline, compile_pipeline
 from argosy.spec.loader import load_pipeline
+from tests.conftest import alive
 from tests.pg_fixture import PostgresCluster
 from tests.server_fixture import ServerProcess, new_kek, start_server
 
@@ -33,18 +34,23 @@ pytestmark = pytest.mark.slow
 CHAIN = textwrap.dedent(
     """
     import time
+    from pathlib import Path
     from argosy import pipeline, step
 
     @step
-    def slow(i: int, seconds: float) -> int:
-        time.sleep(seconds)
+    def slow(i: int, seconds: float, gate: str) -> int:
+        if gate and i == 1:  # the second task waits until the test opens its gate
+            while not Path(gate).exists():
+                time.sleep(0.05)
+        else:
+            time.sleep(seconds)
         return i + 1
 
     @pipeline
-    def chain(seconds: float = 1.5):
-        a = slow(0, seconds)
-        b = slow(a, seconds)
-        slow(b, seconds)
+    def chain(seconds: float = 1.5, gate: str = ""):
+        a = slow(0, seconds, gate)
+        b = slow(a, seconds, gate)
+        slow(b, seconds, gate)
     """
 )
 FAST = {  # short leases and heartbeats, so a takeover happens within seconds
@@ -144,27 +150,56 @@ def lease_owner(url: str) -> str | None:
 
 
 def test_kill_9_of_the_leading_server_mid_run_the_other_takes_over_and_finishes(
-    servers: Callable[..., ServerProcess], chain: CompiledPipeline, pg_migrated_url: str
+    servers: Callable[..., ServerProcess],
+    chain: CompiledPipeline,
+    pg_migrated_url: str,
+    tmp_path: Path,
 ) -> None:
+    """The second task is held at a gate, so its attempt is certainly live when its server
+    dies: the new leader kills the orphan and starts a new attempt (``engine_lost``)."""
+    gate = tmp_path / "gate"
     first = servers("first")
     wait_for(lambda: lease_owner(pg_migrated_url) == first.instance, 20, "the first leader")
     with Client(first.url) as client:
         client.push_pipeline(chain)
-        run = client.create_run("chain")
+        run = client.create_run("chain", parameters={"gate": str(gate)})
     wait_for(lambda: owner_of(pg_migrated_url, run.id) == first.instance, 20, "the claim")
     second = servers("second")
     wait_for(lambda: second.ready(), 30, "the second server")
-    wait_for(lambda: attempts_by_task(pg_migrated_url, run.id).get("slow-2"), 20, "the second task")
-    first.kill()  # SIGKILL: no hand-over, its attempts are orphaned mid-flight
+
+    def live_second_task() -> Any:
+        attempts = attempts_by_task(pg_migrated_url, run.id).get("slow-2", [])
+        return attempts and attempts[-1].state == "running"
+
+    wait_for(live_second_task, 30, "a live attempt of the second task")
+    (orphan_pid,) = sql(
+        pg_migrated_url,
+        "SELECT a.pid FROM attempts a JOIN tasks t ON t.id = a.task_id "
+        "WHERE a.run_id = :r AND t.node_path = 'slow-2'",
+        r=run.id,
+    )[0]
+    assert orphan_pid and alive(orphan_pid)
+    first.kill()  # SIGKILL: no hand-over, its attempt is orphaned mid-flight
+    wait_for(
+        lambda: len(attempts_by_task(pg_migrated_url, run.id)["slow-2"]) == 2,
+        60,
+        "the new leader's attempt of the second task",
+    )
+    assert not alive(orphan_pid)  # the orphan was killed before the new attempt started
+    gate.touch()
 
     with Client(second.url) as client:
         done = client.wait(run.id, poll=0.2, timeout=90)
     assert done.status == "succeeded"
     by_task = assert_one_success_and_no_overlap(pg_migrated_url, run.id)
     assert lease_owner(pg_migrated_url) == second.instance
-    lost = [a for attempts in by_task.values() for a in attempts if a.cause == "engine_lost"]
-    adopted = by_task["slow-2"][0].state == "succeeded"  # it may have finished meanwhile
-    assert lost or adopted, by_task
+    lost, taken_over = by_task["slow-2"]
+    assert lost.state != "succeeded" and lost.number == 1, by_task
+    assert (taken_over.number, taken_over.cause, taken_over.state) == (
+        2,
+        "engine_lost",
+        "succeeded",
+    ), by_task
     instances = dict(sql(pg_migrated_url, "SELECT id, state FROM server_instances"))
     assert instances[first.instance] == "stopped"  # declared dead by the new leader
 

@@ -136,14 +136,22 @@ DIRECT = textwrap.dedent(
             seen["signed"] = "listed"
         except NoCredentialsError:
             seen["signed"] = "no credentials"
+        def refusal(client) -> list:
+            try:
+                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return ["read", body.decode(errors="replace")]
+            except ClientError as exc:
+                return [exc.response["ResponseMetadata"]["HTTPStatusCode"],
+                        exc.response["Error"]["Code"]]
+
         unsigned = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                                 config=Config(signature_version=UNSIGNED))
-        try:
-            unsigned.list_objects_v2(Bucket=bucket)
-            seen["unsigned_list"] = "listed"
-        except ClientError as exc:
-            seen["unsigned_list"] = exc.response["ResponseMetadata"]["HTTPStatusCode"]
-        seen["raw_get"] = httpx.get(f"{endpoint}/{bucket}/{key}").status_code
+        seen["unsigned_get"] = refusal(unsigned)
+        forged = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="AKIAMADEUP000000", aws_secret_access_key="x" * 40)
+        seen["forged_get"] = refusal(forged)
+        raw = httpx.get(f"{endpoint}/{bucket}/{key}")
+        seen["raw_get"] = [raw.status_code, raw.text]
         return seen
 
     @pipeline
@@ -208,10 +216,11 @@ def test_a_server_task_cannot_reach_the_object_store_directly(
         endpoint.stop()
     assert seen["value"] == "payload"  # the server (with its credentials) stored and served it
     assert seen["signed"] == "no credentials"
-    # refused either way (moto answers an unsigned request with an error status, 403 or 500;
-    # what matters is that no bytes come back)
-    assert seen["unsigned_list"] != "listed" and int(seen["unsigned_list"]) >= 400
-    assert seen["raw_get"] in (403, 500)  # the object exists: refused, not "not found"
+    # the object exists: each way around the server is a 403 refusal, not a "not found", and
+    # no bytes come back
+    assert seen["unsigned_get"][0] == 403, seen
+    assert seen["forged_get"] == [403, "InvalidAccessKeyId"], seen
+    assert seen["raw_get"][0] == 403 and "payload" not in seen["raw_get"][1], seen
 
 
 LOCAL_FILE = textwrap.dedent(
