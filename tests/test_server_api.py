@@ -599,7 +599,7 @@ def test_a_run_executes_end_to_end(senv: ServerEnv, compiled: CompiledPipeline) 
         logs = client.get(f"/runs/{run['id']}/logs").json()
         assert "making 4" in [x["line"] for x in logs["items"]] and logs["finished"]
         arts = {a["node_path"]: a for a in client.get(f"/runs/{run['id']}/artifacts").json()}
-        assert arts["total"]["value"] == 6 or arts["total"]["value"] is None
+        assert arts["total"]["value"] == 6  # small JSON is shown, from the blob if encrypted
         content = client.get(f"/artifacts/{arts['total']['id']}/content")
         assert hashlib.sha256(content.content).hexdigest() == arts["total"]["sha256"]
         assert json.loads(content.content) == 6
@@ -657,10 +657,11 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
 
 
 @pytest.mark.slow
-def test_run_lists_stay_fast_with_100000_runs(
+def test_run_list_pages_are_right_over_100000_runs(
     http: httpx.Client, db: MetadataStore, pushed: dict[str, Any]
 ) -> None:
-    """Keyset pages over 100,000 runs: first page, a deep page and filtered pages are quick."""
+    """Keyset pages over 100,000 runs: first page, a deep page and filtered pages answer the
+    right rows. (How fast they are is a benchmark: benchmarks/api.py, "run list pages".)"""
     version = http.get("/pipelines/tiny/versions/v1").json()
     with db.session() as s:
         pipeline_id = s.get_one(PipelineVersion, version["id"]).pipeline_id
@@ -688,13 +689,17 @@ def test_run_lists_stay_fast_with_100000_runs(
             {"pipeline": "tiny", "limit": 200},
         ]
         for params in queries:
-            http.get("/runs", params=params)  # warm
-            started = time.perf_counter()
             response = http.get("/runs", params=params)
-            elapsed = time.perf_counter() - started
             assert response.status_code == 200, response.text
-            assert response.json()["items"], params
-            assert elapsed < 0.5, (params, elapsed)
+            items = response.json()["items"]
+            assert items, params
+            ids = [r["id"] for r in items]
+            assert ids == sorted(ids, reverse=True), params  # newest first, no repeats
+            assert len(set(ids)) == len(ids)
+            if "cursor" in params:
+                assert ids[0] < "00" + "50000".zfill(24), params  # strictly after the cursor
+            if params.get("status") == "failed":
+                assert {r["status"] for r in items} == {"failed"}, params
         page = http.get("/runs", params={"cursor": deep, "limit": 3}).json()
         assert [r["id"] for r in page["items"]] == [
             "00" + str(n).zfill(24) for n in (49999, 49998, 49997)
