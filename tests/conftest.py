@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from argosy.cli.local import Local, open_local
+from argosy.client.local import Local, open_local
 from argosy.config import load_settings
 
 pytest_plugins = ["tests.pg_fixture", "tests.s3_fixture"]
@@ -66,6 +66,20 @@ class Result:
 
     def json(self) -> Any:
         return json.loads(self.stdout)
+
+
+def outputs(doc: dict[str, Any]) -> dict[str, Any]:
+    """A run document's pipeline outputs as values (small JSON inline; else the artifact's
+    reference ``RUN/NODE/OUTPUT``)."""
+    return {
+        name: ref["value"] if ref.get("value") is not None else ref["ref"]
+        for name, ref in doc["outputs"].items()
+    }
+
+
+def tasks_by_node(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A run document's tasks by node path."""
+    return {t["node_path"]: t for t in doc["tasks"]}
 
 
 @dataclass

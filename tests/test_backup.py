@@ -21,7 +21,7 @@ from argosy.ops.backup import Reporter, import_backup, open_backup, restore, wri
 from argosy.stores.artifacts.blobs import open_artifact_store
 from argosy.stores.metadata import db
 from argosy.stores.metadata.db import MetadataStore, alembic_config, open_engine
-from tests.conftest import Workspace, wait_for
+from tests.conftest import Workspace, outputs, wait_for
 
 if TYPE_CHECKING:
     from tests.pg_fixture import PostgresCluster
@@ -168,7 +168,7 @@ def test_backup_taken_during_a_run_restores_identical_runs_tasks_artifacts_and_l
     assert "1 unfinished run(s) released" in res.stdout
     res = ws.argosy("runs", "resume", run["id"], "-o", "json", env=again)
     assert res.code == 0, res.stderr
-    assert res.json()["status"] == "succeeded" and res.json()["outputs"] == {"output": "total=285"}
+    assert res.json()["status"] == "succeeded" and outputs(res.json()) == {"output": "total=285"}
     tasks = {t["node_path"]: t for t in raw_rows(tmp_path / "again.db")["tasks"]}
     for node in ("prep", "square"):  # finished before the backup: kept, not run again
         assert tasks[node] == next(t for t in before["tasks"] if t["node_path"] == node)
@@ -296,7 +296,7 @@ def test_restore_reports_missing_and_corrupted_blobs_and_exits_1(
     res = ws.argosy("admin", "restore", str(tmp_path / "b"), env=env)
     assert res.code == 1
     assert f"missing: blob sha256:{artifacts['make']} of tenant 'default' is missing" in res.stderr
-    assert f"artifact {doc['run_id']}/make/output" in res.stderr
+    assert f"artifact {doc['id']}/make/output" in res.stderr
     assert f"corrupt: blob sha256:{artifacts['use']}" in res.stderr
     assert "2 blobs missing or corrupt" in res.stderr
     assert "restored 1" in res.stdout  # the rows are restored all the same
@@ -339,12 +339,12 @@ def test_restore_of_a_backup_with_blobs_fills_an_empty_artifact_store(
     assert res.code == 0, res.stderr
     assert res.json()["blobs_copied"] == res.json()["blobs"]
     assert res.json()["records_copied"] >= 4  # a log and a result per attempt
-    got = ws.argosy("artifacts", "get", f"{doc['run_id']}/make/output", "--out",
+    got = ws.argosy("artifacts", "get", f"{doc['id']}/make/output", "--out",
                     str(tmp_path / "make.json"), env=env)  # fmt: skip
     assert got.code == 0, got.stderr
     assert json.loads((tmp_path / "make.json").read_text()) == {"n": 2, "none": None,
                                                                "pi": 3.141592653589793}  # fmt: skip
-    logs = ws.argosy("logs", doc["run_id"], "-o", "json", env=env)
+    logs = ws.argosy("logs", doc["id"], "-o", "json", env=env)
     assert logs.code == 0, logs.stderr
 
 
@@ -458,8 +458,8 @@ def test_import_under_another_tenant_merges_pipelines_and_rekeys_blobs(
     assert len(rows["pipelines"]) == 1  # same pipeline name: one pipeline, two runs
     assert {r["pipeline_id"] for r in rows["runs"]} == {rows["pipelines"][0]["id"]}
     runs = ws.argosy("runs", "list", "-o", "json", env=server)
-    assert laptop["run_id"] in {r["run_id"] for r in runs.json()["runs"]}
-    got = ws.argosy("artifacts", "get", f"{laptop['run_id']}/use/output", "--out",
+    assert laptop["id"] in {r["id"] for r in runs.json()["runs"]}
+    got = ws.argosy("artifacts", "get", f"{laptop['id']}/use/output", "--out",
                     str(tmp_path / "use.json"), env=server)  # fmt: skip
     assert got.code == 0, got.stderr  # the blob is under the server's tenant now
     assert json.loads((tmp_path / "use.json").read_text()) == pytest.approx(2 * 3.141592653589793)
@@ -495,7 +495,7 @@ def test_laptop_history_moves_into_postgresql_and_s3_and_back_unchanged(
                     "-o", "json", env=server)  # fmt: skip
     assert res.code == 0, res.stderr
     assert res.json()["ok"] and res.json()["blobs_copied"] == res.json()["blobs"]
-    got = ws.argosy("artifacts", "get", f"{laptop['run_id']}/make/output", "--out",
+    got = ws.argosy("artifacts", "get", f"{laptop['id']}/make/output", "--out",
                     str(tmp_path / "make.json"), env=server)  # fmt: skip
     assert got.code == 0, got.stderr
     engine = open_engine(pg_url, migrate=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Result, Workspace
+from tests.conftest import Result, Workspace, outputs
 
 HELPERS = """
 def scale(x: float) -> float:
@@ -64,11 +64,11 @@ def run(ws: Workspace, *args: str, env: dict[str, str] | None = None) -> dict[st
 
 
 def states(doc: dict[str, Any]) -> dict[str, str]:
-    return {s["node"]: s["state"] for s in doc["steps"]}
+    return {s["node_path"]: s["state"] for s in doc["tasks"]}
 
 
 def reasons(doc: dict[str, Any]) -> dict[str, str]:
-    return {s["node"]: s["cache"]["reason"] for s in doc["steps"]}
+    return {s["node_path"]: s["cache"]["reason"] for s in doc["tasks"]}
 
 
 ALL = ("load", "transform", "total", "report")
@@ -78,16 +78,16 @@ def test_rerun_with_nothing_changed_hits_everything_and_starts_no_process(
     project: Workspace,
 ) -> None:
     first = run(project)
-    assert first["outputs"] == {"output": "total=12.0"}
-    assert all(s["cache"]["status"] == "miss" for s in first["steps"])
+    assert outputs(first) == {"output": "total=12.0"}
+    assert all(s["cache"]["status"] == "miss" for s in first["tasks"])
     assert reasons(first)["load"] == "no earlier task of this step"
     second = run(project)
     assert states(second) == dict.fromkeys(ALL, "cached")
-    assert second["outputs"] == first["outputs"]
-    assert all(s["attempts"] == [] for s in second["steps"]), "a cached task started a process"
-    for step in second["steps"]:
+    assert outputs(second) == outputs(first)
+    assert all(s["attempts"] == [] for s in second["tasks"]), "a cached task started a process"
+    for step in second["tasks"]:
         assert step["cache"]["status"] == "hit"
-        assert first["run_id"] in step["cache"]["reason"]
+        assert first["id"] in step["cache"]["reason"]
         assert step["cache"]["cached_from_task"]
 
 
@@ -175,7 +175,7 @@ def test_a_package_version_change_misses_only_the_steps_that_import_it(ws: Works
     env = {"PYTHONPATH": str(site)}
     first = ws.argosy("run", "pkgs.py", "--output", "json", env=env)
     assert first.code == 0, first.stderr
-    assert first.json()["outputs"] == {"output": 9}
+    assert outputs(first.json()) == {"output": 9}
     install("2.0")
     second = ws.argosy("run", "pkgs.py", "--output", "json", env=env).json()
     assert states(second) == {"plain": "cached", "uses_pkg": "succeeded"}
@@ -186,7 +186,7 @@ def test_cache_controls(project: Workspace) -> None:
     run(project)
     no_cache = run(project, "--no-cache")
     assert set(states(no_cache).values()) == {"succeeded"}
-    assert all(s["cache"]["status"] == "off" for s in no_cache["steps"])
+    assert all(s["cache"]["status"] == "off" for s in no_cache["tasks"])
     assert "--no-cache" in reasons(no_cache)["load"]
     by_config = run(project, env={"ARGOSY_CACHE": "false"})
     assert set(states(by_config).values()) == {"succeeded"}

@@ -229,7 +229,7 @@ class ContentServer:
         return httpx.Response(206 if start else 200, content=body)
 
     def artifact(self) -> dict[str, Any]:
-        return {"id": "a1", "run_id": "r1", "node_path": "train", "output_name": "model",
+        return {"id": "a1", "ref": "r1/train/model", "run_id": "r1", "node_path": "train", "output_name": "model",
                 "type": "object", "format": "joblib", "size": len(self.data),
                 "sha256": hashlib.sha256(self.data).hexdigest(), "created_at": NOW}  # fmt: skip
 
@@ -361,11 +361,18 @@ class FakeRunApi:
             attempts = [{"id": "a1", "number": 1, "state": task_state, "cause": "first"}]
             return httpx.Response(200, json=[{"id": "t1", "node_path": "make", "step": "make",
                                               "state": task_state, "attempts": attempts}])  # fmt: skip
+        if path.endswith("/detail"):
+            output = {"artifact_id": "a1", "ref": "r1/make/output", "type": "int",
+                      "format": "json", "sha256": "1" * 64, "size": 2, "value": 10}  # fmt: skip
+            task = {"id": "t1", "node_path": "make", "step": "make", "state": state}
+            return httpx.Response(
+                200, json={**_run_doc("r1", state), "outputs": {"output": output}, "tasks": [task]}
+            )
         self.polls += 1
         state = self.states[min(self.polls - 1, len(self.states) - 1)]
         if self.interrupt_at is not None and self.polls >= self.interrupt_at:
             raise KeyboardInterrupt
-        return httpx.Response(200, json={**_run_doc("r1", state), "outputs": {"output": 10}})
+        return httpx.Response(200, json=_run_doc("r1", state))
 
 
 @pytest.mark.parametrize(
@@ -384,20 +391,21 @@ def test_remote_run_follows_the_run_to_its_outcome(
     wait: bool,
     code: int,
 ) -> None:
-    from argosy.cli import remote
+    from argosy.cli import commands
+    from argosy.client import http
     from argosy.config import load_settings
 
     path = ws.write(PIPE.format(name="counting", offset=0))
     api = FakeRunApi(states)
     with _client(api) as c:
-        got = remote.run_pipeline(
-            c, load_settings(home=ws.home), str(path), ["n=5"], version=None, fail_fast=False,
-            no_cache=False, detach=False, wait=wait, json_output=False,
-        )  # fmt: skip
+        got = commands.run_pipeline(
+            http.HttpBackend(c), load_settings(home=ws.home), str(path), ["n=5"], wait=wait
+        )
     assert got == code
     assert api.created == [{"pipeline": "counting", "version": "sha256:" + "1" * 64,
-                            "parameters": {"n": 5}, "fail_fast": False, "no_cache": False}]  # fmt: skip
-    assert no_sleep == [remote.POLL_SECONDS] * (len(states) - 1)
+                            "parameters": {"n": 5}, "fail_fast": False, "no_cache": False,
+                            "files": {}}]  # fmt: skip
+    assert no_sleep == [http.POLL_SECONDS] * (len(states) - 1)
     captured = capsys.readouterr()
     assert f"run r1 {states[-1]}" in captured.err
     if not wait:
@@ -407,17 +415,15 @@ def test_remote_run_follows_the_run_to_its_outcome(
 def test_ctrl_c_while_following_leaves_the_run_on_the_server(
     ws: Workspace, no_sleep: list[float], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from argosy.cli import remote
+    from argosy.cli import commands
+    from argosy.client import http
     from argosy.config import load_settings
 
     path = ws.write(PIPE.format(name="counting", offset=0))
     api = FakeRunApi(["running"], interrupt_at=2)
     with _client(api) as c:
-        got = remote.run_pipeline(
-            c, load_settings(home=ws.home), str(path), [], version=None, fail_fast=False,
-            no_cache=False, detach=False, wait=False, json_output=False,
-        )  # fmt: skip
-    assert got == remote.INTERRUPTED
+        got = commands.run_pipeline(http.HttpBackend(c), load_settings(home=ws.home), str(path), [])
+    assert got == commands.INTERRUPTED
     err = capsys.readouterr().err
     assert "still running on the server" in err and "argosy runs cancel r1" in err
 
@@ -461,7 +467,7 @@ def _sqlite_server(home: Path) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARGOSY_")}
     env["ARGOSY_HOME"] = str(home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "argosy.server.serve", "--port", "0"],
+        [sys.executable, "-m", "argosy.server.serve", "--port", "0", "--insecure-dev"],
         env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     log: list[str] = []
@@ -523,11 +529,11 @@ def test_unreachable_server_exits_3_with_one_line(ws: Workspace) -> None:
 
 
 def test_server_only_commands_say_so_without_a_server(ws: Workspace) -> None:
-    for args in (("pipelines", "push", "x.py"), ("runs", "retry", "r1"), ("schedules", "list")):
+    for args in (("schedules", "list"), ("schedules", "show", "nightly")):
         res = ws.argosy(*args)
         assert res.code == 2 and "--server" in res.stderr and res.stderr.count("\n") == 1, res
-    res = ws.argosy("runs", "diff", "a", "b", env={"ARGOSY_SERVER": "http://127.0.0.1:9"})
-    assert res.code == 2 and "local runs only" in res.stderr
+    res = ws.argosy("runs", "resume", "r1", env={"ARGOSY_SERVER": "http://127.0.0.1:9"})
+    assert res.code == 2 and "resumes its runs itself" in res.stderr, res
 
 
 def test_push_is_idempotent_and_version_names_are_immutable(ws: Workspace, server: Server) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 IMAGE = "localhost/argosy-test-busybox:1"
@@ -44,13 +44,13 @@ def test_container_example_runs_and_its_output_feeds_a_python_step(
     )
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["outputs"] == {"loud": "HELLO ARGOSY!", "capitals": 11}
-    shout = next(s for s in doc["steps"] if s["node"] == "shout")
+    assert outputs(doc) == {"loud": "HELLO ARGOSY!", "capitals": 11}
+    shout = next(s for s in doc["tasks"] if s["node_path"] == "shout")
     assert shout["state"] == "succeeded"
     again = ws.argosy(
         "run", "container_step.py", "-p", "text=hello argosy", "--output", "json", env=podman
     )
-    assert {s["node"]: s["state"] for s in again.json()["steps"]}["shout"] == "cached"
+    assert {s["node_path"]: s["state"] for s in again.json()["tasks"]}["shout"] == "cached"
 
 
 def test_a_failing_container_command_fails_its_task(ws: Workspace, podman: dict[str, str]) -> None:
@@ -69,10 +69,10 @@ def test_a_failing_container_command_fails_its_task(ws: Workspace, podman: dict[
     ''')
     res = ws.argosy("run", str(path), "--output", "json", env=podman)
     assert res.code == 1
-    attempt = res.json()["steps"][0]["attempts"][0]
+    attempt = res.json()["tasks"][0]["attempts"][0]
     assert attempt["reason"] == "exit_code"
     assert "exited with 7" in attempt["error"]
-    logs = ws.argosy("logs", res.json()["run_id"]).stdout
+    logs = ws.argosy("logs", res.json()["id"]).stdout
     assert "going wrong" in logs
 
 
@@ -100,11 +100,11 @@ def test_container_gets_env_and_secrets_and_dies_with_its_timeout(
     res = ws.argosy("run", str(path), "--output", "json", env={**podman, "API_TOKEN": "t0k3n"})
     assert res.code == 1
     doc = res.json()
-    steps = {s["node"]: s for s in doc["steps"]}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     assert steps["show"]["state"] == "succeeded"
     assert steps["hang"]["attempts"][0]["reason"] == "timeout"
     out_file = ws.root / "out.txt"
-    got = ws.argosy("artifacts", "get", f"{doc['run_id']}/show/out", "--out", str(out_file))
+    got = ws.argosy("artifacts", "get", f"{doc['id']}/show/out", "--out", str(out_file))
     assert got.code == 0, got.stderr
     assert json.loads(out_file.read_text()) == "mode=fast token=t0k3n\n"
     listing = subprocess.run(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 
 BRANCHES = """
 from argosy import step, pipeline, If, Elif, Else, one_of
@@ -51,7 +51,7 @@ def branches(x: float = 0.5, threshold: float = 0.9) -> str:
 
 
 def _states(doc: dict[str, Any]) -> dict[str, str]:
-    return {s["node"]: s["state"] for s in doc["steps"]}
+    return {s["node_path"]: s["state"] for s in doc["tasks"]}
 
 
 @pytest.mark.parametrize(
@@ -69,12 +69,12 @@ def test_if_elif_else_runs_one_branch_and_one_of_merges(
     assert states[ran] == "succeeded"
     for other in branches - {ran}:
         assert states[other] == "skipped"
-    reasons = {s["node"]: s["reason"] for s in doc["steps"]}
+    reasons = {s["node_path"]: s["reason"] for s in doc["tasks"]}
     assert all(reasons[b].startswith("condition_false: ") for b in branches - {ran})
     if ran != "deploy":
         assert f"accuracy.output >= 0.9 ({x} >= 0.9)" in reasons["deploy"]
     assert states["report"] == "succeeded"
-    assert doc["outputs"] == {"output": output}
+    assert outputs(doc) == {"output": output}
     assert doc["status"] == "succeeded"
 
 
@@ -102,12 +102,12 @@ def test_a_step_that_needs_a_skipped_branch_is_skipped_with_the_reason(ws: Works
     """)
     doc = ws.argosy("run", str(path), "--output", "json").json()
     assert doc["status"] == "succeeded"  # a branch not taken is not a failure
-    steps = {s["node"]: s for s in doc["steps"]}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     assert steps["only_when_on"]["state"] == "skipped"
     assert steps["uses"]["state"] == "skipped"
     assert steps["uses"]["reason"] == "upstream_skipped: only_when_on was skipped"
     on = ws.argosy("run", str(path), "-p", "on=true", "--output", "json").json()
-    assert on["outputs"] == {"output": "on!"}
+    assert outputs(on) == {"output": "on!"}
 
 
 FAN_OUT = """
@@ -120,7 +120,7 @@ def make_items(n: int) -> list:
 
 @step(cpu=0.25)
 def work(item: int, fail_at: int = -1) -> int:
-    time.sleep(0.3)
+    time.sleep(0.6 if (item // 10) % 3 == 0 else 0.1)  # so iterations finish out of order
     if item == fail_at:
         raise RuntimeError(f"item {item} is bad")
     return item + 1
@@ -138,8 +138,8 @@ def fan(n: int = 20, fail_at: int = -1) -> list:
 
 def _intervals(doc: dict[str, Any], prefix: str) -> list[tuple[float, float]]:
     spans = []
-    for s in doc["steps"]:
-        if s["node"].startswith(prefix):
+    for s in doc["tasks"]:
+        if s["node_path"].startswith(prefix):
             for a in s["attempts"]:
                 spans.append(
                     (
@@ -156,8 +156,8 @@ def test_fan_out_over_an_upstream_list_respects_parallelism_and_keeps_order(ws: 
     )
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["outputs"] == {"output": [i * 10 + 1 for i in range(20)]}
-    nodes = [s["node"] for s in doc["steps"]]
+    assert outputs(doc) == {"output": [i * 10 + 1 for i in range(20)]}
+    nodes = [s["node_path"] for s in doc["tasks"]]
     assert {f"work[{i}]" for i in range(20)} <= set(nodes)
     spans = _intervals(doc, "work[")
     assert len(spans) == 20
@@ -166,7 +166,14 @@ def test_fan_out_over_an_upstream_list_respects_parallelism_and_keeps_order(ws: 
         sum(1 for s, e in spans if s <= (a + b) / 2 < e) for a, b in itertools.pairwise(events)
     )
     assert most == 3, f"{most} iterations ran at once; parallelism is 3"
-    shown = ws.argosy("runs", "show", doc["run_id"])
+    # they finished out of order (item 0 sleeps longest), yet the output keeps the item order
+    finished = {
+        int(s["node_path"][5:-1]): datetime.fromisoformat(s["attempts"][-1]["finished_at"])
+        for s in doc["tasks"]
+        if s["node_path"].startswith("work[")
+    }
+    assert finished[1] < finished[0] and finished[2] < finished[0]
+    shown = ws.argosy("runs", "show", doc["id"])
     assert "work[19]" in shown.stdout
 
 
@@ -276,7 +283,7 @@ def test_a_sub_pipeline_used_twice_with_different_inputs(ws: Workspace) -> None:
     res = ws.argosy("run", f"{path}:outer", "--output", "json")
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["outputs"] == {"output": (10 + 1) + (20 + 1)}
+    assert outputs(doc) == {"output": (10 + 1) + (20 + 1)}
     assert {"prep/clean", "prep/add", "prep-2/clean", "prep-2/add", "add"} == set(_states(doc))
     spec = ws.argosy("compile", f"{path}:outer", "--out", str(ws.root / "spec.json"))
     assert spec.code == 0
@@ -308,7 +315,7 @@ def test_a_mapped_sub_pipeline_nests_node_paths(ws: Workspace) -> None:
     res = ws.argosy("run", f"{path}:cv", "--output", "json")
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["outputs"] == {"output": [1.0, 1.5, 2.0]}
+    assert outputs(doc) == {"output": [1.0, 1.5, 2.0]}
     assert {"fold[2]/fit", "fold[2]/score", "fold[0]/fit"} <= set(_states(doc))
 
 
@@ -347,17 +354,17 @@ def test_sigkill_during_a_fan_out_resumes_without_redoing_finished_iterations(
     assert finished_before == {"0", "1", "2", "3"}
     (gate / "release").write_text("go")
     runs = ws.argosy("runs", "list", "--output", "json").json()["runs"]
-    res = ws.argosy("runs", "resume", runs[0]["run_id"], "--output", "json", timeout=120)
+    res = ws.argosy("runs", "resume", runs[0]["id"], "--output", "json", timeout=120)
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["outputs"] == {"output": [0, 2, 4, 6, 8, 10]}
+    assert outputs(doc) == {"output": [0, 2, 4, 6, 8, 10]}
     runs_per_item = {}
     for p in gate.glob("ran-*"):
         item = p.name.split("-")[1]
         runs_per_item[item] = runs_per_item.get(item, 0) + 1
     for item in "0123":
         assert runs_per_item[item] == 1, f"finished iteration {item} was re-run"
-    attempts = {s["node"]: s["attempts"] for s in doc["steps"]}
+    attempts = {s["node_path"]: s["attempts"] for s in doc["tasks"]}
     assert all(len(attempts[f"work[{i}]"]) == 1 for i in range(4))
 
 

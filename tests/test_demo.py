@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -30,7 +30,7 @@ def test_demo_metrics_and_best_model(ws: Workspace, demo_module: object, tmp_pat
     res = ws.argosy("run", "demo.py:breast_cancer", "--output", "json", timeout=300)
     assert res.code == 0, res.stderr
     doc = res.json()
-    nodes = [s["node"] for s in doc["steps"]]
+    nodes = [s["node_path"] for s in doc["tasks"]]
     assert nodes == ["extract", "preprocess", "train_logistic", "train_boosting", "evaluate",
                      "evaluate-2", "select_best"]  # fmt: skip
 
@@ -43,16 +43,16 @@ def test_demo_metrics_and_best_model(ws: Workspace, demo_module: object, tmp_pat
     expected = d.select_best(
         logistic, d.evaluate(logistic, prepared.test), boosting, d.evaluate(boosting, prepared.test)
     )
-    outputs = doc["outputs"]
-    assert outputs["name"] == expected.name
-    assert outputs["metrics"] == expected.metrics
-    assert outputs["metrics"]["roc_auc"] > 0.95
+    found = outputs(doc)
+    assert found["name"] == expected.name
+    assert found["metrics"] == expected.metrics
+    assert found["metrics"]["roc_auc"] > 0.95
 
     # The best model is an artifact that downloads, verifies and predicts like the original.
-    model_ref = outputs["model"]
+    model_ref = doc["outputs"]["model"]
     assert model_ref["type"].startswith("sklearn.")
     dest = tmp_path / "model.joblib"
-    got = ws.argosy("artifacts", "get", f"{doc['run_id']}/select_best/model", "--out", str(dest))
+    got = ws.argosy("artifacts", "get", f"{doc['id']}/select_best/model", "--out", str(dest))
     assert got.code == 0, got.stderr
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == model_ref["sha256"]
     import joblib
@@ -62,6 +62,6 @@ def test_demo_metrics_and_best_model(ws: Workspace, demo_module: object, tmp_pat
     assert (model.predict(features) == expected.model.predict(features)).all()
 
     # train_logistic and train_boosting ran in parallel (overlapping attempt intervals).
-    attempts = {s["node"]: s["attempts"][0] for s in doc["steps"]}
+    attempts = {s["node_path"]: s["attempts"][0] for s in doc["tasks"]}
     a, b = attempts["train_logistic"], attempts["train_boosting"]
     assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]

@@ -31,7 +31,7 @@ from argosy.stores.encryption import (
 )
 from argosy.stores.keys import AwsKmsKeyProvider, LocalKeyProvider, TenantKeys
 from argosy.stores.metadata.db import MetadataStore
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 from tests.s3_fixture import TEST_REGION, S3Endpoint
 
 MARKER = b"PLAINTEXT-MARKER-0123456789-"  # a recognizable pattern that must never be stored
@@ -320,7 +320,10 @@ def test_key_file_is_private_and_a_readable_one_is_refused(tmp_path: Path) -> No
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     wrapped = provider.wrap(b"k" * 32, context="tenant=a;key=1")
-    assert LocalKeyProvider(path).unwrap(provider.kek_id, wrapped, context="tenant=a;key=1")
+    assert wrapped != b"k" * 32 and b"k" * 32 not in wrapped
+    assert LocalKeyProvider(path).unwrap(provider.kek_id, wrapped, context="tenant=a;key=1") == (
+        b"k" * 32
+    )
     with pytest.raises(Exception, match="failed to unwrap"):
         provider.unwrap(provider.kek_id, wrapped, context="tenant=b;key=1")
     os.chmod(path, 0o644)
@@ -345,7 +348,9 @@ def test_kek_from_the_environment(metadata: MetadataStore, tmp_path: Path) -> No
         LocalKeyProvider(None, env_value="c2hvcnQ=")
 
 
-def test_aws_kms_provider(s3_env: S3Endpoint, metadata: MetadataStore, tmp_path: Path) -> None:
+def test_aws_kms_provider_and_a_rewrap_to_a_key_file_and_back(
+    s3_env: S3Endpoint, metadata: MetadataStore, tmp_path: Path
+) -> None:
     """moto's server mode answers KMS on the same endpoint as S3."""
     import boto3
 
@@ -360,10 +365,21 @@ def test_aws_kms_provider(s3_env: S3Endpoint, metadata: MetadataStore, tmp_path:
         metadata, AwsKmsKeyProvider(key_id, region=TEST_REGION, endpoint_url=s3_env.url)
     )
     assert store.with_cipher(fresh.cipher("team-a")).read_blob(info.sha256) == pattern(5000)
-    # re-wrap from KMS to a local key file, and back
+    # re-wrap from KMS to a local key file ...
     local = LocalKeyProvider(tmp_path / "kek")
     assert fresh.rewrap(local) == 1
-    assert store.with_cipher(TenantKeys(metadata, local).cipher("team-a")).read_blob(info.sha256)
+    assert [k.kek_id for k in keys.list()] == [local.kek_id]
+    on_local = TenantKeys(metadata, local)
+    assert store.with_cipher(on_local.cipher("team-a")).read_blob(info.sha256) == pattern(5000)
+    # ... and back to KMS: a process with only the KMS key reads the blob again
+    assert (
+        on_local.rewrap(AwsKmsKeyProvider(key_id, region=TEST_REGION, endpoint_url=s3_env.url)) == 1
+    )
+    assert [k.kek_id for k in keys.list()] == [f"aws-kms:{key_id}"]
+    kms_only = TenantKeys(
+        metadata, AwsKmsKeyProvider(key_id, region=TEST_REGION, endpoint_url=s3_env.url)
+    )
+    assert store.with_cipher(kms_only.cipher("team-a")).read_blob(info.sha256) == pattern(5000)
 
 
 # -- streaming ------------------------------------------------------------------------------
@@ -432,7 +448,7 @@ def test_local_run_with_encryption_stores_no_plaintext(
     res = ws.argosy("run", f"{path}:secretive", "--output", "json", env=env)
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["status"] == "succeeded" and doc["outputs"] == {"output": 14000}
+    assert doc["status"] == "succeeded" and outputs(doc) == {"output": 14000}
     blobs = ws.home / "blobs"
     assert _scan(blobs, b"SECRET-OUTPUT-") == []
     assert _scan(blobs, b"measured") == []  # logs are encrypted too
@@ -442,7 +458,7 @@ def test_local_run_with_encryption_stores_no_plaintext(
     key_file = ws.home / "keys" / "kek"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     # the CLI reads the encrypted logs back
-    logs = ws.argosy("logs", doc["run_id"], "measure", env=env)
+    logs = ws.argosy("logs", doc["id"], "measure", env=env)
     assert logs.code == 0 and "measured" in logs.stdout, logs.stderr
     # keys: list, rotate, then a new run and the old outputs still read; then re-wrap
     listed = ws.argosy("admin", "keys", "list", "--output", "json", env=env).json()
@@ -452,13 +468,13 @@ def test_local_run_with_encryption_stores_no_plaintext(
     )
     assert rotated.code == 0, rotated.stderr
     again = ws.argosy("run", f"{path}:secretive", "--no-cache", "--output", "json", env=env)
-    assert again.code == 0 and again.json()["outputs"] == {"output": 14000}, again.stderr
+    assert again.code == 0 and outputs(again.json()) == {"output": 14000}, again.stderr
     rewrap = ws.argosy("admin", "keys", "rewrap", "--remove-old", "--output", "json", env=env)
     assert rewrap.code == 0, rewrap.stderr
     result: dict[str, Any] = rewrap.json()
     assert result["rewrapped"] == 2 and len(result["removed_keks"]) == 1
     assert len(json.loads(key_file.read_text())["keys"]) == 1
-    logs = ws.argosy("logs", doc["run_id"], "measure", env=env)
+    logs = ws.argosy("logs", doc["id"], "measure", env=env)
     assert logs.code == 0 and "measured" in logs.stdout, logs.stderr
     assert _scan(blobs, b"SECRET-OUTPUT-") == []
 
@@ -476,7 +492,7 @@ def test_backup_keeps_encrypted_artifacts_encrypted_and_restore_verifies_them(
     path = ws.write(textwrap.dedent(PIPELINE))
     res = ws.argosy("run", f"{path}:secretive", "--output", "json", env=env)
     assert res.code == 0, res.stderr
-    run_id = res.json()["run_id"]
+    run_id = res.json()["id"]
     backup = tmp_path / "nightly"
     res = ws.argosy("admin", "backup", str(backup), "--blobs", "-o", "json", env=env)
     assert res.code == 0, res.stderr
@@ -491,7 +507,7 @@ def test_backup_keeps_encrypted_artifacts_encrypted_and_restore_verifies_them(
     doc = res.json()
     assert doc["ok"] and doc["problems"] == [] and doc["verify"] == "hash"
     shown = ws.argosy("runs", "show", run_id, "-o", "json", env=restored)
-    assert shown.code == 0 and shown.json()["outputs"] == {"output": 14000}, shown.stderr
+    assert shown.code == 0 and outputs(shown.json()) == {"output": 14000}, shown.stderr
 
     # a flipped byte in a stored blob is found by the next backup's check (through decryption)
     victim = next(p for p in (tmp_path / "restored" / "blobs").rglob("*") if p.is_file())

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Artifact, Attempt
-from tests.conftest import Workspace, alive, wait_for
+from tests.conftest import Workspace, alive, outputs, wait_for
 
 FAN_OUT = """
 import time
@@ -32,7 +32,7 @@ def fan_out() -> None:
 
 def _intervals(doc: dict[str, object]) -> list[tuple[float, float]]:
     spans = []
-    for s in doc["steps"]:  # type: ignore[attr-defined]
+    for s in doc["tasks"]:  # type: ignore[attr-defined]
         for a in s["attempts"]:
             spans.append(
                 (
@@ -58,8 +58,8 @@ def test_capacity_limits_concurrency_and_keeps_it_full(ws: Workspace) -> None:
     res = ws.argosy("run", str(path), "--max-cpus", "2", "--output", "json", timeout=180)
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert len(doc["steps"]) == 16
-    assert [s["node"] for s in doc["steps"]][:3] == ["nap", "nap-2", "nap-3"]
+    assert len(doc["tasks"]) == 16
+    assert [s["node_path"] for s in doc["tasks"]][:3] == ["nap", "nap-2", "nap-3"]
     slices = _concurrency(_intervals(doc))
     assert max(n for _, n in slices) == 2, "more attempts ran at once than 2 CPUs allow"
     total = sum(d for d, _ in slices)
@@ -131,8 +131,8 @@ def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
     assert res.code == 0, res.stderr
     doc = res.json()
     assert doc["status"] == "succeeded"
-    assert doc["outputs"] == {"output": (10 + 1) * (10 + 100)}
-    steps = {s["node"]: s for s in doc["steps"]}
+    assert outputs(doc) == {"output": (10 + 1) * (10 + 100)}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     for node in ("first", "slow", "quick", "last"):
         assert len(steps[node]["attempts"]) == 1, f"{node} was re-run"
         assert steps[node]["attempts"][0]["state"] == "succeeded"
@@ -143,7 +143,7 @@ def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
             assert after[attempt_id] == row, "a finished attempt changed on resume"
     # an uninterrupted run gives the same outputs
     straight = ws.argosy("run", str(path), "-p", f"gate={gate}", "--output", "json").json()
-    assert straight["outputs"] == doc["outputs"]
+    assert outputs(straight) == outputs(doc)
 
 
 def test_resume_ends_a_still_running_orphan_and_reruns_it_as_engine_lost(
@@ -172,8 +172,8 @@ def test_resume_ends_a_still_running_orphan_and_reruns_it_as_engine_lost(
     import json
 
     doc = json.loads(out)
-    assert doc["outputs"] == {"output": (10 + 1) * (10 + 100)}
-    steps = {s["node"]: s for s in doc["steps"]}
+    assert outputs(doc) == {"output": (10 + 1) * (10 + 100)}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     slow = steps["slow"]["attempts"]
     assert [a["number"] for a in slow] == [1, 2]
     assert slow[0]["reason"] == "engine_lost"
@@ -214,15 +214,15 @@ def test_a_step_called_twice_gets_two_node_paths_and_two_artifact_rows(ws: Works
     res = ws.argosy("run", str(path), "--output", "json")
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert [s["node"] for s in doc["steps"]] == ["constant", "constant-2", "custom", "named"]
+    assert [s["node_path"] for s in doc["tasks"]] == ["constant", "constant-2", "custom", "named"]
     with ws.local().metadata.session() as s:
-        arts = s.scalars(select(Artifact).where(Artifact.run_id == doc["run_id"])).all()
+        arts = s.scalars(select(Artifact).where(Artifact.run_id == doc["id"])).all()
         produced = [a for a in arts if a.node_path.startswith("constant")]
         assert len(produced) == 2
         assert produced[0].id != produced[1].id
         assert produced[0].task_id != produced[1].task_id
         assert produced[0].sha256 == produced[1].sha256  # one blob, two artifact rows
-        attempts = s.scalars(select(Attempt).where(Attempt.run_id == doc["run_id"])).all()
+        attempts = s.scalars(select(Attempt).where(Attempt.run_id == doc["id"])).all()
         assert len(attempts) == 4
 
 
@@ -241,7 +241,7 @@ def test_cancel_from_another_process_kills_running_attempts(ws: Workspace, tmp_p
 
     doc = json.loads(out)
     assert doc["status"] == "cancelled"
-    states = {s["node"]: s["state"] for s in doc["steps"]}
+    states = {s["node_path"]: s["state"] for s in doc["tasks"]}
     assert states["first"] == "succeeded"
     assert states["slow"] == "cancelled"
     assert states["last"] == "cancelled"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Workspace, alive
+from tests.conftest import Workspace, alive, outputs
 
 FAILING = """
 import os, signal, sys
@@ -67,7 +67,7 @@ def test_each_failure_fails_its_task_with_reason_and_log_and_skips_downstream(
     assert res.code == 1, res.stderr
     doc = res.json()
     assert doc["status"] == "failed"
-    steps = {s["node"]: s for s in doc["steps"]}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
 
     def last_attempt(node: str) -> dict[str, object]:
         return steps[node]["attempts"][-1]
@@ -86,10 +86,10 @@ def test_each_failure_fails_its_task_with_reason_and_log_and_skips_downstream(
         assert steps[downstream]["reason"].startswith("upstream_failed")
         assert steps[downstream]["attempts"] == []
     assert steps["fine"]["state"] == "succeeded"
-    assert doc["outputs"] == {"output": 42}
+    assert outputs(doc) == {"output": 42}
 
-    shown = ws.argosy("runs", "show", doc["run_id"], "--output", "json").json()
-    tails = {s["node"]: s["log_tail"] for s in shown["steps"]}
+    shown = ws.argosy("runs", "show", doc["id"], "--output", "json").json()
+    tails = {s["node_path"]: s["log_tail"] for s in shown["tasks"]}
     assert "about to crash" in tails["segfault"]
     assert "exiting with 3" in tails["exit_three"]
     assert any("ValueError: the data is wrong" in line for line in tails["raises"])
@@ -129,7 +129,7 @@ def test_timeout_kills_the_whole_tree_then_retries_after_backoff(
     path = ws.write(TIMEOUT)
     res = ws.argosy("run", str(path), "-p", f"marker_dir={markers}", "--output", "json")
     assert res.code == 1, res.stderr
-    step = res.json()["steps"][0]
+    step = res.json()["tasks"][0]
     assert step["state"] == "failed"
     attempts = step["attempts"]
     assert [a["number"] for a in attempts] == [1, 2]
@@ -171,13 +171,13 @@ def test_fail_fast_cancels_the_rest(ws: Workspace, flag: list[str]) -> None:
     """)
     res = ws.argosy("run", str(path), "--output", "json", "--max-cpus", "2", *flag, timeout=60)
     doc = res.json()
-    states = {s["node"]: s["state"] for s in doc["steps"]}
+    states = {s["node_path"]: s["state"] for s in doc["tasks"]}
     assert doc["status"] == "failed"
     assert states["boom"] == "failed"
     if flag:
         assert states == {"boom": "failed", "slow": "cancelled", "slow-2": "cancelled",
                           "slow-3": "cancelled"}  # fmt: skip
-        never_started = [s for s in doc["steps"] if s["node"] in ("slow-2", "slow-3")]
+        never_started = [s for s in doc["tasks"] if s["node_path"] in ("slow-2", "slow-3")]
         assert all(s["reason"] == "fail-fast: boom failed" for s in never_started)
     else:
         assert states == {"boom": "failed", "slow": "succeeded", "slow-2": "succeeded",

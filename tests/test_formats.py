@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 
 BIG_ROWS = 13_107_200  # float64 elements: exactly 100 MiB
 
@@ -278,7 +278,7 @@ class RoundTrip:
     def __init__(self, ws: Workspace, run: dict[str, Any]) -> None:
         self.ws = ws
         self.run = run
-        listed = ws.argosy("artifacts", "list", run["run_id"], "--output", "json")
+        listed = ws.argosy("artifacts", "list", run["id"], "--output", "json")
         assert listed.code == 0, listed.stderr
         self.artifacts = {a["node"]: a for a in listed.json()["artifacts"]}
 
@@ -300,13 +300,13 @@ def round_trip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoundTrip]:
 
 
 def test_every_task_succeeds_with_one_artifact_per_output(round_trip: RoundTrip) -> None:
-    steps = {s["node"]: s["state"] for s in round_trip.run["steps"]}
+    steps = {s["node_path"]: s["state"] for s in round_trip.run["tasks"]}
     assert set(steps.values()) == {"succeeded"}
     assert set(round_trip.artifacts) == set(steps)  # every step has exactly one output
 
 
 def test_data_frames_and_tables_arrive_as_their_own_library_types(round_trip: RoundTrip) -> None:
-    out = round_trip.run["outputs"]
+    out = outputs(round_trip.run)
     assert out["pandas"] == {
         "kind": "pandas.DataFrame",
         "columns": ["a", "b", "c"],
@@ -332,7 +332,7 @@ def test_data_frames_and_tables_arrive_as_their_own_library_types(round_trip: Ro
 
 
 def test_arrays_dicts_and_bytes_arrive_unchanged(round_trip: RoundTrip) -> None:
-    out = round_trip.run["outputs"]
+    out = outputs(round_trip.run)
     assert out["numpy"] == {
         "dtype": "float64",
         "shape": [3, 4],
@@ -351,7 +351,7 @@ def test_arrays_dicts_and_bytes_arrive_unchanged(round_trip: RoundTrip) -> None:
 
 
 def test_files_and_directories_arrive_as_paths_with_their_contents(round_trip: RoundTrip) -> None:
-    out = round_trip.run["outputs"]
+    out = outputs(round_trip.run)
     assert out["file"] == {
         "is_path": True,
         "name": "report.txt",  # the consumer sees the producer's file name
@@ -366,7 +366,7 @@ def test_files_and_directories_arrive_as_paths_with_their_contents(round_trip: R
 
 
 def test_models_round_trip_through_joblib_and_pickle(round_trip: RoundTrip) -> None:
-    model = round_trip.run["outputs"]["model"]
+    model = outputs(round_trip.run)["model"]
     assert model["kind"] == "sklearn.LogisticRegression"
     assert model["classes"] == [0, 1]
     assert model["predictions"] == [0, 0, 1, 1]
@@ -376,7 +376,7 @@ def test_models_round_trip_through_joblib_and_pickle(round_trip: RoundTrip) -> N
     (intercept,) = model["intercept"]
     assert coef > 0.5
     assert -intercept / coef == pytest.approx(2.5, abs=1e-3)
-    assert round_trip.run["outputs"]["point"] == {"kind": "Point", "x": 3, "y": -4, "norm1": 7}
+    assert outputs(round_trip.run)["point"] == {"kind": "Point", "x": 3, "y": -4, "norm1": 7}
 
 
 def test_artifact_rows_record_type_format_and_a_hash_that_matches_the_blob(
@@ -389,7 +389,7 @@ def test_artifact_rows_record_type_format_and_a_hash_that_matches_the_blob(
         if type_ref is not None:
             assert row["type"] == type_ref, node
         assert row["output"] == "output"
-        assert row["ref"] == f"{round_trip.run['run_id']}/{node}/output"
+        assert row["ref"] == f"{round_trip.run['id']}/{node}/output"
         blob = blob_file(round_trip.ws, row["sha256"])
         assert blob.is_file(), node
         assert sha256_of(blob) == row["sha256"], node
@@ -471,7 +471,7 @@ def test_directory_artifact_is_a_reproducible_tar_and_downloads_as_a_tree(
 
 
 def test_array_input_is_memory_mapped_not_copied(round_trip: RoundTrip) -> None:
-    big = round_trip.run["outputs"]["big"]
+    big = outputs(round_trip.run)["big"]
     assert big["type"] == "memmap"
     assert big["is_memmap"] is True
     assert big["writeable"] is False  # inputs are immutable: no write can reach the blob
@@ -563,7 +563,7 @@ def rotted(ws: Workspace) -> tuple[Workspace, dict[str, Any]]:
     source = ROTTING.replace("__BLOB_FOLDER__", repr(str(blob_folder(ws))))
     res = ws.argosy("run", str(ws.write(source)), "--output", "json")
     assert res.code == 1, res.stderr
-    listed = ws.argosy("artifacts", "list", res.json()["run_id"], "--output", "json")
+    listed = ws.argosy("artifacts", "list", res.json()["id"], "--output", "json")
     (row,) = [a for a in listed.json()["artifacts"] if a["node"] == "produce"]
     assert row["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
     return ws, row
@@ -578,7 +578,7 @@ def test_reading_a_corrupted_blob_fails_the_task_with_an_integrity_error(
     assert shown.code == 0, shown.stderr
     doc = shown.json()
     assert doc["status"] == "failed"
-    steps = {s["node"]: s for s in doc["steps"]}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     assert steps["produce"]["state"] == "succeeded"
     assert steps["bit_rot"]["state"] == "succeeded"
     consume = steps["consume"]
@@ -592,7 +592,7 @@ def test_reading_a_corrupted_blob_fails_the_task_with_an_integrity_error(
     assert "corrupted" in consume["reason"]
     assert "consume" in doc["error"]
     assert "corrupted" in doc["error"]
-    assert doc["outputs"] == {}  # the pipeline output was never produced
+    assert outputs(doc) == {}  # the pipeline output was never produced
 
 
 def test_downloading_a_corrupted_blob_fails_with_one_line(
@@ -634,9 +634,9 @@ def test_rerunning_the_producer_repairs_a_corrupted_blob(ws: Workspace) -> None:
     assert "corrupted" in second.json()["error"]
     third = ws.argosy("run", str(path), "--output", "json")
     assert third.code == 0, third.json()["error"]
-    producer = next(s for s in third.json()["steps"] if s["node"] == "produce")
+    producer = next(s for s in third.json()["tasks"] if s["node_path"] == "produce")
     assert producer["state"] == "succeeded"
-    assert third.json()["outputs"]["output"] == sha
+    assert outputs(third.json())["output"] == sha
     assert hashlib.sha256((blob_folder(ws) / sha[:2] / sha).read_bytes()).hexdigest() == sha
 
 
@@ -681,7 +681,7 @@ def test_outputs_that_do_not_fit_their_annotation_fail_with_output_error(ws: Wor
     assert res.code == 1, res.stderr
     doc = res.json()
     assert doc["status"] == "failed"
-    steps = {s["node"]: s for s in doc["steps"]}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     assert steps["fine"]["state"] == "succeeded"
 
     frame = steps["claims_frame"]
@@ -702,5 +702,5 @@ def test_outputs_that_do_not_fit_their_annotation_fail_with_output_error(ws: Wor
     assert "serializer('joblib')" in attempt["error"]
 
     # nothing was recorded for the failed outputs
-    listed = ws.argosy("artifacts", "list", doc["run_id"], "--output", "json")
+    listed = ws.argosy("artifacts", "list", doc["id"], "--output", "json")
     assert [a["node"] for a in listed.json()["artifacts"]] == ["fine"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -57,25 +57,27 @@ def _find(tree: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 def test_lineage_of_the_best_model(demo: tuple[Workspace, dict[str, Any], str]) -> None:
     ws, run, commit = demo
-    ref = f"{run['run_id']}/select_best/model"
+    ref = f"{run['id']}/select_best/model"
     res = ws.argosy("lineage", ref, "--output", "json")
     assert res.code == 0, res.stderr
-    tree = res.json()
+    doc = res.json()
+    assert doc["direction"] == "up" and doc["schema_version"] == 1
+    tree = doc["artifact"]
     assert tree["sha256"] == run["outputs"]["model"]["sha256"]
-    tasks = {t["node"]: t for t in _find(tree, "task")}
+    tasks = {t["node_path"]: t for t in _find(tree, "task")}
     assert {"extract", "preprocess", "train_logistic", "train_boosting", "select_best"} <= set(
         tasks
     )
     for task in tasks.values():
         assert task["git"]["commit"] == commit
         assert task["git"]["dirty"] is False
-        assert task["pipeline_version"] == run["pipeline_version"]
+        assert task["digest"] == run["digest"]
         assert task["code"]["package"].startswith("sha256:")
         assert task["environment"]["packages"]["python"]
     assert tasks["train_boosting"]["environment"]["packages"]["scikit-learn"]
     artifacts = {a["ref"].split("/", 1)[1]: a for a in _find(tree, "artifact")}
-    listed = ws.argosy("artifacts", "list", run["run_id"], "--output", "json").json()["artifacts"]
-    extract_sha = next(a["sha256"] for a in listed if a["node"] == "extract")
+    listed = ws.argosy("artifacts", "list", run["id"], "--output", "json").json()["artifacts"]
+    extract_sha = next(a["sha256"] for a in listed if a["node_path"] == "extract")
     assert artifacts["extract/output"]["sha256"] == extract_sha
     values = {v["value"] for v in _find(tree, "value") if not isinstance(v["value"], dict | list)}
     assert {42, 0.25, 150, 1.0} <= values  # seed, test_fraction, trees, c
@@ -86,10 +88,10 @@ def test_lineage_of_the_best_model(demo: tuple[Workspace, dict[str, Any], str]) 
     dot = ws.argosy("lineage", ref, "--output", "dot")
     assert dot.stdout.startswith("digraph lineage {") and "train_logistic" in dot.stdout
 
-    down = ws.argosy(
-        "lineage", f"{run['run_id']}/extract/output", "--down", "--output", "json"
-    ).json()
-    consumers = {t["node"] for t in _find(down, "task")}
+    down = ws.argosy("lineage", f"{run['id']}/extract/output", "--down", "--output", "json").json()[
+        "artifact"
+    ]
+    consumers = {t["node_path"] for t in _find(down, "task")}
     assert {
         "preprocess",
         "train_logistic",
@@ -103,15 +105,19 @@ def test_reproduce_gives_identical_metrics_and_model(
     demo: tuple[Workspace, dict[str, Any], str],
 ) -> None:
     ws, run, _ = demo
-    res = ws.argosy("runs", "reproduce", run["run_id"], "--output", "json", timeout=300)
+    res = ws.argosy("runs", "reproduce", run["id"], "--output", "json", timeout=300)
     assert res.code == 0, res.stderr
     doc = res.json()
-    assert doc["reproduces"] == run["run_id"] and doc["drift"] == []
-    assert all(s["state"] == "succeeded" for s in doc["steps"]), "reproduce must really re-run"
-    assert doc["outputs"]["metrics"] == run["outputs"]["metrics"]
+    assert doc["reproduce_of"] == run["id"] and doc["drift"] == []
+    assert doc["tasks"] and all(s["state"] == "succeeded" for s in doc["tasks"]), (
+        "reproduce must really re-run"
+    )
+    assert outputs(doc)["metrics"] == outputs(run)["metrics"]
     assert doc["outputs"]["model"]["sha256"] == run["outputs"]["model"]["sha256"]
-    assert all(doc["identical_outputs"].values())
-    assert doc["pipeline_version"] == run["pipeline_version"]
+    same = doc["identical_outputs"]
+    assert {"train_logistic.output", "train_boosting.output"} <= set(same), same
+    assert all(same.values()), same
+    assert doc["digest"] == run["digest"]
 
 
 def test_reproduce_refuses_drift_unless_allowed(
@@ -128,12 +134,12 @@ def test_reproduce_refuses_drift_unless_allowed(
 
 
 def _check_drift(ws: Workspace, run: dict[str, Any]) -> None:
-    res = ws.argosy("runs", "reproduce", run["run_id"])
+    res = ws.argosy("runs", "reproduce", run["id"])
     assert res.code == 2
     assert "drift: step train_boosting: code changed: demo.py::train_boosting" in res.stderr
     assert "--allow-drift" in res.stderr.strip().splitlines()[-1]
     allowed = ws.argosy(
-        "runs", "reproduce", run["run_id"], "--allow-drift", "--output", "json", timeout=300
+        "runs", "reproduce", run["id"], "--allow-drift", "--output", "json", timeout=300
     )
     assert allowed.code == 0, allowed.stderr
     # what runs is the recorded pipeline version, so the outputs are still identical
@@ -146,7 +152,7 @@ def test_diff_shows_parameters_and_metrics(demo: tuple[Workspace, dict[str, Any]
         "run", "demo.py:breast_cancer", "-p", "trees=20", "--output", "json", timeout=300
     )
     assert other.code == 0, other.stderr
-    res = ws.argosy("runs", "diff", run["run_id"], other.json()["run_id"], "--output", "json")
+    res = ws.argosy("runs", "diff", run["id"], other.json()["id"], "--output", "json")
     assert res.code == 0, res.stderr
     doc = res.json()
     params = {r["key"]: r for r in doc["parameters"]}
@@ -157,15 +163,15 @@ def test_diff_shows_parameters_and_metrics(demo: tuple[Workspace, dict[str, Any]
     metrics = {r["key"]: r for r in doc["metrics"]}
     assert "evaluate-2.output.roc_auc" in metrics
     assert metrics["evaluate.output.roc_auc"]["same"]  # the logistic model did not change
-    outputs = {r["key"]: r for r in doc["outputs"]}
-    assert not outputs["train_boosting.output"]["same"]
-    assert outputs["train_logistic.output"]["same"]
-    text = ws.argosy("runs", "diff", run["run_id"], other.json()["run_id"])
+    rows = {r["key"]: r for r in doc["outputs"]}
+    assert not rows["train_boosting.output"]["same"]
+    assert rows["train_logistic.output"]["same"]
+    text = ws.argosy("runs", "diff", run["id"], other.json()["id"])
     assert "trees" in text.stdout and "roc_auc" in text.stdout
 
 
 def test_demo_twice_is_fully_cached(demo: tuple[Workspace, dict[str, Any], str]) -> None:
     ws, _, _ = demo
     again = ws.argosy("run", "demo.py:breast_cancer", "--output", "json", timeout=300).json()
-    assert {s["state"] for s in again["steps"]} == {"cached"}
-    assert all(s["attempts"] == [] for s in again["steps"])
+    assert {s["state"] for s in again["tasks"]} == {"cached"}
+    assert all(s["attempts"] == [] for s in again["tasks"])

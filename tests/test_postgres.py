@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import ProgrammingError
 
-from argosy.cli.local import open_local
+from argosy.client.local import open_local
 from argosy.config import load_settings
 from argosy.engine.engine import _RunLoop
 from argosy.errors import StoreError
@@ -31,7 +31,7 @@ from argosy.stores.metadata import db
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore, open_engine
 from argosy.stores.metadata.tables import Attempt, Run, Task
-from tests.conftest import Workspace, alive, wait_for
+from tests.conftest import Workspace, alive, outputs, wait_for
 from tests.test_migrations import schema_differences
 
 if TYPE_CHECKING:
@@ -361,8 +361,8 @@ def test_a_run_survives_the_database_being_down_for_20_seconds(
     assert "database reachable again" in err
     doc = json.loads(out)
     assert doc["status"] == "succeeded"
-    assert doc["outputs"] == {"output": "total=14"}
-    steps = {s["node"]: s for s in doc["steps"]}
+    assert outputs(doc) == {"output": "total=14"}
+    steps = {s["node_path"]: s for s in doc["tasks"]}
     assert set(steps) == {"square", "square-2", "square-3", "square-4", "total", "describe"}
     for node, step in steps.items():
         assert step["state"] == "succeeded", node
@@ -372,7 +372,7 @@ def test_a_run_survives_the_database_being_down_for_20_seconds(
     store = MetadataStore.open(pg_url)
     try:
         with store.session() as s:
-            run = s.get_one(Run, doc["run_id"])
+            run = s.get_one(Run, doc["id"])
             assert run.status == "succeeded"
             assert run.engine is None
             per_task: dict[str, int] = {}
@@ -454,7 +454,7 @@ def test_the_engine_gives_up_after_db_retry_seconds_and_resume_finishes_the_run(
         engine._release(run_id)  # as Engine.execute does (this test drove the loop itself)
         res = ws.argosy("runs", "resume", run_id, "-o", "json", env={"ARGOSY_DATABASE_URL": pg_url})
         assert res.code == 0, res.stderr
-        assert res.json()["outputs"] == {"output": 7}
+        assert outputs(res.json()) == {"output": 7}
         with local.metadata.session() as s:
             attempts = s.scalars(select(Attempt).where(Attempt.run_id == run_id)).all()
             assert [(a.number, a.state) for a in attempts] == [(1, "failed"), (2, "succeeded")]
@@ -517,11 +517,11 @@ def test_short_outages_at_any_moment_lose_nothing_and_run_nothing_twice(
     assert proc.returncode == 0, err
     assert "database unreachable" in err
     doc = json.loads(out)
-    assert doc["outputs"] == {"output": sum(2 * i for i in range(40))}
-    steps = doc["steps"]
+    assert outputs(doc) == {"output": sum(2 * i for i in range(40))}
+    steps = doc["tasks"]
     assert len(steps) == 43  # numbers, double (the map), its 40 iterations, add
     for step in steps:
-        if step["node"] == "double":
+        if step["node_path"] == "double":
             continue  # the map node itself runs no attempt
         ok = [a for a in step["attempts"] if a["state"] == "succeeded"]
         assert len(ok) == 1, f"{step['node']}: {step['attempts']}"

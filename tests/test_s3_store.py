@@ -32,7 +32,7 @@ from argosy.stores.artifacts.base import ByteStore
 from argosy.stores.artifacts.blobs import ArtifactStore, BlobInfo, open_artifact_store
 from argosy.stores.artifacts.local import LocalByteStore
 from argosy.stores.artifacts.s3 import MiB, S3ByteStore, S3Options
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 from tests.s3_fixture import S3Endpoint, free_port
 
 SMALL_PARTS = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "max_concurrency": 3}
@@ -642,7 +642,7 @@ def test_s3_pipeline_run_end_to_end(
     result = ws.argosy("run", f"{path}:s3_pipe", "-o", "json", env=env)
     assert result.code == 0, result.stdout + result.stderr
     run = result.json()
-    assert run["outputs"] == {"output": {"size": 256 * 4096, "first": 0, "last": 255}}
+    assert outputs(run) == {"output": {"size": 256 * 4096, "first": 0, "last": 255}}
     client = s3_env.client()
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert any("/blobs/sha256/" in k for k in keys) and any(k.endswith("result.json") for k in keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from argosy.stores.metadata import runs as q
-from tests.conftest import Workspace
+from tests.conftest import Workspace, outputs
 
 HEADER = """
 import pandas as pd
@@ -208,7 +208,7 @@ def test_unknown_references_are_usage_errors(ws: Workspace) -> None:
     path = ws.write(GOOD)
     ok = ws.argosy("run", str(path), "-p", "n=4", "-p", "k=3", "--output", "json")
     assert ok.code == 0, ok.stderr
-    assert ok.json()["outputs"] == {"output": 12}
+    assert outputs(ok.json()) == {"output": 12}
     for args in (
         ["runs", "show", "ZZZZZZ"],
         ["logs", "ZZZZZZ"],
@@ -217,5 +217,5 @@ def test_unknown_references_are_usage_errors(ws: Workspace) -> None:
         res = ws.argosy(*args)
         assert res.code == 2, args
         assert "no run id starts with" in res.stderr or "no artifact id starts with" in res.stderr
-    res = ws.argosy("logs", ok.json()["run_id"], "nonode")
+    res = ws.argosy("logs", ok.json()["id"], "nonode")
     assert res.code == 2 and "has no node 'nonode'" in res.stderr

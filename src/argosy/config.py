@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     fail_fast: bool = False
     cache: bool = Field(default=True, description="reuse outputs of identical earlier tasks")
     cache_ttl: float | None = Field(default=None, gt=0, description="default max age (seconds)")
+    max_parameter_bytes: int = Field(
+        default=1024**2, gt=0, description="largest JSON of one run's parameters; larger: refused"
+    )
     secrets_file: Path | None = None
     poll_interval: float = Field(
         default=0.5, gt=0, description="seconds between the engine's checks for cancel requests"
@@ -171,6 +174,19 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(
         default=6000, ge=0, description="requests per minute per principal (0: no limit); 429"
     )
+    max_json_depth: int = Field(
+        default=32, ge=1, le=200, description="deepest nesting of a JSON body; deeper: 422"
+    )
+    request_header_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to receive a request's headers; later: 408"
+    )
+    request_body_timeout: float = Field(
+        default=30.0, gt=0,
+        description="seconds to receive a JSON body, or each chunk of an upload; later: 408",
+    )  # fmt: skip
+    trusted_proxies: list[str] = Field(
+        default=[], description="addresses/CIDRs of proxies whose X-Forwarded-For is believed"
+    )
     # -- encryption at rest
     encryption: bool | None = Field(
         default=None, description="encrypt artifacts and secrets (default: on in server mode)"
@@ -188,6 +204,44 @@ class Settings(BaseSettings):
         description="with task_user: each tenant's tasks run as their own uid, this + N "
         "(N allocated per tenant), so tasks of different tenants never share an OS user",
     )  # fmt: skip
+    # -- the Kubernetes executor (executors/kubernetes; docs/deploy-kubernetes.md)
+    executor: Literal["local", "kubernetes"] = Field(
+        default="local", description="what runs a server's tasks: local processes or pods"
+    )
+    kubernetes_namespace: str = Field(
+        default="argosy-{tenant}", description="the namespace of a tenant's task pods"
+    )
+    kubernetes_service_account: str = Field(
+        default="argosy-task", description="the service account of a tenant's task pods"
+    )
+    kubernetes_role_arn: str | None = Field(
+        default=None,
+        description="IRSA: the IAM role of a tenant's service account, e.g. "
+        "arn:aws:iam::123456789012:role/argosy-{tenant}",
+    )
+    kubernetes_runtime_image: str | None = Field(
+        default=None, description="the task image, pinned by digest (REPO@sha256:...)"
+    )
+    kubernetes_pools: dict[str, dict[str, Any]] = Field(
+        default={},
+        description="node pools (JSON): name -> {node_selector, tolerations, affinity}",
+    )
+    kubernetes_default_pool: str | None = Field(
+        default=None, description="the pool of steps that name none"
+    )
+    kubernetes_unschedulable_seconds: float = Field(
+        default=600.0, gt=0, description="fail a pod the scheduler cannot place for this long"
+    )
+    kubernetes_job_ttl_seconds: int = Field(
+        default=3600, ge=0, description="ttlSecondsAfterFinished: the cluster's backstop"
+    )
+    kubernetes_task_store_url: str | None = Field(
+        default=None,
+        description="where task pods reach the server's task store (in-cluster Service URL)",
+    )
+    kubernetes_server_namespace: str = Field(
+        default="argosy-system", description="the namespace of the Argosy server"
+    )
 
     @field_validator("tenant")
     @classmethod

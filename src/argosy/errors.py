@@ -6,6 +6,7 @@ so the CLI can print it as one line and exit with a meaningful code::
     ArgosyError                      base; ``exit_code`` says how the CLI exits
     ├── UsageError                   bad command-line input (exit 2)
     │   ├── NotFoundError            a run/task/artifact reference that matches nothing
+    │   ├── QuotaExceededError       storing this would pass one of the tenant's quotas
     │   └── ConflictError            the request contradicts what exists (a version name taken)
     │       └── VersionConflictError a version name already names different content
     ├── PipelineDefinitionError      a pipeline that cannot run as written (exit 2)
@@ -27,9 +28,15 @@ class ArgosyError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, extra: dict[str, object] | None = None
+    ) -> None:
+        """``code``: a stable machine-readable name for API clients (e.g. ``run_finished``);
+        ``extra``: structured details an API answer carries beside the message."""
         super().__init__(message)
         self.message = message
+        self.code = code
+        self.extra = extra or {}
 
     def __str__(self) -> str:
         return self.message
@@ -43,6 +50,10 @@ class UsageError(ArgosyError):
 
 class NotFoundError(UsageError):
     """A reference (id, id prefix or RUN/NODE/OUTPUT path) matches nothing, or several things."""
+
+
+class QuotaExceededError(UsageError):
+    """Storing what was asked would pass one of the tenant's quotas (named in the message)."""
 
 
 class ConflictError(UsageError):

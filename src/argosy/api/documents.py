@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 API_PREFIX = "/api/v1"
+SCHEMA_VERSION = 1  # of the documents below (``Versioned``): see the package docstring
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 
 T = TypeVar("T")
@@ -35,6 +36,13 @@ class Page(Document, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+class Versioned(Document):
+    """A top-level document: ``schema_version`` changes only when a field changes meaning
+    or goes away; new optional fields keep the version."""
+
+    schema_version: int = SCHEMA_VERSION
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -67,7 +75,7 @@ class PipelineVersionCreate(Request):
     version: str | None = Field(default=None, pattern=NAME_PATTERN)
 
 
-class PipelineVersion(Document):
+class PipelineVersion(Versioned):
     id: str
     pipeline: str
     digest: str  # the spec's content hash: what identifies the version
@@ -77,7 +85,7 @@ class PipelineVersion(Document):
     spec: dict[str, Any] | None = None  # included when one version is asked for
 
 
-class PipelineVersionPushed(Document):
+class PipelineVersionPushed(Versioned):
     """The outcome of a push: ``created`` is false when the content was already there."""
 
     version: PipelineVersion
@@ -85,7 +93,7 @@ class PipelineVersionPushed(Document):
     tag_added: bool
 
 
-class Pipeline(Document):
+class Pipeline(Versioned):
     id: str
     name: str
     created_at: datetime
@@ -97,6 +105,39 @@ class Pipeline(Document):
 RunStatusName = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 
+class UploadedPath(Request):
+    """A local file or folder uploaded as a blob for a run (``POST .../uploads``): a run
+    parameter whose value is the path as the user wrote it is read from this blob instead of
+    from the server's disk."""
+
+    sha256: str = Field(pattern=r"^(sha256:)?[0-9a-f]{64}$")
+    format: Literal["file", "dir"]
+    filename: str | None = Field(default=None, max_length=255)
+
+
+class UploadCreate(Request):
+    """Start uploading a local file (``file``) or a tar of a folder (``dir``) for runs;
+    ``size`` counts against the tenant's ``storage_bytes`` quota."""
+
+    sha256: str = Field(pattern=r"^(sha256:)?[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    format: Literal["file", "dir"]
+    filename: str | None = Field(default=None, max_length=255)
+
+
+class Upload(Document):
+    """An upload: send its bytes from ``received`` on (``PUT .../uploads/{id}?offset=``), then
+    complete it; ``completed`` when the blob is stored (at once if it was already there)."""
+
+    id: str
+    sha256: str
+    size: int
+    received: int
+    format: str
+    filename: str | None = None
+    completed: bool
+
+
 class RunCreate(Request):
     """Run a pushed pipeline version (a tag, a digest or a version id; default: the newest)."""
 
@@ -105,9 +146,26 @@ class RunCreate(Request):
     parameters: dict[str, Any] = Field(default_factory=dict)
     fail_fast: bool = False
     no_cache: bool = False
+    files: dict[str, UploadedPath] = Field(
+        default_factory=dict,
+        description="parameter value (a path as written) -> the upload that holds its bytes",
+    )
 
 
-class Run(Document):
+class ArtifactRef(Document):
+    """An output as runs and tasks show it: its artifact, and its value when that is small
+    JSON (a collection of JSON values shows as the list of its elements' values)."""
+
+    artifact_id: str
+    ref: str  # RUN/NODE/OUTPUT: what 'argosy artifacts get' takes
+    type: str
+    format: str
+    sha256: str
+    size: int
+    value: Any = None
+
+
+class Run(Versioned):
     id: str
     pipeline: str
     pipeline_version_id: str
@@ -120,9 +178,11 @@ class Run(Document):
     finished_at: datetime | None = None
     error: str | None = None
     cancel_requested: bool = False
+    engine_alive: bool | None = None  # running: whether the engine driving it still lives
     retry_of: str | None = None
+    reproduce_of: str | None = None
     schedule: str | None = None
-    outputs: dict[str, Any] = Field(default_factory=dict)  # pipeline output -> artifact id
+    outputs: dict[str, ArtifactRef] = Field(default_factory=dict)  # the pipeline's outputs
 
 
 class Attempt(Document):
@@ -133,28 +193,53 @@ class Attempt(Document):
     cause: str
     error: str | None = None
     host: str | None = None
+    pid: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     exit_code: int | None = None
+    signal: int | None = None
     wall_time: float | None = None
+    cpu_time: float | None = None
     peak_memory: int | None = None
+    node_pool: str | None = None
 
 
-class Task(Document):
+class TaskCache(Document):
+    """Whether the task reused an earlier identical task's outputs, and why (or why not)."""
+
+    status: str | None = None  # hit | miss | off
+    reason: str | None = None
+    key: str | None = None
+    cached_from_task: str | None = None
+
+
+class Task(Versioned):
     id: str
     node_path: str
     step: str
     state: str
     reason: str | None = None
-    cache: dict[str, Any] | None = None
+    item: Any = None  # the item of a fan-out iteration (``train[2]``)
+    cache: TaskCache = Field(default_factory=TaskCache)
     queued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempts: list[Attempt] = Field(default_factory=list)
+    inputs: dict[str, Any] | None = None  # what each input resolved to
+    outputs: dict[str, ArtifactRef] = Field(default_factory=dict)
+    log_tail: list[str] = Field(default_factory=list)  # the last lines of its last attempt
 
 
-class Artifact(Document):
+class RunDetail(Run):
+    """A run with its tasks and metrics: what ``runs show`` and the run page show."""
+
+    tasks: list[Task] = Field(default_factory=list)
+    metrics: dict[str, Any] = Field(default_factory=dict)  # NODE.OUTPUT -> values
+
+
+class Artifact(Versioned):
     id: str
+    ref: str  # RUN/NODE/OUTPUT
     run_id: str
     node_path: str
     output_name: str
@@ -174,12 +259,48 @@ class LogLine(Document):
     line: str
 
 
-class LogPage(Document):
+class LogPage(Versioned):
     """Log lines in time order; ask again with ``cursor`` for lines written since."""
 
     items: list[LogLine]
     cursor: str
     finished: bool  # the run is done: no more lines will come
+    status: RunStatusName | None = None  # the run's status when the page was read
+
+
+class RunLogs(Versioned):
+    """All of a run's log lines (``argosy logs RUN --output json``)."""
+
+    run_id: str
+    lines: list[LogLine]
+
+
+class DiffRow(Document):
+    key: str
+    a: Any = None
+    b: Any = None
+    same: bool
+
+
+class RunDiff(Versioned):
+    """Two runs side by side, section by section (``argosy runs diff``)."""
+
+    a: str
+    b: str
+    parameters: list[DiffRow]
+    code: list[DiffRow]
+    packages: list[DiffRow]
+    inputs: list[DiffRow]
+    outputs: list[DiffRow]
+    metrics: list[DiffRow]
+
+
+class Lineage(Versioned):
+    """Where an artifact came from (``up``) or what was made from it (``down``): a tree of
+    artifact, task, file and value nodes (``kind``), as ``argosy lineage`` prints it."""
+
+    direction: Literal["up", "down"]
+    artifact: dict[str, Any]
 
 
 # -- schedules ---------------------------------------------------------------------------------
@@ -199,7 +320,7 @@ class ScheduleCreate(Request):
     paused: bool = False
 
 
-class Schedule(Document):
+class Schedule(Versioned):
     id: str
     name: str
     pipeline: str
@@ -353,16 +474,20 @@ class SecretInfo(Document):
 __all__ = [
     "API_PREFIX",
     "NAME_PATTERN",
+    "SCHEMA_VERSION",
     "TENANT_NAME_PATTERN",
     "ApiToken",
     "ApiTokenCreate",
     "ApiTokenCreated",
     "Artifact",
+    "ArtifactRef",
     "Attempt",
     "Blob",
     "CatchUp",
+    "DiffRow",
     "Document",
     "Health",
+    "Lineage",
     "LogLine",
     "LogPage",
     "Me",
@@ -378,6 +503,9 @@ __all__ = [
     "RoleName",
     "Run",
     "RunCreate",
+    "RunDetail",
+    "RunDiff",
+    "RunLogs",
     "RunStatusName",
     "Schedule",
     "ScheduleCreate",
@@ -386,8 +514,13 @@ __all__ = [
     "SecretSet",
     "SubjectKind",
     "Task",
+    "TaskCache",
     "Tenant",
     "TenantCreate",
     "TenantQuotas",
     "TenantSettingsUpdate",
+    "Upload",
+    "UploadCreate",
+    "UploadedPath",
+    "Versioned",
 ]

@@ -61,42 +61,26 @@ def _settings(**overrides: Any) -> Any:
     return load_settings(**overrides)
 
 
-def _local(**overrides: Any) -> Any:
-    from argosy.cli.local import open_local
+def _backend(server: str | None = None, **overrides: Any) -> Any:
+    """Where the command acts: the server (--server, the global --server, or ARGOSY_SERVER)
+    through its API, else the local state folder (:mod:`argosy.client.backend`)."""
+    from argosy.client.backend import open_backend
 
-    return open_local(_settings(**overrides))
-
-
-def _remote(server: str | None, **overrides: Any) -> Any:
-    """A client of the server (--server, the global --server, or ARGOSY_SERVER), or None."""
-    settings = _settings(server=server or _global_server, **overrides)
-    if not settings.server:
-        return None
-    from argosy.cli.remote import open_client
-
-    return open_client(settings)
+    return open_backend(_settings(server=server or _global_server, **overrides))
 
 
 def _require_remote(server: str | None, command: str) -> Any:
-    client = _remote(server)
-    if client is None:
+    """A client of the server, for the commands that exist only there (schedules, tenants)."""
+    settings = _settings(server=server or _global_server)
+    if not settings.server:
         from argosy.errors import UsageError
 
         raise UsageError(
             f"'argosy {command}' works on a server: pass --server URL or set ARGOSY_SERVER"
         )
-    return client
+    from argosy.client.http import open_client
 
-
-def _local_only(command: str) -> None:
-    """Refuse a local-only command when a server is configured, rather than act elsewhere."""
-    if _global_server or _settings().server:
-        from argosy.errors import UsageError
-
-        raise UsageError(
-            f"'argosy {command}' works on local runs only, not through a server yet; "
-            "drop --server / unset ARGOSY_SERVER"
-        )
+    return open_client(settings)
 
 
 @app.command()
@@ -150,28 +134,21 @@ def run(
     progress on stderr and ends with its outputs (exit 1 if the run fails)."""
     from argosy.cli import commands
 
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            code = remote.run_pipeline(
-                client, _settings(), target, param or [], version=version, fail_fast=fail_fast,
-                no_cache=no_cache, detach=detach, wait=wait, json_output=output == Format.json,
-            )  # fmt: skip
-        raise typer.Exit(code)
-    if version or detach or wait:
-        from argosy.errors import UsageError
-
-        raise UsageError("--version, --detach and --wait need a server: pass --server URL")
-    settings = _settings(
+    backend = _backend(
+        server,
         max_cpus=max_cpus,
         max_memory=max_memory,
         max_gpus=max_gpus,
         fail_fast=fail_fast or None,
         cache=False if no_cache else None,
     )
-    code = commands.run_pipeline(settings, target, param or [], json_output=output == Format.json)
+    try:
+        code = commands.run_pipeline(
+            backend, _settings(), target, param or [], version=version, fail_fast=fail_fast,
+            no_cache=no_cache, detach=detach, wait=wait, json_output=output == Format.json,
+        )  # fmt: skip
+    finally:
+        backend.close()
     raise typer.Exit(code)
 
 
@@ -186,28 +163,35 @@ def compile_(
     """Compile a pipeline to its portable spec (apiVersion argosy.dev/v1)."""
     from argosy.cli import commands
 
-    commands.compile_pipeline(_settings(), target, out)
+    commands.compile_to(_settings(), target, out)
+
+
+def _with(server: str | None, act: Any) -> Any:
+    """Call ``act(backend)`` on the backend the command acts on, closing it afterwards."""
+    backend = _backend(server)
+    try:
+        return act(backend)
+    finally:
+        backend.close()
 
 
 @runs_app.command("list")
 def runs_list(
     output: OutputOpt = Format.text,
-    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 20,
-    status: Annotated[str | None, typer.Option(help="only runs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="only runs in this status: pending, running, succeeded, failed, cancelled"
+        ),
+    ] = None,
     pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
     server: ServerOpt = None,
 ) -> None:
     """List runs, newest first."""
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            remote.list_runs(client, output == Format.json, limit, status, pipeline)
-        return
     from argosy.cli import commands
 
-    commands.list_runs(_local(), output == Format.json, limit, status, pipeline)
+    _with(server, lambda b: commands.list_runs(b, output == Format.json, limit, status, pipeline))
 
 
 @runs_app.command("show")
@@ -217,29 +201,24 @@ def runs_show(
     server: ServerOpt = None,
 ) -> None:
     """Show a run: its tasks, attempts (with reasons, times, resource use) and outputs."""
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            remote.show_run(client, run_ref, output == Format.json)
-        return
     from argosy.cli import commands
 
-    commands.show_run(_local(), run_ref, output == Format.json)
+    _with(server, lambda b: commands.show_run(b, run_ref, output == Format.json))
 
 
 @runs_app.command("resume")
 def runs_resume(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     output: OutputOpt = Format.text,
+    server: ServerOpt = None,
 ) -> None:
-    """Continue a run whose engine stopped (finished tasks are kept, orphans are ended)."""
+    """Continue a local run whose engine stopped (finished tasks are kept, orphans are
+    ended); a server resumes its runs itself."""
     from argosy.cli import commands
 
-    _local_only("runs resume")
-
-    raise typer.Exit(commands.resume_run(_local(), run_ref, output == Format.json))
+    raise typer.Exit(
+        _with(server, lambda b: commands.resume_run(b, run_ref, output == Format.json))
+    )
 
 
 @runs_app.command("reproduce")
@@ -249,6 +228,7 @@ def runs_reproduce(
         bool, typer.Option("--allow-drift", help="reproduce even if code or packages changed")
     ] = False,
     output: OutputOpt = Format.text,
+    server: ServerOpt = None,
 ) -> None:
     """Re-run a run's pipeline version with its parameters and inputs, caching off.
 
@@ -257,9 +237,15 @@ def runs_reproduce(
     """
     from argosy.cli import commands
 
-    _local_only("runs reproduce")
-
-    raise typer.Exit(commands.reproduce_run(_local(), run_ref, allow_drift, output == Format.json))
+    settings = _settings()
+    raise typer.Exit(
+        _with(
+            server,
+            lambda b: commands.reproduce_run(
+                b, settings, run_ref, allow_drift, output == Format.json
+            ),
+        )
+    )
 
 
 @runs_app.command("diff")
@@ -268,13 +254,12 @@ def runs_diff(
     run_b: Annotated[str, typer.Argument(metavar="RUN_B")],
     output: OutputOpt = Format.text,
     all_rows: Annotated[bool, typer.Option("--all", help="also show what is the same")] = False,
+    server: ServerOpt = None,
 ) -> None:
     """Parameters, code, packages, input data, outputs and metrics of two runs, side by side."""
     from argosy.cli import commands
 
-    _local_only("runs diff")
-
-    commands.diff_runs(_local(), run_a, run_b, output == Format.json, all_rows)
+    _with(server, lambda b: commands.diff_runs(b, run_a, run_b, output == Format.json, all_rows))
 
 
 @runs_app.command("cancel")
@@ -282,38 +267,42 @@ def runs_cancel(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")], server: ServerOpt = None
 ) -> None:
     """Cancel a run: running attempts are killed (whole process trees), the rest never start."""
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            remote.cancel_run(client, run_ref)
-        return
     from argosy.cli import commands
 
-    commands.cancel_run(_local(), run_ref)
+    _with(server, lambda b: commands.cancel_run(b, run_ref))
 
 
 @runs_app.command("retry")
 def runs_retry(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     output: OutputOpt = Format.text,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="print the new run's id and exit at once")
+    ] = False,
     server: ServerOpt = None,
 ) -> None:
-    """On a server: a new run of the same version and parameters, reusing finished tasks;
-    prints the new run's id."""
-    from argosy.cli import remote
+    """A new run of a failed or cancelled run's version and parameters that reuses its
+    succeeded tasks; followed to its end (exit code = outcome) unless --detach."""
+    from argosy.cli import commands
 
-    client = _require_remote(server, "runs retry")
-    with client:
-        remote.retry_run(client, run_ref, output == Format.json)
+    def retry(b: Any) -> int:
+        follow = not detach
+        code = commands.retry_run(b, run_ref, follow=follow, json_output=output == Format.json)
+        return code
+
+    if detach and not (server or _global_server or _settings().server):
+        from argosy.errors import UsageError
+
+        raise UsageError("a local retry runs in this process: drop --detach")
+    raise typer.Exit(_with(server, retry))
 
 
 @app.command()
 def logs(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     node: Annotated[
-        str | None, typer.Argument(metavar="[NODE]", help="only this node path")
+        str | None,
+        typer.Argument(metavar="[NODE]", help="only this node path (a mapped node: every item)"),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="keep printing until the run ends")
@@ -328,17 +317,13 @@ def logs(
     server: ServerOpt = None,
 ) -> None:
     """Print the captured stdout/stderr of a run's tasks, with timestamps."""
-    node = node or node_opt
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            remote.show_logs(client, run_ref, node, follow, attempt, output == Format.json)
-        return
     from argosy.cli import commands
 
-    commands.show_logs(_local(), run_ref, node, follow, attempt, output == Format.json)
+    wanted = node or node_opt
+    _with(
+        server,
+        lambda b: commands.show_logs(b, run_ref, wanted, follow, attempt, output == Format.json),
+    )
 
 
 class LineageFormat(StrEnum):
@@ -362,13 +347,12 @@ def lineage(
     output: Annotated[
         LineageFormat, typer.Option("--output", "-o", help="text (a tree), json, or dot (Graphviz)")
     ] = LineageFormat.text,
+    server: ServerOpt = None,
 ) -> None:
     """Show where an artifact came from (tasks, inputs, parameters, code, git, packages) or where it went."""
     from argosy.cli import commands
 
-    _local_only("lineage")
-
-    commands.show_lineage(_local(), ref, down, output.value)
+    _with(server, lambda b: commands.show_lineage(b, ref, down, output.value))
 
 
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
@@ -390,16 +374,9 @@ def artifacts_list(
     server: ServerOpt = None,
 ) -> None:
     """List a run's artifacts (one per task output)."""
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            remote.list_artifacts(client, run_ref, output == Format.json)
-        return
     from argosy.cli import commands
 
-    commands.list_artifacts(_local(), run_ref, output == Format.json)
+    _with(server, lambda b: commands.list_artifacts(b, run_ref, output == Format.json))
 
 
 @artifacts_app.command("get")
@@ -414,16 +391,9 @@ def artifacts_get(
 ) -> None:
     """Download an artifact's bytes (hash verified) to a path; from a server, the download
     is streamed and an interrupted one continues where it stopped."""
-    client = _remote(server)
-    if client is not None:
-        from argosy.cli import remote
-
-        with client:
-            remote.get_artifact(client, ref, out)
-        return
     from argosy.cli import commands
 
-    commands.get_artifact(_local(), ref, out)
+    _with(server, lambda b: commands.get_artifact(b, ref, out))
 
 
 @pipelines_app.command("push")
@@ -442,24 +412,24 @@ def pipelines_push(
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
 ) -> None:
-    """Compile a pipeline here and push it to the server as an immutable version (its code
+    """Compile a pipeline here and store it as an immutable version (on a server: its code
     and environment blobs are uploaded first). Pushing the same content again is harmless;
     a version name that already names other content is refused (exit 2)."""
-    from argosy.cli import remote
+    from argosy.cli import commands
 
-    client = _require_remote(server, "pipelines push")
-    with client:
-        remote.push_pipeline(client, _settings(), target, version, output == Format.json)
+    settings = _settings()
+    _with(
+        server,
+        lambda b: commands.push_pipeline(b, settings, target, version, output == Format.json),
+    )
 
 
 @pipelines_app.command("list")
 def pipelines_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
-    """The server's pipelines, with their newest version."""
-    from argosy.cli import remote
+    """The pipelines, with their newest version."""
+    from argosy.cli import commands
 
-    client = _require_remote(server, "pipelines list")
-    with client:
-        remote.list_pipelines(client, output == Format.json)
+    _with(server, lambda b: commands.list_pipelines(b, output == Format.json))
 
 
 @pipelines_app.command("versions")
@@ -468,12 +438,10 @@ def pipelines_versions(
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
 ) -> None:
-    """A pipeline's versions on the server: digest, tags, who pushed it and when."""
-    from argosy.cli import remote
+    """A pipeline's versions: digest, tags, who pushed it and when."""
+    from argosy.cli import commands
 
-    client = _require_remote(server, "pipelines versions")
-    with client:
-        remote.list_versions(client, pipeline, output == Format.json)
+    _with(server, lambda b: commands.list_versions(b, pipeline, output == Format.json))
 
 
 class CatchUpMode(StrEnum):
@@ -513,11 +481,11 @@ def schedules_create(
     server: ServerOpt = None,
 ) -> None:
     """Create a schedule: the server starts a run of PIPELINE at each cron time."""
-    from argosy.cli import remote
+    from argosy.cli import schedule_commands
 
     client = _require_remote(server, "schedules create")
     with client:
-        remote.create_schedule(
+        schedule_commands.create_schedule(
             client, name=name, pipeline=pipeline, version=version, cron=cron, timezone=timezone,
             params=param or [], max_concurrent_runs=max_concurrent_runs,
             catch_up=catch_up.value, catch_up_limit=catch_up_limit, paused=paused,
@@ -528,11 +496,11 @@ def schedules_create(
 @schedules_app.command("list")
 def schedules_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
     """The tenant's schedules, with their next and last fire times."""
-    from argosy.cli import remote
+    from argosy.cli import schedule_commands
 
     client = _require_remote(server, "schedules list")
     with client:
-        remote.list_schedules(client, output == Format.json)
+        schedule_commands.list_schedules(client, output == Format.json)
 
 
 @schedules_app.command("show")
@@ -542,19 +510,19 @@ def schedules_show(
     server: ServerOpt = None,
 ) -> None:
     """A schedule and its recent fires (the run each created, or why none was)."""
-    from argosy.cli import remote
+    from argosy.cli import schedule_commands
 
     client = _require_remote(server, "schedules show")
     with client:
-        remote.show_schedule(client, name, output == Format.json)
+        schedule_commands.show_schedule(client, name, output == Format.json)
 
 
 def _schedule_action(name: str, action: str, server: str | None) -> None:
-    from argosy.cli import remote
+    from argosy.cli import schedule_commands
 
     client = _require_remote(server, f"schedules {action}")
     with client:
-        remote.schedule_action(client, name, action)
+        schedule_commands.schedule_action(client, name, action)
 
 
 @schedules_app.command("pause")

@@ -58,6 +58,7 @@ from argosy.errors import (
     ConflictError,
     IntegrityError,
     NotFoundError,
+    QuotaExceededError,
     ServerError,
     UsageError,
     VersionConflictError,
@@ -235,13 +236,14 @@ class Client:
                 "check ARGOSY_TOKEN and its roles in this tenant"
             )
         if status == 404:
-            return NotFoundError(detail)
+            return NotFoundError(detail, code=code)
         if status == 409:
-            return (VersionConflictError if code == "version_tag_conflict" else ConflictError)(
-                detail
-            )
+            conflict = VersionConflictError if code == "version_tag_conflict" else ConflictError
+            return conflict(detail, code=code)
+        if status == 413:
+            return QuotaExceededError(detail, code=code)
         if status in (400, 422):
-            return UsageError(detail)
+            return UsageError(detail, code=code)
         if status == 503:
             return ServerError(f"the Argosy server at {self.url} is unavailable (503): {detail}")
         return ArgosyError(f"the Argosy server answered {status}: {detail}")
@@ -342,15 +344,18 @@ class Client:
         fail_fast: bool = False,
         no_cache: bool = False,
         idempotency_key: str | None = None,
+        files: Mapping[str, models.UploadedPath] | None = None,
     ) -> Run:
         """Start a run of a pushed version (default: the newest). The ``Idempotency-Key``
-        (a fresh uuid4 unless given) makes the retries of this call create one run only."""
+        (a fresh uuid4 unless given) makes the retries of this call create one run only.
+        ``files``: path parameter value -> the upload holding its bytes."""
         body = RunCreate(
             pipeline=pipeline,
             version=version,
             parameters=dict(parameters or {}),
             fail_fast=fail_fast,
             no_cache=no_cache,
+            files=dict(files or {}),
         )
         return self._one(
             Run,
@@ -363,6 +368,17 @@ class Client:
 
     def get_run(self, run_id: str) -> Run:
         return self._one(Run, "GET", self._t(f"/runs/{run_id}"))
+
+    def run_detail(self, run_id: str) -> models.RunDetail:
+        """The run with its tasks (attempts, outputs, log tails) and metrics."""
+        return self._one(models.RunDetail, "GET", self._t(f"/runs/{run_id}/detail"))
+
+    def reproduce_run(self, run_id: str) -> Run:
+        """A new run of a finished run's version and parameters, caching off."""
+        return self._one(Run, "POST", self._t(f"/runs/{run_id}/reproduce"), idempotent=False)
+
+    def diff_runs(self, run_a: str, run_b: str) -> models.RunDiff:
+        return self._one(models.RunDiff, "GET", self._t(f"/runs/{run_a}/diff/{run_b}"))
 
     def runs_page(
         self,
@@ -434,12 +450,48 @@ class Client:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout} s")
             _sleep(poll)
 
+    # -- uploads -------------------------------------------------------------------------------
+    def start_upload(self, body: models.UploadCreate) -> models.Upload:
+        return self._one(
+            models.Upload, "POST", self._t("/uploads"), json=body.model_dump(mode="json"),
+            idempotent=False,
+        )  # fmt: skip
+
+    def get_upload(self, upload_id: str) -> models.Upload:
+        return self._one(models.Upload, "GET", self._t(f"/uploads/{upload_id}"))
+
+    def put_upload_chunk(self, upload_id: str, offset: int, data: bytes) -> models.Upload:
+        """Send bytes at ``offset`` (retried safely: a repeated chunk is a 409 the caller
+        resolves by asking the upload's ``received``)."""
+        return self._one(
+            models.Upload, "PUT", self._t(f"/uploads/{upload_id}"), params={"offset": offset},
+            content=data, headers={"Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+
+    def complete_upload(self, upload_id: str) -> models.Upload:
+        return self._one(
+            models.Upload, "POST", self._t(f"/uploads/{upload_id}/complete"), idempotent=True
+        )
+
     # -- artifacts -----------------------------------------------------------------------------
     def artifacts(self, run_id: str) -> list[Artifact]:
         return self._many(Artifact, self._t(f"/runs/{run_id}/artifacts"))
 
     def get_artifact(self, artifact_id: str) -> Artifact:
         return self._one(Artifact, "GET", self._t(f"/artifacts/{artifact_id}"))
+
+    def resolve_artifact(self, ref: str) -> Artifact:
+        """An artifact by id (or unique prefix), or by ``RUN/NODE/OUTPUT``."""
+        if "/" not in ref:
+            return self.get_artifact(ref)
+        run_id, _, rest = ref.partition("/")
+        return self._one(Artifact, "GET", self._t(f"/runs/{run_id}/artifacts/{rest}"))
+
+    def lineage(self, artifact_id: str, direction: str = "up") -> models.Lineage:
+        return self._one(
+            models.Lineage, "GET", self._t(f"/artifacts/{artifact_id}/lineage"),
+            params={"direction": direction},
+        )  # fmt: skip
 
     def download_artifact(
         self,
@@ -512,10 +564,11 @@ class Client:
         cursor: str | None = None,
         *,
         node: str | None = None,
+        attempt: int | None = None,
         limit: int | None = None,
     ) -> LogPage:
         """Log lines written after ``cursor`` (all from the start without one)."""
-        params = {"cursor": cursor, "node": node, "limit": limit}
+        params = {"cursor": cursor, "node": node, "attempt": attempt, "limit": limit}
         return self._one(
             LogPage,
             "GET",
@@ -524,7 +577,12 @@ class Client:
         )
 
     def follow_logs(
-        self, run_id: str, *, node: str | None = None, idle_timeout: float = 60.0
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        attempt: int | None = None,
+        idle_timeout: float = 60.0,
     ) -> Iterator[LogLine]:
         """Log lines as they are written, until the run ends (Server-Sent Events).
 
@@ -538,7 +596,9 @@ class Client:
             headers = {"Accept": "text/event-stream"}
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
-            params = {"node": node} if node else {}
+            params: dict[str, Any] = {"node": node} if node else {}
+            if attempt is not None:
+                params["attempt"] = attempt
             response = self._send(
                 "GET",
                 self._t(f"/runs/{run_id}/logs/stream"),

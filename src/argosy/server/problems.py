@@ -37,6 +37,7 @@ RETRY_AFTER_S = 5  # what a 503 asks the client to wait before trying again
 # most specific class first: the first isinstance match wins
 STATUS_OF: list[tuple[type[errors.ArgosyError], int, str]] = [
     (errors.NotFoundError, 404, "not_found"),
+    (errors.QuotaExceededError, 413, "quota_exceeded"),
     (errors.VersionConflictError, 409, "version_tag_conflict"),
     (errors.ConflictError, 409, "conflict"),
     (errors.UsageError, 422, "invalid_request"),
@@ -53,6 +54,7 @@ DESCRIPTIONS = {
     400: "The request is malformed",
     404: "What the request names does not exist",
     409: "The request conflicts with the current state",
+    413: "The request or what it would store is too large (`detail` names the limit)",
     416: "The requested byte range is outside the content",
     422: "The request is invalid: `detail` names the field and the fix",
     500: "An unexpected error (logged by the server)",
@@ -180,7 +182,10 @@ def install(app: FastAPI) -> None:
             return _unavailable(f"{exc}; retry later", request)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return problem_response(status, str(exc), code=code, instance=request.url.path)
+        return problem_response(
+            status, str(exc), code=exc.code or code, instance=request.url.path,
+            extra=dict(exc.extra),
+        )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, Literal
 
-from fastapi import Header, Path
+from fastapi import Header, Path, Query
 from fastapi.responses import StreamingResponse
 
 from argosy import api
 from argosy.auth.policy import Action
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import ApiProblem, problem_responses
-from argosy.server.routes import artifact_document, tenant_router
-from argosy.server.routes.runs import RunIdPath
-from argosy.stores.metadata import runs as q
+from argosy.server.routes import RunIdPath, service_context, tenant_router
+from argosy.service import artifacts
 
 router = tenant_router("artifacts")
 
@@ -107,10 +106,33 @@ def list_run_artifacts(
     principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
     context: ContextDep,
 ) -> list[api.Artifact]:
-    with context.metadata.session() as session:
-        run = q.get_run(session, tenant, run_id)
-        store = context.store(tenant)
-        return [artifact_document(a, store) for a in q.artifacts_of(session, run.id)]
+    return artifacts.list_artifacts(service_context(context, tenant, principal), run_id)
+
+
+@router.get(
+    "/runs/{run_id}/artifacts/{output_path:path}",
+    response_model=api.Artifact,
+    summary="Get a run's artifact by node path and output",
+    responses=problem_responses(404),
+)
+def get_run_artifact(
+    run_id: RunIdPath,
+    output_path: Annotated[
+        str,
+        Path(
+            max_length=1024,
+            description="`NODE/OUTPUT` (the node path may hold slashes), or `NODE` when the "
+            "node has one output",
+        ),
+    ],
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
+    context: ContextDep,
+) -> api.Artifact:
+    """The artifact ``RUN/NODE/OUTPUT`` names (what ``argosy artifacts get`` takes)."""
+    return artifacts.get_artifact(
+        service_context(context, tenant, principal), f"{run_id}/{output_path}"
+    )
 
 
 @router.get(
@@ -125,10 +147,31 @@ def get_artifact(
     principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
     context: ContextDep,
 ) -> api.Artifact:
-    with context.metadata.session() as session:
-        return artifact_document(
-            q.get_artifact(session, tenant, artifact_id), context.store(tenant)
-        )
+    return artifacts.get_artifact(service_context(context, tenant, principal), artifact_id)
+
+
+@router.get(
+    "/artifacts/{artifact_id}/lineage",
+    response_model=api.Lineage,
+    summary="Get an artifact's lineage",
+    responses=problem_responses(404),
+)
+def get_lineage(
+    artifact_id: ArtifactIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.ARTIFACT_READ)],
+    context: ContextDep,
+    direction: Annotated[
+        Literal["up", "down"],
+        Query(description="up: what it came from; down: what was made from it"),
+    ] = "up",
+    depth: Annotated[int, Query(ge=0, le=64, description="how many tasks deep to follow")] = 64,
+) -> api.Lineage:
+    """The tree of artifacts, tasks (code, git, packages), files and values behind an
+    artifact, or made from it."""
+    return artifacts.get_lineage(
+        service_context(context, tenant, principal), artifact_id, direction, depth
+    )
 
 
 @router.get(
@@ -162,26 +205,16 @@ def get_artifact_content(
     ] = None,
 ) -> StreamingResponse:
     """The artifact's bytes (``Accept-Ranges: bytes``; ``ETag``: its sha256)."""
-    with context.metadata.session() as session:
-        art = q.get_artifact(session, tenant, artifact_id)
-        sha256, size, name = (
-            art.sha256,
-            art.size,
-            _filename(art.node_path, art.output_name, art.format),
-        )
-    span = parse_range(range_header, size)
+    art, stream = artifacts.open_content(service_context(context, tenant, principal), artifact_id)
+    sha256, size = art.sha256, art.size
+    name = _filename(art.node_path, art.output_name, art.format)
+    try:
+        span = parse_range(range_header, size)
+    except BaseException:
+        stream.close()
+        raise
     first, last = span if span is not None else (0, size - 1)
     length = max(0, last - first + 1)
-    store = context.store(tenant)
-    try:
-        stream = store.open_blob(sha256)  # decrypted on the fly with encryption at rest
-    except FileNotFoundError:
-        raise ApiProblem(
-            404,
-            f"the bytes of artifact {art.id} (sha256:{sha256}) are missing from the store; "
-            "re-run the producing task (with --no-cache) or restore the store from a backup",
-            code="artifact_content_missing",
-        ) from None
     if first:
         try:
             stream.seek(first)

@@ -48,6 +48,13 @@ class ByteStore(abc.ABC):
     def rename(self, key: str, new_key: str) -> None:
         """Move an object to another key (used to quarantine corrupted blobs)."""
 
+    def delete(self, key: str) -> None:
+        """Remove an object if it exists (staged upload chunks). Blobs are never deleted
+        through this: they are immutable and shared."""
+        from argosy.errors import StoreError
+
+        raise StoreError(f"{type(self).__name__} cannot delete {key!r}")
+
     def local_path(self, key: str) -> Path | None:
         """A path readable in place (memory-mappable), or None when the backend is remote."""
         return None

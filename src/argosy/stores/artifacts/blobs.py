@@ -280,6 +280,14 @@ class ArtifactStore:
         else:
             self._put_encrypted_file(self.record_key(relative), path, None)
 
+    def record_keys(self, relative_prefix: str) -> list[str]:
+        """The records under a prefix (relative keys, sorted)."""
+        base = self.record_key(relative_prefix)
+        return sorted(k[len(self.prefix) :] for k in self.backend.list(base))
+
+    def delete_record(self, relative: str) -> None:
+        self.backend.delete(self.record_key(relative))
+
     def open_record(self, relative: str) -> BinaryIO | None:
         try:
             return self._open(self.record_key(relative))

@@ -106,6 +106,9 @@ class LocalByteStore(ByteStore):
                 if key.startswith(prefix):
                     yield key
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def rename(self, key: str, new_key: str) -> None:
         dest = self._path(new_key)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -386,6 +386,21 @@ class Secret(_Row, Base):
     updated_by: Mapped[str] = mapped_column(String(255))
 
 
+class Upload(_Row, Base):
+    """A local file or folder being uploaded for runs (resumable): its bytes collect in the
+    tenant's store under ``uploads/<id>`` until complete, then become a blob named by their
+    sha256 (verified). ``size`` is declared up front and counts against the tenant's
+    ``storage_bytes`` quota from then on."""
+
+    __tablename__ = "uploads"
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # what the client says it is
+    size: Mapped[int] = mapped_column(BigInteger)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes stored so far
+    format: Mapped[str] = mapped_column(String(8))  # file | dir (a tar of the folder)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    completed_at: Mapped[datetime | None]
+
+
 class KnownGroups(Base):
     """The groups the server last knew for a user (from their latest login or access token):
     what their API tokens' authority is checked against when SCIM does not say

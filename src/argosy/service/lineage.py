@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from argosy.engine.report import iso
+from argosy.service.documents import iso
 from argosy.spec.models import ContainerImplementation, PipelineSpec, PythonImplementation
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import Artifact, Pipeline, PipelineVersion, Run, Task, TaskInput
@@ -57,12 +57,12 @@ class _Reader:
             "kind": "task",
             "id": t.id,
             "run_id": t.run_id,
-            "node": t.node_path,
+            "node_path": t.node_path,
             "step": t.step_name,
             "state": t.state,
             "cached_from_task": t.cached_from_task_id,
             "pipeline": pipeline,
-            "pipeline_version": version.digest,
+            "digest": version.digest,
             "run_parameters": run.parameters,
             "git": {
                 "commit": provenance.get("git_commit"),
@@ -165,7 +165,7 @@ def to_dot(tree: dict[str, Any]) -> str:
                 )
                 lines.append(f'  {n} [shape=note, label="{label}"];')
             elif doc["kind"] == "task":
-                label = f"{doc['node']} ({doc['state']})\\nrun {doc['run_id'][:10]}"
+                label = f"{doc['node_path']} ({doc['state']})\\nrun {doc['run_id'][:10]}"
                 if doc.get("git", {}).get("commit"):
                     label += f"\\ngit {doc['git']['commit'][:10]}{' dirty' if doc['git'].get('dirty') else ''}"
                 lines.append(f'  {n} [shape=box, style=rounded, label="{label}"];')

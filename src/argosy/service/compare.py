@@ -6,7 +6,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from argosy import api
 from argosy.engine.cache import explain
+from argosy.service.context import ServiceContext
+from argosy.service.documents import artifact_value
 from argosy.spec.fingerprint import Fingerprint
 from argosy.spec.models import ContainerImplementation, PipelineSpec, PythonImplementation, StepSpec
 from argosy.stores.artifacts.blobs import ArtifactStore
@@ -44,10 +47,15 @@ def _code_hash(step: StepSpec | None) -> str | None:
     return f"{impl.image} {' '.join(impl.command)}"
 
 
+def diff(ctx: ServiceContext, ref_a: str, ref_b: str) -> api.RunDiff:
+    """Two runs side by side: parameters, code, packages, input data, outputs, metrics."""
+    with ctx.metadata.session() as session:
+        a, b = q.get_run(session, ctx.tenant, ref_a), q.get_run(session, ctx.tenant, ref_b)
+        return api.RunDiff.model_validate(diff_runs(session, ctx.store, a, b))
+
+
 def diff_runs(session: Session, store: ArtifactStore, a: Run, b: Run) -> dict[str, Any]:
     """Side-by-side parameters, code, packages, input data, outputs and metrics of two runs."""
-    from argosy.engine.report import artifact_value
-
     spec_a, spec_b = q.get_spec(session, a), q.get_spec(session, b)
     rows: dict[str, list[dict[str, Any]]] = {
         k: [] for k in ("parameters", "code", "packages", "inputs", "outputs", "metrics")
@@ -94,8 +102,8 @@ def diff_runs(session: Session, store: ArtifactStore, a: Run, b: Run) -> dict[st
         xa, xb = arts_a.get(pair), arts_b.get(pair)
         add("outputs", f"{pair[0]}.{pair[1]}", xa.sha256 if xa else None, xb.sha256 if xb else None)
         if (xa or xb) and "metrics" in ((xa.type if xa else ""), (xb.type if xb else "")):
-            ma = artifact_value(xa, store) if xa else {}
-            mb = artifact_value(xb, store) if xb else {}
+            ma = (artifact_value(xa, store) if xa else None) or {}
+            mb = (artifact_value(xb, store) if xb else None) or {}
             for metric in sorted(set(ma) | set(mb)):
                 add("metrics", f"{pair[0]}.{pair[1]}.{metric}", ma.get(metric), mb.get(metric))
     return {"a": a.id, "b": b.id, **rows}

@@ -1,0 +1,128 @@
+"""The backend protocol: what the CLI and the Python API need from "where runs live".
+
+Two implementations answer it with the same documents (:mod:`argosy.api`):
+
+* :class:`~argosy.client.local.LocalBackend` calls the application layer
+  (:mod:`argosy.service`) on the local state folder, and executes runs in this process with
+  the engine (isolated step processes);
+* :class:`~argosy.client.http.HttpBackend` calls an Argosy server's REST API through the
+  typed :class:`~argosy.client.client.Client`; the server executes the runs.
+
+So every command and every Python call is written once: ``argosy runs show RUN`` prints the
+same JSON document whether the run is on a laptop or on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from argosy import api
+
+if TYPE_CHECKING:
+    from argosy.config import Settings
+    from argosy.engine.engine import TaskView
+    from argosy.spec.compile import CompiledPipeline
+    from argosy.spec.models import PipelineSpec
+
+OnChange = Callable[[str, list["TaskView"]], None]
+"""Progress: called with the run id and its tasks whenever a task changes."""
+
+
+class Backend(Protocol):
+    """One tenant's runs, pipelines and artifacts, locally or on a server."""
+
+    tenant: str
+
+    @property
+    def where(self) -> str:
+        """Where the state lives, for messages ("the state folder X", "the server at URL")."""
+
+    @property
+    def server_url(self) -> str | None:
+        """The server's URL, or None locally (commands add ``--server URL`` to hints)."""
+
+    def close(self) -> None: ...
+
+    # -- pipelines -----------------------------------------------------------------------------
+    def push_pipeline(
+        self, compiled: CompiledPipeline, version: str | None
+    ) -> api.PipelineVersionPushed: ...
+
+    def list_pipelines(self) -> list[api.Pipeline]: ...
+
+    def list_versions(self, pipeline: str) -> list[api.PipelineVersion]: ...
+
+    def get_version(self, pipeline: str, ref: str | None) -> api.PipelineVersion: ...
+
+    def run_spec(self, run_ref: str) -> PipelineSpec: ...
+
+    # -- runs ----------------------------------------------------------------------------------
+    def submit(
+        self,
+        compiled: CompiledPipeline,
+        parameters: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        fail_fast: bool = False,
+        no_cache: bool = False,
+    ) -> api.Run:
+        """Push the pipeline and create a run of it (pending; see :meth:`follow`)."""
+
+    def follow(self, run_id: str, on_change: OnChange | None = None) -> api.Run:
+        """Until the run has finished: locally, execute it here (Ctrl-C cancels it); on a
+        server, watch it (Ctrl-C stops watching, the run goes on). Returns the final run."""
+
+    def detach(self, run_id: str) -> None:
+        """Let the run go on without this process (locally: in a background process)."""
+
+    def list_runs(
+        self, *, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[api.Run]: ...
+
+    def get_run(self, ref: str) -> api.Run: ...
+
+    def run_detail(self, ref: str) -> api.RunDetail: ...
+
+    def cancel_run(self, ref: str) -> tuple[api.Run, str]:
+        """The run and the outcome: ``requested``, ``cancelled`` or ``already_cancelled``
+        (a run that finished otherwise raises ``ConflictError``)."""
+
+    def retry_run(self, ref: str) -> api.Run: ...
+
+    def reproduce_run(self, ref: str) -> api.Run: ...
+
+    def resume_run(self, ref: str) -> api.Run: ...
+
+    def diff_runs(self, ref_a: str, ref_b: str) -> api.RunDiff: ...
+
+    # -- artifacts and logs --------------------------------------------------------------------
+    def list_artifacts(self, run_ref: str) -> list[api.Artifact]: ...
+
+    def get_artifact(self, ref: str) -> api.Artifact: ...
+
+    def download(self, artifact: api.Artifact, dest: Path) -> None:
+        """The artifact's bytes (a directory artifact: its tar) into ``dest``, verified."""
+
+    def lineage(self, ref: str, direction: Literal["up", "down"]) -> api.Lineage: ...
+
+    def logs(
+        self, run_ref: str, *, node: str | None = None, attempt: int | None = None
+    ) -> list[api.LogLine]: ...
+
+    def follow_logs(
+        self, run_ref: str, *, node: str | None = None, attempt: int | None = None
+    ) -> Iterator[api.LogLine]:
+        """Lines as they are written, until the run has finished."""
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The server of ``settings.server`` (with its token), else the local state folder."""
+    if settings.server:
+        from argosy.client.http import HttpBackend, open_client
+
+        return HttpBackend(open_client(settings), settings)
+    from argosy.client.local import LocalBackend
+
+    return LocalBackend(settings)

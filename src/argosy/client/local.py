@@ -1,0 +1,349 @@
+"""Local mode: the state folder's metadata DB and artifact store, the local executor and
+the engine — and :class:`LocalBackend`, the backend protocol on top of them.
+
+The backend calls the application layer (:mod:`argosy.service`) for every read and every
+change, exactly as the server's routes do; what only this home does is execute runs in the
+calling process (``follow``), or in a background process (``detach``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from argosy import api, plugins
+from argosy.config import Settings
+from argosy.engine.engine import Engine, ProgressCallback
+from argosy.executors.base import Capacity
+from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
+from argosy.stores.metadata.db import MetadataStore
+
+if TYPE_CHECKING:
+    from argosy.client.backend import OnChange
+    from argosy.service import ServiceContext
+    from argosy.spec.compile import CompiledPipeline
+    from argosy.spec.models import PipelineSpec
+
+FOLLOW_POLL_SECONDS = 0.5
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (``#`` comments, optional ``export``, optional quotes)."""
+    if not path.is_file():
+        return {}
+    secrets: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        secrets[key.strip()] = value
+    return secrets
+
+
+def local_secrets(settings: Settings) -> dict[str, str]:
+    """Secrets for local runs: the secrets file, overridden by environment variables."""
+    found = read_secrets_file(settings.resolved_secrets_file)
+    found.update(os.environ)
+    return found
+
+
+@dataclass
+class Local:
+    """Everything local mode needs, opened once per command."""
+
+    settings: Settings
+    metadata: MetadataStore
+    store: ArtifactStore
+
+    @property
+    def capacity(self) -> Capacity:
+        s = self.settings
+        return Capacity(cpu=s.max_cpus, memory=s.max_memory, gpu=s.max_gpus)
+
+    def engine(self, on_change: ProgressCallback | None = None) -> Engine:
+        s = self.settings
+        executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
+            self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin
+        )
+        return Engine(
+            self.metadata,
+            self.store,
+            executor,
+            user=s.user,
+            cache_dir=str(s.home / "cache"),
+            store_url=s.artifacts_url,
+            store_options=s.artifact_options(),
+            secrets=local_secrets(s),
+            on_change=on_change,
+            poll_interval=s.poll_interval,
+            cache=s.cache,
+            cache_ttl=s.cache_ttl,
+            db_retry_seconds=s.db_retry_seconds,
+        )
+
+
+def open_local(settings: Settings) -> Local:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    metadata = MetadataStore.open(settings.metadata_url)
+    store = open_artifact_store(
+        settings.artifacts_url, settings.tenant, settings.artifact_options()
+    )
+    if settings.encryption:  # local mode: off unless ARGOSY_ENCRYPTION=true
+        from argosy.stores.keys import TenantKeys, provider_from_settings
+
+        keys = TenantKeys(metadata, provider_from_settings(settings))
+        keys.all_keys(settings.tenant)  # unwrapped now: reads inside a session need no other
+        store = store.with_cipher(keys.cipher(settings.tenant))
+    return Local(settings, metadata, store)
+
+
+class LocalBackend:
+    """The backend protocol (:mod:`argosy.client.backend`) on the local state folder."""
+
+    def __init__(self, settings: Settings, local: Local | None = None) -> None:
+        self.settings = settings
+        self.local = local or open_local(settings)
+        self.tenant = settings.tenant
+
+    @property
+    def where(self) -> str:
+        return f"the state folder {self.settings.home}"
+
+    @property
+    def server_url(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        """Nothing to release: the metadata store's connections are pooled per process."""
+
+    @property
+    def ctx(self) -> ServiceContext:
+        from argosy.service import ServiceContext
+
+        s = self.settings
+        return ServiceContext(
+            metadata=self.local.metadata, store=self.local.store, tenant=s.tenant, actor=s.user,
+            attempts_dir=s.attempts_dir, max_parameter_bytes=s.max_parameter_bytes,
+        )  # fmt: skip
+
+    # -- pipelines -----------------------------------------------------------------------------
+    def push_pipeline(
+        self, compiled: CompiledPipeline, version: str | None
+    ) -> api.PipelineVersionPushed:
+        from argosy.errors import IntegrityError
+        from argosy.service import pipelines
+
+        for digest, data in compiled.blobs.items():
+            if "sha256:" + self.local.store.put_bytes(data).sha256 != digest:
+                raise IntegrityError(f"blob {digest} changed while being stored; compile again")
+        doc = compiled.spec.model_dump(mode="json")
+        return pipelines.push_version(self.ctx, compiled.spec.name, doc, version)
+
+    def list_pipelines(self) -> list[api.Pipeline]:
+        from argosy.service import pipelines
+
+        return _all_pages(lambda cursor: pipelines.list_pipelines(self.ctx, cursor=cursor))
+
+    def list_versions(self, pipeline: str) -> list[api.PipelineVersion]:
+        from argosy.service import pipelines
+
+        return _all_pages(lambda c: pipelines.list_versions(self.ctx, pipeline, cursor=c))
+
+    def get_version(self, pipeline: str, ref: str | None) -> api.PipelineVersion:
+        from argosy.service import pipelines
+
+        return pipelines.get_version(self.ctx, pipeline, ref)
+
+    def run_spec(self, run_ref: str) -> PipelineSpec:
+        from argosy.service import pipelines
+
+        return pipelines.run_spec(self.ctx, run_ref)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def submit(
+        self,
+        compiled: CompiledPipeline,
+        parameters: Mapping[str, Any],
+        *,
+        version: str | None = None,
+        fail_fast: bool = False,
+        no_cache: bool = False,
+    ) -> api.Run:
+        """Check the run fits this machine (resources, secrets), store the pipeline version,
+        and create the run for this process to execute."""
+        from argosy.service import runs
+        from argosy.spec.validate import validate_for_executor
+
+        s = self.settings
+        validate_for_executor(
+            compiled.spec, self.local.capacity, local_secrets(s), str(s.resolved_secrets_file)
+        )
+        self.push_pipeline(compiled, version)
+        body = api.RunCreate(
+            pipeline=compiled.spec.name, version=compiled.spec.digest,
+            parameters=dict(parameters), fail_fast=fail_fast or s.fail_fast,
+            no_cache=no_cache or not s.cache,
+        )  # fmt: skip
+        return runs.create_run(self.ctx, body, queue=None, cwd=os.getcwd()).run
+
+    def follow(self, run_id: str, on_change: OnChange | None = None) -> api.Run:
+        """Execute the run here until it has finished. Ctrl-C (or SIGTERM) cancels it
+        cleanly: running attempts are stopped, the rest never start."""
+        engine = self.local.engine(on_change=on_change)
+        in_main = threading.current_thread() is threading.main_thread()
+
+        def cancel(signum: int, _frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.stderr.write(
+                "cancelling the run: stopping its tasks (press Ctrl-C again to stop at once)...\n"
+            )
+            engine.interrupted = True
+
+        previous = (
+            {sig: signal.signal(sig, cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
+            if in_main
+            else {}
+        )
+        gc.freeze()  # the imported modules are permanent: full collections need not scan them
+        try:
+            engine.execute(run_id)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.get_run(run_id)
+
+    def detach(self, run_id: str) -> None:
+        """Execute the run in a background process (``argosy runs resume RUN``) that outlives
+        this one; its output goes to ``<state folder>/detached/RUN.log``."""
+        logs = self.settings.home / "detached"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"{run_id}.log").open("ab") as out:
+            subprocess.Popen(
+                [sys.executable, "-m", "argosy", "runs", "resume", run_id],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                env={**os.environ, "ARGOSY_HOME": str(self.settings.home)},
+            )  # fmt: skip
+
+    def list_runs(
+        self, *, pipeline: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[api.Run]:
+        from argosy.service import runs
+
+        found: list[api.Run] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page = runs.list_runs(
+                self.ctx, pipeline=pipeline, status=status, limit=min(200, limit - len(found)),
+                cursor=cursor,
+            )  # fmt: skip
+            found.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return found
+
+    def get_run(self, ref: str) -> api.Run:
+        from argosy.service import runs
+
+        return runs.get_run(self.ctx, ref)
+
+    def run_detail(self, ref: str) -> api.RunDetail:
+        from argosy.service import runs
+
+        return runs.get_run_detail(self.ctx, ref)
+
+    def cancel_run(self, ref: str) -> tuple[api.Run, str]:
+        """Flag the run; if its engine is gone, recover it here (its orphaned processes are
+        killed) so that the cancel takes effect now."""
+        from argosy.service import runs
+
+        run, outcome = runs.cancel_run(self.ctx, ref)
+        if outcome == "requested" and run.status == "running" and not run.engine_alive:
+            self.local.engine().execute(run.id)
+            return self.get_run(run.id), "cancelled"
+        return run, str(outcome)
+
+    def retry_run(self, ref: str) -> api.Run:
+        from argosy.service import runs
+
+        return runs.retry_run(self.ctx, ref, queue=None)
+
+    def reproduce_run(self, ref: str) -> api.Run:
+        from argosy.service import runs
+
+        return runs.reproduce_run(self.ctx, ref, queue=None)
+
+    def resume_run(self, ref: str) -> api.Run:
+        return self.get_run(ref)
+
+    def diff_runs(self, ref_a: str, ref_b: str) -> api.RunDiff:
+        from argosy.service import compare
+
+        return compare.diff(self.ctx, ref_a, ref_b)
+
+    # -- artifacts and logs --------------------------------------------------------------------
+    def list_artifacts(self, run_ref: str) -> list[api.Artifact]:
+        from argosy.service import artifacts
+
+        return artifacts.list_artifacts(self.ctx, run_ref)
+
+    def get_artifact(self, ref: str) -> api.Artifact:
+        from argosy.service import artifacts
+
+        return artifacts.get_artifact(self.ctx, ref)
+
+    def download(self, artifact: api.Artifact, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.local.store.copy_blob_to(artifact.sha256, dest)
+
+    def lineage(self, ref: str, direction: Literal["up", "down"]) -> api.Lineage:
+        from argosy.service import artifacts
+
+        return artifacts.get_lineage(self.ctx, ref, direction)
+
+    def logs(
+        self, run_ref: str, *, node: str | None = None, attempt: int | None = None
+    ) -> list[api.LogLine]:
+        from argosy.service import logs
+
+        return list(logs.read_all(self.ctx, run_ref, node=node, attempt=attempt))
+
+    def follow_logs(
+        self, run_ref: str, *, node: str | None = None, attempt: int | None = None
+    ) -> Iterator[api.LogLine]:
+        from argosy.service import logs
+
+        cursor: str | None = None
+        while True:
+            page = logs.read(self.ctx, run_ref, node=node, attempt=attempt, cursor=cursor)
+            yield from page.items
+            cursor = page.cursor
+            if page.finished:
+                return
+            if len(page.items) < logs.PAGE_LINES:
+                time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _all_pages(fetch: Any) -> list[Any]:
+    """Every item of a paged service call (``fetch(cursor) -> Page``)."""
+    found: list[Any] = []
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        found.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return found
