@@ -21,7 +21,9 @@ It is also an authorization server for browser and CLI login (advertised in disc
 
 Test-only endpoints (JSON): ``POST /users`` ``{sub, groups, name}`` sets a user's groups;
 ``POST /device/approve`` ``{user_code, sub}``, ``/device/deny`` and ``/device/expire``
-``{user_code}`` decide a pending device login.
+``{user_code}`` decide a pending device login; ``/device/slow_down`` ``{user_code}`` makes the
+next poll answer ``slow_down``; ``GET /device/polls?user_code=`` lists each poll of that login
+(the issuer's monotonic clock, and its answer).
 
 The session-scoped fixture :func:`oidc_issuer` starts one and exposes ``.issuer``,
 ``.token(...)``, ``.rotate()``, ``.public_pem()``, ``.jwks_requests``, ``.add_user(...)``
@@ -189,6 +191,7 @@ class _Issuer:
             self.devices[device_code] = {
                 "user_code": user_code, "client_id": form["client_id"], "status": "pending",
                 "expires": time.time() + 120, "interval": 1.0, "last_poll": 0.0, "sub": None,
+                "polls": [], "slow_down": False,
             }  # fmt: skip
         return {
             "device_code": device_code, "user_code": user_code,
@@ -211,9 +214,12 @@ class _Issuer:
                 raise OAuthError("invalid_grant", "the device code was already used")
             early = now - found["last_poll"] < found["interval"] - 0.05
             found["last_poll"] = now
-            if early:
+            if early or found["slow_down"]:
+                found["slow_down"] = False
+                found["polls"].append((now, "slow_down"))
                 found["interval"] += 1.0  # RFC 8628 says 5 s; 1 s keeps the tests short
                 raise OAuthError("slow_down", "polling too fast")
+            found["polls"].append((now, found["status"]))
             if found["status"] == "pending":
                 raise OAuthError("authorization_pending", "not approved yet")
             found["status"] = "used"
@@ -224,13 +230,22 @@ class _Issuer:
         with self.lock:
             for found in self.devices.values():
                 if found["user_code"] == body.get("user_code") and found["status"] == "pending":
-                    if action == "approve":
+                    if action == "slow_down":
+                        found["slow_down"] = True
+                    elif action == "approve":
                         found["status"], found["sub"] = "approved", body.get("sub", "alice")
                         self.user(found["sub"])
                     else:
                         found["status"] = {"deny": "denied", "expire": "expired"}[action]
                     return {"status": found["status"]}
         raise OAuthError("invalid_request", "no pending device login with that user_code", 404)
+
+    def polls(self, user_code: str) -> list[tuple[float, str]]:
+        with self.lock:
+            for found in self.devices.values():
+                if found["user_code"] == user_code:
+                    return list(found["polls"])
+        raise OAuthError("invalid_request", "no device login with that user_code", 404)
 
     def rotate(self) -> str:
         with self.lock:
@@ -320,6 +335,11 @@ def _handler(issuer: _Issuer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif parts.path == "/device/polls":
+                try:
+                    self._send(200, {"polls": issuer.polls(query.get("user_code", ""))})
+                except OAuthError as exc:
+                    self._error(exc)
             elif parts.path == "/device":
                 self._send(200, b"<p>device login (approved by tests)</p>", "text/html")
             else:
@@ -349,7 +369,8 @@ def _handler(issuer: _Issuer) -> type[BaseHTTPRequestHandler]:
                             "name": body.get("name") or body["sub"],
                         }
                     self._send(200, {"sub": body["sub"]})
-                elif path in ("/device/approve", "/device/deny", "/device/expire"):
+                elif path in ("/device/approve", "/device/deny", "/device/expire",
+                              "/device/slow_down"):  # fmt: skip
                     self._send(200, issuer.decide(path.rsplit("/", 1)[1], body))
                 else:
                     self._send(404, {"error": "not found"})
@@ -439,8 +460,15 @@ class OidcIssuer:
         )
         response.raise_for_status()
 
+    def device_polls(self, user_code: str) -> list[tuple[float, str]]:
+        """Each poll of a device login so far: (the issuer's monotonic time, its answer)."""
+        response = httpx.get(f"{self.issuer}/device/polls", params={"user_code": user_code})
+        response.raise_for_status()
+        return [(t, answer) for t, answer in response.json()["polls"]]
+
     def device(self, action: str, user_code: str, sub: str | None = None) -> httpx.Response:
-        """Decide a pending device login: ``approve`` (as ``sub``), ``deny`` or ``expire``."""
+        """Decide a pending device login: ``approve`` (as ``sub``), ``deny`` or ``expire``;
+        or ``slow_down``: its next poll is answered ``slow_down``."""
         body: dict[str, Any] = {"user_code": user_code}
         if sub is not None:
             body["sub"] = sub

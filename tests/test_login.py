@@ -347,7 +347,7 @@ def test_device_login_through_the_cli(
 ) -> None:
     env = _cli_env(tmp_path)
     process, user_code = _start_device_login(server, env)
-    time.sleep(1.5)  # the CLI polls: authorization_pending
+    _wait_for_polls(oidc_issuer, user_code, 1)  # the CLI polls: authorization_pending
     approved = oidc_issuer.device("approve", user_code, sub="devon")
     assert approved.status_code == 200, approved.text
     out, err = process.communicate(timeout=30)
@@ -398,7 +398,33 @@ def test_device_login_refused_or_expired_exits_3(
     assert not (tmp_path / "config" / "argosy" / "credentials").exists()
 
 
-def test_the_issuer_asks_fast_pollers_to_slow_down(oidc_issuer: OidcIssuer) -> None:
+def _wait_for_polls(oidc_issuer: OidcIssuer, user_code: str, count: int) -> list[Any]:
+    deadline = time.monotonic() + 60
+    while len(polls := oidc_issuer.device_polls(user_code)) < count:
+        assert time.monotonic() < deadline, f"the CLI polled {len(polls)} times, not {count}"
+        time.sleep(0.05)
+    return polls
+
+
+def test_the_cli_waits_5_s_longer_after_slow_down(
+    server: ServerProcess, oidc_issuer: OidcIssuer, tmp_path: Path
+) -> None:
+    """RFC 8628 3.5: after a ``slow_down`` answer the CLI adds 5 s to its polling interval
+    (the issuer's interval is 1 s). Measured on the issuer's clock, between the polls it saw."""
+    process, user_code = _start_device_login(server, _cli_env(tmp_path))
+    _wait_for_polls(oidc_issuer, user_code, 1)
+    assert oidc_issuer.device("slow_down", user_code).status_code == 200
+    polls = _wait_for_polls(oidc_issuer, user_code, 3)
+    assert oidc_issuer.device("approve", user_code, sub="sam").status_code == 200
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    (_, first), (slowed_at, second), (next_at, third) = polls[:3]
+    assert (first, second, third) == ("pending", "slow_down", "pending")
+    assert next_at - slowed_at >= 6 - 0.05  # 1 s interval + 5 s
+
+
+def test_the_test_issuer_answers_fast_pollers_with_slow_down(oidc_issuer: OidcIssuer) -> None:
+    """(The test issuer's own behaviour, which the CLI tests above rely on.)"""
     start = httpx.post(f"{oidc_issuer.issuer}/device_authorization",
                        data={"client_id": CLIENT_ID, "scope": "openid"}).json()  # fmt: skip
     form = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
