@@ -31,7 +31,9 @@ def test_every_registry_entry_resolves_to_its_interface(group: str, name: str) -
 
 
 def test_an_unknown_executor_names_the_known_ones() -> None:
-    with pytest.raises(plugins.UnknownBackendError, match=r"executor 'nomad' .* known: local"):
+    with pytest.raises(
+        plugins.UnknownBackendError, match=r"executor 'nomad' .* known: kubernetes, local"
+    ):
         plugins.executor_class("nomad")
 
 
