@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import argosy
 from argosy.api import API_PREFIX
-from argosy.server import audit_middleware, limits, problems
+from argosy.server import admission, audit_middleware, problems
 from argosy.server.context import ServerContext
 from argosy.server.identity import INSECURE_HEADER
 from argosy.server.routes import (
@@ -95,10 +95,10 @@ def create_app(context: ServerContext) -> FastAPI:
     for audit_router in audit_routes.routers:
         app.include_router(audit_router)
     scim_routes.install(app)  # /scim/v2 (404 unless ARGOSY_SCIM_TOKEN is set)
+    # admission: the gate, rate, media type, size, deadline and JSON depth of every request,
+    # before its body is read; the audit middleware outside it records (and aggregates) refusals
+    admission.install(app)
     audit_middleware.install(app)  # records mutating requests, denials, artifact reads
-    s = context.settings
-    limits.install(app, max_bytes=s.max_request_bytes, max_json_bytes=s.max_json_bytes,
-                   per_minute=s.rate_limit_per_minute)  # fmt: skip
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -22,7 +22,9 @@ which may do anything; the server announces it in its log and in an ``X-Argosy-I
 header on every response.
 
 :func:`authorized` is the ONE authorization dependency: every route declares its
-:class:`Action` through it (``principal: Annotated[Principal, Depends(authorized(A))]``). It
+:class:`Action` through it (``principal: Annotated[Principal, Depends(authorized(A))]``).
+Admission (:mod:`argosy.server.admission`) runs it before the request's body is read; the route
+then reuses that decision (:func:`already_admitted`). It
 resolves the tenant from the path, loads its role bindings and asks
 :func:`argosy.auth.policy.authorize`; it answers 401 (no or invalid credentials, with
 ``WWW-Authenticate``) or 403 (problem+json with the decision's reason). An unknown tenant
@@ -248,6 +250,25 @@ def current_principal(
     return principal
 
 
+async def bearer_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The request's bearer credentials, parsed as the routes' security scheme does."""
+    return await _bearer(request)
+
+
+def admitted(request: Request, gate: Callable[..., Any], result: Any) -> None:
+    """Record that ``gate`` (a route's declared-action dependency) let the request through with
+    ``result``, before its body was read (:mod:`argosy.server.admission`)."""
+    request.state.admitted = (gate, result)
+
+
+def already_admitted(request: Request, gate: Callable[..., Any]) -> tuple[bool, Any]:
+    """(True, its result) if admission already ran ``gate`` for this request."""
+    found = getattr(request.state, "admitted", None)
+    if found is not None and found[0] is gate:
+        return True, found[1]
+    return False, None
+
+
 def _deny(request: Request, principal: Principal, decision: Decision) -> ApiProblem:
     request.state.decision = decision
     if principal.anonymous:
@@ -262,6 +283,9 @@ def authorized(action: Action) -> Callable[..., Principal]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
     ) -> Principal:
+        done, principal = already_admitted(request, dependency)
+        if done:  # decided before the body was read (admission): the same request
+            return principal  # type: ignore[no-any-return]
         request.state.action = action
         if action is Action.PUBLIC:
             request.state.principal = getattr(request.state, "principal", None) or ANONYMOUS

@@ -1,111 +1,125 @@
-"""Request limits: body size (413) and a per-principal rate (429), before any route runs.
+"""The rules a request is held to before a route sees it: what body a route accepts, how deep
+its JSON may nest, how fast a principal may call, and who the client is behind a proxy.
 
-**Size.** A body declared (``Content-Length``) or streamed beyond the limit is refused with a
-``413`` problem: ``max_json_bytes`` (10 MiB) for JSON, SCIM and form bodies,
-``max_request_bytes`` (1 GiB) for everything else (blob uploads). A streamed body is counted
-as it arrives, so a chunked upload cannot get around the limit.
+The middleware that applies them is :mod:`argosy.server.admission`; this module holds the rules
+as data and pure functions, so they are tested without a server.
 
-**Rate.** A token bucket per principal, in this process's memory: ``rate_limit_per_minute``
-requests fill the bucket, which refills continuously; an empty bucket answers ``429`` with
-``Retry-After``. The principal is told apart by its credential (a hash of the
-``Authorization`` header or the session cookie), else by the client address. Health probes
-are never limited. With several server instances each keeps its own buckets.
+**Bodies** (:class:`BodyPolicy`). Each route's policy follows from the route itself, never from
+the request's headers: a route that streams an upload (it depends on ``upload_body``) accepts
+``application/octet-stream`` up to ``max_request_bytes``; a route with a JSON body model
+accepts JSON (``application/json`` or ``*/*+json``, or no ``Content-Type``) up to
+``max_json_bytes``, nested at most ``max_json_depth`` deep; every other route accepts no body
+beyond :data:`NO_BODY_BYTES`. A route declares anything else with :func:`accepts` (SCIM's
+media types, a smaller limit, or a webhook's ``signed`` body: one authenticated by a signature
+over its bytes, read before authentication but never beyond :data:`SIGNED_BODY_BYTES`).
+
+**Rate.** :class:`RateLimiter` keeps a token bucket per key in this process's memory:
+``per_minute`` requests fill it, refilled continuously. The key is the authenticated
+principal (``p:<kind>:<subject>``), or the client address (``a:<address>``) for anonymous and
+failed requests — never a raw header, so spelling a credential differently or sending junk ones
+gets no new bucket.
+
+**Client address** (:func:`client_address`): the peer of the connection, unless the peer is
+one of ``trusted_proxies``; then the right-most address of ``X-Forwarded-For`` that is not a
+trusted proxy itself.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
+import ipaddress
+import itertools
+import operator
+import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
-from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from argosy.server.problems import problem_response
-from argosy.units import format_bytes
-
-JSON_TYPES = ("application/json", "application/scim+json", "application/x-www-form-urlencoded",
-              "multipart/form-data", "application/merge-patch+json")  # fmt: skip
-EXEMPT = frozenset({"/healthz", "/readyz", "/livez"})
+BodyKind = Literal["none", "json", "form", "upload", "signed"]
+NO_BODY_BYTES = 64 * 1024  # what a route without a body may be sent (it is never read)
+SIGNED_BODY_BYTES = 64 * 1024  # read before authentication: at most this, whatever the route says
+BODY_ATTRIBUTE = "__argosy_body__"
+JSON_TYPES = ("", "application/json", "+json")  # "": no Content-Type; "+json": any */*+json
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+UPLOAD_TYPES = ("", "application/octet-stream")
 MAX_BUCKETS = 10_000
 
-
-def _size(n: int) -> str:
-    return format_bytes(n)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+@dataclass(frozen=True)
+class BodyPolicy:
+    """What body one route accepts: its kind, its size limit and its media types."""
+
+    kind: BodyKind
+    max_bytes: int
+    media_types: tuple[str, ...] = ()
+
+    def accepts_type(self, content_type: str | None) -> bool:
+        """Whether a request ``Content-Type`` (None: absent) is one this route reads."""
+        media = (content_type or "").split(";")[0].strip().lower()
+        for allowed in self.media_types:
+            if media == allowed or (allowed.startswith("+") and media.endswith(allowed)):
+                return True
+        return False
 
 
-class SizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_json_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.max_json_bytes = max_json_bytes
+def accepts(
+    kind: BodyKind, *, max_bytes: int | None = None, media_types: Sequence[str] | None = None
+) -> Callable[[F], F]:
+    """Declare the body a route's endpoint accepts (put it under the route decorator)."""
 
-    def limit_for(self, scope: Scope) -> int:
-        ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if ctype in JSON_TYPES or ctype.endswith("+json"):
-            return min(self.max_json_bytes, self.max_bytes)
-        return self.max_bytes
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, BODY_ATTRIBUTE, (kind, max_bytes, tuple(media_types or ())))
+        return endpoint
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope)
-        declared = _header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            response = problem_response(
-                413, f"the request body is {_size(int(declared))}, more than the {_size(limit)} "
-                "this server accepts for it; send less", code="request_too_large",
-                instance=str(scope.get("path", "")), headers={"Connection": "close"},
-            )  # fmt: skip
-            await response(scope, receive, send)
-            return
-        received = 0
-        exceeded = False
-        started = False
+    return mark
 
-        async def counting_receive() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    # the app sees a disconnected client; the 413 is answered below
-                    exceeded = True
-                    return {"type": "http.disconnect"}
-            return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if exceeded and not started:
-                return  # whatever the app answers to the cut body, the client gets the 413
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+def body_policy(
+    declared: tuple[BodyKind, int | None, tuple[str, ...]] | None,
+    derived: BodyKind,
+    *,
+    max_request_bytes: int,
+    max_json_bytes: int,
+) -> BodyPolicy:
+    """The policy of a route: what it declared (:func:`accepts`), else what its signature says
+    (``derived``), with the server's limits filled in."""
+    kind, max_bytes, media = declared or (derived, None, ())
+    defaults: dict[str, tuple[int, tuple[str, ...]]] = {
+        "none": (NO_BODY_BYTES, ()),
+        "json": (min(max_json_bytes, max_request_bytes), JSON_TYPES),
+        "form": (min(max_json_bytes, max_request_bytes), FORM_TYPES),
+        "upload": (max_request_bytes, UPLOAD_TYPES),
+        "signed": (SIGNED_BODY_BYTES, ()),
+    }
+    default_bytes, default_media = defaults[kind]
+    limit = default_bytes if max_bytes is None else max_bytes
+    if kind == "signed":
+        limit = min(limit, SIGNED_BODY_BYTES)
+    return BodyPolicy(kind, limit, media or default_media)
 
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except Exception:
-            if not exceeded or started:
-                raise
-        if exceeded and not started:
-            response = problem_response(
-                413, f"the request body is larger than the {_size(limit)} this server accepts "
-                "for it; send less", code="request_too_large", instance=str(scope.get("path", "")),
-                headers={"Connection": "close"},
-            )  # fmt: skip
-            await response(scope, receive, send)
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN_CLOSE = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_over(data: bytes, limit: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays/objects more than ``limit`` deep.
+
+    Linear, without recursion and without a Python loop per character (the strings are cut
+    out, the brackets kept and summed by C iterators); brackets inside strings do not count.
+    Text that is not JSON is left to the parser."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    brackets = _STRING.sub(b"", data).translate(_OPEN_CLOSE, _NOT_BRACKETS)
+    # an opening bracket is 2 and a closing one 0: after i+1 brackets the depth is sum - (i+1)
+    depths = map(operator.sub, itertools.accumulate(brackets), itertools.count(1))
+    return max(depths, default=0) > limit
 
 
 @dataclass
@@ -117,7 +131,7 @@ class _Bucket:
 class RateLimiter:
     """Token buckets per key: ``per_minute`` capacity, refilled at ``per_minute / 60`` per s."""
 
-    def __init__(self, per_minute: int, clock: object = time.monotonic) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self._clock = clock
@@ -126,7 +140,7 @@ class RateLimiter:
 
     def take(self, key: str) -> float:
         """0 if a request under ``key`` may proceed now, else the seconds until it may."""
-        now: float = self._clock()  # type: ignore[operator]
+        now = self._clock()
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
@@ -151,45 +165,57 @@ class RateLimiter:
             del self._buckets[key]
 
 
-def principal_key(scope: Scope) -> str:
-    """Who is asking, as far as the request says before authentication: its credential's hash,
-    else its client address."""
-    credential = _header(scope, b"authorization")
-    if credential is None:
-        cookies = _header(scope, b"cookie") or ""
-        credential = next((c.strip() for c in cookies.split(";")
-                           if c.strip().startswith("argosy_session=")), None)  # fmt: skip
-    if credential:
-        return "cred:" + hashlib.sha256(credential.encode()).hexdigest()
+def rate_key(principal: Any, address: str) -> str:
+    """The bucket of a request: its authenticated principal, else its client address."""
+    kind = getattr(principal, "kind", "anonymous")
+    if principal is None or kind == "anonymous":
+        return f"a:{address}"
+    return f"p:{kind}:{principal.subject}"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """``trusted_proxies`` as networks (an address is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
+
+
+def _trusted(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case) in an ASGI scope."""
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def client_address(scope: Scope, trusted: Sequence[Network] = ()) -> str:
+    """Who sent the request: the connection's peer, or — behind a trusted proxy — the right-most
+    ``X-Forwarded-For`` address that is not a trusted proxy."""
     client = scope.get("client")
-    return "addr:" + (client[0] if client else "unknown")
-
-
-class RateLimit:
-    def __init__(self, app: ASGIApp, *, per_minute: int) -> None:
-        self.app = app
-        self.limiter = RateLimiter(per_minute)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in EXEMPT:
-            await self.app(scope, receive, send)
-            return
-        wait = self.limiter.take(principal_key(scope))
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            response = problem_response(
-                429, f"too many requests: at most {int(self.limiter.capacity)} a minute; retry "
-                f"in {seconds} s", code="rate_limited", instance=str(scope.get("path", "")),
-                headers={"Retry-After": str(seconds)},
-            )  # fmt: skip
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def install(app: FastAPI, *, max_bytes: int, max_json_bytes: int, per_minute: int) -> None:
-    """Add the size limit and (``per_minute`` > 0) the rate limit, outermost: a refused request
-    costs no database work."""
-    app.add_middleware(SizeLimit, max_bytes=max_bytes, max_json_bytes=max_json_bytes)
-    if per_minute > 0:
-        app.add_middleware(RateLimit, per_minute=per_minute)
+    peer = str(client[0]) if client else "unknown"
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    forwarded = ",".join(
+        bytes(v).decode("latin-1")
+        for k, v in scope.get("headers", [])
+        if k.lower() == b"x-forwarded-for"
+    )
+    found = peer
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # garbage from beyond the trusted hops: stop at the last trusted one
+        found = hop
+        if not _trusted(hop, trusted):
+            break
+    return found

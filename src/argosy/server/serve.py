@@ -330,12 +330,18 @@ def serve(
                     flush=True,
                 )
 
+    from argosy.server.connections import protocol
+
     config = uvicorn.Config(
         create_app(context),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=HTTP_GRACE_S,
         lifespan="on",
+        # headers due within request_header_timeout (408); X-Forwarded-For is believed only
+        # from ARGOSY_TRUSTED_PROXIES, by admission (never by uvicorn, which trusts loopback)
+        http=protocol(settings.request_header_timeout),
+        proxy_headers=False,
     )
     try:
         _Server(config).run(sockets=[sock])
