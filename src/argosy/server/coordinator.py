@@ -340,12 +340,17 @@ class Coordinator:
             self._cooldown[run_id] = time.monotonic() + RETRY_AFTER_ERROR
             self._release(run_id)
             return
-        executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
-            store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
-            ledger=self.ledger,
-            interpreter=lambda launch: self.environments.interpreter(launch, store),
-            platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=run_as,
-        )  # fmt: skip
+        if s.executor == "kubernetes":  # tasks as Jobs in the tenant's namespace (issue 15)
+            executor = plugins.executor_class("kubernetes").from_settings(  # type: ignore[attr-defined]
+                s, store, quotas=self.ledger.quotas
+            )
+        else:
+            executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
+                store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
+                ledger=self.ledger,
+                interpreter=lambda launch: self.environments.interpreter(launch, store),
+                platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=run_as,
+            )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),
             store_url=s.artifacts_url, store_options=s.artifact_options(),
@@ -374,6 +379,8 @@ class Coordinator:
             digests = (getattr(impl, "code", None), getattr(impl, "environment", None))
             self.ctx.task_grants.add(attempt_id, run_id, inputs, digests)
             url = self.ctx.url or f"http://127.0.0.1:{self.settings.server_port}"
+            if self.settings.executor == "kubernetes":  # pods reach it through its Service
+                url = self.settings.kubernetes_task_store_url or url
             return {"url": SCHEME + url, "options": {"token": self.ctx.task_tokens.mint(claims)}}
 
         return grant

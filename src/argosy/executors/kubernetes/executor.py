@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 import signal
 import tempfile
 import threading
@@ -38,9 +37,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from argosy.errors import ExecutionError, NoRoomError, StoreError
+from argosy.errors import ExecutionError, NoRoomError, StoreError, UsageError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
 from argosy.executors.kubernetes import manifests
 from argosy.executors.kubernetes.client import KubernetesApiError, KubernetesClient
@@ -50,6 +49,9 @@ from argosy.executors.local.capacity import CapacityLedger
 from argosy.spec.validate import Capacity
 from argosy.states import Reason
 from argosy.stores.artifacts.blobs import ArtifactStore
+
+if TYPE_CHECKING:
+    from argosy.config import Settings
 
 log = logging.getLogger("argosy.executors.kubernetes")
 
@@ -133,7 +135,7 @@ class KubernetesExecutor(Executor):
         self._capacity = capacity
         self.ledger = ledger or CapacityLedger(capacity)
         self.watches = watches or PodWatches.of(client)
-        self._work = Path(tempfile.mkdtemp(prefix="argosy-k8s-", dir=work_dir))
+        self._work = work_dir or _process_work_dir()  # the logs of running attempts
         self._attempts: dict[str, _Attempt] = {}
         self._dirty: set[str] = set()
         self._handed_over: list[AttemptExit] = []  # stop(..., engine_lost): reported by poll
@@ -259,8 +261,7 @@ class KubernetesExecutor(Executor):
                         "Secret", self.namespace, name, {"metadata": {"ownerReferences": [owner]}}
                     )
         except BaseException:
-            with self._cond:
-                self._attempts.pop(launch.attempt_id, None)
+            self._forget(launch.attempt_id)
             attempt.log.close()
             with contextlib.suppress(KubernetesApiError):
                 self.client.delete("Secret", self.namespace, name)
@@ -492,9 +493,18 @@ class KubernetesExecutor(Executor):
                 return str(cond.get("reason") or "")
         return None
 
-    def _finish(self, a: _Attempt) -> AttemptExit:
+    def _forget(self, attempt_id: str) -> None:
+        """Drop an attempt; with none left, stop listening to the namespace's watch (the
+        executor of a finished run must not stay subscribed in a long-lived server)."""
         with self._cond:
-            self._attempts.pop(a.attempt_id, None)
+            self._attempts.pop(attempt_id, None)
+            idle = not self._attempts
+        if idle and self._watch is not None:
+            self._watch.unsubscribe(self._on_pod)
+            self._watch = None
+
+    def _finish(self, a: _Attempt) -> AttemptExit:
+        self._forget(a.attempt_id)
         if a.pod is not None and not a.pod.deleted:
             self._read_log(a)  # the rest of it, while the pod is still there
         exit_code, sig, reason, message = self._outcome(a)
@@ -536,8 +546,8 @@ class KubernetesExecutor(Executor):
         if a is None:
             return
         if reason == Reason.ENGINE_LOST:  # a draining server: the next owner adopts the pod
+            self._forget(attempt_id)
             with self._cond:
-                self._attempts.pop(attempt_id, None)
                 self._handed_over.append(
                     AttemptExit(
                         attempt_id,
@@ -653,8 +663,7 @@ class KubernetesExecutor(Executor):
         if pod is None or pod.deleted:
             return []
         a = self._track(attempt_id, manifests.job_name(attempt_id), log_key, [], 0, None, 0, None)
-        with self._cond:
-            self._attempts.pop(attempt_id, None)
+        self._forget(attempt_id)
         a.pod, a.pod_name = pod, pod.name
         self._read_log(a)
         a.log.close()
@@ -683,9 +692,49 @@ class KubernetesExecutor(Executor):
         return removed
 
     def close(self) -> None:
+        """Stop listening (running attempts are left to the cluster and a later adopt)."""
         if self._watch is not None:
             self._watch.unsubscribe(self._on_pod)
-        shutil.rmtree(self._work, ignore_errors=True)
+            self._watch = None
+
+    # -- construction from settings ----------------------------------------------------------
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: ArtifactStore,
+        *,
+        quotas: Callable[[str], Mapping[str, Any] | None] | None = None,
+    ) -> KubernetesExecutor:
+        """The executor of a server (``ARGOSY_EXECUTOR=kubernetes``): one API client, one
+        watch per namespace and one quota ledger per process, shared by every run."""
+        if not settings.kubernetes_runtime_image:
+            raise UsageError(
+                "ARGOSY_EXECUTOR=kubernetes needs ARGOSY_KUBERNETES_RUNTIME_IMAGE: the task "
+                "image, pinned by digest (REPO@sha256:...); see docs/deploy-kubernetes.md"
+            )
+        tenant = store.tenant
+        default_pool = settings.kubernetes_default_pool
+        pools = manifests.parse_pools(settings.kubernetes_pools)
+        if default_pool is not None and default_pool not in pools:
+            raise UsageError(
+                f"ARGOSY_KUBERNETES_DEFAULT_POOL={default_pool!r} is not in "
+                f"ARGOSY_KUBERNETES_POOLS ({', '.join(sorted(pools)) or 'empty'})"
+            )
+        client, ledger = _process_client(), _process_ledger(quotas)
+        return cls(
+            store,
+            client,
+            image=settings.kubernetes_runtime_image,
+            namespace=manifests.namespace_for(settings.kubernetes_namespace, tenant),
+            service_account=settings.kubernetes_service_account.format(tenant=tenant),
+            pools=pools,
+            default_pool=default_pool,
+            unschedulable_seconds=settings.kubernetes_unschedulable_seconds,
+            ttl_seconds=settings.kubernetes_job_ttl_seconds,
+            memory_margin=settings.memory_margin,
+            ledger=ledger,
+        )
 
     # -- logs ----------------------------------------------------------------------------------
     def _read_log(self, a: _Attempt) -> None:
@@ -740,6 +789,35 @@ class KubernetesExecutor(Executor):
                 a.published_size = size
         except (OSError, StoreError):
             pass  # the next interval tries again
+
+
+_PROCESS: dict[str, Any] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def _process_client() -> KubernetesClient:
+    with _PROCESS_LOCK:
+        if "client" not in _PROCESS:
+            _PROCESS["client"] = KubernetesClient.connect()
+        client: KubernetesClient = _PROCESS["client"]
+        return client
+
+
+def _process_ledger(quotas: Callable[[str], Mapping[str, Any] | None] | None) -> CapacityLedger:
+    """Quotas across every run of this process (the cluster's capacity is not counted)."""
+    with _PROCESS_LOCK:
+        if "ledger" not in _PROCESS:
+            _PROCESS["ledger"] = CapacityLedger(UNLIMITED, quotas=quotas)
+        ledger: CapacityLedger = _PROCESS["ledger"]
+        return ledger
+
+
+def _process_work_dir() -> Path:
+    with _PROCESS_LOCK:
+        if "work" not in _PROCESS:
+            _PROCESS["work"] = Path(tempfile.mkdtemp(prefix="argosy-k8s-"))
+        work: Path = _PROCESS["work"]
+        return work
 
 
 def _parse_ns(stamp: str) -> int | None:
