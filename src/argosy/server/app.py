@@ -67,7 +67,8 @@ def create_app(context: ServerContext) -> FastAPI:
         if context.coordinator is not None:
             await run_in_threadpool(context.coordinator.start)
         try:
-            yield
+            async with audit_middleware.flushing(app):  # aggregated refusals, every few s
+                yield
         finally:
             if context.coordinator is not None:
                 await run_in_threadpool(context.coordinator.stop)
