@@ -396,6 +396,9 @@ class TenantQuotas(Request):
     cpu: float | None = Field(default=None, ge=0)
     memory: int | None = Field(default=None, ge=0, description="bytes")
     gpu: int | None = Field(default=None, ge=0)
+    storage_bytes: int | None = Field(
+        default=None, ge=0, description="bytes of artifacts and uploads the tenant may store"
+    )
 
 
 class MemberCreate(Request):

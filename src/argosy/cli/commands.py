@@ -487,6 +487,22 @@ def get_artifact(backend: Backend, ref: str, dest: Path) -> None:
     )
 
 
+def upload(backend: Backend, path: Path, json_output: bool) -> None:
+    """Store a local file or folder where runs read it; a run given the same path as a
+    parameter then reads these bytes (on a server: without sending them again)."""
+    if not path.exists():
+        raise UsageError(f"{str(path)!r} does not exist; give a file or a folder to upload")
+    done = backend.upload(path)
+    if json_output:
+        emit_json(done)
+        return
+    print(f"sha256:{done.sha256}")
+    _say(
+        f"stored {path} ({done.format}, {format_bytes(done.size)}) in {backend.where}; "
+        f"pass it to a run as -p NAME={path}"
+    )
+
+
 def show_lineage(backend: Backend, ref: str, down: bool, fmt: str) -> None:
     from argosy.service import lineage
 

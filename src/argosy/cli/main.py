@@ -32,7 +32,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 runs_app = typer.Typer(help="List, show, resume and cancel runs.", no_args_is_help=True)
-artifacts_app = typer.Typer(help="List and download artifacts.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="List, download and upload artifacts.", no_args_is_help=True)
 pipelines_app = typer.Typer(
     help="Push pipeline versions to a server and list them.", no_args_is_help=True
 )
@@ -159,8 +159,20 @@ def compile_(
         Path | None,
         typer.Option("--out", help="write the spec here (.yaml or .json); default: stdout"),
     ] = None,
+    to: Annotated[
+        str, typer.Option("--target", help="argosy (the spec) or argo (a WorkflowTemplate)")
+    ] = "argosy",
+    image: Annotated[
+        str | None, typer.Option("--image", help="--target argo: the runtime image (pinned)")
+    ] = None,
 ) -> None:
-    """Compile a pipeline to its portable spec (apiVersion argosy.dev/v1)."""
+    """Compile a pipeline to its portable spec (apiVersion argosy.dev/v1), or with
+    --target argo to an Argo Workflows WorkflowTemplate."""
+    if to == "argo":
+        from argosy.cli import kubernetes_commands
+
+        kubernetes_commands.compile_argo(_settings(), target, out, image)
+        return
     from argosy.cli import commands
 
     commands.compile_to(_settings(), target, out)
@@ -355,6 +367,27 @@ def lineage(
     _with(server, lambda b: commands.show_lineage(b, ref, down, output.value))
 
 
+@app.command("schema")
+def schema(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME",
+            help="run, task, artifact, lineage, diff, logs, pipeline, version or schedule",
+        ),
+    ],
+) -> None:
+    """Print the JSON Schema of a document that --output json prints (and the API answers);
+    documents carry schema_version, and changes within a version only add fields."""
+    from argosy import api
+    from argosy.cli.commands import emit_json
+    from argosy.errors import UsageError
+
+    if name not in api.PUBLISHED:
+        raise UsageError(f"no document {name!r}; choose one of: {', '.join(api.PUBLISHED)}")
+    emit_json(api.json_schema(name))
+
+
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -394,6 +427,20 @@ def artifacts_get(
     from argosy.cli import commands
 
     _with(server, lambda b: commands.get_artifact(b, ref, out))
+
+
+@artifacts_app.command("upload")
+def artifacts_upload(
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="a file or a folder")],
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """Upload a local file or folder (chunked, resumable, sha256-verified; counted against
+    the tenant's storage_bytes quota) and print its sha256. 'argosy run --server' uploads
+    the files a run's path parameters name by itself."""
+    from argosy.cli import commands
+
+    _with(server, lambda b: commands.upload(b, path, output == Format.json))
 
 
 @pipelines_app.command("push")
@@ -815,6 +862,16 @@ def _register_auth_commands() -> None:
 
 
 _register_auth_commands()
+
+
+def _register_kubernetes_commands() -> None:
+    """``argosy admin tenant-namespace`` (cli/kubernetes_commands.py)."""
+    from argosy.cli import kubernetes_commands
+
+    kubernetes_commands.register(admin_app)
+
+
+_register_kubernetes_commands()
 
 
 def main() -> None:

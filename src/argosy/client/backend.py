@@ -107,6 +107,9 @@ class Backend(Protocol):
 
     def lineage(self, ref: str, direction: Literal["up", "down"]) -> api.Lineage: ...
 
+    def upload(self, path: Path) -> api.Upload:
+        """Store a local file (or a folder, as a tar) as a blob of the tenant, verified."""
+
     def logs(
         self, run_ref: str, *, node: str | None = None, attempt: int | None = None
     ) -> list[api.LogLine]: ...

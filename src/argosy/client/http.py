@@ -180,6 +180,11 @@ class HttpBackend:
     def lineage(self, ref: str, direction: Literal["up", "down"]) -> api.Lineage:
         return self.client.lineage(self.client.resolve_artifact(ref).id, direction)
 
+    def upload(self, path: Path) -> api.Upload:
+        from argosy.client.uploads import upload_path
+
+        return upload_path(self.client, path)
+
     def logs(
         self, run_ref: str, *, node: str | None = None, attempt: int | None = None
     ) -> list[api.LogLine]:

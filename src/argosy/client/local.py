@@ -314,6 +314,27 @@ class LocalBackend:
 
         return artifacts.get_lineage(self.ctx, ref, direction)
 
+    def upload(self, path: Path) -> api.Upload:
+        """The blob is stored at once (no transfer to resume); the upload is recorded so that
+        it counts against the tenant's storage the way a server's does."""
+        import tempfile
+
+        from argosy.service import uploads
+
+        if path.is_dir():
+            from argosy.runtime.formats import write_value
+
+            with tempfile.TemporaryDirectory() as tmp:
+                tar = Path(tmp) / "folder.tar"
+                write_value(path, "path", None, tar, what=f"folder {str(path)!r}")
+                info = self.local.store.put_file(tar, move=True)
+            fmt, filename = "dir", None
+        else:
+            info = self.local.store.put_file(path)
+            fmt, filename = "file", path.name
+        body = {"sha256": info.sha256, "size": info.size, "format": fmt, "filename": filename}
+        return uploads.create_upload(self.ctx, api.UploadCreate.model_validate(body))
+
     def logs(
         self, run_ref: str, *, node: str | None = None, attempt: int | None = None
     ) -> list[api.LogLine]:

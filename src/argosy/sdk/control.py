@@ -26,15 +26,14 @@ from argosy.sdk.graph import (
     _as_condition,
     caller_location,
     current_builder,
+    outside_pipeline,
 )
 
 
 def _builder(what: str) -> GraphBuilder:
     builder = current_builder()
     if builder is None:
-        raise PipelineDefinitionError(
-            f"{what} only works inside a @pipeline body [{caller_location()}]"
-        )
+        raise outside_pipeline(what)
     return builder
 
 

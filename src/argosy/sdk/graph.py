@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+import contextlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,13 +37,36 @@ def current_builder() -> GraphBuilder | None:
 
 
 def caller_location() -> str:
-    """``file:line`` of the first frame outside the SDK (the user's call site)."""
+    """``file:line`` of the first frame outside the SDK and ``contextlib`` (the user's call
+    site, also for ``with exit_handler(...)`` blocks)."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_ARGOSY_SDK):
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_ARGOSY_SDK)
+        or frame.f_code.co_filename == contextlib.__file__
+    ):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return "<unknown>"
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+_direct_calls: list[str] = []  # pipelines called as plain Python functions, outermost first
+
+
+def outside_pipeline(what: str) -> PipelineDefinitionError:
+    """The error for ``map()``, ``If`` or ``exit_handler`` used outside a pipeline's tracing.
+
+    Called directly, a pipeline is a plain function that runs its steps in-process; control
+    flow needs the engine, so the message names ``.run()``.
+    """
+    where = caller_location()
+    if _direct_calls:
+        name = _direct_calls[-1]
+        return PipelineDefinitionError(
+            f"pipeline {name!r} uses {what}, which needs the engine: it cannot run as a plain "
+            f"Python call; run it with {name}.run(...) or 'argosy run FILE:{name}' [{where}]"
+        )
+    return PipelineDefinitionError(f"{what} only works inside a @pipeline body [{where}]")
 
 
 class _Handle:

@@ -3,7 +3,8 @@
 Tracing calls the pipeline function once with a :class:`~argosy.sdk.graph.ParameterRef` per
 parameter; the steps it calls become nodes. What the function returns becomes the pipeline's
 outputs: one handle is ``output``; a dict, tuple or NamedTuple of handles names several.
-Outside ``argosy run`` the pipeline is still a plain function.
+``pipeline.run(...)`` runs it with the engine from Python; called directly, a pipeline
+without control flow is still a plain function.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from argosy.errors import PipelineDefinitionError, ValidationError
@@ -43,13 +44,67 @@ class Pipeline:
         return f"<pipeline {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Inside another pipeline's body: a sub-pipeline node; outside: the plain function."""
-        from argosy.sdk.graph import current_builder
+        """Inside another pipeline's body: a sub-pipeline node. Outside: the plain function,
+        its steps called in this process — for pipelines without ``map()``, ``If`` or
+        ``exit_handler``; :meth:`run` runs any pipeline with the engine."""
+        from argosy.sdk.graph import _direct_calls, current_builder
 
         builder = current_builder()
         if builder is not None:
             return builder.add_call(self, args, kwargs, None)
-        return self.func(*args, **kwargs)
+        _direct_calls.append(self.name)
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            _direct_calls.pop()
+
+    def run(
+        self,
+        parameters: Mapping[str, Any] | None = None,
+        /,
+        *,
+        backend: Any = None,
+        fail_fast: bool = False,
+        no_cache: bool = False,
+        version: str | None = None,
+        progress: bool = False,
+        **values: Any,
+    ) -> Any:
+        """Run the pipeline with the engine and wait for the end; returns an
+        :class:`argosy.Run` (``run.outputs["model"].load()``, ``run.metrics``, ...).
+
+        Parameters are keyword arguments (or a ``parameters`` mapping, for names that clash
+        with the options). Locally the steps run as isolated processes on this machine's
+        ``.argosy`` state, with caching and lineage; after :func:`argosy.connect` (or with
+        ``ARGOSY_SERVER`` set, or ``backend=``) the run is pushed to that server. A run that
+        fails still returns its ``Run``: check ``run.status``.
+        """
+        from argosy.client.runs import start
+
+        return start(
+            self, {**(parameters or {}), **values}, backend=backend, wait=True,
+            fail_fast=fail_fast, no_cache=no_cache, version=version, progress=progress,
+        )  # fmt: skip
+
+    def submit(
+        self,
+        parameters: Mapping[str, Any] | None = None,
+        /,
+        *,
+        backend: Any = None,
+        fail_fast: bool = False,
+        no_cache: bool = False,
+        version: str | None = None,
+        **values: Any,
+    ) -> Any:
+        """Like :meth:`run`, but return the ``Run`` at once (``run.wait()`` waits); locally
+        the run goes on in a background thread of this process."""
+        from argosy.client.runs import start
+
+        return start(
+            self, {**(parameters or {}), **values}, backend=backend, wait=False,
+            fail_fast=fail_fast, no_cache=no_cache, version=version, progress=False,
+        )  # fmt: skip
 
     def map(
         self,

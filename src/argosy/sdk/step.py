@@ -240,10 +240,9 @@ def _map(
 ) -> Any:
     builder = current_builder()
     if builder is None:
-        raise PipelineDefinitionError(
-            f"{target.name}.map() builds a fan-out, so it only works inside a @pipeline body "
-            f"[{caller_location()}]"
-        )
+        from argosy.sdk.graph import outside_pipeline
+
+        raise outside_pipeline(f"{target.name}.map() (a fan-out)")
     if parallelism is not None and (not isinstance(parallelism, int) or parallelism < 1):
         raise PipelineDefinitionError(
             f"parallelism must be a whole number >= 1 (or None), got {parallelism!r} "

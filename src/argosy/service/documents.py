@@ -102,7 +102,7 @@ def run_documents(
     def lookup(*columns: Any, ids: set[str]) -> dict[str, Any]:
         if not ids:
             return {}
-        return dict(session.execute(select(*columns).where(columns[0].in_(ids))).tuples().all())
+        return {k: v for k, v in session.execute(select(*columns).where(columns[0].in_(ids)))}
 
     names = lookup(Pipeline.id, Pipeline.name, ids={r.pipeline_id for r in runs})
     digests = lookup(

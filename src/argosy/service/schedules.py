@@ -98,7 +98,10 @@ def list_schedules(
         query = query.where(Schedule.tenant == ctx.tenant)
         if after is not None:
             query = query.where(Schedule.id < after)
-        rows = session.execute(query.order_by(Schedule.id.desc()).limit(limit + 1)).tuples().all()
+        rows = [
+            (s, name)
+            for s, name in session.execute(query.order_by(Schedule.id.desc()).limit(limit + 1))
+        ]
         _, next_cursor = paged([s for s, _ in rows], limit)
         items = [schedule_document(s, name) for s, name in rows[:limit]]
     return api.Page[api.Schedule](items=items, next_cursor=next_cursor)

@@ -170,7 +170,7 @@ def complete(ctx: ServiceContext, upload_id: str, temp_dir: Path) -> api.Upload:
                 code="upload_incomplete",
             )
         declared = row.sha256
-    keys = ctx.store.record_keys(f"uploads/{upload_id}/")
+    keys = ctx.store.record_keys(f"uploads/{upload_id}")
     temp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=temp_dir, prefix="upload-", suffix=".part")
     path = Path(name)

@@ -280,9 +280,9 @@ class ArtifactStore:
         else:
             self._put_encrypted_file(self.record_key(relative), path, None)
 
-    def record_keys(self, relative_prefix: str) -> list[str]:
-        """The records under a prefix (relative keys, sorted)."""
-        base = self.record_key(relative_prefix)
+    def record_keys(self, folder: str) -> list[str]:
+        """The records inside a folder of records (relative keys, sorted)."""
+        base = self.record_key(folder) + "/"
         return sorted(k[len(self.prefix) :] for k in self.backend.list(base))
 
     def delete_record(self, relative: str) -> None:
