@@ -132,6 +132,8 @@ PROBE = textwrap.dedent(
         frame = sys._getframe()
         while frame is not None:
             inv = frame.f_locals.get("inv")
+            if hasattr(inv, "to_json"):  # the launcher's typed Invocation
+                inv = inv.to_json()
             if isinstance(inv, dict) and "store" in inv:
                 return inv
             frame = frame.f_back
