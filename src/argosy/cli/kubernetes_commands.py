@@ -85,5 +85,36 @@ def tenant_namespace(
     typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
 
 
+def compile_argo(settings: Any, target: str, dest: Any, image: str | None) -> None:
+    """``argosy compile --target argo``: the pipeline as an Argo ``WorkflowTemplate``."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from argosy.cli.commands import compile_target
+    from argosy.errors import UsageError
+    from argosy.executors.kubernetes.manifests import parse_pools
+    from argosy.interop.argo import workflow_template
+
+    image = image or settings.kubernetes_runtime_image
+    if not image:
+        raise UsageError(
+            "--target argo needs the runtime image of Python steps, pinned by digest: "
+            "--image REPO@sha256:... or ARGOSY_KUBERNETES_RUNTIME_IMAGE"
+        )
+    compiled = compile_target(settings, target)
+    pools = parse_pools(settings.kubernetes_pools) if settings.kubernetes_pools else None
+    doc = workflow_template(compiled.spec, image=image, pools=pools)
+    text = yaml.safe_dump(doc, sort_keys=False)
+    if dest is not None and Path(dest).suffix == ".json":
+        text = json.dumps(doc, indent=2) + "\n"
+    if dest is None:
+        sys.stdout.write(text)
+    else:
+        Path(dest).write_text(text)
+        typer.echo(f"wrote WorkflowTemplate {doc['metadata']['name']} to {dest}", err=True)
+
+
 def register(admin_app: typer.Typer) -> None:
     admin_app.command("tenant-namespace")(tenant_namespace)

@@ -1,0 +1,1 @@
+"""Interoperability: Kubeflow Pipelines IR and Argo Workflows exports."""
