@@ -16,6 +16,13 @@ Anything else is refused (403) and audited. The token is an HMAC-signed claim se
 (attempt, tenant, run, node path, attempt number, expiry) under a key that lives only in the
 memory of the server instance that started the attempt — the one the task talks to — so a
 token outlives neither its attempt's deadline nor that instance.
+
+**A task token is void the moment its attempt ends** (:func:`attempt_is_live`), checked on every
+request, not only at its expiry: its attempt must still have a grant on this instance and still
+be ``running`` in the metadata database. Once the attempt has settled (succeeded, failed,
+cancelled) nothing of it can be read or written with its token any more, so its records are
+immutable from then on. When the database cannot be reached the grant alone decides (an
+attempt cannot settle without the database either), so tasks keep working through an outage.
 """
 
 from __future__ import annotations
@@ -24,13 +31,22 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
 from argosy.errors import ArgosyError
+from argosy.states import AttemptState
+from argosy.stores.metadata.db import MetadataStore
+from argosy.stores.metadata.tables import Attempt
+
+log = logging.getLogger("argosy.server")
 
 
 class TaskTokenError(ArgosyError):
@@ -128,8 +144,32 @@ class TaskGrants:
         with self._lock:
             return self._grants.get(attempt_id)
 
+    def end(self, attempt_id: str) -> None:
+        """The attempt has settled: its grant (and with it its token) is over."""
+        with self._lock:
+            self._grants.pop(attempt_id, None)
+
     def revoke_run(self, run_id: str) -> None:
         """The run's engine stopped here: its attempts' grants end with it."""
         with self._lock:
             for attempt_id in [a for a, g in self._grants.items() if g.run_id == run_id]:
                 del self._grants[attempt_id]
+
+
+def attempt_is_live(grants: TaskGrants, metadata: MetadataStore, attempt_id: str) -> bool:
+    """Whether a task token of ``attempt_id`` may still be used: the attempt has a grant here
+    and is still running (an attempt found settled loses its grant at once). A database that
+    cannot be reached leaves the decision to the grant."""
+    if grants.get(attempt_id) is None:
+        return False
+    try:
+        with metadata.session() as session:
+            state = session.scalar(select(Attempt.state).where(Attempt.id == attempt_id))
+    except SQLAlchemyError as exc:
+        log.warning("attempt %s: its state cannot be read (%s); its grant decides", attempt_id,
+                    type(exc).__name__)  # fmt: skip
+        return True
+    if state == AttemptState.RUNNING:
+        return True
+    grants.end(attempt_id)
+    return False

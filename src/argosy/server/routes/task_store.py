@@ -1,7 +1,8 @@
 """The task-store endpoint: the only way a task process on a server reaches artifacts.
 
 Authorized by the attempt's task token (``auth/task_credentials.py``), not by a user's
-identity; what a token allows is decided by :func:`allowed`. Every refusal is a 403 problem
+identity, and only while its attempt runs (a settled attempt's token is void, 401); what a
+token allows is decided by :func:`allowed`. Every refusal is a 403 problem
 that the audit middleware records with the task as the actor.
 """
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 
 from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
-from argosy.auth.task_credentials import TaskClaims, TaskGrant, TaskTokenError
+from argosy.auth.task_credentials import TaskClaims, TaskGrant, TaskTokenError, attempt_is_live
 from argosy.errors import StoreError
 from argosy.server.identity import ContextDep, already_admitted, declares
 from argosy.server.problems import ApiProblem
@@ -50,6 +51,12 @@ def task_claims(request: Request, context: ContextDep) -> TaskClaims:
             401, f"{exc}; only task processes use this endpoint", code="invalid_task_token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None  # fmt: skip
+    if not attempt_is_live(context.task_grants, context.metadata, claims.attempt_id):
+        raise ApiProblem(
+            401, f"attempt {claims.attempt_id} ({claims.run_id}/{claims.node_path}) has ended: "
+            "its task token is void", code="invalid_task_token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )  # fmt: skip
     request.state.principal = Principal(
         subject=f"task:{claims.attempt_id}", name=f"task {claims.run_id}/{claims.node_path}",
         kind="task",
