@@ -1,0 +1,91 @@
+"""Attempt rows as the engine writes them: created before the process starts, fenced by number.
+
+An attempt is created ``running`` before its process exists, gets its process identity once
+the executor started it (so a later engine can find and end it), and is finished exactly
+once: :func:`is_current` is the fence that keeps a stale attempt (an older number, or one
+already settled) from committing anything.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from argosy.ids import new_id
+from argosy.states import AttemptState
+from argosy.stores.metadata.tables import Attempt, Task
+
+
+def create_attempt(
+    session: Session,
+    *,
+    tenant: str,
+    run_id: str,
+    task_id: str,
+    number: int,
+    cause: str,
+    resources: dict[str, Any],
+    node_pool: str | None,
+    log_key: str,
+    user: str,
+    at: datetime,
+) -> str:
+    """A new ``running`` attempt (its process is started next); returns its id."""
+    attempt_id = new_id()
+    session.add(
+        Attempt(
+            id=attempt_id, tenant=tenant, run_id=run_id, task_id=task_id, number=number,
+            state=AttemptState.RUNNING, cause=cause, resources=resources, node_pool=node_pool,
+            log_key=log_key, started_at=at, created_at=at, created_by=user,
+        )
+    )  # fmt: skip
+    return attempt_id
+
+
+def withdraw_attempt(session: Session, attempt_id: str) -> None:
+    """Remove an attempt whose process never started (the executor had no room after all)."""
+    session.execute(delete(Attempt).where(Attempt.id == attempt_id))
+
+
+def record_process(
+    session: Session,
+    attempt_id: str,
+    *,
+    host: str,
+    pid: int,
+    pgid: int,
+    started: float | None,
+    resources: dict[str, Any],
+) -> None:
+    """Where the attempt's process runs: how a later engine finds it again (and its GPUs)."""
+    session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id)
+        .values(host=host, pid=pid, pgid=pgid, process_started=started, resources=resources)
+    )
+
+
+def is_current(session: Session, attempt_id: str, task_id: str) -> bool:
+    """Whether the attempt is still its task's current, running one (else it must not commit)."""
+    attempt = session.get_one(Attempt, attempt_id)
+    task = session.get_one(Task, task_id)
+    return task.attempt_count == attempt.number and attempt.state == AttemptState.RUNNING
+
+
+def finish_attempt(session: Session, attempt_id: str, **values: Any) -> None:
+    """Write an attempt's outcome: ``state``, ``reason``, ``error``, ``finished_at`` and what
+    the executor measured (exit code, signal, times, peak memory, log tail)."""
+    session.execute(update(Attempt).where(Attempt.id == attempt_id).values(**values))
+
+
+def running_attempts(session: Session, run_id: str) -> list[tuple[Attempt, str]]:
+    """The run's attempts still marked ``running``, with their task's node path."""
+    rows = session.execute(
+        select(Attempt, Task.node_path)
+        .join(Task, Task.id == Attempt.task_id)
+        .where(Attempt.run_id == run_id, Attempt.state == AttemptState.RUNNING)
+    ).all()
+    return [(attempt, node) for attempt, node in rows]
