@@ -9,7 +9,6 @@ process (SQLite and a local folder in a temporary ARGOSY_HOME).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -450,9 +449,7 @@ def server(
     """A real ``python -m argosy.server.serve --port 0`` process: on PostgreSQL and S3 (moto)
     through the shared ``tests.server_fixture`` when PostgreSQL tests are on, else on SQLite
     and a folder in a temporary ARGOSY_HOME."""
-    if importlib.util.find_spec("argosy.server.serve") is None:
-        pytest.skip("argosy.server.serve is not written yet")
-    if "postgresql" in BACKENDS and importlib.util.find_spec("tests.server_fixture") is not None:
+    if "postgresql" in BACKENDS:
         from tests.server_fixture import open_server_env
 
         cluster, template = request.getfixturevalue("pg_cluster"), request.getfixturevalue("pg_template")  # fmt: skip
@@ -581,10 +578,6 @@ def test_run_detach_then_list_and_show(ws: Workspace, server: Server) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("argosy.server.coordinator") is None,
-    reason="the server's execution coordinator is not written yet",
-)
 def test_demo_runs_on_the_server_and_its_artifacts_download_verified(
     ws: Workspace, server: Server, tmp_path: Path
 ) -> None:

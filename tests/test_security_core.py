@@ -1,0 +1,416 @@
+"""The security core, in process and fast (the mutation tests' selection, ``make mutation``):
+the authorization function, task tokens and grants, the task-store route, tenant secrets and
+API token basics. The end-to-end versions (real servers, real identity providers) are in
+test_auth.py, test_task_credentials.py and test_secrets.py; these pin each decision down so
+that a changed comparison or constant fails a test.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from argosy.auth.policy import Action, Binding, Role, authorize, role_in
+from argosy.auth.principal import Principal
+from argosy.auth.task_credentials import TaskClaims, TaskGrants, TaskTokenError, TaskTokens
+from argosy.auth.tokens import (
+    InvalidApiToken,
+    check_lifetime,
+    create_token,
+    hash_token,
+    is_api_token,
+    parse_lifetime,
+    resolve,
+    revoke_token,
+)
+from argosy.errors import IntegrityError, NotFoundError, UsageError
+from argosy.stores.artifacts.blobs import open_artifact_store
+from argosy.stores.keys import LocalKeyProvider, TenantKeys
+from argosy.stores.metadata.db import MetadataStore
+from argosy.stores.secrets import MAX_VALUE_BYTES, TenantSecrets
+
+with warnings.catch_warnings():  # Starlette asks for httpx2, which is not installed here
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+# -- the authorization function ---------------------------------------------------------------
+# Written by hand from the role list in docs/security.md: the least role each action needs
+# ("P": platform admins only; "-": not through roles at all).
+LEAST_ROLE = {
+    Action.PIPELINE_READ: "viewer", Action.RUN_READ: "viewer", Action.ARTIFACT_READ: "viewer",
+    Action.LOG_READ: "viewer", Action.SCHEDULE_READ: "viewer", Action.TENANT_READ: "viewer",
+    Action.BLOB_WRITE: "editor", Action.PIPELINE_PUSH: "editor", Action.RUN_CREATE: "editor",
+    Action.RUN_CANCEL: "editor", Action.RUN_RETRY: "editor", Action.SCHEDULE_WRITE: "editor",
+    Action.MEMBER_READ: "owner", Action.MEMBER_WRITE: "owner", Action.TOKEN_READ: "owner",
+    Action.TOKEN_WRITE: "owner", Action.SECRET_READ: "owner", Action.SECRET_WRITE: "owner",
+    Action.TENANT_SETTINGS_WRITE: "owner", Action.AUDIT_READ: "owner",
+    Action.RETRIEVAL_APPROVE: "owner",
+    Action.TENANT_CREATE: "P", Action.TENANT_ARCHIVE: "P", Action.TENANT_QUOTAS_WRITE: "P",
+    Action.TENANT_LIST_ALL: "P", Action.AUDIT_READ_ALL: "P", Action.SCIM: "P",
+    Action.PUBLIC: "-", Action.AUTHENTICATED: "-", Action.TASK: "-",
+}  # fmt: skip
+RANK = {"viewer": 1, "editor": 2, "owner": 3}
+BINDINGS = [
+    Binding("viewer", "group", "readers"),
+    Binding("editor", "user", "ed"),
+    Binding("owner", "group", "owners"),
+    Binding("viewer", "user", "ollie"),  # ollie is also in "owners": the highest role counts
+]
+ANON = Principal(subject="anonymous", name="anonymous", kind="anonymous")
+TASK = Principal(subject="task:1", name="task", kind="task")
+LOCAL = Principal(subject="me", name="me", kind="local")
+ADMIN = Principal(subject="root", name="root", platform_admin=True)
+STRANGER = Principal(subject="sam", name="sam", groups=("elsewhere",))
+
+
+def member(role: str) -> Principal:
+    return {
+        "viewer": Principal(subject="vic", name="vic", groups=("readers", "x")),
+        "editor": Principal(subject="ed", name="ed"),
+        "owner": Principal(subject="ollie", name="ollie", groups=("owners",)),
+    }[role]
+
+
+def service(role: str, tenant: str = "team") -> Principal:
+    return Principal(subject="token:1", name="token", kind="service", token_tenant=tenant,
+                     token_role=role)  # fmt: skip
+
+
+def test_every_action_has_a_hand_written_row() -> None:
+    assert set(LEAST_ROLE) == set(Action)
+
+
+@pytest.mark.parametrize("action", list(Action), ids=lambda a: a.value)
+def test_authorize_follows_the_hand_written_roles(action: Action) -> None:
+    least = LEAST_ROLE[action]
+    decide = lambda who: authorize(who, "team", action, BINDINGS).allowed  # noqa: E731
+    # anyone for public routes; any authenticated principal for "authenticated" ones
+    assert decide(ANON) is (action is Action.PUBLIC)
+    assert decide(TASK) is (action in (Action.PUBLIC, Action.AUTHENTICATED, Action.TASK))
+    for who in (LOCAL, ADMIN):
+        assert decide(who) is (action is not Action.TASK), who
+    assert decide(STRANGER) is (action in (Action.PUBLIC, Action.AUTHENTICATED))
+    for role in ("viewer", "editor", "owner"):
+        expected = least in RANK and RANK[role] >= RANK[least]
+        if action in (Action.PUBLIC, Action.AUTHENTICATED):
+            expected = True
+        assert decide(member(role)) is expected, role
+        assert decide(service(role)) is expected, f"token {role}"
+        # a token of another tenant has no role here
+        other = authorize(service(role, "other"), "team", action, BINDINGS).allowed
+        assert other is (action in (Action.PUBLIC, Action.AUTHENTICATED)), f"foreign {role}"
+
+
+def test_decisions_say_why() -> None:
+    viewer = member("viewer")
+    denied = authorize(viewer, "team", Action.RUN_CANCEL, BINDINGS)
+    assert not denied.allowed and denied.role is Role.viewer
+    assert denied.reason == ("run.cancel needs the editor role in tenant 'team'; vic is viewer")
+    allowed = authorize(viewer, "team", Action.RUN_READ, BINDINGS)
+    assert (allowed.allowed, allowed.reason, allowed.role) == (True, "viewer in 'team'",
+                                                                Role.viewer)  # fmt: skip
+    nobody = authorize(STRANGER, "team", Action.RUN_READ, BINDINGS)
+    assert nobody.reason == "sam has no role in tenant 'team'" and nobody.role is None
+    assert authorize(viewer, None, Action.RUN_READ, BINDINGS).reason == "run.read needs a tenant"
+    assert not authorize(viewer, None, Action.RUN_READ, BINDINGS).allowed
+    assert authorize(viewer, "team", Action.SCIM, BINDINGS).reason == "scim needs a platform admin"
+    assert authorize(ANON, "team", Action.RUN_READ).reason.startswith("not authenticated")
+    assert authorize(ADMIN, "team", Action.SCIM).reason == "platform admin"
+    assert authorize(LOCAL, "team", Action.SCIM).reason == "local mode"
+    assert authorize(TASK, None, Action.TASK).reason == "task token"
+    assert authorize(viewer, None, Action.TASK).reason == "only task processes use this"
+    assert authorize(ANON, None, Action.PUBLIC).reason == "public"
+    assert authorize(viewer, None, Action.AUTHENTICATED).reason == "authenticated"
+
+
+def test_role_in_takes_the_highest_matching_binding() -> None:
+    assert role_in(member("owner"), "team", BINDINGS) is Role.owner  # user viewer + group owner
+    assert role_in(member("viewer"), "team", BINDINGS) is Role.viewer
+    assert role_in(Principal(subject="readers", name="x"), "team", BINDINGS) is None  # a user
+    assert role_in(Principal(subject="x", name="x", groups=("ed",)), "team", BINDINGS) is None
+    assert role_in(ANON, "team", BINDINGS) is None
+    assert role_in(service("editor"), "team", BINDINGS) is Role.editor
+    assert role_in(service("editor", "other"), "team", BINDINGS) is None
+    no_role = Principal(subject="t", name="t", kind="service", token_tenant="team")
+    assert role_in(no_role, "team", BINDINGS) is None
+    assert Role.parse("owner") is Role.owner
+    with pytest.raises(ValueError, match="unknown role 'admin'; use viewer, editor or owner"):
+        Role.parse("admin")
+
+
+# -- task tokens and grants -------------------------------------------------------------------
+CLAIMS = TaskClaims("att-1", "team", "run-1", "train", 2, expires=2_000_000_000.0)
+
+
+def test_task_tokens_carry_their_claims_and_refuse_every_change() -> None:
+    tokens = TaskTokens(b"k" * 32)
+    token = tokens.mint(CLAIMS)
+    prefix, body, mac = token.split(".")
+    assert prefix == "argosy-task"
+    assert json.loads(base64.urlsafe_b64decode(body + "==")) == {
+        "a": "att-1", "t": "team", "r": "run-1", "n": "train", "k": 2, "e": 2_000_000_000.0,
+    }  # fmt: skip
+    assert tokens.verify(token, now=1_999_999_999.0) == CLAIMS
+    assert CLAIMS.record_prefix == "tenants/team/runs/run-1/train/2/"
+    with pytest.raises(TaskTokenError, match="task token of attempt att-1 has expired"):
+        tokens.verify(token, now=2_000_000_000.0)  # expiry is exclusive
+    with pytest.raises(TaskTokenError, match="not issued by this server instance"):
+        TaskTokens(b"j" * 32).verify(token, now=0)
+    with pytest.raises(TaskTokenError, match="not issued by this server instance"):
+        tokens.verify(f"argosy-tusk.{body}.{mac}", now=0)
+    other = json.dumps({"a": "att-1", "t": "other", "r": "run-1", "n": "train", "k": 2,
+                        "e": 2e9}, separators=(",", ":")).encode()  # fmt: skip
+    forged = base64.urlsafe_b64encode(other).rstrip(b"=").decode()
+    with pytest.raises(TaskTokenError, match="not issued by this server instance"):
+        tokens.verify(f"argosy-task.{forged}.{mac}", now=0)
+    for malformed in ("nonsense", "a.b", "a.b.c.d", ""):
+        with pytest.raises(TaskTokenError, match="malformed task token"):
+            tokens.verify(malformed, now=0)
+    assert TaskTokens().mint(CLAIMS) != TaskTokens().mint(CLAIMS)  # a random key each
+
+
+def test_task_grants_read_inputs_code_and_collections() -> None:
+    grants = TaskGrants()
+    grants.add(
+        "att-1", "run-1",
+        {"x": {"artifact": {"sha256": "a" * 64}}, "xs": {"artifact": {"sha256": "c" * 64,
+         "format": "collection"}}, "p": {"value": 3}, "q": 7},
+        ["sha256:" + "d" * 64, None, "e" * 64],
+    )  # fmt: skip
+    grants.add("att-2", "run-2", {}, [])
+    grant = grants.get("att-1")
+    assert grant is not None and grant.run_id == "run-1"
+    assert grant.reads == {"a" * 64, "c" * 64, "d" * 64, "e" * 64}
+    assert grant.collections == ["c" * 64] and grant.written == set()
+    assert grants.get("nope") is None
+    grants.revoke_run("run-1")
+    assert grants.get("att-1") is None and grants.get("att-2") is not None
+
+
+# -- the task-store route ---------------------------------------------------------------------
+def blob_key(tenant: str, data: bytes) -> str:
+    sha = hashlib.sha256(data).hexdigest()
+    return f"tenants/{tenant}/blobs/sha256/{sha[:2]}/{sha}"
+
+
+@pytest.fixture
+def task_store(tmp_path: Path) -> Iterator[SimpleNamespace]:
+    from argosy.server.problems import install
+    from argosy.server.routes import task_store as route
+
+    stores: dict[str, Any] = {}
+
+    def store(tenant: str) -> Any:
+        if tenant not in stores:
+            stores[tenant] = open_artifact_store(str(tmp_path / "blobs"), tenant)
+        return stores[tenant]
+
+    context = SimpleNamespace(
+        task_tokens=TaskTokens(), task_grants=TaskGrants(), store=store,
+        settings=SimpleNamespace(home=tmp_path),
+    )  # fmt: skip
+    app = FastAPI()
+    app.state.context = context
+    install(app)
+    app.include_router(route.router)
+    with TestClient(app) as client:
+        yield SimpleNamespace(client=client, context=context, store=store)
+
+
+def test_the_task_store_admits_only_live_task_tokens(task_store: SimpleNamespace) -> None:
+    tokens: TaskTokens = task_store.context.task_tokens
+    client: TestClient = task_store.client
+    key = "/api/v1/task-store/tenants/team/runs/run-1/train/2/result.json"
+    assert client.get(key).status_code == 401
+    user = client.get(key, headers={"Authorization": "Bearer eyJ.user.token"})
+    assert user.status_code == 403 and user.json()["code"] == "task_access_denied"
+    forged = TaskTokens().mint(CLAIMS)
+    refused = client.get(key, headers={"Authorization": f"Bearer {forged}"})
+    assert refused.status_code == 401 and refused.json()["code"] == "invalid_task_token"
+    assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    expired = tokens.mint(TaskClaims("att-1", "team", "run-1", "train", 2, expires=1.0))
+    assert client.get(key, headers={"Authorization": f"Bearer {expired}"}).status_code == 401
+    live = {"Authorization": f"Bearer {tokens.mint(CLAIMS)}"}
+    assert client.put(key, content=b"{}", headers=live).status_code == 201
+    assert client.get(key, headers=live).content == b"{}"
+
+
+def test_the_task_store_keeps_each_attempt_to_its_own_data(task_store: SimpleNamespace) -> None:
+    context, client = task_store.context, task_store.client
+    tokens: TaskTokens = context.task_tokens
+    store = task_store.store("team")
+    mine, theirs, elements = b"my input", b"someone else's", [b"el-0", b"el-1"]
+    infos = {d: store.put_bytes(d) for d in (mine, theirs, *elements)}
+    collection = store.put_bytes(json.dumps(
+        [{"sha256": infos[e].sha256} for e in elements] + [None]).encode())  # fmt: skip
+    context.task_grants.add("att-1", "run-1", {
+        "x": {"artifact": {"sha256": infos[mine].sha256}},
+        "xs": {"artifact": {"sha256": collection.sha256, "format": "collection"}},
+    }, [])  # fmt: skip
+    auth = {"Authorization": f"Bearer {tokens.mint(CLAIMS)}"}
+    api = "/api/v1/task-store/"
+
+    def status(method: str, key: str, **kw: Any) -> int:
+        return client.request(method, api + key, headers=auth, **kw).status_code
+
+    # blobs: its inputs (and a collection's elements) read; others refused; exists/write free
+    assert status("GET", blob_key("team", mine)) == 200
+    assert status("GET", blob_key("team", elements[1])) == 200
+    assert status("GET", blob_key("team", theirs)) == 403
+    assert status("HEAD", blob_key("team", theirs)) == 200
+    assert status("HEAD", blob_key("team", b"never stored")) == 404
+    new = b"my output"
+    assert status("PUT", blob_key("team", new), content=new) == 201
+    assert status("GET", blob_key("team", new)) == 200  # what it wrote, it reads back
+    wrong = client.put(api + blob_key("team", b"claimed"), content=b"other", headers=auth)
+    assert wrong.status_code == 422 and wrong.json()["code"] == "blob_hash_mismatch"
+    # records: its own attempt's only
+    assert status("PUT", "tenants/team/runs/run-1/train/2/log.jsonl", content=b"x") == 201
+    assert status("GET", "tenants/team/runs/run-1/train/2/log.jsonl") == 200
+    for other in ("tenants/team/runs/run-1/train/1/log.jsonl",  # an earlier attempt
+                  "tenants/team/runs/run-1/train-2/2/log.jsonl",  # a sibling
+                  "tenants/team/runs/run-9/train/2/log.jsonl",  # another run
+                  "tenants/team/runs/run-1/train/2/../../../run-9/x",
+                  "tenants/other/runs/run-1/train/2/log.jsonl",  # another tenant
+                  blob_key("other", mine)):  # fmt: skip
+        for method in ("GET", "PUT", "HEAD"):
+            assert status(method, other, content=b"x") == 403, (method, other)
+    listed = client.get(api.rstrip("/"), params={"prefix": "tenants/team/runs/run-1/train/2/"},
+                        headers=auth)  # fmt: skip
+    assert listed.json() == {"keys": ["tenants/team/runs/run-1/train/2/log.jsonl"]}
+    assert client.get(api.rstrip("/"), params={"prefix": "tenants/team/runs/"},
+                      headers=auth).status_code == 403  # fmt: skip
+    # quarantine: existence checks, and renaming a corrupt blob of its tenant into it
+    assert status("HEAD", "tenants/team/quarantine/x") == 404
+    assert status("GET", "tenants/team/quarantine/x") == 403
+    rename = {"key": blob_key("team", theirs), "new_key": "tenants/team/quarantine/bad"}
+    assert client.post("/api/v1/task-store-rename", json=rename, headers=auth).status_code == 204
+    assert store.backend.exists("tenants/team/quarantine/bad")
+    for body in ({"key": blob_key("team", mine), "new_key": "tenants/team/elsewhere"},
+                 {"key": "tenants/team/runs/run-1/train/2/log.jsonl",
+                  "new_key": "tenants/team/quarantine/log"},
+                 {"key": blob_key("other", mine), "new_key": "tenants/team/quarantine/z"}):  # fmt: skip
+        assert client.post("/api/v1/task-store-rename", json=body,
+                           headers=auth).status_code == 403, body  # fmt: skip
+    # an attempt that is over: its token is void for reads of blobs
+    context.task_grants.revoke_run("run-1")
+    over = client.get(api + blob_key("team", mine), headers=auth)
+    assert over.status_code == 403 and over.json()["code"] == "task_not_running"
+
+
+# -- tenant secrets ---------------------------------------------------------------------------
+@pytest.fixture
+def metadata(tmp_path: Path) -> Iterator[MetadataStore]:
+    store = MetadataStore.open(f"sqlite:///{tmp_path / 'argosy.db'}")
+    yield store
+    store.close()
+
+
+def test_secrets_round_trip_and_refuse_bad_names_sizes_and_copies(
+    metadata: MetadataStore, tmp_path: Path
+) -> None:
+    keys = TenantKeys(metadata, LocalKeyProvider(tmp_path / "kek"))
+    secrets = TenantSecrets(metadata, keys)
+    row = secrets.put("team", "HF_TOKEN", "v1", "olga")
+    assert (row.name, row.created_by, row.updated_by) == ("HF_TOKEN", "olga", "olga")
+    assert "v1" not in row.ciphertext and len(base64.b64decode(row.ciphertext)) == 12 + 2 + 16
+    again = secrets.put("team", "HF_TOKEN", "v2", "ed")
+    assert again.id == row.id and again.updated_by == "ed" and again.created_by == "olga"
+    secrets.put("team", "A_FIRST", "a", "olga")
+    secrets.put("other", "HF_TOKEN", "theirs", "x")
+    assert [r.name for r in secrets.list("team")] == ["A_FIRST", "HF_TOKEN"]
+    assert secrets.open("team", ["HF_TOKEN", "A_FIRST", "MISSING"]) == {"HF_TOKEN": "v2",
+                                                                        "A_FIRST": "a"}  # fmt: skip
+    assert secrets.open("team", []) == {}
+    assert secrets.open("other", ["HF_TOKEN"]) == {"HF_TOKEN": "theirs"}
+    # a rotated key: old secrets still open, new ones use the new key
+    keys.rotate("team")
+    secrets.put("team", "NEWER", "n", "olga")
+    assert secrets.open("team", ["HF_TOKEN", "NEWER"]) == {"HF_TOKEN": "v2", "NEWER": "n"}
+    # names and sizes
+    for bad in ("not-a-var", "1ABC", "", "A" * 256, "A B"):
+        with pytest.raises(UsageError, match="is not valid"):
+            secrets.put("team", bad, "x", "olga")
+    secrets.put("team", "_OK9", "x", "olga")
+    secrets.put("team", "A" * 255, "x", "olga")
+    secrets.put("team", "BIG", "x" * MAX_VALUE_BYTES, "olga")
+    with pytest.raises(UsageError, match="larger than 64 KiB"):
+        secrets.put("team", "BIG", "x" * (MAX_VALUE_BYTES + 1), "olga")
+    with pytest.raises(UsageError, match="larger than 64 KiB"):
+        secrets.put("team", "BIG", "é" * (MAX_VALUE_BYTES // 2 + 1), "olga")  # bytes, not chars
+    # delete
+    secrets.delete("team", "A_FIRST")
+    with pytest.raises(NotFoundError, match="tenant 'team' has no secret 'A_FIRST'"):
+        secrets.delete("team", "A_FIRST")
+    assert secrets.open("other", ["HF_TOKEN"]) == {"HF_TOKEN": "theirs"}  # untouched
+    # a ciphertext copied to another name (same tenant, same key) does not open
+    from sqlalchemy import update
+
+    from argosy.stores.metadata.tables import Secret
+
+    with metadata.session() as s:
+        s.execute(update(Secret).where(Secret.tenant == "team", Secret.name == "NEWER")
+                  .values(ciphertext=again.ciphertext, key_id=again.key_id))  # fmt: skip
+    with pytest.raises(IntegrityError, match="secret 'NEWER' of tenant 'team' does not decrypt"):
+        secrets.open("team", ["NEWER"])
+    assert secrets.open("team", ["HF_TOKEN"]) == {"HF_TOKEN": "v2"}
+
+
+# -- API tokens -------------------------------------------------------------------------------
+def test_token_lifetimes() -> None:
+    assert parse_lifetime("30d") == timedelta(days=30)
+    assert parse_lifetime(" 12H ") == timedelta(hours=12)
+    assert parse_lifetime("90m") == timedelta(minutes=90)
+    assert parse_lifetime("45s") == timedelta(seconds=45)
+    assert parse_lifetime("2") == timedelta(days=2)
+    assert parse_lifetime("365d") == timedelta(days=365)
+    for bad in ("soon", "d", "x30d"):
+        with pytest.raises(UsageError, match="invalid expiry"):
+            parse_lifetime(bad)
+    with pytest.raises(UsageError, match="at most 365 days"):
+        parse_lifetime("366d")
+    with pytest.raises(UsageError, match="at most 365 days"):
+        check_lifetime(timedelta(days=365, seconds=1))
+    for never in ("0d", "-1d"):
+        with pytest.raises(UsageError, match="must be in the future"):
+            parse_lifetime(never)
+
+
+def test_tokens_are_stored_hashed_and_resolve_to_their_role(metadata: MetadataStore) -> None:
+    now = datetime.now(UTC)
+    with metadata.session() as s:
+        row, token = create_token(s, tenant="team", name="ci", role=Role.editor,
+                                  lifetime=timedelta(days=1), created_by="root",
+                                  creator_role=None, now=now)  # fmt: skip
+        assert is_api_token(token) and not is_api_token("eyJhbGciOi.x.y")
+        assert row.token_hash == hash_token(token) == hashlib.sha256(token.encode()).hexdigest()
+        assert token not in (row.token_hash, row.prefix) and token.startswith(row.prefix)
+        assert row.expires_at == now + timedelta(days=1) and row.role == "editor"
+        # a token never exceeds its creator's role; equal is fine
+        create_token(s, tenant="team", name="eq", role=Role.editor, lifetime=timedelta(days=1),
+                     created_by="ed", creator_role=Role.editor, now=now)  # fmt: skip
+        with pytest.raises(UsageError, match="you are editor in tenant 'team' and cannot"):
+            create_token(s, tenant="team", name="up", role=Role.owner,
+                         lifetime=timedelta(days=1), created_by="ed",
+                         creator_role=Role.editor, now=now)  # fmt: skip
+    with metadata.session() as s:
+        principal = resolve(s, token, now)
+        assert (principal.kind, principal.token_tenant) == ("service", "team")
+        assert principal.subject == f"token:{row.id}"
+        with pytest.raises(InvalidApiToken, match="unknown API token"):
+            resolve(s, token + "x", now)
+        with pytest.raises(InvalidApiToken, match="expired"):
+            resolve(s, token, now + timedelta(days=1, seconds=1))
+        revoke_token(s, "team", row.id, now)
+    with metadata.session() as s, pytest.raises(InvalidApiToken, match="revoked"):
+        resolve(s, token, now)
