@@ -25,7 +25,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from argosy.api import API_PREFIX
+from argosy.api import API_PREFIX, UploadCreate
 from argosy.api.documents import ScheduleCreate
 from argosy.auth.policy import Role
 from argosy.client.client import Client
@@ -142,6 +142,15 @@ POST   {T}/runs                                           -    -      y      y  
 GET    {T}/runs                                           -    y      y      y       -       y     -
 GET    {T}/runs/{{run_id}}                                -    y      y      y       -       y     -
 GET    {T}/runs/{{run_id}}/tasks                          -    y      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/detail                         -    y      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/diff/{{other_run_id}}          -    y      y      y       -       y     -
+POST   {T}/runs/{{run_id}}/reproduce                      -    -      y      y       -       y     -
+GET    {T}/runs/{{run_id}}/artifacts/{{output_path:path}} -    y      y      y       -       y     -
+GET    {T}/artifacts/{{artifact_id}}/lineage              -    y      y      y       -       y     -
+POST   {T}/uploads                                        -    -      y      y       -       y     -
+GET    {T}/uploads/{{upload_id}}                          -    -      y      y       -       y     -
+PUT    {T}/uploads/{{upload_id}}                          -    -      y      y       -       y     -
+POST   {T}/uploads/{{upload_id}}/complete                 -    -      y      y       -       y     -
 POST   {T}/runs/{{run_id}}/cancel                         -    -      y      y       -       y     -
 POST   {T}/runs/{{run_id}}/retry                          -    -      y      y       -       y     -
 GET    {T}/runs/{{run_id}}/artifacts                      -    y      y      y       -       y     -
@@ -304,6 +313,7 @@ class World:
         assert self.failed_run.status == "failed"
         self.artifact = self.client.artifacts(self.done_run.id)[0].id
         self.shared_blocking = self.client.create_run("blocking").id
+        self.shared_upload = self.upload(b"")
         self.shared = {
             "schedule": self.schedule(),
             "secret": self.secret(),
@@ -333,6 +343,11 @@ class World:
 
     def api_token(self) -> str:
         return self.client.create_token(self.name("tok-"), "viewer", 1).id
+
+    def upload(self, data: bytes) -> str:
+        """An upload of ``data``, started (nothing sent yet)."""
+        body = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "format": "file"}
+        return self.client.start_upload(UploadCreate.model_validate(body)).id
 
     def blocking_run(self) -> str:
         return self.client.create_run("blocking").id
@@ -375,6 +390,9 @@ class World:
             "user_id": shared["scim_user"],
             "group_id": shared["scim_group"],
             "key:path": f"{tenant}/blobs/{'0' * 64}",
+            "other_run_id": self.failed_run.id,
+            "output_path:path": "make/output",
+            "upload_id": self.shared_upload,
         }
         kwargs: dict[str, Any] = {}
         success: tuple[int, ...] = (200,)
@@ -414,6 +432,23 @@ class World:
                 success = (201,)
             case "POST", "/runs/{run_id}/cancel":
                 values["run_id"] = self.blocking_run() if fresh else self.shared_blocking
+            case "POST", "/runs/{run_id}/reproduce":
+                success = (201,)
+            case "POST", "/uploads":
+                data = f"upload {next(self.counter)}".encode()
+                body = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                        "format": "file"}  # fmt: skip
+                kwargs = {"json": body}
+                success = (201,)
+            case "PUT", "/uploads/{upload_id}":
+                data = f"chunk {next(self.counter)}".encode()
+                if fresh:
+                    values["upload_id"] = self.upload(data)
+                kwargs = {"params": {"offset": 0}, "content": data,
+                          "headers": {"Content-Type": "application/octet-stream"}}  # fmt: skip
+            case "POST", "/uploads/{upload_id}/complete":
+                if fresh:
+                    values["upload_id"] = self.upload(b"")
             case "POST", "/runs/{run_id}/retry":
                 values["run_id"] = self.failed_run.id
                 success = (201,)
