@@ -35,6 +35,7 @@ from argosy.server.routes import (
     task_store,
     tenants,
     tokens,
+    uploads,
 )
 from argosy.server.routes import audit as audit_routes
 from argosy.server.routes import scim as scim_routes
@@ -87,7 +88,17 @@ def create_app(context: ServerContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(login.router)  # /auth/login, /auth/callback, /auth/logout
     app.include_router(login.api_router)  # /api/v1/auth/config
-    for module in (blobs, pipelines, runs, artifacts, logs, schedules, secrets, task_store):
+    for module in (
+        blobs,
+        uploads,
+        pipelines,
+        runs,
+        artifacts,
+        logs,
+        schedules,
+        secrets,
+        task_store,
+    ):
         app.include_router(module.router)
     for router in (tenants.me_router, tenants.router, members.router, tokens.router):
         app.include_router(router)
