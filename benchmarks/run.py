@@ -158,20 +158,20 @@ def argosy_run(home: Path, target: str, *options: str) -> ArgosyRun:
     proc = timed([*ARGOSY, "run", target, "--output", "json", *options], child_env(home))
     doc = json.loads(proc.stdout)
     if doc["status"] != "succeeded":
-        raise RuntimeError(f"run {doc['run_id']} of {target} ended {doc['status']}: {doc['error']}")
+        raise RuntimeError(f"run {doc['id']} of {target} ended {doc['status']}: {doc['error']}")
     attempts = [
         Attempt(
-            step["node"],
+            task["node_path"],
             _epoch(a["started_at"]),
             _epoch(a["finished_at"]),
             a["wall_time"],
             a["peak_memory"] or 0,
             a["number"],
         )
-        for step in doc["steps"]
-        for a in step["attempts"]
+        for task in doc["tasks"]
+        for a in task["attempts"]
     ]
-    _add_launcher_times(home, doc["run_id"], attempts)
+    _add_launcher_times(home, doc["id"], attempts)
     return ArgosyRun(proc, attempts, doc)
 
 
@@ -441,9 +441,9 @@ def bench_cache(home: Path, repeats: int) -> tuple[Table, list[Check]]:
     argosy_run(home, f"{TRIVIAL}:cached4")  # primes the cache
     runs = [argosy_run(home, f"{TRIVIAL}:cached4") for _ in range(repeats)]
     for r in runs:
-        states = {s["state"] for s in r.doc["steps"]}
+        states = {t["state"] for t in r.doc["tasks"]}
         if states != {"cached"} or r.attempts:
-            raise RuntimeError(f"re-run {r.doc['run_id']} was not fully cached: {states}")
+            raise RuntimeError(f"re-run {r.doc['id']} was not fully cached: {states}")
     engine = med([_epoch(r.doc["finished_at"]) - _epoch(r.doc["started_at"]) for r in runs])
     wall = med([r.proc.wall for r in runs])
     ok = engine < CACHE_TARGET
