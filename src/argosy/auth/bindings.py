@@ -82,7 +82,7 @@ def load_bindings(session: Session, tenant: str) -> list[Binding]:
         select(RoleBinding.role, RoleBinding.subject_kind, RoleBinding.subject).where(
             RoleBinding.tenant == tenant
         )
-    ).tuples()
+    )
     return [Binding(role, kind, subject) for role, kind, subject in rows]
 
 
@@ -156,7 +156,7 @@ def roles_of(session: Session, principal: Principal) -> dict[str, Role]:
     found: dict[str, Role] = {}
     for tenant, role in session.execute(
         select(RoleBinding.tenant, RoleBinding.role).where(or_(*conditions))
-    ).tuples():
+    ):
         r = Role.parse(role)
         if tenant not in found or r > found[tenant]:
             found[tenant] = r

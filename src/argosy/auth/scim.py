@@ -486,7 +486,7 @@ def member_names(session: Session, groups: list[ScimGroup]) -> dict[str, str]:
     if not ids:
         return {}
     return dict(
-        session.execute(select(User.id, User.user_name).where(User.id.in_(ids))).tuples().all()
+        session.execute(select(User.id, User.user_name).where(User.id.in_(ids))).all()
     )
 
 

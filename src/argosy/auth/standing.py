@@ -57,7 +57,7 @@ def known_groups(session: Session, subject: str, *, scim: bool) -> tuple[str, ..
         names: set[str] = set()
         for name, external, members in session.execute(
             select(ScimGroup.display_name, ScimGroup.external_id, ScimGroup.members)
-        ).tuples():
+        ):
             if user.id in (members or []):
                 names.add(name)
                 if external:
