@@ -190,23 +190,6 @@ class Engine:
             with contextlib.suppress(SQLAlchemyError):
                 self._release(run_id)
 
-    def request_cancel(self, run_id: str) -> str:
-        """Ask the run's engine to cancel it; if no engine is alive, cancel it here and now.
-
-        Returns ``requested`` (a live engine will stop it), ``cancelled`` or the final status
-        of a run that had already finished.
-        """
-        with self.metadata.session() as s:
-            run = s.get_one(Run, run_id)
-            if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
-                return f"finished:{run.status}"
-            run.cancel_requested = True
-            alive = self._owner_alive(run.engine)
-        if alive:
-            return "requested"
-        self.execute(run_id)  # recovers (killing orphans), sees the flag, cancels the rest
-        return "cancelled"
-
     def emit(self, run_id: str, tasks: list[TaskView]) -> None:
         """Tell the progress display; a display that fails (a closed pipe) is dropped, never fatal."""
         if self.on_change is not None:
