@@ -114,31 +114,42 @@ def _chunk_key(upload_id: str, offset: int) -> str:
 
 def append(ctx: ServiceContext, upload_id: str, offset: int, chunk: Path) -> api.Upload:
     """Store ``chunk`` (a file) as the bytes at ``offset``; ``ConflictError``
-    (``upload_offset``, with ``received``) when the upload expects another offset."""
+    (``upload_offset``, with ``received``) when the upload expects another offset.
+
+    The bytes are written outside any database transaction (a chunk takes a while); the
+    offset is checked again, under the row's lock, before it counts. Two clients racing on
+    one offset write the same key, and the sha256 check at completion decides anyway.
+    """
     length = chunk.stat().st_size
     if length > MAX_CHUNK_BYTES:
         raise UsageError(f"a chunk holds at most {MAX_CHUNK_BYTES} bytes; send smaller ones")
     with ctx.metadata.session() as session:
+        _check_offset(_get(session, ctx, upload_id), offset, length)
+    ctx.store.put_record_file(_chunk_key(upload_id, offset), chunk)
+    with ctx.metadata.session() as session:
         row = _get(session, ctx, upload_id, lock=True)
-        if row.completed_at is not None:
-            raise ConflictError(f"upload {upload_id} is complete", code="upload_complete")
-        if offset != row.received:
-            raise ConflictError(
-                f"upload {upload_id} has {row.received} bytes; send the chunk at offset "
-                f"{row.received}, not {offset}",
-                code="upload_offset",
-                extra={"received": row.received},
-            )
-        if offset + length > row.size:
-            raise UsageError(
-                f"upload {upload_id} was declared {row.size} bytes; this chunk would make it "
-                f"{offset + length}",
-                code="upload_too_long",
-            )
-        ctx.store.put_record_file(_chunk_key(upload_id, offset), chunk)
+        _check_offset(row, offset, length)
         row.received = offset + length
         session.flush()
         return _document(row)
+
+
+def _check_offset(row: Upload, offset: int, length: int) -> None:
+    if row.completed_at is not None:
+        raise ConflictError(f"upload {row.id} is complete", code="upload_complete")
+    if offset != row.received:
+        raise ConflictError(
+            f"upload {row.id} has {row.received} bytes; send the chunk at offset "
+            f"{row.received}, not {offset}",
+            code="upload_offset",
+            extra={"received": row.received},
+        )
+    if offset + length > row.size:
+        raise UsageError(
+            f"upload {row.id} was declared {row.size} bytes; this chunk would make it "
+            f"{offset + length}",
+            code="upload_too_long",
+        )
 
 
 def _assemble(ctx: ServiceContext, upload_id: str, keys: list[str], dest: BinaryIO) -> BlobInfo:
