@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from argosy.auth.uploads import refused_outputs
 from argosy.engine.state import RunState, TaskView, artifact_ref
 from argosy.errors import ExecutionError, NoRoomError
 from argosy.executors.base import AttemptExit, AttemptLaunch
@@ -167,7 +168,15 @@ class Attempts:
         run = self.run
         stop_reason = ended.reason if ended else None
         succeeded = record is not None and record.succeeded and stop_reason != Reason.CANCELLED
+        refused = None
+        if succeeded and run.e.task_store is not None:  # a server task: only outputs it holds
+            assert record is not None
+            refused = refused_outputs(run.e.metadata, attempt_id, view.inputs or {},
+                                      record.outputs, run.e.store.read_blob)  # fmt: skip
+            succeeded = refused is None
         reason, error = self._outcome(view, record, ended, lost=lost, succeeded=succeeded)
+        if refused is not None:
+            reason, error = Reason.OUTPUT_ERROR, refused
         with run.e.metadata.session() as s:
             if not attempt_rows.is_current(s, attempt_id, view.id):
                 return  # fenced: a stale attempt never commits

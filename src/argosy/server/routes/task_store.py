@@ -9,7 +9,9 @@ that the audit middleware records with the task as the actor.
 from __future__ import annotations
 
 import json
+import os
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -19,7 +21,8 @@ from pydantic import BaseModel
 from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
 from argosy.auth.task_credentials import TaskClaims, TaskGrant, TaskTokenError, attempt_is_live
-from argosy.errors import StoreError
+from argosy.auth.uploads import may_know, record_upload
+from argosy.errors import IntegrityError, StoreError
 from argosy.server.identity import ContextDep, already_admitted, declares
 from argosy.server.problems import ApiProblem
 from argosy.server.routes.blobs import Upload, upload_body
@@ -84,6 +87,21 @@ def _deny(claims: TaskClaims, key: str, why: str) -> ApiProblem:
     )  # fmt: skip
 
 
+def may_read(context: Any, claims: TaskClaims, sha256: str) -> bool:
+    """Whether the attempt may read blob ``sha256``: one of its inputs (an input collection's
+    elements included), its code or environment, or a blob it uploaded itself."""
+    grant = _grant(context, claims)
+    if may_know(grant.reads, grant.written, sha256):
+        return True
+    store = context.store(claims.tenant)
+    for collection in list(grant.collections):  # elements of an input collection, read once
+        grant.collections = [c for c in grant.collections if c != collection]
+        for element in json.loads(store.read_blob(collection)):
+            if element is not None:
+                grant.reads.add(element["sha256"])
+    return may_know(grant.reads, grant.written, sha256)
+
+
 def allowed(context: Any, claims: TaskClaims, key: str, mode: str) -> None:
     """Raise 403 unless the attempt may ``mode`` (read|exists|write) ``key``."""
     if not key.startswith(f"tenants/{claims.tenant}/") or ".." in key.split("/"):
@@ -91,18 +109,8 @@ def allowed(context: Any, claims: TaskClaims, key: str, mode: str) -> None:
     blob = _BLOB.match(key)
     if blob is not None:
         if mode in ("exists", "write"):
-            return  # content-addressed: writing new bytes (or asking whether they exist) is safe
-        grant = _grant(context, claims)
-        sha = blob.group("sha")
-        if sha in grant.reads or sha in grant.written:
-            return
-        store = context.store(claims.tenant)
-        for collection in grant.collections:  # elements of an input collection
-            grant.collections = [c for c in grant.collections if c != collection]
-            for element in json.loads(store.read_blob(collection)):
-                if element is not None:
-                    grant.reads.add(element["sha256"])
-        if sha in grant.reads:
+            return  # content-addressed: writing bytes (proved by their hash) or asking is safe
+        if may_read(context, claims, blob.group("sha")):
             return
         raise _deny(claims, key, "read a blob that is not one of its inputs:")
     if key.startswith(claims.record_prefix):
@@ -114,7 +122,12 @@ def allowed(context: Any, claims: TaskClaims, key: str, mode: str) -> None:
 
 @router.head("/task-store/{key:path}")
 def head_object(key: str, claims: ClaimsDep, context: ContextDep) -> Response:
+    """Whether ``key`` exists — for a blob, only one the attempt uploaded or was granted: of
+    any other it must upload the bytes (``auth/uploads.py``: accepted outputs)."""
     allowed(context, claims, key, "exists")
+    blob = _BLOB.match(key)
+    if blob is not None and not may_read(context, claims, blob.group("sha")):
+        return Response(status_code=404)
     exists = context.store(claims.tenant).backend.exists(key)
     return Response(status_code=200 if exists else 404)
 
@@ -144,21 +157,44 @@ def put_object(
     upload: Annotated[Upload, Depends(upload_body)],
 ) -> Response:
     allowed(context, claims, key, "write")
+    store = context.store(claims.tenant)
     blob = _BLOB.match(key)
-    if blob is not None:
-        with upload.path.open("rb") as f:
-            encrypted = is_encrypted(f.read(len(MAGIC)))  # its key: the plaintext's hash
-        if not encrypted and upload.sha256 != blob.group("sha"):
-            raise ApiProblem(422,
-                             f"the body hashes to sha256:{upload.sha256}, not the key's; "
-                             "blobs are stored under the hash of their bytes",
-                             code="blob_hash_mismatch")  # fmt: skip
-        _grant(context, claims).written.add(blob.group("sha"))
     try:
-        context.store(claims.tenant).backend.put_file(key, upload.path, move=True)
+        if blob is not None:
+            sha = blob.group("sha")
+            if _plaintext_sha256(store, upload, key) != sha:
+                raise ApiProblem(422,
+                                 f"the body's plaintext does not hash to sha256:{sha}, the key's; "
+                                 "blobs are stored under the hash of their bytes",
+                                 code="blob_hash_mismatch")  # fmt: skip
+            with context.metadata.session() as session:  # what this attempt proved it holds
+                record_upload(session, tenant=claims.tenant, attempt_id=claims.attempt_id,
+                              sha256=sha, size=upload.size, now=datetime.now(UTC))  # fmt: skip
+            _grant(context, claims).written.add(sha)
+            if store.backend.exists(key):
+                return Response(status_code=200)  # stored already: the copy is discarded
+        store.backend.put_file(key, upload.path, move=True)
     except StoreError as exc:
         raise ApiProblem(503, str(exc), code="store_unavailable") from None
     return Response(status_code=201)
+
+
+def _plaintext_sha256(store: Any, upload: Upload, key: str) -> str | None:
+    """The sha256 of an uploaded blob's plaintext (decrypted with the tenant's key when the
+    task encrypted it); None if it cannot be decrypted."""
+    with upload.path.open("rb") as f:
+        encrypted = is_encrypted(f.read(len(MAGIC)))
+    if not encrypted:
+        return upload.sha256
+    if store.cipher is None:
+        return None
+    try:
+        with upload.path.open("rb") as f, open(os.devnull, "wb") as sink:
+            sha, _ = store.cipher.decrypt_stream(f, sink, key)
+    except IntegrityError:
+        return None
+    result: str = sha
+    return result
 
 
 @router.get("/task-store")
