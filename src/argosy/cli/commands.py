@@ -462,6 +462,9 @@ def list_artifacts(backend: Backend, ref: str, json_output: bool) -> None:
 def get_artifact(backend: Backend, ref: str, dest: Path) -> None:
     """The artifact's bytes at ``dest`` (hash verified); a directory artifact unpacked there."""
     art = backend.get_artifact(ref)
+    if art.format == "collection":
+        _get_collection(backend, art, dest)
+        return
     if art.format == "dir":
         import tempfile
 
@@ -485,6 +488,47 @@ def get_artifact(backend: Backend, ref: str, dest: Path) -> None:
         f"wrote {art.node_path}/{art.output_name} ({art.type}, {format_bytes(art.size)}, "
         f"sha256 {art.sha256[:12]}) to {dest}"
     )
+
+
+def _get_collection(backend: Backend, art: api.Artifact, dest: Path) -> None:
+    """A map's collected output: a JSON list of the values when every element is JSON, else
+    a folder with one file per element (``0.parquet``, ``1.parquet``, ...) in item order."""
+    import tempfile
+
+    if art.value is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            backend.download(art, Path(tmp) / "manifest.json")
+            manifest = json.loads((Path(tmp) / "manifest.json").read_text())
+        by_sha = {
+            a.sha256: a
+            for a in backend.list_artifacts(art.run_id)
+            if a.node_path.startswith(f"{art.node_path}[") and a.format != "collection"
+        }
+        elements = [by_sha.get((e or {}).get("sha256", "")) for e in manifest]
+        missing = sum(1 for e in elements if e is None)
+        if missing:
+            raise UsageError(
+                f"{missing} of the {len(manifest)} elements of {art.ref} have no artifact in "
+                f"run {art.run_id}; list them with: argosy artifacts list {art.run_id}"
+            )
+        found = [e for e in elements if e is not None]
+        if all(e.format == "json" for e in found):
+            values = []
+            with tempfile.TemporaryDirectory() as tmp:
+                for i, e in enumerate(found):
+                    backend.download(e, Path(tmp) / f"{i}.json")
+                    values.append(json.loads((Path(tmp) / f"{i}.json").read_text()))
+            art = art.model_copy(update={"value": values})
+        else:
+            dest.mkdir(parents=True, exist_ok=True)
+            for i, e in enumerate(found):
+                backend.download(e, dest / f"{i}.{e.format}")
+            _say(f"wrote the {len(found)} elements of {art.ref} to {dest}/ (0.{found[0].format}, ...)")
+            return
+    if dest.is_dir():
+        dest = dest / f"{art.node_path}.{art.output_name}.json".replace("/", "_")
+    dest.write_text(json.dumps(art.value) + "\n")
+    _say(f"wrote {art.node_path}/{art.output_name} (a list of {len(art.value)} values) to {dest}")
 
 
 def upload(backend: Backend, path: Path, json_output: bool) -> None:

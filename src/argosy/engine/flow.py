@@ -58,7 +58,12 @@ def _name(b: Bound) -> str:
 
 
 def group_status(states: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
-    """What an exit handler receives about its group: overall status and per-task states."""
+    """What an exit handler receives about its group: overall status and per-task states.
+
+    A task reused from the cache counts as ``succeeded`` (it did, in the run it reuses), so
+    an unchanged re-run gives the handler the same status, and the handler is cached too.
+    """
+    states = {p: ("succeeded" if s == TaskState.CACHED else s, r) for p, (s, r) in states.items()}
     values = {s for s, _ in states.values()}
     if TaskState.FAILED in values:
         status = "failed"

@@ -40,7 +40,8 @@ class Inputs:
             if node.for_each is not None and key == node.for_each[0]:
                 b = node.for_each[1]
             elif node.exit_group is not None and key == node.status_input:
-                states = {p: (run.tasks[p].state, run.tasks[p].reason) for p in node.exit_group}
+                states = {p: (run.tasks[p].state, run.tasks[p].reason)
+                          for p in self._tasks_of(node.exit_group)}  # fmt: skip
                 resolved[key] = {"value": flow.group_status(states)}
                 continue
             else:
@@ -57,6 +58,20 @@ class Inputs:
             else:
                 resolved[key] = {"value": b.value}
         return resolved
+
+    def _tasks_of(self, paths: list[str]) -> list[str]:
+        """The tasks an exit handler's group holds: a map that started stands for its
+        iterations' tasks, one by one (``fit[0]``, ``fold[1]/check``), in item order."""
+        run = self.run
+        found: list[str] = []
+        for path in paths:
+            children = [p for p in run.order if run.plan[p].parent == path]
+            if run.plan[path].is_map and children:
+                children.sort(key=lambda p: run.plan[p].index or 0)  # stable: plan order within
+                found.extend(self._tasks_of(children))
+            else:
+                found.append(path)
+        return found
 
     def _import_path(self, node: str, key: str, value: Any) -> dict[str, Any]:
         """A ``Path`` input given as a path string: the file or folder becomes a blob.

@@ -334,8 +334,15 @@ def get_artifact(session: Session, tenant: str, ref: str) -> Artifact:
     of_node = [a for a in arts if a.node_path == rest]
     if len(of_node) == 1:
         return of_node[0]
-    choices = ", ".join(f"{run.id}/{a.node_path}/{a.output_name}" for a in arts) or "(none)"
-    raise NotFoundError(f"no artifact {ref!r}; this run's artifacts are: {choices}")
+    if of_node:
+        names = ", ".join(f"{run.id}/{rest}/{a.output_name}" for a in of_node)
+        raise NotFoundError(f"node {rest!r} has {len(of_node)} outputs; name one: {names}")
+    nodes = sorted({a.node_path for a in arts})
+    shown = ", ".join(nodes[:12]) + (f" (and {len(nodes) - 12} more)" if len(nodes) > 12 else "")
+    raise NotFoundError(
+        f"no artifact {ref!r} in run {run.id}; nodes with outputs: {shown or '(none)'}; "
+        f"list them with: argosy artifacts list {run.id}"
+    )
 
 
 def claim_queued_tasks(

@@ -1,0 +1,147 @@
+"""What a new user hits first (issue 12): each defect found by trying Argosy as a new user
+would, with the test that shows it fixed. Runs go through the in-process backend unless the
+CLI itself is what is tested."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from argosy import api
+from argosy.client.local import LocalBackend
+from argosy.config import load_settings
+from argosy.spec.compile import compile_pipeline
+from argosy.spec.loader import load_pipeline
+from argosy.spec.parameters import bind_parameters
+from tests.conftest import Workspace
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def in_project(ws: Workspace) -> Iterator[Workspace]:
+    """The test process works in the project folder, as the CLI would."""
+    before = Path.cwd()
+    os.chdir(ws.root)
+    try:
+        yield ws
+    finally:
+        os.chdir(before)
+
+
+def run_here(ws: Workspace, target: str, **params: Any) -> api.RunDetail:
+    """Compile and run a pipeline in this process on the workspace's state folder."""
+    settings = load_settings(home=ws.home, database_url=ws.database_url)
+    backend = LocalBackend(settings)
+    compiled = compile_pipeline(load_pipeline(target), cache_dir=settings.home / "cache")
+    bound = bind_parameters(compiled.spec, {}, params)
+    run = backend.submit(compiled, bound)
+    backend.follow(run.id)
+    return backend.run_detail(run.id)
+
+
+def _states(doc: api.RunDetail) -> dict[str, str]:
+    return {t.node_path: t.state for t in doc.tasks}
+
+
+# -- 1. a step after map() is cached ------------------------------------------------------------
+def test_an_unchanged_rerun_of_the_control_flow_example_starts_no_process(
+    in_project: Workspace,
+) -> None:
+    ws = in_project
+    target = f"{REPO / 'examples' / 'control_flow.py'}:model_selection"
+    first = run_here(ws, target, folds=2)
+    assert first.status == "succeeded", first.error
+    again = run_here(ws, target, folds=2)
+    assert again.status == "succeeded", again.error
+    started = {t.node_path: len(t.attempts) for t in again.tasks if t.attempts}
+    assert started == {}, f"an unchanged re-run started processes: {started}"
+    ran = {p: s for p, s in _states(again).items() if s not in ("cached", "skipped")}
+    assert ran == {"fold": "succeeded"}, ran  # the map node itself only collects
+    out = ws.root / "scores.json"
+    res = ws.argosy("artifacts", "get", f"{again.id}/fold/output", "--out", str(out))
+    assert res.code == 0, res.stderr
+    scores = json.loads(out.read_text())
+    assert isinstance(scores, list) and len(scores) == 2
+    assert all(isinstance(s, float) and 0.5 < s <= 1 for s in scores), scores
+
+
+# -- 12. exit handlers and map -------------------------------------------------------------------
+EXIT_MAP = """
+import json
+from pathlib import Path
+from argosy import step, pipeline, exit_handler
+
+@step
+def crunch(i: int) -> int:
+    if i == 2:
+        raise ValueError("two is bad")
+    return i
+
+@step
+def inc(x: int) -> int:
+    return x + 1
+
+@pipeline
+def twice(x: int) -> int:
+    return inc(x=inc(x=x))
+
+@step
+def notify(status: dict, out: str) -> str:
+    Path(out).write_text(json.dumps(status))
+    return status["status"]
+
+@pipeline
+def guarded(out: str = "status.json") -> None:
+    with exit_handler(notify, out=out):
+        crunch.map([0, 1, 2])
+        twice.map([5, 6], name="deep")
+"""
+
+
+def test_an_exit_handler_sees_each_iteration_of_a_map(in_project: Workspace) -> None:
+    ws = in_project
+    path = ws.write(EXIT_MAP)
+    doc = run_here(ws, f"{path}:guarded", out=str(ws.root / "status.json"))
+    assert doc.status == "failed"
+    status = json.loads((ws.root / "status.json").read_text())
+    assert status["status"] == "failed"
+    assert list(status["tasks"]) == [
+        "crunch[0]", "crunch[1]", "crunch[2]",
+        "deep[0]/inc", "deep[0]/inc-2", "deep[1]/inc", "deep[1]/inc-2",
+    ]  # fmt: skip
+    assert status["tasks"]["crunch[2]"]["state"] == "failed"
+    assert "two is bad" in status["tasks"]["crunch[2]"]["reason"]
+    assert status["tasks"]["crunch[0]"] == {"state": "succeeded", "reason": None}
+
+
+NO_STATUS = """
+from argosy import step, pipeline, exit_handler
+
+@step
+def work() -> int:
+    return 1
+
+@step
+def tidy(channel: str) -> None:
+    print(channel)
+
+@pipeline
+def p() -> None:
+    with exit_handler(tidy, channel="x"):
+        work()
+"""
+
+
+def test_an_exit_handler_without_status_is_located_in_the_pipeline_file(ws: Workspace) -> None:
+    path = ws.write(NO_STATUS)
+    with pytest.raises(Exception) as caught:
+        compile_pipeline(load_pipeline(str(path)))
+    line = NO_STATUS.splitlines().index('    with exit_handler(tidy, channel="x"):') + 1
+    assert f"{path}:{line}" in str(caught.value), str(caught.value)
+    assert "contextlib" not in str(caught.value)
