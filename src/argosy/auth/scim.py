@@ -485,9 +485,7 @@ def member_names(session: Session, groups: list[ScimGroup]) -> dict[str, str]:
     ids = {m for g in groups for m in g.members or []}
     if not ids:
         return {}
-    return dict(
-        session.execute(select(User.id, User.user_name).where(User.id.in_(ids))).all()
-    )
+    return dict(session.execute(select(User.id, User.user_name).where(User.id.in_(ids))).all())
 
 
 # -- discovery --------------------------------------------------------------------------------
