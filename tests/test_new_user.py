@@ -145,3 +145,42 @@ def test_an_exit_handler_without_status_is_located_in_the_pipeline_file(ws: Work
     line = NO_STATUS.splitlines().index('    with exit_handler(tidy, channel="x"):') + 1
     assert f"{path}:{line}" in str(caught.value), str(caught.value)
     assert "contextlib" not in str(caught.value)
+
+
+# -- 5. pipeline-file mistakes: exit 2, one line naming the file and line -----------------------
+BODY_RAISES = """
+from argosy import step, pipeline
+
+@step
+def a(x: int) -> int:
+    return x
+
+@pipeline
+def p(x: int = 1) -> int:
+    table = {}
+    return a(x=table["missing"])
+"""
+
+FILE_MISTAKES = {
+    "body raises": (BODY_RAISES, 11, "KeyError: 'missing'"),
+    "syntax error": ("from argosy import step\n\ndef f(:\n    pass\n", 3, "SyntaxError"),
+    "sys.exit(0)": ("import sys\n\nsys.exit(0)\n", 3, "sys.exit(0)"),
+    "sys.exit(3)": ("import sys\n\nsys.exit(3)\n", 3, "sys.exit(3)"),
+    "KeyboardInterrupt": ("import os\n\nraise KeyboardInterrupt\n", 3, "KeyboardInterrupt"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "compile"])
+@pytest.mark.parametrize("case", list(FILE_MISTAKES))
+def test_a_pipeline_file_mistake_is_one_line_and_exit_2(
+    ws: Workspace, case: str, command: str
+) -> None:
+    source, line, what = FILE_MISTAKES[case]
+    path = ws.write(source)
+    res = ws.argosy(command, str(path))
+    assert res.code == 2, (res.code, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert f"{path}:{line}]" in lines[0], lines[0]
+    assert what in lines[0]
+    assert res.stdout == ""

@@ -8,11 +8,13 @@ running it is the engine's job.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import re
-import contextlib
 import sys
+import traceback
+from types import TracebackType
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,17 @@ def caller_location() -> str:
     if frame is None:
         return "<unknown>"
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def user_location(tb: TracebackType | None) -> str | None:
+    """``file:line`` of the innermost frame of ``tb`` in the user's code (not Argosy's, not
+    the import machinery's), or None."""
+    argosy_root = _ARGOSY_SDK.rsplit("/", 1)[0]
+    frames = [
+        f for f in traceback.extract_tb(tb)
+        if not f.filename.startswith((argosy_root, "<frozen")) and f.filename != contextlib.__file__
+    ]  # fmt: skip
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
 
 
 _direct_calls: list[str] = []  # pipelines called as plain Python functions, outermost first

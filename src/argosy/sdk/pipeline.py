@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from argosy.errors import PipelineDefinitionError, ValidationError
+from argosy.errors import ArgosyError, PipelineDefinitionError, ValidationError
 from argosy.sdk.graph import (
     GraphBuilder,
     OneOfRef,
@@ -24,6 +24,7 @@ from argosy.sdk.graph import (
     PipelineGraph,
     StepCall,
     caller_location,
+    user_location,
 )
 from argosy.sdk.types import JSON_TYPES, type_ref
 
@@ -187,6 +188,15 @@ class Pipeline:
         try:
             with GraphBuilder(self.name) as builder:
                 returned = self.func(**refs)
+        except ArgosyError:
+            raise
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            where = user_location(exc.__traceback__) or self.location
+            raise PipelineDefinitionError(
+                f"the body of pipeline {self.name!r} raised {_described(exc)} [{where}]; the "
+                "body runs once when the pipeline is compiled, with handles standing for step "
+                "outputs (values exist only inside steps): fix it and retry"
+            ) from None
         finally:
             _tracing.pop()
         outputs = _outputs(self.name, returned, self.location)
@@ -207,6 +217,14 @@ class Pipeline:
             module=module,
             file=file or "",
         )
+
+
+def _described(exc: BaseException) -> str:
+    """``KeyError: 'x'``, ``sys.exit(3)``, ``KeyboardInterrupt``: an exception as a user reads it."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit (sys.exit({exc.code!r}))"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _outputs(name: str, returned: Any, location: str) -> dict[str, OutputRef | OneOfRef]:

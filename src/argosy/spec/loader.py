@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-import traceback
 from pathlib import Path
 
 from argosy.errors import PipelineDefinitionError, UsageError
+from argosy.sdk.graph import user_location
 from argosy.sdk.pipeline import Pipeline
 
 
@@ -23,6 +23,20 @@ def module_name_for(file: Path) -> tuple[str, Path]:
         parts.insert(0, folder.name)
         folder = folder.parent
     return ".".join(parts), folder
+
+
+def _what_happened(exc: BaseException) -> str:
+    """The exception and where in the user's files it was raised."""
+    if isinstance(exc, SyntaxError):  # located by the parser, not by a frame
+        return f"{type(exc).__name__}: {exc.msg} [{exc.filename}:{exc.lineno}]"
+    where = user_location(exc.__traceback__)
+    at = f" [{where}]" if where else ""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported{at}"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"it was interrupted (KeyboardInterrupt) while being imported{at}"
+    text = str(exc)
+    return f"{type(exc).__name__}{': ' + text if text else ''}{at}"
 
 
 def split_target(target: str) -> tuple[Path, str | None]:
@@ -53,11 +67,12 @@ def load_pipeline(target: str) -> Pipeline:
         module = importlib.import_module(module_name)
     except PipelineDefinitionError:
         raise
-    except Exception as exc:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
-        where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # an import that raises, exits or is interrupted is a mistake in the file: one line,
+        # exit 2 (never the exception's own exit code, which would mean something else)
+        sys.modules.pop(module_name, None)
         raise PipelineDefinitionError(
-            f"importing {path} failed: {type(exc).__name__}: {exc}{where}; fix the error and retry"
+            f"importing {path} failed: {_what_happened(exc)}; fix it and retry"
         ) from None
     if getattr(module, "__file__", None) and Path(module.__file__ or "").resolve() != file:
         raise UsageError(
