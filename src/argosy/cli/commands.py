@@ -523,7 +523,9 @@ def _get_collection(backend: Backend, art: api.Artifact, dest: Path) -> None:
             dest.mkdir(parents=True, exist_ok=True)
             for i, e in enumerate(found):
                 backend.download(e, dest / f"{i}.{e.format}")
-            _say(f"wrote the {len(found)} elements of {art.ref} to {dest}/ (0.{found[0].format}, ...)")
+            _say(
+                f"wrote the {len(found)} elements of {art.ref} to {dest}/ (0.{found[0].format}, ...)"
+            )
             return
     if dest.is_dir():
         dest = dest / f"{art.node_path}.{art.output_name}.json".replace("/", "_")

@@ -14,9 +14,9 @@ import json
 import re
 import sys
 import traceback
-from types import TracebackType
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from argosy.errors import PipelineDefinitionError, ValidationError
