@@ -184,3 +184,99 @@ def test_a_pipeline_file_mistake_is_one_line_and_exit_2(
     assert f"{path}:{line}]" in lines[0], lines[0]
     assert what in lines[0]
     assert res.stdout == ""
+
+
+# -- 13. files published by rename have names of their own ---------------------------------------
+def _at_once(threads: int, rounds: int, act: Any) -> list[BaseException]:
+    """Call ``act(round)`` from ``threads`` threads released together, ``rounds`` times."""
+    import threading
+
+    errors: list[BaseException] = []
+    for r in range(rounds):
+        gate = threading.Barrier(threads)
+
+        def go(r: int = r, gate: threading.Barrier = gate) -> None:
+            gate.wait()
+            try:
+                act(r)
+            except BaseException as exc:  # every failure counts
+                errors.append(exc)
+
+        started = [threading.Thread(target=go) for _ in range(threads)]
+        for t in started:
+            t.start()
+        for t in started:
+            t.join()
+    return errors
+
+
+def test_concurrent_first_runs_publish_the_environment_manifest_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from argosy.spec.environment import environment_manifest
+
+    # no distributions to list: each call is little more than the publish being raced
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [])
+    errors = _at_once(8, 300, lambda r: environment_manifest(tmp_path / str(r)))
+    assert errors == []
+    assert all(len(list((tmp_path / str(r)).iterdir())) == 1 for r in range(300))  # no leftovers
+
+
+def test_concurrent_reads_of_one_blob_share_the_download_cache_safely(tmp_path: Path) -> None:
+    from argosy.stores.artifacts.blobs import ArtifactStore
+    from argosy.stores.artifacts.local import LocalByteStore
+    from argosy.stores.encryption import ObjectCipher, StaticDataKeys
+
+    cipher = ObjectCipher(StaticDataKeys("t", "k1", {"k1": os.urandom(32)}))
+    store = ArtifactStore(LocalByteStore(tmp_path / "store"), "t", cipher)  # not read in place
+    data = os.urandom(256 * 1024)
+    sha = store.put_bytes(data).sha256
+    paths: list[Path] = []
+
+    def read(r: int) -> None:
+        path = store.blob_path(sha, cache_dir=tmp_path / f"cache{r}")
+        paths.append(path)
+        assert path.read_bytes() == data
+
+    errors = _at_once(8, 60, read)
+    assert errors == []
+    assert {p.parent for p in paths} == {tmp_path / f"cache{r}" for r in range(60)}
+    assert all(os.listdir(tmp_path / f"cache{r}") == [sha] for r in range(60))  # no leftovers
+    out = tmp_path / "out"
+    out.mkdir()
+    _at_once(4, 1, lambda r: store.copy_blob_to(sha, out / "blob"))
+    assert os.listdir(out) == ["blob"] and (out / "blob").read_bytes() == data
+
+
+# -- 14. make demo installs what the demo needs ----------------------------------------------------
+def test_make_demo_installs_the_demo_extra_not_the_test_toolchain(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import tomllib
+
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    planned = subprocess.run(
+        ["make", "-n", "demo"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    installs = [line for line in planned.splitlines() if "pip install" in line and "-e" in line]
+    assert installs == ['.venv/bin/python -m pip install --quiet -e ".[demo]"'], planned
+    assert "argosy run examples/demo.py:breast_cancer" in planned
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    def closure(extra: str) -> set[str]:
+        found: set[str] = set()
+        for req in extras[extra]:
+            if req.startswith("argosy["):
+                found |= closure(req[len("argosy[") : -1])
+            else:
+                found.add(req.split(">")[0].split("[")[0].split("=")[0].lower())
+        return found
+
+    demo = closure("demo")
+    assert not demo & {"mypy", "moto", "schemathesis", "polars", "pytest", "mutmut"}, demo
+    assert {"scikit-learn", "pandas", "joblib"} <= demo

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ def extract_package(data_path: Path, target: Path) -> Path:
     """Unpack a code package into ``target`` once (atomically); returns ``target``."""
     if target.is_dir():
         return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     from argosy.errors import IntegrityError
     from argosy.safe_paths import UnsafeNameError, extract_zip
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,11 @@ def environment_manifest(cache_dir: Path | None = None) -> dict[str, Any]:
     }
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest))
-        tmp.replace(cache)
+        # a name of its own: concurrent first runs each publish a whole file by rename
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(manifest))
+        os.replace(tmp, cache)
     return manifest
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -212,9 +213,11 @@ class ArtifactStore:
             if not self.backend.exists(key):
                 raise self._missing(sha256)
             cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            partial = target.with_suffix(".part")
+            # a name of its own (mkstemp: 0600): processes sharing the cache each download
+            # whole, then publish by rename; the same bytes win whichever renames last
+            fd, name = tempfile.mkstemp(dir=cache_dir, prefix=f".{sha256}.", suffix=".part")
+            partial = Path(name)
             try:
-                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with self._open(key) as src, os.fdopen(fd, "wb") as dst:
                     self._verify_stream(src, sha256, dst)
             except BaseException:
@@ -237,11 +240,13 @@ class ArtifactStore:
 
     def copy_blob_to(self, sha256: str, dest: Path) -> None:
         """Write the blob to ``dest``, verifying its hash on the way."""
-        tmp = dest.with_name(dest.name + ".part")
         if not self.backend.exists(self.blob_key(sha256)):
             raise self._missing(sha256)
+        # a name of its own, created exclusively with the user's usual permissions (umask)
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(8)}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            with self._open(self.blob_key(sha256)) as src, tmp.open("wb") as dst:
+            with self._open(self.blob_key(sha256)) as src, os.fdopen(fd, "wb") as dst:
                 self._verify_stream(src, sha256, dst)
         except BaseException:
             tmp.unlink(missing_ok=True)
