@@ -18,7 +18,7 @@ class ServiceContext:
     ``actor`` is recorded as ``created_by`` on what the call creates (a user's subject,
     ``token:<id>``, or the local user). ``attempts_dir`` is where this machine keeps the
     live logs of attempts it runs (read before the stored log record: they are fresher).
-    ``storage_quota`` is the tenant's ``storage_bytes`` limit for uploads (None: none).
+    ``max_parameter_bytes`` bounds the JSON of one run's parameters.
     """
 
     metadata: MetadataStore
@@ -27,4 +27,3 @@ class ServiceContext:
     actor: str
     attempts_dir: Path
     max_parameter_bytes: int = DEFAULT_MAX_PARAMETER_BYTES
-    storage_quota: int | None = None
