@@ -34,11 +34,13 @@ def in_project(ws: Workspace) -> Iterator[Workspace]:
         os.chdir(before)
 
 
-def run_here(ws: Workspace, target: str, **params: Any) -> api.RunDetail:
+def run_here(
+    ws: Workspace, target: str, *, settings: dict[str, Any] | None = None, **params: Any
+) -> api.RunDetail:
     """Compile and run a pipeline in this process on the workspace's state folder."""
-    settings = load_settings(home=ws.home, database_url=ws.database_url)
-    backend = LocalBackend(settings)
-    compiled = compile_pipeline(load_pipeline(target), cache_dir=settings.home / "cache")
+    found = load_settings(home=ws.home, database_url=ws.database_url, **(settings or {}))
+    backend = LocalBackend(found)
+    compiled = compile_pipeline(load_pipeline(target), cache_dir=found.home / "cache")
     bound = bind_parameters(compiled.spec, {}, params)
     run = backend.submit(compiled, bound)
     backend.follow(run.id)
@@ -280,3 +282,106 @@ def test_make_demo_installs_the_demo_extra_not_the_test_toolchain(tmp_path: Path
     demo = closure("demo")
     assert not demo & {"mypy", "moto", "schemathesis", "polars", "pytest", "mutmut"}, demo
     assert {"scikit-learn", "pandas", "joblib"} <= demo
+
+
+# -- 9. where the state lives ------------------------------------------------------------------------
+def test_the_state_folder_is_made_at_the_project_root(tmp_path: Path) -> None:
+    from argosy.config import find_home
+
+    (tmp_path / ".argosy").mkdir()  # a stray state folder above the project is not used
+    project = tmp_path / "project"
+    (project / "src" / "deep").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    assert find_home(project / "src" / "deep") == project / ".argosy"
+    assert find_home(project) == project / ".argosy"
+    (project / "argosy.toml").write_text("")  # argosy.toml marks a root too
+    nested = project / "src" / "deep"
+    (nested / "argosy.toml").write_text("")
+    assert find_home(nested) == nested / ".argosy"
+    (nested / "argosy.toml").unlink()
+    (project / "src" / ".argosy").mkdir()  # an existing one below the root is kept
+    assert find_home(nested) == project / "src" / ".argosy"
+    outside = tmp_path / "elsewhere" / "x"
+    outside.mkdir(parents=True)
+    assert find_home(outside) == tmp_path / ".argosy"  # no project: the nearest .argosy
+
+
+def test_runs_list_names_the_state_folder_when_it_is_not_here(ws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in ws.env().items() if k != "ARGOSY_HOME"}
+    sub = ws.root / "notebooks"
+    sub.mkdir()
+
+    def runs_list(cwd: Path) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "argosy.cli.main", "runs", "list"], cwd=cwd, env=env,
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    shown = runs_list(sub)
+    assert shown.splitlines()[0] == f"runs in the state folder {ws.root.resolve() / '.argosy'}"
+    assert not (sub / ".argosy").exists()
+    assert "state folder" not in runs_list(ws.root)
+
+
+PATH_PARAM = """
+from pathlib import Path
+from argosy import step, pipeline
+
+@step
+def size(data: Path) -> int:
+    return len(data.read_bytes())
+
+@pipeline
+def measure(data: str) -> int:
+    return size(data=data)
+"""
+
+
+def test_a_missing_path_parameter_is_refused_before_the_run_exists(in_project: Workspace) -> None:
+    ws = in_project
+    path = ws.write(PATH_PARAM)
+    (ws.root / "sub").mkdir()
+    (ws.root / "sub" / "rows.csv").write_text("a\n1\n")
+    with pytest.raises(Exception) as caught:
+        run_here(ws, str(path), data="rows.csv")
+    assert getattr(caught.value, "exit_code", None) == 2, caught.value
+    assert "'rows.csv', which does not exist" in str(caught.value)
+    assert str(ws.root) in str(caught.value)
+    settings = load_settings(home=ws.home, database_url=ws.database_url)
+    assert LocalBackend(settings).list_runs() == []  # no run was created
+    doc = run_here(ws, str(path), data="sub/rows.csv")  # relative to the current folder
+    assert doc.status == "succeeded" and doc.outputs["output"].value == 4
+
+
+# -- 10. parameters are bounded ---------------------------------------------------------------------
+BIG_PARAM = """
+from argosy import step, pipeline
+
+@step
+def count(items: list) -> int:
+    return len(items)
+
+@pipeline
+def big(items: list) -> int:
+    return count(items=items)
+"""
+
+
+def test_a_parameter_over_the_limit_is_refused_before_the_run_exists(
+    in_project: Workspace,
+) -> None:
+    ws = in_project
+    path = ws.write(BIG_PARAM)
+    items = ["x" * 1000] * 1100  # about 1.1 MB: more than the default 1 MiB
+    with pytest.raises(Exception) as caught:
+        run_here(ws, str(path), items=items)
+    assert getattr(caught.value, "exit_code", None) == 2, caught.value
+    assert "ARGOSY_MAX_PARAMETER_BYTES" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    settings = load_settings(home=ws.home, database_url=ws.database_url)
+    assert LocalBackend(settings).list_runs() == []  # nothing stored
+    doc = run_here(ws, str(path), settings={"max_parameter_bytes": 2_000_000}, items=items)
+    assert doc.status == "succeeded" and doc.outputs["output"].value == 1100

@@ -26,12 +26,24 @@ STATE_DIR_NAME = ".argosy"
 LOCAL_TENANT = "default"
 
 
+# What marks a project's root folder (the state folder's home; the code package's root).
+PROJECT_MARKERS = ("argosy.toml", "pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
 def find_home(start: Path | None = None) -> Path:
-    """The state folder: the nearest ``.argosy`` above ``start`` (default: the cwd), or a new one there."""
+    """The state folder (when ``ARGOSY_HOME`` is not set).
+
+    Walking up from ``start`` (default: the cwd): the first ``.argosy`` found, but not above
+    the project root (the nearest folder holding one of :data:`PROJECT_MARKERS`); without
+    one, a new ``.argosy`` at the project root — so every folder of a project shares one
+    state folder, whichever the first run started in. Outside any project: ``./.argosy``.
+    """
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / STATE_DIR_NAME
         if candidate.is_dir():
+            return candidate
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
             return candidate
     return here / STATE_DIR_NAME
 

@@ -248,12 +248,22 @@ def list_runs(
     if json_output:
         emit_json({"runs": [r.model_dump(mode="json") for r in runs]})
         return
+    home = _state_folder(backend)
+    if home is not None and home != Path.cwd().resolve() / ".argosy":
+        out.print(f"runs in the state folder {home}", highlight=False, markup=False)
     table = table_of("run", "pipeline", "status", "created", "parameters")
     for r in runs:
         table.add_row(
             r.id, r.pipeline, _status_text(r), iso(r.created_at)[:19], json.dumps(r.parameters)
         )
     out.print(table)
+
+
+def _state_folder(backend: Backend) -> Path | None:
+    """The local state folder the backend acts on (None on a server)."""
+    from argosy.client.local import LocalBackend
+
+    return backend.settings.home.resolve() if isinstance(backend, LocalBackend) else None
 
 
 def _seconds(value: float | None) -> str:

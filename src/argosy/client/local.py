@@ -60,6 +60,24 @@ def local_secrets(settings: Settings) -> dict[str, str]:
     return found
 
 
+def check_path_parameters(spec: PipelineSpec, parameters: Mapping[str, Any], cwd: Path) -> None:
+    """Every ``Path`` parameter names a file or folder that exists, relative paths read from
+    ``cwd`` (as the engine will read them): checked before the run is created (exit 2)."""
+    from argosy.client.uploads import path_parameters
+    from argosy.errors import UsageError
+
+    for name in sorted(path_parameters(spec)):
+        value = parameters.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value).expanduser()
+        if not (path if path.is_absolute() else cwd / path).exists():
+            raise UsageError(
+                f"parameter {name!r} names {value!r}, which does not exist (relative paths are "
+                f"read from the current folder, {cwd}); pass an existing file or folder"
+            )
+
+
 @dataclass
 class Local:
     """Everything local mode needs, opened once per command."""
@@ -191,6 +209,7 @@ class LocalBackend:
         validate_for_executor(
             compiled.spec, self.local.capacity, local_secrets(s), str(s.resolved_secrets_file)
         )
+        check_path_parameters(compiled.spec, parameters, Path.cwd())
         self.push_pipeline(compiled, version)
         body = api.RunCreate(
             pipeline=compiled.spec.name, version=compiled.spec.digest,

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import argosy
+from argosy.config import PROJECT_MARKERS
 
 _SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist", "site-packages", "venv", "env"}
-_ROOT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+_ROOT_MARKERS = PROJECT_MARKERS  # the state folder is created at the same root
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_PACKAGE_BYTES = 50 * 1024 * 1024
 
