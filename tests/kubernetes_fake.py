@@ -944,7 +944,9 @@ class Run:
         self.schedule_delay = schedule_delay
 
     def __call__(self, fake: FakeKubernetes, ns: str, name: str) -> None:
-        runtime = fake.runtimes[(ns, name)]
+        runtime = fake.runtimes.get((ns, name))
+        if runtime is None:  # deleted before its kubelet started
+            return
         if runtime.stop.wait(self.schedule_delay):
             return
         _scheduled(fake, ns, name)
@@ -1038,7 +1040,9 @@ class Script:
         self.steps = steps
 
     def __call__(self, fake: FakeKubernetes, ns: str, name: str) -> None:
-        runtime = fake.runtimes[(ns, name)]
+        runtime = fake.runtimes.get((ns, name))
+        if runtime is None:  # deleted before its kubelet started
+            return
         for delay, step in self.steps:
             if runtime.stop.wait(delay):
                 break
@@ -1053,7 +1057,9 @@ class Script:
 def say(*lines: str) -> Callable[[FakeKubernetes, str, str], None]:
     def write(fake: FakeKubernetes, ns: str, name: str) -> None:
         for line in lines:
-            fake.runtimes[(ns, name)].log.append((now_nano(), line))
+            runtime = fake.runtimes.get((ns, name))
+            if runtime is not None:
+                runtime.log.append((now_nano(), line))
 
     return write
 

@@ -81,8 +81,10 @@ class KubernetesClient:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
         else:
-            config.load_kube_config(
-                config_file=kubeconfig, context=context, client_configuration=configuration
+            config.load_kube_config(  # KUBECONFIG read now (the client reads it at import)
+                config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+                context=context,
+                client_configuration=configuration,
             )
         configuration.connection_pool_maxsize = 32
         return cls(client.ApiClient(configuration))

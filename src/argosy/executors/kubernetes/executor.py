@@ -650,6 +650,8 @@ class KubernetesExecutor(Executor):
     def end_orphan(self, attempt_id: str, identity: ProcessIdentity | None) -> bool:
         found = False
         for job in self._jobs_of(attempt_id):
+            if job["metadata"].get("deletionTimestamp"):
+                continue  # already going
             found |= self.client.delete(
                 "Job", self.namespace, job["metadata"]["name"], propagation="Foreground"
             )
