@@ -4,9 +4,10 @@ A task names its outputs by sha256 in its result record. Without a check, a step
 blob of its tenant that it never wrote — another run's model, a code package — and its
 downstream task would then be granted it, around the per-attempt least-privilege rule. So:
 
-- the task store records every blob an attempt uploads (:func:`record_upload`, the
-  ``attempt_uploads`` table), after checking that the bytes hash to their key (decrypted first
-  when the tenant's artifacts are encrypted);
+- the task store records every blob an attempt uploads (:func:`remember_upload`, the
+  ``attempt_uploads`` table; while the database is unreachable, in this process until it is
+  back), after checking that the bytes hash to their key (decrypted first when the tenant's
+  artifacts are encrypted);
 - the task store tells an attempt a blob exists only if the attempt uploaded it or was granted
   it (its inputs, their collections' elements, its code and environment): otherwise the task
   uploads the bytes even when the blob is already stored — proving it has them — and the store
@@ -22,12 +23,13 @@ exact key, with a required checksum, and recorded here the same way.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from argosy.ids import new_id
@@ -54,6 +56,46 @@ def record_upload(
             ))  # fmt: skip
     except IntegrityError:
         pass  # the same upload, recorded by a concurrent request
+
+
+class PendingUploads:
+    """Uploads proved while the metadata database could not record them, kept in this process
+    until it can. An attempt's task store and its engine are one process (a task token is
+    valid only on the instance that started its attempt), so what is pending here is known
+    where the attempt's outputs are accepted."""
+
+    def __init__(self) -> None:
+        self._by_attempt: dict[str, dict[str, tuple[str, int]]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, tenant: str, attempt_id: str, sha256: str, size: int) -> None:
+        with self._lock:
+            self._by_attempt.setdefault(attempt_id, {})[sha256] = (tenant, size)
+
+    def of(self, attempt_id: str) -> dict[str, tuple[str, int]]:
+        with self._lock:
+            return dict(self._by_attempt.get(attempt_id, {}))
+
+    def recorded(self, attempt_id: str) -> None:
+        with self._lock:
+            self._by_attempt.pop(attempt_id, None)
+
+
+pending = PendingUploads()
+"""This process's uploads waiting for the database (see :class:`PendingUploads`)."""
+
+
+def remember_upload(
+    metadata: MetadataStore, *, tenant: str, attempt_id: str, sha256: str, size: int
+) -> None:
+    """Record an upload now, or — the database unreachable — keep it pending in this process,
+    so a task can store its outputs through a database outage."""
+    try:
+        with metadata.session() as session:
+            record_upload(session, tenant=tenant, attempt_id=attempt_id, sha256=sha256,
+                          size=size, now=datetime.now(UTC))  # fmt: skip
+    except SQLAlchemyError:
+        pending.add(tenant, attempt_id, sha256, size)
 
 
 def uploaded(session: Session, attempt_id: str) -> set[str]:
@@ -97,8 +139,13 @@ def refused_outputs(
     wanted = {name: str(out.sha256) for name, out in outputs.items()}
     if not wanted:
         return None
+    waiting = pending.of(attempt_id)
     with metadata.session() as session:
-        held = uploaded(session, attempt_id)
+        for sha, (tenant, size) in waiting.items():  # recorded now that the database is back
+            record_upload(session, tenant=tenant, attempt_id=attempt_id, sha256=sha, size=size,
+                          now=datetime.now(UTC))  # fmt: skip
+        held = uploaded(session, attempt_id) | set(waiting)
+    pending.recorded(attempt_id)
     missing = {n: s for n, s in wanted.items() if s not in held}
     if missing:
         held |= input_blobs(inputs, read_blob)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -21,7 +20,7 @@ from pydantic import BaseModel
 from argosy.auth.policy import Action
 from argosy.auth.principal import Principal
 from argosy.auth.task_credentials import TaskClaims, TaskGrant, TaskTokenError, attempt_is_live
-from argosy.auth.uploads import may_know, record_upload
+from argosy.auth.uploads import may_know, remember_upload
 from argosy.errors import IntegrityError, StoreError
 from argosy.server.identity import ContextDep, already_admitted, declares
 from argosy.server.problems import ApiProblem
@@ -167,9 +166,8 @@ def put_object(
                                  f"the body's plaintext does not hash to sha256:{sha}, the key's; "
                                  "blobs are stored under the hash of their bytes",
                                  code="blob_hash_mismatch")  # fmt: skip
-            with context.metadata.session() as session:  # what this attempt proved it holds
-                record_upload(session, tenant=claims.tenant, attempt_id=claims.attempt_id,
-                              sha256=sha, size=upload.size, now=datetime.now(UTC))  # fmt: skip
+            remember_upload(context.metadata, tenant=claims.tenant,  # proved: it holds them
+                            attempt_id=claims.attempt_id, sha256=sha, size=upload.size)  # fmt: skip
             _grant(context, claims).written.add(sha)
             if store.backend.exists(key):
                 return Response(status_code=200)  # stored already: the copy is discarded
