@@ -268,6 +268,77 @@ class LogPage(Versioned):
     status: RunStatusName | None = None  # the run's status when the page was read
 
 
+class TaskEvent(Document):
+    """A task's state as a run's event stream sends it (``event: task``): sent for every task
+    when a stream starts, then again whenever its state, attempt or reason changes."""
+
+    node_path: str
+    state: str
+    attempt: int = 0  # the latest attempt's number (0: none started yet)
+    reason: str | None = None
+    cache: str | None = None  # hit | miss | off
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunState(Versioned):
+    """A run's status and each task's state: what a live view of the run needs, read cheaply."""
+
+    run_id: str
+    status: RunStatusName
+    tasks: list[TaskEvent]
+
+
+class ArtifactPreview(Document):
+    """What the web UI shows of an artifact's content, read without loading it whole.
+
+    ``kind``: ``table`` (``columns`` and the first ``rows`` of ``num_rows``), ``metrics`` and
+    ``json`` (``value``), ``text`` (the first bytes as ``text``), ``image`` (``media_type``;
+    the bytes are fetched separately), ``binary`` (nothing to show; ``note`` says why).
+    """
+
+    kind: Literal["table", "metrics", "json", "text", "image", "binary"]
+    columns: list[dict[str, str]] = Field(default_factory=list)  # {"name", "type"}
+    rows: list[list[Any]] = Field(default_factory=list)
+    num_rows: int | None = None
+    value: Any = None
+    text: str | None = None
+    media_type: str | None = None
+    truncated: bool = False
+    note: str | None = None
+
+
+class ComparisonColumn(Document):
+    """One compared thing: a run, or one iteration of a mapped node of a run."""
+
+    label: str
+    run_id: str
+    node_path: str | None = None
+    status: str
+
+
+class ComparisonRow(Document):
+    """One compared field: its value in each column; ``same`` when all are equal; ``best``
+    the index of the best value of a metric (highest, or lowest for a loss or error)."""
+
+    key: str
+    values: list[Any]
+    same: bool
+    best: int | None = None
+
+
+class Comparison(Versioned):
+    """2-10 runs, or the iterations of one mapped node, side by side, section by section."""
+
+    kind: Literal["runs", "iterations"]
+    columns: list[ComparisonColumn]
+    parameters: list[ComparisonRow]
+    code: list[ComparisonRow]
+    inputs: list[ComparisonRow]
+    outputs: list[ComparisonRow]
+    metrics: list[ComparisonRow]
+
+
 class RunLogs(Versioned):
     """All of a run's log lines (``argosy logs RUN --output json``)."""
 
@@ -483,10 +554,14 @@ __all__ = [
     "ApiTokenCreate",
     "ApiTokenCreated",
     "Artifact",
+    "ArtifactPreview",
     "ArtifactRef",
     "Attempt",
     "Blob",
     "CatchUp",
+    "Comparison",
+    "ComparisonColumn",
+    "ComparisonRow",
     "DiffRow",
     "Document",
     "Health",
@@ -509,6 +584,7 @@ __all__ = [
     "RunDetail",
     "RunDiff",
     "RunLogs",
+    "RunState",
     "RunStatusName",
     "Schedule",
     "ScheduleCreate",
@@ -518,6 +594,7 @@ __all__ = [
     "SubjectKind",
     "Task",
     "TaskCache",
+    "TaskEvent",
     "Tenant",
     "TenantCreate",
     "TenantQuotas",

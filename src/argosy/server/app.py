@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import argosy
 from argosy.api import API_PREFIX
-from argosy.server import admission, audit_middleware, problems
+from argosy.server import admission, audit_middleware, problems, ui
 from argosy.server.context import ServerContext
 from argosy.server.identity import INSECURE_HEADER
 from argosy.server.routes import (
@@ -111,6 +111,7 @@ def create_app(context: ServerContext) -> FastAPI:
     # before its body is read; the audit middleware outside it records (and aggregates) refusals
     admission.install(app)
     audit_middleware.install(app)  # records mutating requests, denials, artifact reads
+    ui.install(app)  # the web UI at / (its security headers wrap every response)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

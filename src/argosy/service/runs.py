@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
@@ -27,7 +28,7 @@ from argosy.service.documents import run_detail, run_document, run_documents, ta
 from argosy.service.paging import decode_cursor, paged
 from argosy.states import RunStatus
 from argosy.stores.metadata import runs as q
-from argosy.stores.metadata.tables import IdempotencyKey, Pipeline, Run, Upload
+from argosy.stores.metadata.tables import IdempotencyKey, Pipeline, Run, Schedule, Upload
 
 SERVER_QUEUE = submission.SERVER_QUEUE
 
@@ -134,15 +135,22 @@ def list_runs(
     *,
     pipeline: str | None = None,
     status: str | None = None,
+    created_by: str | None = None,
+    schedule: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> api.Page[api.Run]:
-    """Runs, newest first, in keyset pages on the run id."""
+    """Runs, newest first, in keyset pages on the run id; ``created_by`` (who started it),
+    ``schedule`` (the schedule's name) and ``since``/``until`` (created in ``[since, until)``)
+    narrow the list like ``pipeline`` and ``status``."""
     if status is not None and status not in set(RunStatus):
         raise UsageError(
             f"unknown run status {status!r}; use one of: {', '.join(s.value for s in RunStatus)}"
         )
     after = decode_cursor(cursor)
+    empty = api.Page[api.Run](items=[], next_cursor=None)
     with ctx.metadata.session() as session:
         query = select(Run).where(Run.tenant == ctx.tenant)
         if pipeline is not None:
@@ -150,15 +158,33 @@ def list_runs(
                 select(Pipeline.id).where(Pipeline.tenant == ctx.tenant, Pipeline.name == pipeline)
             )
             if pipeline_id is None:
-                return api.Page[api.Run](items=[], next_cursor=None)
+                return empty
             query = query.where(Run.pipeline_id == pipeline_id)
+        if schedule is not None:
+            schedule_id = session.scalar(
+                select(Schedule.id).where(Schedule.tenant == ctx.tenant, Schedule.name == schedule)
+            )
+            if schedule_id is None:
+                return empty
+            query = query.where(Run.schedule_id == schedule_id)
         if status is not None:
             query = query.where(Run.status == status)
+        if created_by is not None:
+            query = query.where(Run.created_by == created_by)
+        if since is not None:
+            query = query.where(Run.created_at >= _as_utc(since))
+        if until is not None:
+            query = query.where(Run.created_at < _as_utc(until))
         if after is not None:
             query = query.where(Run.id < after)
         rows = session.scalars(query.order_by(Run.id.desc()).limit(limit + 1)).all()
         kept, next_cursor = paged(rows, limit)
         return api.Page[api.Run](items=run_documents(session, kept), next_cursor=next_cursor)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (a naive value is taken as UTC already)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def get_run(ctx: ServiceContext, ref: str) -> api.Run:
@@ -176,6 +202,19 @@ def get_run_detail(ctx: ServiceContext, ref: str) -> api.RunDetail:
 def list_tasks(ctx: ServiceContext, ref: str) -> list[api.Task]:
     with ctx.metadata.session() as session:
         return task_documents(session, q.get_run(session, ctx.tenant, ref), ctx.store)
+
+
+def get_task(ctx: ServiceContext, ref: str, node_path: str) -> api.Task:
+    """One task of a run by node path (``train[2]``), with its attempts, outputs and log tail."""
+    with ctx.metadata.session() as session:
+        run = q.get_run(session, ctx.tenant, ref)
+        found = task_documents(session, run, ctx.store, only=node_path)
+        if not found:
+            raise NotFoundError(
+                f"run {run.id} has no task {node_path!r}; see its tasks with "
+                f"'argosy runs show {run.id}'"
+            )
+        return found[0]
 
 
 def cancel_run(ctx: ServiceContext, ref: str) -> tuple[api.Run, CancelOutcome]:

@@ -7,6 +7,7 @@ executes them. ``Idempotency-Key`` makes creation safe to retry (see
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Header, Query, Response
@@ -89,13 +90,22 @@ def list_runs(
     status: Annotated[
         api.RunStatusName | None, Query(description="only runs in this status")
     ] = None,
+    created_by: Annotated[
+        str | None, Query(max_length=255, description="only runs started by this principal")
+    ] = None,
+    schedule: Annotated[
+        str | None, Query(pattern=api.NAME_PATTERN, description="only runs of this schedule")
+    ] = None,
+    since: Annotated[datetime | None, Query(description="only runs created at or after")] = None,
+    until: Annotated[datetime | None, Query(description="only runs created before")] = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> api.Page[api.Run]:
     """Runs, newest first (keyset pages on the run id)."""
     return runs.list_runs(
         service_context(context, tenant, principal),
-        pipeline=pipeline, status=status, limit=limit, cursor=cursor,
+        pipeline=pipeline, status=status, created_by=created_by, schedule=schedule,
+        since=since, until=until, limit=limit, cursor=cursor,
     )  # fmt: skip
 
 
