@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from argosy.auth.policy import Action, Binding, Role, authorize, role_in
 from argosy.auth.principal import Principal
@@ -37,6 +39,7 @@ from argosy.errors import IntegrityError, NotFoundError, UsageError
 from argosy.stores.artifacts.blobs import open_artifact_store
 from argosy.stores.keys import LocalKeyProvider, TenantKeys
 from argosy.stores.metadata.db import MetadataStore
+from argosy.stores.metadata.tables import Attempt, Task
 from argosy.stores.secrets import MAX_VALUE_BYTES, TenantSecrets
 
 with warnings.catch_warnings():  # Starlette asks for httpx2, which is not installed here
@@ -122,7 +125,7 @@ def test_decisions_say_why() -> None:
     nobody = authorize(STRANGER, "team", Action.RUN_READ, BINDINGS)
     assert nobody.reason == "sam has no role in tenant 'team'" and nobody.role is None
     assert authorize(viewer, None, Action.RUN_READ, BINDINGS).reason == "run.read needs a tenant"
-    assert not authorize(viewer, None, Action.RUN_READ, BINDINGS).allowed
+    assert authorize(viewer, None, Action.RUN_READ, BINDINGS).allowed is False
     assert authorize(viewer, "team", Action.SCIM, BINDINGS).reason == "scim needs a platform admin"
     assert authorize(ANON, "team", Action.RUN_READ).reason.startswith("not authenticated")
     assert authorize(ADMIN, "team", Action.SCIM).reason == "platform admin"
@@ -203,109 +206,135 @@ def blob_key(tenant: str, data: bytes) -> str:
     return f"tenants/{tenant}/blobs/sha256/{sha[:2]}/{sha}"
 
 
-@pytest.fixture
-def task_store(tmp_path: Path) -> Iterator[SimpleNamespace]:
+@pytest.fixture(scope="module")
+def task_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """The task-store router in process, over a real state folder: one finished local run
+    whose attempt is set back to ``running`` (a task token is good only while its attempt
+    runs), and a token for it."""
+    import subprocess
+    import sys
+
     from argosy.server.problems import install
     from argosy.server.routes import task_store as route
 
+    root = tmp_path_factory.mktemp("task-store")
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (root / "ts_pipe.py").write_text(
+        "from argosy import pipeline, step\n\n@step\ndef train() -> int:\n    return 1\n\n"
+        "@pipeline\ndef tsp():\n    train()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGOSY_")}
+    env["ARGOSY_HOME"] = str(root / "state")
+    done = subprocess.run([sys.executable, "-m", "argosy.cli.main", "run", "ts_pipe.py:tsp"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    metadata = MetadataStore.open(f"sqlite:///{root / 'state' / 'argosy.db'}")
+    with metadata.session() as s:
+        attempt = s.scalars(select(Attempt)).one()
+        task = s.get_one(Task, attempt.task_id)
+        attempt.state = "running"
+        claims = TaskClaims(attempt.id, "default", attempt.run_id, task.node_path,
+                            attempt.number, expires=2_000_000_000.0)  # fmt: skip
     stores: dict[str, Any] = {}
 
     def store(tenant: str) -> Any:
         if tenant not in stores:
-            stores[tenant] = open_artifact_store(str(tmp_path / "blobs"), tenant)
+            stores[tenant] = open_artifact_store(str(root / "state" / "blobs"), tenant)
         return stores[tenant]
 
     context = SimpleNamespace(
-        task_tokens=TaskTokens(), task_grants=TaskGrants(), store=store,
-        settings=SimpleNamespace(home=tmp_path),
+        task_tokens=TaskTokens(), task_grants=TaskGrants(), store=store, metadata=metadata,
+        settings=SimpleNamespace(home=root / "state"),
     )  # fmt: skip
     app = FastAPI()
     app.state.context = context
     install(app)
     app.include_router(route.router)
     with TestClient(app) as client:
-        yield SimpleNamespace(client=client, context=context, store=store)
+        yield SimpleNamespace(client=client, context=context, store=store, claims=claims)
+    metadata.close()
 
 
 def test_the_task_store_admits_only_live_task_tokens(task_store: SimpleNamespace) -> None:
-    tokens: TaskTokens = task_store.context.task_tokens
-    client: TestClient = task_store.client
-    key = "/api/v1/task-store/tenants/team/runs/run-1/train/2/result.json"
+    context, client, claims = task_store.context, task_store.client, task_store.claims
+    tokens: TaskTokens = context.task_tokens
+    context.task_grants.add(claims.attempt_id, claims.run_id, {}, [])
+    key = f"/api/v1/task-store/{claims.record_prefix}probe.json"
     assert client.get(key).status_code == 401
     user = client.get(key, headers={"Authorization": "Bearer eyJ.user.token"})
     assert user.status_code == 403 and user.json()["code"] == "task_access_denied"
-    forged = TaskTokens().mint(CLAIMS)
+    forged = TaskTokens().mint(claims)
     refused = client.get(key, headers={"Authorization": f"Bearer {forged}"})
     assert refused.status_code == 401 and refused.json()["code"] == "invalid_task_token"
     assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-    expired = tokens.mint(TaskClaims("att-1", "team", "run-1", "train", 2, expires=1.0))
+    old = TaskClaims(claims.attempt_id, claims.tenant, claims.run_id, claims.node_path,
+                     claims.number, expires=1.0)  # fmt: skip
+    expired = tokens.mint(old)
     assert client.get(key, headers={"Authorization": f"Bearer {expired}"}).status_code == 401
-    live = {"Authorization": f"Bearer {tokens.mint(CLAIMS)}"}
+    live = {"Authorization": f"Bearer {tokens.mint(claims)}"}
     assert client.put(key, content=b"{}", headers=live).status_code == 201
     assert client.get(key, headers=live).content == b"{}"
 
 
 def test_the_task_store_keeps_each_attempt_to_its_own_data(task_store: SimpleNamespace) -> None:
-    context, client = task_store.context, task_store.client
+    context, client, claims = task_store.context, task_store.client, task_store.claims
     tokens: TaskTokens = context.task_tokens
-    store = task_store.store("team")
+    tenant, mine_prefix = claims.tenant, claims.record_prefix
+    store = task_store.store(tenant)
     mine, theirs, elements = b"my input", b"someone else's", [b"el-0", b"el-1"]
     infos = {d: store.put_bytes(d) for d in (mine, theirs, *elements)}
     collection = store.put_bytes(json.dumps(
         [{"sha256": infos[e].sha256} for e in elements] + [None]).encode())  # fmt: skip
-    context.task_grants.add("att-1", "run-1", {
+    context.task_grants.add(claims.attempt_id, claims.run_id, {
         "x": {"artifact": {"sha256": infos[mine].sha256}},
         "xs": {"artifact": {"sha256": collection.sha256, "format": "collection"}},
     }, [])  # fmt: skip
-    auth = {"Authorization": f"Bearer {tokens.mint(CLAIMS)}"}
+    auth = {"Authorization": f"Bearer {tokens.mint(claims)}"}
     api = "/api/v1/task-store/"
 
     def status(method: str, key: str, **kw: Any) -> int:
         return client.request(method, api + key, headers=auth, **kw).status_code
 
-    # blobs: its inputs (and a collection's elements) read; others refused; exists/write free
-    assert status("GET", blob_key("team", mine)) == 200
-    assert status("GET", blob_key("team", elements[1])) == 200
-    assert status("GET", blob_key("team", theirs)) == 403
-    assert status("HEAD", blob_key("team", theirs)) == 200
-    assert status("HEAD", blob_key("team", b"never stored")) == 404
+    # blobs: its inputs (and a collection's elements) read; others refused
+    assert status("GET", blob_key(tenant, mine)) == 200
+    assert status("GET", blob_key(tenant, elements[1])) == 200
+    assert status("GET", blob_key(tenant, theirs)) == 403
     new = b"my output"
-    assert status("PUT", blob_key("team", new), content=new) == 201
-    assert status("GET", blob_key("team", new)) == 200  # what it wrote, it reads back
-    wrong = client.put(api + blob_key("team", b"claimed"), content=b"other", headers=auth)
+    assert status("PUT", blob_key(tenant, new), content=new) == 201
+    assert status("GET", blob_key(tenant, new)) == 200  # what it wrote, it reads back
+    wrong = client.put(api + blob_key(tenant, b"claimed"), content=b"other", headers=auth)
     assert wrong.status_code == 422 and wrong.json()["code"] == "blob_hash_mismatch"
     # records: its own attempt's only
-    assert status("PUT", "tenants/team/runs/run-1/train/2/log.jsonl", content=b"x") == 201
-    assert status("GET", "tenants/team/runs/run-1/train/2/log.jsonl") == 200
-    for other in ("tenants/team/runs/run-1/train/1/log.jsonl",  # an earlier attempt
-                  "tenants/team/runs/run-1/train-2/2/log.jsonl",  # a sibling
-                  "tenants/team/runs/run-9/train/2/log.jsonl",  # another run
-                  "tenants/team/runs/run-1/train/2/../../../run-9/x",
-                  "tenants/other/runs/run-1/train/2/log.jsonl",  # another tenant
+    assert status("PUT", f"{mine_prefix}log.jsonl", content=b"x") == 201
+    assert status("GET", f"{mine_prefix}log.jsonl") == 200
+    run_prefix = f"tenants/{tenant}/runs/{claims.run_id}/"
+    for other in (f"{run_prefix}{claims.node_path}/{claims.number + 1}/log.jsonl",  # another number
+                  f"{run_prefix}{claims.node_path}-2/{claims.number}/log.jsonl",  # a sibling
+                  f"tenants/{tenant}/runs/run-9/{claims.node_path}/1/log.jsonl",  # another run
+                  f"{mine_prefix}../../../run-9/x",
+                  f"tenants/other/runs/{claims.run_id}/{claims.node_path}/1/log.jsonl",
                   blob_key("other", mine)):  # fmt: skip
         for method in ("GET", "PUT", "HEAD"):
             assert status(method, other, content=b"x") == 403, (method, other)
-    listed = client.get(api.rstrip("/"), params={"prefix": "tenants/team/runs/run-1/train/2/"},
-                        headers=auth)  # fmt: skip
-    assert listed.json() == {"keys": ["tenants/team/runs/run-1/train/2/log.jsonl"]}
-    assert client.get(api.rstrip("/"), params={"prefix": "tenants/team/runs/"},
+    listed = client.get(api.rstrip("/"), params={"prefix": mine_prefix}, headers=auth)
+    assert f"{mine_prefix}log.jsonl" in listed.json()["keys"]
+    assert client.get(api.rstrip("/"), params={"prefix": f"tenants/{tenant}/runs/"},
                       headers=auth).status_code == 403  # fmt: skip
-    # quarantine: existence checks, and renaming a corrupt blob of its tenant into it
-    assert status("HEAD", "tenants/team/quarantine/x") == 404
-    assert status("GET", "tenants/team/quarantine/x") == 403
-    rename = {"key": blob_key("team", theirs), "new_key": "tenants/team/quarantine/bad"}
-    assert client.post("/api/v1/task-store-rename", json=rename, headers=auth).status_code == 204
-    assert store.backend.exists("tenants/team/quarantine/bad")
-    for body in ({"key": blob_key("team", mine), "new_key": "tenants/team/elsewhere"},
-                 {"key": "tenants/team/runs/run-1/train/2/log.jsonl",
-                  "new_key": "tenants/team/quarantine/log"},
-                 {"key": blob_key("other", mine), "new_key": "tenants/team/quarantine/z"}):  # fmt: skip
+    # quarantine: renaming a corrupt blob of its tenant into it, nothing else
+    assert status("GET", f"tenants/{tenant}/quarantine/x") == 403
+    for body in ({"key": blob_key(tenant, mine), "new_key": f"tenants/{tenant}/elsewhere"},
+                 {"key": f"{mine_prefix}log.jsonl", "new_key": f"tenants/{tenant}/quarantine/l"},
+                 {"key": blob_key("other", mine), "new_key": f"tenants/{tenant}/quarantine/z"}):  # fmt: skip
         assert client.post("/api/v1/task-store-rename", json=body,
                            headers=auth).status_code == 403, body  # fmt: skip
-    # an attempt that is over: its token is void for reads of blobs
-    context.task_grants.revoke_run("run-1")
-    over = client.get(api + blob_key("team", mine), headers=auth)
-    assert over.status_code == 403 and over.json()["code"] == "task_not_running"
+    # an attempt that is over: its token is void
+    context.task_grants.revoke_run(claims.run_id)
+    over = client.get(api + blob_key(tenant, mine), headers=auth)
+    assert over.status_code == 401 and "its task token is void" in over.json()["detail"]
+    context.task_grants.add(claims.attempt_id, claims.run_id, {}, [])  # a grant, but settled:
+    with context.metadata.session() as s:
+        s.get_one(Attempt, claims.attempt_id).state = "succeeded"
+    assert status("GET", f"{mine_prefix}log.jsonl") == 401
 
 
 # -- tenant secrets ---------------------------------------------------------------------------
@@ -353,6 +382,10 @@ def test_secrets_round_trip_and_refuse_bad_names_sizes_and_copies(
     with pytest.raises(NotFoundError, match="tenant 'team' has no secret 'A_FIRST'"):
         secrets.delete("team", "A_FIRST")
     assert secrets.open("other", ["HF_TOKEN"]) == {"HF_TOKEN": "theirs"}  # untouched
+    secrets.put("team", "SHARED_NAME", "ours", "olga")
+    secrets.put("other", "SHARED_NAME", "theirs", "x")
+    secrets.delete("team", "SHARED_NAME")  # the same name in another tenant stays
+    assert secrets.open("other", ["SHARED_NAME"]) == {"SHARED_NAME": "theirs"}
     # a ciphertext copied to another name (same tenant, same key) does not open
     from sqlalchemy import update
 
