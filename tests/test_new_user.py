@@ -385,3 +385,213 @@ def test_a_parameter_over_the_limit_is_refused_before_the_run_exists(
     assert LocalBackend(settings).list_runs() == []  # nothing stored
     doc = run_here(ws, str(path), settings={"max_parameter_bytes": 2_000_000}, items=items)
     assert doc.status == "succeeded" and doc.outputs["output"].value == 1100
+
+
+# -- 3 and 11: views that fit, and the smaller edges ------------------------------------------------
+SWEEP = """
+import time
+from argosy import Metrics, pipeline, step
+
+@step
+def train(config: dict, rows: int) -> Metrics:
+    time.sleep(0.3 * (5 - config["depth"]))  # later items finish first
+    print(f"training depth {config['depth']}")
+    return Metrics({"auc": round(0.5 + config["depth"] / 10 + rows / 1e6, 4)})
+
+@step
+def pick(metrics: list) -> float:
+    return max(m["auc"] for m in metrics)
+
+@pipeline
+def sweep(configs: list, rows: int = 100) -> float:
+    return pick(metrics=train.map(configs, rows=rows))
+"""
+
+CONFIGS = [
+    {"depth": d, "learning_rate_schedule": "cosine-with-warm-restarts", "regularisation": "l2"}
+    for d in range(1, 5)
+]
+
+
+@pytest.fixture
+def sweep_runs(in_project: Workspace) -> tuple[Workspace, str, str]:
+    """Two runs of a 4-configuration sweep whose parameter differs (``rows``)."""
+    ws = in_project
+    target = f"{ws.write(SWEEP)}:sweep"
+    a = run_here(ws, target, configs=CONFIGS, rows=100)
+    b = run_here(ws, target, configs=CONFIGS, rows=200)
+    assert a.status == b.status == "succeeded", (a.error, b.error)
+    return ws, a.id, b.id
+
+
+def test_run_documents_list_iterations_in_item_order_after_their_map(
+    sweep_runs: tuple[Workspace, str, str],
+) -> None:
+    ws, run_a, _ = sweep_runs
+    backend = LocalBackend(load_settings(home=ws.home, database_url=ws.database_url))
+    doc = backend.run_detail(run_a)
+    order = [t.node_path for t in doc.tasks]
+    assert order == ["train", "train[0]", "train[1]", "train[2]", "train[3]", "pick"]
+    assert list(doc.metrics) == [f"train[{i}].output" for i in range(4)]  # not finish order
+    lines = backend.logs(run_a, node="train")  # a mapped node: every iteration's lines
+    shown = {(line.node_path, line.line) for line in lines}
+    assert {(f"train[{i}]", f"training depth {i + 1}") for i in range(4)} <= shown
+
+
+def _fits(text: str, width: int) -> None:
+    assert "\x1b[" not in text, "styles in a pipe"
+    long = [line for line in text.splitlines() if len(line) > width]
+    assert not long, f"{len(long)} lines wider than {width}: {long[:2]}"
+
+
+def test_every_view_fits_columns_and_wide_shows_it_all(
+    sweep_runs: tuple[Workspace, str, str],
+) -> None:
+    ws, run_a, run_b = sweep_runs
+    narrow = {"COLUMNS": "100"}
+    views = {
+        "runs list": ["runs", "list"],
+        "runs show": ["runs", "show", run_a],
+        "runs diff": ["runs", "diff", run_a, run_b, "--all"],
+        "lineage": ["lineage", f"{run_a}/pick/output"],
+        "artifacts list": ["artifacts", "list", run_a],
+    }
+    for name, args in views.items():
+        res = ws.argosy(*args, env=narrow)
+        assert res.code == 0, (name, res.stderr)
+        _fits(res.stdout, 100)
+        if name == "runs list":
+            lines = res.stdout.splitlines()  # the state folder (not ./.argosy), header, runs
+            assert lines[0] == f"runs in the state folder {ws.home}" and len(lines) == 4
+            assert "…" in res.stdout  # the long parameters are cut, with the mark
+        if name == "runs show":
+            rows = [line for line in res.stdout.splitlines() if line.startswith("train[")]
+            assert len(rows) == 4 and all("  succeeded  " in r for r in rows), res.stdout
+    full = json.dumps(CONFIGS)
+    assert full in ws.argosy("runs", "list", "--wide", env=narrow).stdout
+    assert full in ws.argosy("runs", "show", run_a, "--wide", env=narrow).stdout
+    piped = ws.argosy("runs", "show", run_a)  # a pipe without COLUMNS: nothing is cut
+    assert full in piped.stdout and "…" not in piped.stdout
+
+
+def test_runs_diff_puts_what_differs_first_and_labels_items(
+    sweep_runs: tuple[Workspace, str, str],
+) -> None:
+    ws, run_a, run_b = sweep_runs
+    res = ws.argosy("runs", "diff", run_a, run_b, "--only", "params,metrics")
+    assert res.code == 0, res.stderr
+    rows = res.stdout.splitlines()[1:]
+    sections = [r.split()[0] for r in rows]
+    assert sections == ["parameters"] + ["metrics"] * 4, res.stdout
+    assert "rows" in rows[0] and "≠" in rows[0]
+    assert '(item {"depth": 1' in rows[1]
+    everything = ws.argosy("runs", "diff", run_a, run_b).stdout.splitlines()[1:]
+    firsts = [r.split()[0] for r in everything]
+    assert firsts[: firsts.index("outputs")] == [
+        "parameters",
+        "metrics",
+        "metrics",
+        "metrics",
+        "metrics",
+    ]
+    bad = ws.argosy("runs", "diff", run_a, run_b, "--only", "params,hashes")
+    assert bad.code == 2 and "no section 'hashes'" in bad.stderr
+
+
+def test_the_smaller_edges(in_project: Workspace) -> None:
+    ws = in_project
+    bogus = ws.argosy("runs", "list", "--status", "bogus")
+    assert bogus.code == 2 and "pending, running, succeeded, failed, cancelled" in bogus.stderr
+    version = ws.argosy("--version")
+    assert version.code == 0 and version.stdout.startswith("argosy 0.")
+    two = ws.write(
+        "from typing import NamedTuple\n"
+        "from argosy import pipeline, step\n\n"
+        "class Pair(NamedTuple):\n    left: int\n    right: int\n\n"
+        "@step\ndef split() -> Pair:\n    return Pair(1, 2)\n\n"
+        "@pipeline\ndef halves() -> int:\n    return split().left\n"
+    )
+    run = run_here(ws, str(two))
+    res = ws.argosy("artifacts", "get", f"{run.id}/split", "--out", str(ws.root / "x"))
+    assert res.code == 2
+    assert f"node 'split' has 2 outputs; name one: {run.id}/split/left, {run.id}/split/right" in (
+        res.stderr
+    )
+    assert len(res.stderr) < 300
+
+
+MAP_OVER_INT = """
+from argosy import pipeline, step
+
+@step
+def one() -> int:
+    return 3
+
+@step
+def square(x: int) -> int:
+    return x * x
+
+@pipeline
+def over_output() -> list:
+    return square.map(one())
+
+@pipeline
+def over_parameter(n: int = 3) -> list:
+    return square.map(n)
+
+@pipeline
+def over_constant() -> list:
+    return square.map(3)
+"""
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "source"),
+    [("over_output", "output one.output"), ("over_parameter", "parameter 'n'"),
+     ("over_constant", "the constant 3")],
+)  # fmt: skip
+def test_mapping_over_a_non_list_names_what_map_was_given(
+    ws: Workspace, pipeline: str, source: str
+) -> None:
+    path = ws.write(MAP_OVER_INT)
+    with pytest.raises(Exception) as caught:
+        compile_pipeline(load_pipeline(f"{path}:{pipeline}"))
+    message = str(caught.value)
+    assert f"map() iterates over {source}, which is int, not a list" in message, message
+    assert "input 'x' of step 'square' (int)" in message
+
+
+def test_progress_does_not_number_a_map_nodes_attempt(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from argosy.cli.progress import Progress
+    from argosy.engine.engine import TaskView
+
+    def view(path: str, state: str, attempts: int) -> TaskView:
+        return TaskView(id=path, node_path=path, step_name="s", state=state,
+                        attempt_count=attempts, failures=0)  # fmt: skip
+
+    shown = Progress(Console(stderr=True, force_terminal=False))
+    shown("run", [view("train", "running", 0), view("train[0]", "running", 1)])
+    printed = capsys.readouterr().err
+    assert " train running\n" in printed and "attempt 0" not in printed
+    assert "train[0] running (attempt 1)" in printed
+
+
+def test_a_blob_stored_again_then_deleted_is_missing_not_corrupted(tmp_path: Path) -> None:
+    from argosy.errors import StoreError
+    from argosy.stores.artifacts.blobs import ArtifactStore
+    from argosy.stores.artifacts.local import LocalByteStore
+
+    store = ArtifactStore(LocalByteStore(tmp_path / "store"), "t")
+    sha = store.put_bytes(b"the bytes").sha256
+    path = store.blob_path(sha, cache_dir=tmp_path / "cache", verify=False)
+    path.chmod(0o644)
+    path.write_bytes(b"rotten")
+    with pytest.raises(StoreError, match="corrupted"):
+        store.read_blob(sha)  # quarantined
+    store.put_bytes(b"the bytes")  # stored again by a re-run
+    store.backend.delete(store.blob_key(sha))  # then deleted
+    with pytest.raises(StoreError) as caught:
+        store.read_blob(sha)
+    assert f"blob sha256:{sha} is missing from tenant 't'" in str(caught.value)

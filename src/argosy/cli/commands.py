@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
 
 from argosy import api
+from argosy.cli import render
 from argosy.cli.progress import Progress
 from argosy.client.backend import Backend
 from argosy.config import Settings
@@ -28,16 +28,22 @@ from argosy.units import format_bytes
 INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
-def _console(stderr: bool = False) -> Console:
-    """A console that does not truncate tables when its output is a file or a pipe."""
-    console = Console(stderr=stderr, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 250
-    return console
+# Results on stdout fit the width they are read at (render.py: COLUMNS, else the terminal;
+# unbounded in a pipe or with --wide); messages on stderr are never cut.
+LAYOUT = render.layout_for(sys.stdout)
+out = render.console_for(False, LAYOUT.width)
+err = Console(stderr=True, soft_wrap=True)
 
 
-out = _console()
-err = _console(stderr=True)
+def use_wide() -> None:
+    """``--wide``: show every value in full, whatever the width."""
+    global LAYOUT, out
+    LAYOUT = render.Layout(None)
+    out = render.console_for(False, None)
+
+
+def _clip(text: str, room: int | None = None) -> str:
+    return LAYOUT.clip(text, room)
 
 
 def emit_json(doc: Any) -> None:
@@ -57,11 +63,31 @@ def parse_params(items: list[str]) -> dict[str, str]:
     return values
 
 
-def table_of(*columns: str) -> Table:
-    table = Table(box=None, header_style="bold")
-    for col in columns:
-        table.add_column(col)
-    return table
+class Rows:
+    """A table's rows, rendered when printed so that it fits the width (long cells of the
+    ``flexible`` columns are cut first, with ``…``); columns left all empty are not shown."""
+
+    def __init__(self, *columns: str, flexible: tuple[str, ...] = ()) -> None:
+        self.columns = columns
+        self.flexible = flexible
+        self.rows: list[list[str]] = []
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(["" if c is None else str(c) for c in cells])
+
+    def __rich__(self) -> Any:
+        keep = [
+            i for i, c in enumerate(self.columns)
+            if c == self.columns[0] or any(r[i] for r in self.rows) or not self.rows
+        ]  # fmt: skip
+        return render.table(
+            LAYOUT, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows],
+            self.flexible,
+        )  # fmt: skip
+
+
+def table_of(*columns: str, flexible: tuple[str, ...] = ()) -> Rows:
+    return Rows(*columns, flexible=flexible)
 
 
 def _hint(backend: Backend) -> str:
@@ -122,7 +148,8 @@ def list_pipelines(backend: Backend, json_output: bool) -> None:
     if json_output:
         emit_json({"pipelines": [p.model_dump(mode="json") for p in pipelines]})
         return
-    table = table_of("pipeline", "latest version", "tags", "created", "by")
+    table = table_of("pipeline", "latest version", "tags", "created", "by",
+                     flexible=("pipeline", "tags", "by"))  # fmt: skip
     for p in pipelines:
         latest = p.latest_version
         table.add_row(
@@ -251,7 +278,8 @@ def list_runs(
     home = _state_folder(backend)
     if home is not None and home != Path.cwd().resolve() / ".argosy":
         out.print(f"runs in the state folder {home}", highlight=False, markup=False)
-    table = table_of("run", "pipeline", "status", "created", "parameters")
+    table = table_of("run", "pipeline", "status", "created", "parameters",
+                     flexible=("pipeline", "status", "parameters"))  # fmt: skip
     for r in runs:
         table.add_row(
             r.id, r.pipeline, _status_text(r), iso(r.created_at)[:19], json.dumps(r.parameters)
@@ -275,52 +303,57 @@ def show_run(backend: Backend, ref: str, json_output: bool) -> None:
     if json_output:
         emit_json(doc)
         return
-    out.print(f"run {doc.id}  {doc.pipeline}  {_status_text(doc)}", highlight=False, markup=False)
-    out.print(
-        f"version {doc.digest}  parameters {json.dumps(doc.parameters)}",
-        highlight=False,
-        markup=False,
-    )
+    out.print(_clip(f"run {doc.id}  {doc.pipeline}  {_status_text(doc)}"), markup=False)
+    out.print(_clip(f"version {doc.digest}"), markup=False)
+    out.print(_clip(f"parameters {json.dumps(doc.parameters)}"), markup=False)
     links = [f"retry of {doc.retry_of}"] if doc.retry_of else []
     links += [f"reproduces {doc.reproduce_of}"] if doc.reproduce_of else []
     links += [f"schedule {doc.schedule}"] if doc.schedule else []
     if links:
         out.print("  ".join(links), highlight=False, markup=False)
     table = table_of(
-        "node", "step", "state", "attempt", "cause", "reason", "wall", "cpu", "peak mem", "pool",
-        "cache",
+        "node", "step", "state", "attempt", "wall", "cpu", "peak mem", "pool", "cache", "reason",
+        flexible=("node", "step", "reason"),
     )  # fmt: skip
     for t in doc.tasks:
         attempts: list[api.Attempt | None] = list(t.attempts) or [None]
-        cache = f"{t.cache.status}: {t.cache.reason}" if t.cache.status else ""
-        node = t.node_path if t.item is None else f"{t.node_path} = {json.dumps(t.item)[:30]}"
+        node = t.node_path if t.item is None else f"{t.node_path} = {json.dumps(t.item)}"
         for a in attempts:
             last = a is None or a is attempts[-1]
+            number = (
+                "" if a is None else str(a.number) + ("" if a.cause == "first" else f" {a.cause}")
+            )
+            # the reason column: why the attempt ended, else why the task is as it is, else
+            # what the cache decided (a hit names the task it reuses; a miss what changed)
+            reason = (a.reason or "") if a else (t.reason or "")
+            if last and not reason and t.cache.reason:
+                reason = t.cache.reason
             table.add_row(
                 node if a is None or a is attempts[0] else "", t.step, t.state if last else "",
-                str(a.number) if a else "", a.cause if a else "",
-                (a.reason or "") if a else (t.reason or ""),
-                _seconds(a.wall_time) if a else "", _seconds(a.cpu_time) if a else "",
+                number, _seconds(a.wall_time) if a else "", _seconds(a.cpu_time) if a else "",
                 format_bytes(a.peak_memory) if a and a.peak_memory is not None else "",
-                (a.node_pool or "") if a else "", cache if last else "",
+                (a.node_pool or "") if a else "", (t.cache.status or "") if last else "", reason,
             )  # fmt: skip
     out.print(table)
     for t in doc.tasks:
         if t.state == "failed":
-            out.print(f"\n{t.node_path} failed: {t.reason}", highlight=False, markup=False)
+            out.print(_clip(f"\n{t.node_path} failed: {t.reason}"), markup=False)
             for line in t.log_tail[-10:]:
-                out.print(f"  | {line}", highlight=False, markup=False)
+                out.print(_clip(f"  | {line}"), markup=False)
     if doc.error:
-        out.print(f"\nerror: {doc.error}", highlight=False, markup=False)
+        out.print(_clip(f"\nerror: {doc.error}"), markup=False)
     if doc.metrics:
         out.print("\nmetrics:")
+        items = {t.node_path: t.item for t in doc.tasks if t.item is not None}
         for where, values in doc.metrics.items():
+            node = where.rsplit(".", 1)[0]
             shown = "  ".join(f"{k}={v}" for k, v in (values or {}).items())
-            out.print(f"  {where}  {shown}", highlight=False, markup=False)
+            item = f"  (item {json.dumps(items[node])})" if node in items else ""
+            out.print(_clip(f"  {where}  {shown}{item}"), markup=False)
     if doc.outputs:
         out.print("\noutputs:")
         for line in _output_lines(backend, doc.outputs):
-            out.print(f"  {line}", highlight=False, markup=False)
+            out.print(_clip(f"  {line}"), markup=False)
 
 
 def cancel_run(backend: Backend, ref: str) -> None:
@@ -406,22 +439,69 @@ def reproduce_run(
     return 0 if doc.status == "succeeded" else 1
 
 
-def diff_runs(backend: Backend, ref_a: str, ref_b: str, json_output: bool, all_rows: bool) -> None:
+DIFF_SECTIONS = ("parameters", "metrics", "outputs", "inputs", "code", "packages")
+
+
+def diff_sections(only: str | None) -> tuple[str, ...]:
+    """``--only params,metrics``: the sections asked for, in the order the table shows them."""
+    if not only:
+        return DIFF_SECTIONS
+    asked = {"params" if w.strip() == "parameters" else w.strip() for w in only.split(",")}
+    known = {"params" if s == "parameters" else s for s in DIFF_SECTIONS}
+    unknown = sorted(asked - known - {""})
+    if unknown:
+        raise UsageError(
+            f"--only {only!r}: no section {unknown[0]!r}; sections are: {', '.join(sorted(known))}"
+        )
+    return tuple(s for s in DIFF_SECTIONS if ("params" if s == "parameters" else s) in asked)
+
+
+def diff_runs(
+    backend: Backend,
+    ref_a: str,
+    ref_b: str,
+    json_output: bool,
+    all_rows: bool,
+    only: str | None = None,
+) -> None:
+    """What differs first (parameters, metrics, outputs, inputs, code, packages), then the
+    metrics that are the same (everything with ``--all``); map iterations carry their item."""
+    sections = diff_sections(only)
     doc = backend.diff_runs(ref_a, ref_b)
     if json_output:
         emit_json(doc)
         return
-    table = table_of("", "what", f"run {doc.a[:12]}", f"run {doc.b[:12]}", "")
+    items: dict[str, Any] = {}
+    order: dict[str, int] = {}  # node path -> place in plan order (the documents' order)
+    for ref in (ref_a, ref_b):
+        for t in backend.run_detail(ref).tasks:
+            order.setdefault(t.node_path, len(order))
+            if t.item is not None:
+                items.setdefault(t.node_path, t.item)
+
+    def node_of(key: str) -> str | None:
+        found = [n for n in order if key == n or key.startswith((n + ".", n + " "))]
+        return max(found, key=len) if found else None
+
+    def label(key: str) -> str:
+        node = node_of(key)
+        return key if node not in items else f"{key} (item {json.dumps(items[node])})"
+
+    def placed(row: Any) -> int:
+        node = node_of(row.key)
+        return -1 if node is None else order[node]
 
     def show(v: Any) -> str:
         text = v if isinstance(v, str) else json.dumps(v)
         return text[:19] + "…" if isinstance(v, str) and len(v) == 64 else text
 
-    for section in ("parameters", "code", "packages", "inputs", "outputs", "metrics"):
-        for row in getattr(doc, section):
-            if row.same and not all_rows and section != "metrics":
-                continue
-            table.add_row(section, row.key, show(row.a), show(row.b), "" if row.same else "≠")
+    table = table_of("", "what", f"run {doc.a[:12]}", f"run {doc.b[:12]}", "",
+                     flexible=("what", f"run {doc.a[:12]}", f"run {doc.b[:12]}"))  # fmt: skip
+    rows = {s: sorted(getattr(doc, s), key=placed) for s in sections}  # stable: keys stay
+    differing = [(s, r) for s in sections for r in rows[s] if not r.same]
+    same = [(s, r) for s in sections for r in rows[s] if r.same and (all_rows or s == "metrics")]
+    for section, row in [*differing, *same]:
+        table.add_row(section, label(row.key), show(row.a), show(row.b), "" if row.same else "≠")
     out.print(table)
 
 
@@ -463,7 +543,8 @@ def list_artifacts(backend: Backend, ref: str, json_output: bool) -> None:
     if json_output:
         emit_json({"artifacts": [a.model_dump(mode="json") for a in artifacts]})
         return
-    table = table_of("artifact", "node", "output", "type", "size", "sha256")
+    table = table_of("artifact", "node", "output", "type", "size", "sha256",
+                     flexible=("node", "output", "type"))  # fmt: skip
     for a in artifacts:
         table.add_row(a.id, a.node_path, a.output_name, a.type, format_bytes(a.size), a.sha256[:12])
     out.print(table)
@@ -607,27 +688,39 @@ def _lineage_tree(doc: dict[str, Any]) -> Any:
 
     shown: set[str] = set()
 
-    def build(d: dict[str, Any], tree: Any) -> None:
+    def add(parent: Any, markup: str, depth: int) -> Any:
+        """Add a label at ``depth`` (1: no guide), each of its lines cut to fit beside the
+        tree's guides (4 columns a level)."""
+        from rich.text import Text
+
+        lines = Text.from_markup(markup).split("\n")
+        if LAYOUT.width is not None:
+            room = max(LAYOUT.width - 4 * (depth - 1), 12)
+            for line in lines:
+                line.truncate(room, overflow="ellipsis")
+        return parent.add(Text("\n").join(lines))
+
+    def build(d: dict[str, Any], tree: Any, depth: int) -> None:
         if d.get("id") in shown:
-            tree.add(label(d) + " [dim](shown above)[/]")
+            add(tree, label(d) + " [dim](shown above)[/]", depth)
             return
         shown.add(d["id"])
-        node = tree.add(label(d))
+        node = add(tree, label(d), depth)
         task = d.get("produced_by")
         if task is not None:
-            t = node.add(label(task))
+            t = add(node, label(task), depth + 1)
             for name, inp in task["inputs"].items():
                 if inp["kind"] == "artifact":
-                    build(inp, t.add(f"input {escape(name)}"))
+                    build(inp, add(t, f"input {escape(name)}", depth + 2), depth + 3)
                 else:
-                    t.add(f"input {escape(name)} {label(inp)}")
+                    add(t, f"input {escape(name)} {label(inp)}", depth + 2)
         for task in d.get("consumed_by", []):
-            t = node.add(f"as input {escape(task['as_input'])} of " + label(task))
+            t = add(node, f"as input {escape(task['as_input'])} of " + label(task), depth + 1)
             for out_doc in task["outputs"]:
-                build(out_doc, t)
+                build(out_doc, t, depth + 2)
 
     root = Tree("lineage", hide_root=True)
-    build(doc, root)
+    build(doc, root, 1)
     return root
 
 
@@ -639,7 +732,7 @@ def show_config(settings: Settings, json_output: bool) -> None:
     if json_output:
         emit_json({"settings": rows})
         return
-    table = table_of("setting", "value", "from")
+    table = table_of("setting", "value", "from", flexible=("value",))
     for r in rows:
         table.add_row(r["name"], "" if r["value"] is None else str(r["value"]), r["source"])
     out.print(table)

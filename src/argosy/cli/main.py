@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from argosy.cli.options import Format, OutputOpt, ServerOpt
+from argosy.cli.options import Format, OutputOpt, ServerOpt, WideOpt
 
 app = typer.Typer(
     name="argosy",
@@ -48,8 +48,22 @@ app.add_typer(schedules_app, name="schedules")
 _global_server: str | None = None
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"argosy {version('argosy')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _global_options(server: ServerOpt = None) -> None:
+def _global_options(
+    server: ServerOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="print the version"),
+    ] = False,
+) -> None:
     """Repeatable ML pipelines in plain Python: run them locally or on an Argosy server."""
     global _global_server
     _global_server = server
@@ -199,9 +213,13 @@ def runs_list(
     ] = None,
     pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
     server: ServerOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """List runs, newest first."""
     from argosy.cli import commands
+
+    if wide:
+        commands.use_wide()
 
     _with(server, lambda b: commands.list_runs(b, output == Format.json, limit, status, pipeline))
 
@@ -211,9 +229,13 @@ def runs_show(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id or unique prefix")],
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Show a run: its tasks, attempts (with reasons, times, resource use) and outputs."""
     from argosy.cli import commands
+
+    if wide:
+        commands.use_wide()
 
     _with(server, lambda b: commands.show_run(b, run_ref, output == Format.json))
 
@@ -266,12 +288,27 @@ def runs_diff(
     run_b: Annotated[str, typer.Argument(metavar="RUN_B")],
     output: OutputOpt = Format.text,
     all_rows: Annotated[bool, typer.Option("--all", help="also show what is the same")] = False,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only",
+            metavar="SECTIONS",
+            help="only these sections, e.g. params,metrics,outputs (also inputs, code, packages)",
+        ),
+    ] = None,
     server: ServerOpt = None,
+    wide: WideOpt = False,
 ) -> None:
-    """Parameters, code, packages, input data, outputs and metrics of two runs, side by side."""
+    """Parameters, code, packages, input data, outputs and metrics of two runs, side by side:
+    what differs first."""
     from argosy.cli import commands
 
-    _with(server, lambda b: commands.diff_runs(b, run_a, run_b, output == Format.json, all_rows))
+    if wide:
+        commands.use_wide()
+    _with(
+        server,
+        lambda b: commands.diff_runs(b, run_a, run_b, output == Format.json, all_rows, only),
+    )
 
 
 @runs_app.command("cancel")
@@ -360,9 +397,13 @@ def lineage(
         LineageFormat, typer.Option("--output", "-o", help="text (a tree), json, or dot (Graphviz)")
     ] = LineageFormat.text,
     server: ServerOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Show where an artifact came from (tasks, inputs, parameters, code, git, packages) or where it went."""
     from argosy.cli import commands
+
+    if wide:
+        commands.use_wide()
 
     _with(server, lambda b: commands.show_lineage(b, ref, down, output.value))
 
@@ -405,9 +446,13 @@ def artifacts_list(
     run_ref: Annotated[str, typer.Argument(metavar="RUN")],
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """List a run's artifacts (one per task output)."""
     from argosy.cli import commands
+
+    if wide:
+        commands.use_wide()
 
     _with(server, lambda b: commands.list_artifacts(b, run_ref, output == Format.json))
 

@@ -28,3 +28,9 @@ ServerOpt = Annotated[
         show_default=False,
     ),
 ]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide", help="show every value in full (tables otherwise fit COLUMNS or the terminal)"
+    ),
+]

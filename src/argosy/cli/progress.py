@@ -67,7 +67,9 @@ class Progress:
             if t.state in ("succeeded", "failed", "skipped", "cancelled", "cached"):
                 self._ended[t.node_path] = now
             if not self.interactive and t.state != "pending":
-                extra = f" (attempt {t.attempt_count})" if t.state == "running" else ""
+                # a map node runs no process of its own: it has no attempt to number
+                running = t.state == "running" and t.attempt_count > 0
+                extra = f" (attempt {t.attempt_count})" if running else ""
                 why = f": {t.reason}" if t.reason and t.state in ("failed", "skipped") else ""
                 stamp = time.strftime("%H:%M:%S")
                 print(f"{stamp} {t.node_path} {t.state}{extra}{why}", file=sys.stderr, flush=True)

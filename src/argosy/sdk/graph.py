@@ -515,6 +515,7 @@ class GraphBuilder:
                     where=path,
                     location=location,
                 )
+            self._check_items(what, path, over, defs[over].type, items, location)
             items_binding = self._bind(what, path, over, TypeInfo("list"), items, location)
             loop = ForEach(over, items_binding, parallelism)
         if exit_group is not None:
@@ -585,6 +586,31 @@ class GraphBuilder:
             return StepCall(node)
         (only,) = node.outputs.items()
         return OutputRef(node, only[0], only[1])
+
+    def _check_items(
+        self, what: str, path: str, over: str, each: TypeInfo, items: Any, location: str
+    ) -> None:
+        """What ``map()`` iterates over must be a list (the input gets one item at a time)."""
+        if isinstance(items, OutputRef | ParameterRef):
+            if compatible(items.type, TypeInfo("list"), is_value=isinstance(items, ParameterRef)):
+                return
+            source = (
+                f"output {items.node.path}.{items.output}"
+                if isinstance(items, OutputRef)
+                else f"parameter {items.name!r}"
+            )
+            kind = items.type.ref
+        elif isinstance(items, list | tuple) or isinstance(items, _Handle):
+            return
+        else:
+            source, kind = f"the constant {json.dumps(items, default=repr)}", type(items).__name__
+        raise ValidationError(
+            "check_for_each",
+            f"map() iterates over {source}, which is {kind}, not a list; give map() a list, "
+            f"each of whose items goes to input {over!r} of {what} ({each.ref})",
+            where=path,
+            location=location,
+        )
 
     def _bind(
         self, what: str, path: str, key: str, expected: TypeInfo, value: Any, location: str

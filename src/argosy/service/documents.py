@@ -11,6 +11,7 @@ elements' values.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,7 @@ from argosy.stores.metadata.tables import (
     PipelineVersion,
     Run,
     Schedule,
+    Task,
 )
 
 INLINE_VALUE_BYTES = 64 * 1024  # JSON values up to this size are shown in documents
@@ -158,6 +160,31 @@ def attempt_document(a: Attempt) -> api.Attempt:
     )  # fmt: skip
 
 
+_ITERATION = re.compile(r"^(.*)\[\d+\](?:/[^\[\]]*)?$")
+
+
+def plan_order(tasks: Sequence[Task]) -> list[Task]:
+    """Tasks in plan order: a map's iterations (created when its items were known, so after
+    the tasks downstream of it) right after the map node, in item order."""
+    paths = {t.node_path for t in tasks}
+    children: dict[str, list[Task]] = {}
+    top: list[Task] = []
+    for t in tasks:  # by id: creation order, which is plan order among tasks made together
+        found = _ITERATION.match(t.node_path)
+        parent = found.group(1) if found else None
+        (children.setdefault(parent, []) if parent in paths else top).append(t)
+    ordered: list[Task] = []
+
+    def add(t: Task) -> None:
+        ordered.append(t)
+        for child in children.get(t.node_path, []):
+            add(child)
+
+    for t in top:
+        add(t)
+    return ordered
+
+
 def task_documents(
     session: Session, run: Run, store: ArtifactStore | None = None
 ) -> list[api.Task]:
@@ -169,7 +196,7 @@ def task_documents(
     for art in q.artifacts_of(session, run.id):
         outputs.setdefault(art.task_id, {})[art.output_name] = artifact_ref(art, store)
     docs = []
-    for t in q.tasks_of(session, run.id):
+    for t in plan_order(q.tasks_of(session, run.id)):
         cache = t.cache or {}
         tails = [a.log_tail for a in attempts.get(t.id, []) if a.log_tail]
         docs.append(

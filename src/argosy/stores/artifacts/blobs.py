@@ -179,9 +179,12 @@ class ArtifactStore:
 
     def _missing(self, sha256: str) -> StoreError:
         if any(True for _ in self.backend.list(f"{self.prefix}quarantine/{sha256}.")):
+            # what is known now is that it is missing: the quarantined copy may be of a blob
+            # stored again since and then deleted
             return IntegrityError(
-                f"blob sha256:{sha256} in tenant {self.tenant!r} is corrupted and was moved to "
-                "quarantine; re-run the producing task (with --no-cache) or restore it from a backup"
+                f"blob sha256:{sha256} is missing from tenant {self.tenant!r} (a copy found "
+                "corrupted was moved to quarantine); re-run the producing task (with "
+                "--no-cache) or restore it from a backup"
             )
         return StoreError(
             f"blob sha256:{sha256} is missing from tenant {self.tenant!r}; re-run the producing "
