@@ -595,3 +595,54 @@ def test_a_blob_stored_again_then_deleted_is_missing_not_corrupted(tmp_path: Pat
     with pytest.raises(StoreError) as caught:
         store.read_blob(sha)
     assert f"blob sha256:{sha} is missing from tenant 't'" in str(caught.value)
+
+
+# -- 4. a second Ctrl-C leaves no step process behind ---------------------------------------------
+SLOW_CLEANUP = """
+import subprocess, time
+from pathlib import Path
+from argosy import exit_handler, pipeline, step
+
+@step
+def work(gate: str) -> int:
+    Path(gate, "work").write_text("started")
+    time.sleep(120)
+    return 1
+
+@step
+def cleanup(status: dict, gate: str) -> None:
+    child = subprocess.Popen(["sleep", "120"])  # something the step started
+    Path(gate, "cleanup.tmp").write_text(f"{child.pid}")
+    Path(gate, "cleanup.tmp").rename(Path(gate, "cleanup"))
+    time.sleep(120)
+
+@pipeline
+def slow(gate: str) -> None:
+    with exit_handler(cleanup, gate=gate):
+        work(gate=gate)
+"""
+
+
+def test_a_second_ctrl_c_kills_every_step_process_before_exiting(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    import signal
+
+    from tests.conftest import alive, wait_for
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    proc = ws.spawn("run", str(ws.write(SLOW_CLEANUP)), "-p", f"gate={gate}")
+    try:
+        wait_for(gate / "work")
+        proc.send_signal(signal.SIGINT)  # cancel: work is stopped, the exit handler starts
+        wait_for(gate / "cleanup")
+        child = int((gate / "cleanup").read_text())
+        assert alive(child)
+        proc.send_signal(signal.SIGINT)  # stop at once
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "killed the process trees of 1 running step(s)" in err, err
+    assert not alive(child), "a step's process outlived the engine"

@@ -214,10 +214,11 @@ def follow_run(backend: Backend, run_id: str, *, progress: bool, json_output: bo
         else:
             backend.follow(run_id)
     except KeyboardInterrupt:
-        _say(
-            f"stopped following; run {run_id} is still running on the server; cancel it "
-            f"with: argosy runs cancel {run_id}{_hint(backend)}"
-        )
+        if backend.server_url:  # locally the second Ctrl-C has said what it did
+            _say(
+                f"stopped following; run {run_id} is still running on the server; cancel it "
+                f"with: argosy runs cancel {run_id}{_hint(backend)}"
+            )
         return INTERRUPTED
     return report(backend, backend.run_detail(run_id), json_output)
 

@@ -225,11 +225,25 @@ class LocalBackend:
         in_main = threading.current_thread() is threading.main_thread()
 
         def cancel(signum: int, _frame: Any) -> None:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if not engine.interrupted:
+                sys.stderr.write(
+                    "cancelling the run: stopping its tasks (press Ctrl-C again to stop at "
+                    "once)...\n"
+                )
+                engine.interrupted = True
+                return
+            # the second time: no engine may be left behind with steps still running, so
+            # every attempt's process tree is killed before this process exits
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+            stop_all = getattr(engine.executor, "stop_all", None)
+            killed = stop_all("cancelled") if stop_all is not None else 0
             sys.stderr.write(
-                "cancelling the run: stopping its tasks (press Ctrl-C again to stop at once)...\n"
+                f"stopped at once: killed the process trees of {killed} running step(s) "
+                f"(SIGKILL); record run {run_id} as cancelled with: argosy runs cancel "
+                f"{run_id}\n"
             )
-            engine.interrupted = True
+            raise StoppedAtOnce(run_id)
 
         previous = (
             {sig: signal.signal(sig, cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -375,6 +389,14 @@ class LocalBackend:
                 return
             if len(page.items) < logs.PAGE_LINES:
                 time.sleep(FOLLOW_POLL_SECONDS)
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C: the run's step processes were killed and this process stops."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
 
 
 def _all_pages(fetch: Any) -> list[Any]:

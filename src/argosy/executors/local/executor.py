@@ -435,6 +435,13 @@ class LocalExecutor(Executor):
             remove_container(attempt_id)  # through the container engine first: it owns the state
         processes.kill_tree(run.identity.pid, attempt_id)
 
+    def stop_all(self, reason: str) -> int:
+        """Stop every running attempt at once (process trees SIGKILLed); returns how many."""
+        attempts = list(self._running)
+        for attempt_id in attempts:
+            self.stop(attempt_id, reason)
+        return len(attempts)
+
     def end_orphan(self, attempt_id: str, identity: ProcessIdentity | None) -> bool:
         root = None
         if (
