@@ -3,24 +3,27 @@
     .venv/bin/python benchmarks/api.py                 # 100,000 runs, 300 requests per query
     .venv/bin/python benchmarks/api.py --runs 20000 --requests 100
 
-Standalone (``benchmarks/run.py`` does not run it): starts its own PostgreSQL cluster
+Run by ``make bench`` (``benchmarks/run.py``, section (f), with ``--json``) and on its own:
+starts its own PostgreSQL cluster
 (``tests/pg_fixture.py``) and a real ``argosy server`` process on loopback, fills the
 database with runs of 10 pipelines in every status (bulk insert, as a year of a busy team),
 then measures:
 
 - **listing** (target p99 < 50 ms): ``GET /api/v1/tenants/default/runs`` with a page of 50 —
-  unfiltered, filtered by pipeline and status, and the 20th page by cursor — as the client
-  sees it (HTTP keep-alive, JSON decoded), sequential requests;
-- **submission to first task start** (target < 200 ms): ``POST .../runs`` of a one-step
-  pipeline, then the recorded times: run ``created_at`` to its first attempt's ``started_at``
-  (both stamped by the server) and to the moment the attempt's process existed.
+  unfiltered, filtered by status, filtered by pipeline and status, and the 20th page by
+  cursor — as the client sees it (HTTP keep-alive, JSON decoded), sequential requests (the
+  speed target the test suite used to assert; tests/test_server_api.py checks the pages' rows);
+- **submission to first task start** (target: median < 200 ms; the p90 is shown beside it):
+  ``POST .../runs`` of a one-step pipeline, then the recorded times: run ``created_at`` to its
+  first attempt's ``started_at`` (both stamped by the server).
 
-Results are printed as a Markdown table (paste into ``benchmarks/RESULTS.md``).
+Prints a Markdown table, or with ``--json`` one JSON document (what ``run.py`` reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--submissions", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
     import httpx
@@ -171,12 +175,18 @@ def main(argv: list[str] | None = None) -> int:
                 cursor_page = {"limit": 50, "cursor": page["next_cursor"]}
             queries = {
                 "page of 50, unfiltered": {"limit": 50},
+                "page of 50, status filter": {"limit": 50, "status": "failed"},
                 "page of 50, pipeline + status filter": {"limit": 50, "pipeline": "p3", "status": "failed"},
                 "20th page of 50 (cursor)": cursor_page,
             }  # fmt: skip
             for name, params in queries.items():
                 times = time_requests(http, base, params, args.requests)
-                rows.append((name, statistics.median(times), percentile(times, 99)))
+                p50, p99 = statistics.median(times), percentile(times, 99)
+                rows.append({
+                    "measure": f"list runs: {name}", "p50_ms": round(p50 * 1000, 2),
+                    "tail": "p99", "tail_ms": round(p99 * 1000, 2),
+                    "target": "p99 < 50 ms", "ok": p99 < 0.050,
+                })  # fmt: skip
 
         folder = work / "project"
         folder.mkdir()
@@ -192,22 +202,28 @@ def main(argv: list[str] | None = None) -> int:
                 attempt = tasks[0].attempts[0]
                 assert attempt.started_at is not None
                 to_start.append((attempt.started_at - run.created_at).total_seconds())
+        med, p90 = statistics.median(to_start), percentile(to_start, 90)
+        rows.append({
+            "measure": f"submission to first attempt started ({args.submissions} runs)",
+            "p50_ms": round(med * 1000, 1), "tail": "p90", "tail_ms": round(p90 * 1000, 1),
+            "target": "p50 < 200 ms", "ok": med < 0.200,
+        })  # fmt: skip
+        doc = {"runs": args.runs, "requests": args.requests, "submissions": args.submissions,
+               "rows": rows}  # fmt: skip
+        if args.json:
+            print(json.dumps(doc, indent=2))
+            return 0
         print(
             textwrap.dedent(f"""
             ### (f) Server API (`benchmarks/api.py`, {args.runs:,} runs in PostgreSQL, {args.requests} sequential requests each)
 
-            | measure | p50 | p99 | target | result |
+            | measure | p50 | tail | target | result |
             |---|---|---|---|---|""")
         )
-        for name, p50, p99 in rows:
-            verdict = "**pass**" if p99 < 0.050 else "**FAIL**"
-            print(
-                f"| list runs: {name} | {p50 * 1000:.1f} ms | {p99 * 1000:.1f} ms | p99 < 50 ms | {verdict} |"
-            )
-        med, p90 = statistics.median(to_start), percentile(to_start, 90)
-        verdict = "**pass**" if med < 0.200 else "**FAIL**"
-        print(f"| submission to first attempt started ({args.submissions} runs; p90 in the p99 column) | "
-              f"{med * 1000:.0f} ms | {p90 * 1000:.0f} ms | < 200 ms | {verdict} |")  # fmt: skip
+        for row in rows:
+            verdict = "**pass**" if row["ok"] else "**FAIL**"
+            print(f"| {row['measure']} | {row['p50_ms']} ms | {row['tail']} {row['tail_ms']} ms "
+                  f"| {row['target']} | {verdict} |")  # fmt: skip
         return 0
     finally:
         if server is not None:
