@@ -199,19 +199,6 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default=[], description="addresses/CIDRs of proxies whose X-Forwarded-For is believed"
     )
-    max_json_depth: int = Field(
-        default=32, ge=1, le=200, description="deepest nesting of a JSON body; deeper: 422"
-    )
-    request_header_timeout: float = Field(
-        default=10.0, gt=0, description="seconds to receive a request's headers; later: 408"
-    )
-    request_body_timeout: float = Field(
-        default=30.0, gt=0,
-        description="seconds to receive a JSON body, or each chunk of an upload; later: 408",
-    )  # fmt: skip
-    trusted_proxies: list[str] = Field(
-        default=[], description="addresses/CIDRs of proxies whose X-Forwarded-For is believed"
-    )
     # -- encryption at rest
     encryption: bool | None = Field(
         default=None, description="encrypt artifacts and secrets (default: on in server mode)"
