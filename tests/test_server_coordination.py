@@ -358,7 +358,7 @@ def test_a_retry_reuses_the_succeeded_tasks_of_the_failed_run_and_reruns_the_res
     assert done.status == "succeeded"
     assert tasks["prepare"].state == "cached"
     assert tasks["prepare"].attempts == []  # no process ran for it
-    assert f"retry of run {failed.id}" in (tasks["prepare"].cache or {}).get("reason", "")
+    assert f"retry of run {failed.id}" in (tasks["prepare"].cache.reason or "")
     assert tasks["publish"].state == "succeeded"
     assert outputs == {"prepare": 6, "publish": 7}
 

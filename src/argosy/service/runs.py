@@ -106,11 +106,16 @@ def create_run(
     try:
         with ctx.metadata.session() as session:
             version = q.resolve_version(session, ctx.tenant, body.pipeline, body.version)
-            run = submission.queue_run(
-                session, version, body.parameters, ctx.actor, fail_fast=body.fail_fast,
-                no_cache=body.no_cache, queue=queue, cwd=cwd, files=_files(ctx, session, body),
-                max_parameter_bytes=ctx.max_parameter_bytes,
-            )  # fmt: skip
+            try:
+                run = submission.queue_run(
+                    session, version, body.parameters, ctx.actor, fail_fast=body.fail_fast,
+                    no_cache=body.no_cache, queue=queue, cwd=cwd,
+                    files=_files(ctx, session, body), max_parameter_bytes=ctx.max_parameter_bytes,
+                )  # fmt: skip
+            except UsageError as exc:  # the parameters do not fit the pipeline's
+                if exc.code is not None or isinstance(exc, NotFoundError):
+                    raise
+                raise UsageError(str(exc), code="invalid_parameters") from None
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
