@@ -646,3 +646,60 @@ def test_a_second_ctrl_c_kills_every_step_process_before_exiting(
     assert proc.returncode == 130, err
     assert "killed the process trees of 1 running step(s)" in err, err
     assert not alive(child), "a step's process outlived the engine"
+
+
+# -- 7. the steps' output in the run's console ------------------------------------------------------
+LIVE = """
+import time
+from pathlib import Path
+from argosy import pipeline, step
+
+@step
+def train(gate: str) -> int:
+    print("epoch 1 loss=0.5", flush=True)
+    while not Path(gate).exists():  # finishes only once the console has shown the line
+        time.sleep(0.05)
+    return 1
+
+@step
+def chatty() -> int:
+    for i in range(200):
+        print(f"line {i}")
+    return 1
+
+@pipeline
+def live(gate: str) -> int:
+    chatty()
+    return train(gate=gate)
+"""
+
+
+def test_step_output_is_shown_live_prefixed_and_throttled(ws: Workspace, tmp_path: Path) -> None:
+    import time
+
+    gate = tmp_path / "gate"
+    path = ws.write(LIVE)
+    proc = ws.spawn("run", str(path), "-p", f"gate={gate}")
+    seen: list[str] = []
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen.append(line)
+            if line.strip() == "train | epoch 1 loss=0.5":
+                break
+        else:
+            raise AssertionError(f"the step's line was not shown while it ran: {seen}")
+        gate.write_text("go")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        gate.write_text("go")  # a step still waiting ends
+        proc.kill()
+    assert proc.returncode == 0, err
+    printed = "".join(seen) + err
+    shown = [line for line in printed.splitlines() if line.startswith("chatty | line ")]
+    assert 0 < len(shown) <= 40  # throttled: 10 lines a second
+    assert "chatty | ... " in printed and "more line(s): argosy logs " in printed
+    quiet = ws.argosy("run", str(path), "-p", f"gate={gate}", "--quiet", "--no-cache")
+    assert quiet.code == 0 and " | " not in quiet.stderr, quiet.stderr

@@ -105,9 +105,17 @@ def _say(text: str) -> None:
 
 # -- pipelines ---------------------------------------------------------------------------------
 def compile_target(settings: Settings, target: str) -> Any:
+    from argosy.interop.kfp.ir import is_ir_file
     from argosy.spec.compile import compile_pipeline
     from argosy.spec.loader import load_pipeline
 
+    if is_ir_file(Path(target)):  # a pipeline compiled by the Kubeflow Pipelines SDK
+        from argosy.interop.kfp.load import load_file
+
+        imported = load_file(Path(target))
+        for note in imported.notes:
+            _say(f"note: {note}")
+        return imported.compiled
     return compile_pipeline(load_pipeline(target), cache_dir=settings.home / "cache")
 
 
@@ -183,9 +191,11 @@ def run_pipeline(
     detach: bool = False,
     wait: bool = False,
     json_output: bool = False,
+    quiet: bool = False,
 ) -> int:
-    """Compile, push, create a run, then follow it to its end (progress on stderr unless
-    ``wait``) and report it; exit code 0 only if it succeeded."""
+    """Compile, push, create a run, then follow it to its end (progress and the steps' output
+    on stderr unless ``wait``; ``quiet``: no step output) and report it; exit code 0 only if
+    it succeeded."""
     from argosy.spec.parameters import bind_parameters
 
     compiled = compile_target(settings, target)
@@ -202,15 +212,22 @@ def run_pipeline(
         else:
             print(run.id)
         return 0
-    return follow_run(backend, run.id, progress=not wait, json_output=json_output)
+    return follow_run(backend, run.id, progress=not wait, json_output=json_output, quiet=quiet)
 
 
-def follow_run(backend: Backend, run_id: str, *, progress: bool, json_output: bool) -> int:
-    """Follow a run to its end, then report it (exit code: 0 only if it succeeded)."""
+def follow_run(
+    backend: Backend, run_id: str, *, progress: bool, json_output: bool, quiet: bool = False
+) -> int:
+    """Follow a run to its end, then report it (exit code: 0 only if it succeeded); with
+    progress, the steps' output is shown as it comes unless ``quiet``."""
     try:
         if progress:
             with Progress(err) as shown:
-                backend.follow(run_id, shown)
+                shown.run_id = run_id
+                if quiet:
+                    backend.follow(run_id, shown)
+                else:
+                    _follow_with_step_output(backend, run_id, shown)
         else:
             backend.follow(run_id)
     except KeyboardInterrupt:
@@ -221,6 +238,32 @@ def follow_run(backend: Backend, run_id: str, *, progress: bool, json_output: bo
             )
         return INTERRUPTED
     return report(backend, backend.run_detail(run_id), json_output)
+
+
+def _follow_with_step_output(backend: Backend, run_id: str, shown: Progress) -> None:
+    """``backend.follow`` while a thread passes the steps' log lines to ``shown`` as they are
+    written (best effort: a failure to read them never fails the run's command)."""
+    import threading
+
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for line in backend.follow_logs(run_id):
+                if stop.is_set():
+                    return
+                shown.log(line)
+        except Exception:  # live output is a convenience: never fail the command
+            return
+
+    reader = threading.Thread(target=pump, name=f"argosy-logs-{run_id}", daemon=True)
+    reader.start()
+    try:
+        backend.follow(run_id, shown)
+        reader.join(timeout=3)  # the last lines, written just before the run ended
+    finally:
+        stop.set()
+        shown.flush_held()
 
 
 def report(backend: Backend, doc: api.RunDetail, json_output: bool) -> int:

@@ -1,4 +1,7 @@
-"""Live progress of a run on stderr: a table on a terminal, one line per change otherwise."""
+"""Live progress of a run on stderr: a table on a terminal, one line per change otherwise;
+and the steps' own output as it is written, each line prefixed by its node path (throttled:
+at most :data:`LINES_PER_SECOND` of each node, the rest counted and named with the command that shows
+them)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from argosy import api
 from argosy.engine.engine import TaskView
+
+LINES_PER_SECOND = 10  # of each node
 
 STYLE = {
     "succeeded": "green", "cached": "cyan", "failed": "bold red", "running": "yellow",
@@ -29,6 +35,10 @@ class Progress:
         self._since: dict[str, float] = {}
         self._ended: dict[str, float] = {}
         self._tasks: list[TaskView] = []
+        self._window = 0.0  # when the current second of step output began
+        self._shown: dict[str, int] = {}  # node path -> its lines shown in that second
+        self._held: dict[str, int] = {}  # node path -> its lines not shown in it
+        self.run_id = ""
 
     def __enter__(self) -> Progress:
         if self.interactive:
@@ -54,7 +64,34 @@ class Progress:
             table.add_row(t.node_path, state, str(t.attempt_count or ""), duration)
         return table
 
+    def _print(self, text: str) -> None:
+        if self._live is not None:
+            self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def log(self, line: api.LogLine) -> None:
+        """One line a step wrote, as ``NODE | text``; beyond the rate, counted instead."""
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self.flush_held()
+            self._window = now
+            self._shown.clear()
+        node = line.node_path
+        if self._shown.get(node, 0) >= LINES_PER_SECOND:  # per node: none starves another
+            self._held[node] = self._held.get(node, 0) + 1
+            return
+        self._shown[node] = self._shown.get(node, 0) + 1
+        self._print(f"{node} | {line.line}")
+
+    def flush_held(self) -> None:
+        """Say how many lines of each node were not shown, and how to see them."""
+        for node, count in self._held.items():
+            self._print(f"{node} | ... {count} more line(s): argosy logs {self.run_id} {node}")
+        self._held.clear()
+
     def __call__(self, run_id: str, tasks: list[TaskView]) -> None:
+        self.run_id = run_id
         self._tasks = tasks
         now = time.monotonic()
         for t in tasks:
