@@ -143,6 +143,10 @@ def run(
         bool,
         typer.Option("--wait", help="with a server: no progress, wait and exit with the outcome"),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="do not show the steps' output as they run"),
+    ] = False,
 ) -> None:
     """Compile and run a pipeline locally, or push it to a server and run it there; shows
     progress on stderr and ends with its outputs (exit 1 if the run fails)."""
@@ -160,6 +164,7 @@ def run(
         code = commands.run_pipeline(
             backend, _settings(), target, param or [], version=version, fail_fast=fail_fast,
             no_cache=no_cache, detach=detach, wait=wait, json_output=output == Format.json,
+            quiet=quiet,
         )  # fmt: skip
     finally:
         backend.close()
