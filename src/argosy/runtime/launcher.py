@@ -85,11 +85,51 @@ def _load(inv: Invocation, store: ArtifactStore, art: dict[str, Any], scratch: P
     )  # fmt: skip
 
 
+_JSON_CHECKS: dict[str, Any] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "dict": lambda v: isinstance(v, dict),
+    "metrics": lambda v: isinstance(v, dict),
+}
+
+
+def _check_input(inv: Invocation, name: str, value: Any, source: dict[str, Any]) -> None:
+    """A JSON input must be what its annotation says; if not, say where it came from (the
+    upstream output that made it, blamed by name) before the step's code sees it."""
+    declared = inv.step["inputs"].get(name) or {}
+    expected = declared.get("type")
+    check = _JSON_CHECKS.get(expected or "")
+    optional = declared.get("optional") or declared.get("required") is False
+    if check is None or check(value) or (value is None and optional):
+        return
+    got = f"{type(value).__name__} {json.dumps(value, default=repr)[:60]}"
+    step = inv.step["name"]
+    if "from" in source:
+        node, _, output = str(source["from"]).rpartition(".")
+        # declared types were checked when the pipeline was compiled: what reaches here
+        # comes from a step whose return is not annotated (stored as whatever it returned)
+        raise StepFailed(
+            "input_error",
+            f"input {name!r} of step {step!r} expects {expected}, but output {output!r} of "
+            f"{node!r} is {got}: annotate what {node!r} returns ('-> {expected}') or "
+            "convert the value there",
+        )
+    raise StepFailed(
+        "input_error",
+        f"input {name!r} of step {step!r} expects {expected}, but the value given (a "
+        f"parameter, a constant or a map item) is {got}; pass a {expected}",
+    )
+
+
 def _load_inputs(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, source in inv.inputs.items():
         if "value" in source:
             values[name] = source["value"]
+            _check_input(inv, name, source["value"], source)
             continue
         art = source["artifact"]
         if art["format"] == "collection":  # the collected outputs of a map(): a list
@@ -100,6 +140,8 @@ def _load_inputs(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[s
             ]
         else:
             values[name] = _load(inv, store, art, scratch / "inputs" / check_name(name, "input"))
+            if art["format"] == "json":
+                _check_input(inv, name, values[name], source)
     return values
 
 
@@ -244,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
             from argosy.runtime.container import run_container
 
             outputs = run_container(inv, store, scratch)
+        elif inv.kind == "kfp":  # a step imported from Kubeflow Pipelines IR
+            from argosy.interop.kfp.task import run_kfp
+
+            outputs = run_kfp(inv, store, scratch)
         else:
             outputs = run_python(inv, store, scratch)
     except StepFailed as exc:

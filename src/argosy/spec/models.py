@@ -80,8 +80,28 @@ class ContainerImplementation(_Model):
     command: list[str]
 
 
+class KfpImplementation(_Model):
+    """A Kubeflow Pipelines executor imported from KFP IR (:mod:`argosy.interop.kfp`).
+
+    A lightweight Python component, a container component or an importer, run by the launcher
+    through the KFP executor contract. ``executor`` is the IR executor as compiled,
+    ``component`` the component's input and output definitions, ``task`` what the task adds
+    (its KFP name, input selectors, templated constants, the pipeline's name, run-on-host).
+    """
+
+    kind: Literal["kfp"] = "kfp"
+    executor: dict[str, JsonValue]
+    component: dict[str, JsonValue] = {}
+    task: dict[str, JsonValue] = {}
+    # what the cache key covers, as for a Python step: the executor and component digests ...
+    code_fingerprint: dict[str, str] = {}
+    # ... and the version of Argosy's KFP executor contract
+    packages: dict[str, str] = {}
+
+
 Implementation = Annotated[
-    PythonImplementation | ContainerImplementation, Field(discriminator="kind")
+    PythonImplementation | ContainerImplementation | KfpImplementation,
+    Field(discriminator="kind"),
 ]
 
 
