@@ -116,6 +116,7 @@ def tenants(server: ServerProcess, oidc_issuer: OidcIssuer) -> dict[str, str]:
 # own token allowed; here they are refused to every person and service.
 PRINCIPALS = ("anon", "viewer", "editor", "owner_a", "owner_b", "admin", "scim")
 T = "/api/v1/tenants/{tenant}"
+U = "/t/{tenant}"  # the web UI's pages of a tenant (src/argosy/server/ui)
 MATRIX_ROWS = f"""
                                                           anon viewer editor owner_a owner_b admin scim
 GET    /healthz                                           y    y      y      y       y       y     y
@@ -197,6 +198,28 @@ DELETE /scim/v2/Groups/{{group_id}}                       -    -      -      -  
 GET    /scim/v2/ServiceProviderConfig                     -    -      -      -       -       -     y
 GET    /scim/v2/Schemas                                   -    -      -      -       -       -     y
 GET    /scim/v2/ResourceTypes                             -    -      -      -       -       -     y
+GET    /                                                  -    y      y      y       y       y     -
+GET    /static/{{asset}}                                  y    y      y      y       y       y     y
+GET    {U}/runs                                           -    y      y      y       -       y     -
+GET    {U}/runs/{{run_id}}                                -    y      y      y       -       y     -
+GET    {U}/runs/{{run_id}}/steps/{{node:path}}            -    y      y      y       -       y     -
+GET    {U}/runs/{{run_id}}/log.txt                        -    y      y      y       -       y     -
+POST   {U}/runs/{{run_id}}/cancel                         -    -      y      y       -       y     -
+POST   {U}/runs/{{run_id}}/retry                          -    -      y      y       -       y     -
+GET    {U}/artifacts/{{artifact_id}}                      -    y      y      y       -       y     -
+GET    {U}/artifacts/{{artifact_id}}/image                -    y      y      y       -       y     -
+GET    {U}/artifacts/{{artifact_id}}/lineage              -    y      y      y       -       y     -
+GET    {U}/compare                                        -    y      y      y       -       y     -
+GET    {U}/pipelines                                      -    y      y      y       -       y     -
+GET    {U}/pipelines/{{pipeline}}                         -    y      y      y       -       y     -
+POST   {U}/pipelines/{{pipeline}}/launch                  -    -      y      y       -       y     -
+GET    {U}/schedules                                      -    y      y      y       -       y     -
+GET    {U}/members                                        -    -      -      y       -       y     -
+GET    {U}/tokens                                         -    -      -      y       -       y     -
+GET    {U}/secrets                                        -    -      -      y       -       y     -
+GET    {U}/settings                                       -    y      y      y       -       y     -
+GET    {U}/audit                                          -    -      -      y       -       y     -
+GET    /admin/tenants                                     -    -      -      -       -       y     -
 """
 
 
@@ -393,6 +416,8 @@ class World:
             "other_run_id": self.failed_run.id,
             "output_path:path": "make/output",
             "upload_id": self.shared_upload,
+            "asset": "ui.css",
+            "node:path": "make",
         }
         kwargs: dict[str, Any] = {}
         success: tuple[int, ...] = (200,)
@@ -478,6 +503,20 @@ class World:
                 success = (201,)
             case "DELETE", "/tokens/{token_id}":
                 values["token_id"] = self.api_token() if fresh else shared["token"]
+            case "GET", "/":
+                success = (303,)  # to the caller's first tenant's runs
+            case "POST", "/t/{tenant}/runs/{run_id}/cancel":
+                values["run_id"] = self.blocking_run() if fresh else self.shared_blocking
+            case "POST", "/t/{tenant}/runs/{run_id}/retry":
+                values["run_id"] = self.failed_run.id
+                success = (201,)
+            case "GET", "/t/{tenant}/artifacts/{artifact_id}/image":
+                success = (404,)  # allowed, but make's int is no image (tests/test_ui_*.py)
+            case "GET", "/t/{tenant}/compare":
+                kwargs = {"params": {"run": [self.done_run.id, self.failed_run.id]}}
+            case "POST", "/t/{tenant}/pipelines/{pipeline}/launch":
+                kwargs = {"json": {"values": {}}}
+                success = (201,)
             case "PUT", "/api/v1/task-store/{key:path}":
                 kwargs = {"content": b"x"}
             case "POST", "/api/v1/task-store-rename":

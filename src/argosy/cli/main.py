@@ -924,6 +924,11 @@ def _register_kubernetes_commands() -> None:
 _register_kubernetes_commands()
 
 
+from argosy.cli import ui_commands  # noqa: E402  (argosy ui: the web UI in local mode)
+
+ui_commands.register(app)
+
+
 def main() -> None:
     """Run the CLI: one line on stderr and a meaningful exit code (SystemExit) for user errors."""
     from argosy.errors import ArgosyError
