@@ -703,3 +703,46 @@ def test_step_output_is_shown_live_prefixed_and_throttled(ws: Workspace, tmp_pat
     assert "chatty | ... " in printed and "more line(s): argosy logs " in printed
     quiet = ws.argosy("run", str(path), "-p", f"gate={gate}", "--quiet", "--no-cache")
     assert quiet.code == 0 and " | " not in quiet.stderr, quiet.stderr
+
+
+# -- 8. inputs are checked against their annotations ------------------------------------------------
+ANNOTATED = """
+from argosy import pipeline, step
+
+@step
+def train(config: dict, seed: int = None) -> float:
+    return config.get("lr", 0.1)
+
+@step
+def make():
+    return "3"
+
+@step
+def add(x: int) -> int:
+    return x + 1
+
+@pipeline
+def sweep(configs: list) -> list:
+    return train.map(configs)
+
+@pipeline
+def chain() -> int:
+    return add(x=make())
+"""
+
+
+def test_an_input_that_is_not_what_its_annotation_says_fails_before_the_step_runs(
+    in_project: Workspace,
+) -> None:
+    ws = in_project
+    path = ws.write(ANNOTATED)
+    sweep = run_here(ws, f"{path}:sweep", configs=[1, {"lr": 0.5}])
+    by_node = {t.node_path: t for t in sweep.tasks}
+    assert by_node["train[1]"].state == "succeeded"  # a dict, and seed None by its default
+    reason = by_node["train[0]"].reason or ""
+    assert reason.startswith("input_error: input 'config' of step 'train' expects dict, but ")
+    assert "is int 1" in reason and "AttributeError" not in reason
+    chain = run_here(ws, f"{path}:chain")
+    reason = {t.node_path: t for t in chain.tasks}["add"].reason or ""
+    assert "input 'x' of step 'add' expects int, but output 'output' of 'make' is str" in reason
+    assert "annotate what 'make' returns ('-> int')" in reason

@@ -51,6 +51,8 @@ class Inputs:
                 if art is None:
                     raise ExecutionError(f"input {key!r}: no upstream output was produced")
                 resolved[key] = {"artifact": art}
+                if isinstance(b, Ref):  # who made it: named if the value is not what was asked
+                    resolved[key]["from"] = f"{b.path}.{b.output}"
             elif isinstance(b, Item):
                 resolved[key] = {"artifact": b.artifact}
             elif inp.type == "path" and b.value is not None and node.for_each is None:
