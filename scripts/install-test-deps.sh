@@ -4,7 +4,9 @@
 # postgresql (the 15 server on Debian 12) gives initdb/pg_ctl for the tests' own throw-away
 # PostgreSQL cluster (tests/pg_fixture.py; no server needs to run as a service); python3 is
 # the system Python the task user runs in the OS-user isolation tests (tests/test_task_isolation.py:
-# a venv under /root is out of that user's reach). Under CI=true a test skipped for a missing
+# a venv under /root is out of that user's reach); chromium is the browser the web UI's
+# end-to-end tests drive through Playwright (executable_path; Playwright's own browser
+# download is never used). Under CI=true a test skipped for a missing
 # prerequisite fails (tests/conftest.py), so everything a test needs is installed here.
 set -euo pipefail
 # The unprivileged OS user that server tasks run as (ARGOSY_TASK_USER) in the isolation tests.
@@ -12,7 +14,7 @@ if [ "$(id -u)" -eq 0 ] && ! id argosy-task >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin argosy-task
 fi
 missing=()
-for pkg in podman runc busybox-static postgresql python3; do
+for pkg in podman runc busybox-static postgresql python3 chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
