@@ -213,7 +213,7 @@ def get_task(ctx: ServiceContext, ref: str, node_path: str) -> api.Task:
     """One task of a run by node path (``train[2]``), with its attempts, outputs and log tail."""
     with ctx.metadata.session() as session:
         run = q.get_run(session, ctx.tenant, ref)
-        found = task_documents(session, run, ctx.store, only=node_path)
+        found = [t for t in task_documents(session, run, ctx.store) if t.node_path == node_path]
         if not found:
             raise NotFoundError(
                 f"run {run.id} has no task {node_path!r}; see its tasks with "
