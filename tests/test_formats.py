@@ -280,7 +280,7 @@ class RoundTrip:
         self.run = run
         listed = ws.argosy("artifacts", "list", run["id"], "--output", "json")
         assert listed.code == 0, listed.stderr
-        self.artifacts = {a["node"]: a for a in listed.json()["artifacts"]}
+        self.artifacts = {a["node_path"]: a for a in listed.json()["artifacts"]}
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +388,7 @@ def test_artifact_rows_record_type_format_and_a_hash_that_matches_the_blob(
         assert row["format"] == fmt, node
         if type_ref is not None:
             assert row["type"] == type_ref, node
-        assert row["output"] == "output"
+        assert row["output_name"] == "output"
         assert row["ref"] == f"{round_trip.run['id']}/{node}/output"
         blob = blob_file(round_trip.ws, row["sha256"])
         assert blob.is_file(), node
@@ -447,7 +447,7 @@ def test_artifacts_get_by_id_into_a_folder_keeps_the_file_name(round_trip: Round
     row = round_trip.artifacts["make_file"]
     folder = ws.root / "by-id"
     folder.mkdir()
-    res = ws.argosy("artifacts", "get", row["artifact_id"], "--out", str(folder))
+    res = ws.argosy("artifacts", "get", row["id"], "--out", str(folder))
     assert res.code == 0, res.stderr
     assert (folder / "report.txt").read_text() == "accuracy: 0.93\nrows: 1000\n"
 
@@ -564,7 +564,7 @@ def rotted(ws: Workspace) -> tuple[Workspace, dict[str, Any]]:
     res = ws.argosy("run", str(ws.write(source)), "--output", "json")
     assert res.code == 1, res.stderr
     listed = ws.argosy("artifacts", "list", res.json()["id"], "--output", "json")
-    (row,) = [a for a in listed.json()["artifacts"] if a["node"] == "produce"]
+    (row,) = [a for a in listed.json()["artifacts"] if a["node_path"] == "produce"]
     assert row["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
     return ws, row
 
@@ -703,4 +703,4 @@ def test_outputs_that_do_not_fit_their_annotation_fail_with_output_error(ws: Wor
 
     # nothing was recorded for the failed outputs
     listed = ws.argosy("artifacts", "list", doc["id"], "--output", "json")
-    assert [a["node"] for a in listed.json()["artifacts"]] == ["fine"]
+    assert [a["node_path"] for a in listed.json()["artifacts"]] == ["fine"]

@@ -650,12 +650,12 @@ def test_s3_pipeline_run_end_to_end(
     for key in keys:  # every object the engine and the task processes wrote is encrypted
         assert client.head_object(Bucket=s3_bucket, Key=key)["ServerSideEncryption"] == "AES256"
     assert not (ws.home / "blobs").exists()  # nothing went to the local folder
-    arts = ws.argosy("artifacts", "list", run["run_id"], "-o", "json", env=env)
+    arts = ws.argosy("artifacts", "list", run["id"], "-o", "json", env=env)
     assert arts.code == 0, arts.stderr
     docs = arts.json()["artifacts"]
-    made = next(d for d in docs if d["node"] == "make_file")
+    made = next(d for d in docs if d["node_path"] == "make_file")
     out = tmp_path / "got"
-    got = ws.argosy("artifacts", "get", made["artifact_id"], "--out", str(out), env=env)
+    got = ws.argosy("artifacts", "get", made["id"], "--out", str(out), env=env)
     assert got.code == 0, got.stderr
     files = [p for p in out.rglob("*") if p.is_file()] if out.is_dir() else [out]
     assert [p.read_bytes() for p in files] == [bytes(range(256)) * 4096]

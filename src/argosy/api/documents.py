@@ -249,6 +249,7 @@ class Artifact(Versioned):
     size: int
     created_at: datetime
     value: Any = None  # small JSON values, inline
+    filename: str | None = None  # a file output's own name (what 'artifacts get' writes)
 
 
 class LogLine(Document):

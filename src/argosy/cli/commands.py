@@ -615,7 +615,7 @@ def get_artifact(backend: Backend, ref: str, dest: Path) -> None:
             from argosy.safe_paths import check_name
 
             dest = dest / check_name(
-                f"{art.node_path}.{art.output_name}.{art.format}".replace("/", "_"),
+                art.filename or f"{art.node_path}.{art.output_name}.{art.format}".replace("/", "_"),
                 "artifact file name",
             )
         backend.download(art, dest)

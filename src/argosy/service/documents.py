@@ -1,11 +1,12 @@
 """Table rows -> the wire documents of :mod:`argosy.api` (one place, for every home).
 
 A list of N runs costs a fixed number of queries (names, digests, schedules and output
-artifacts are each fetched for the whole page), and never reads a blob: a run's output
-values there come from what the database keeps inline. The documents of one run, task or
-artifact also read small JSON values from their blobs (when the tenant's artifacts are
-encrypted nothing is inline), and show a collection of JSON values as the list of its
-elements' values.
+artifacts are each fetched for the whole page), and lists never read a blob: values there
+come from what the database keeps inline. One run's document also reads its pipeline
+outputs' and its metrics' small JSON values from their blobs (when the tenant's artifacts
+are encrypted nothing is inline), as does one artifact's; a collection of JSON values shows
+as the list of its elements' values. Reading a blob verifies it (a corrupted one is
+quarantined), so blobs are read only where their value is asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from argosy import api
+from argosy.sdk.types import METRICS
 from argosy.stores.artifacts.blobs import ArtifactStore
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import (
@@ -82,7 +84,7 @@ def artifact_document(a: Artifact, store: ArtifactStore | None = None) -> api.Ar
         id=a.id, ref=f"{a.run_id}/{a.node_path}/{a.output_name}", run_id=a.run_id,
         node_path=a.node_path, output_name=a.output_name, type=a.type, format=a.format,
         sha256=a.sha256, size=a.size, created_at=must_utc(a.created_at),
-        value=artifact_value(a, store),
+        value=artifact_value(a, store), filename=(a.value or {}).get("filename"),
     )  # fmt: skip
 
 
@@ -193,8 +195,9 @@ def task_documents(
     for a in q.attempts_of(session, run.id):
         attempts.setdefault(a.task_id, []).append(a)
     outputs: dict[str, dict[str, api.ArtifactRef]] = {}
-    for art in q.artifacts_of(session, run.id):
-        outputs.setdefault(art.task_id, {})[art.output_name] = artifact_ref(art, store)
+    for art in q.artifacts_of(session, run.id):  # values read from blobs: metrics only
+        reader = store if art.type == METRICS else None
+        outputs.setdefault(art.task_id, {})[art.output_name] = artifact_ref(art, reader)
     docs = []
     for t in plan_order(q.tasks_of(session, run.id)):
         cache = t.cache or {}
