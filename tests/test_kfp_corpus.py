@@ -10,6 +10,7 @@ a busybox image built here and tagged with the corpus's image names (nothing is 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import shutil
 import subprocess
@@ -207,7 +208,7 @@ def _after(r: Ran) -> None:
     tasks = sorted(r.run.tasks, key=lambda t: t.started_at or 0)
     said = [[s for s in r.log(t.node_path).splitlines() if not s.startswith("+")] for t in tasks]
     assert said == [["1st task"], ["2nd task"], ["3rd task"]]  # sh -x lines ("+ echo") aside
-    for before, after in zip(tasks, tasks[1:], strict=False):
+    for before, after in itertools.pairwise(tasks):
         assert before.finished_at is not None and after.started_at is not None
         assert before.finished_at <= after.started_at
 
