@@ -957,9 +957,27 @@ class Run:
         mounts: dict[str, str] = {}
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         for mount in container.get("volumeMounts") or []:
-            volume = volumes[mount["name"]]
             folder = tempfile.mkdtemp(prefix=f"fake-kubelet-{mount['name']}-")
             runtime.folders.append(folder)
+            mounts[mount["mountPath"]] = folder
+
+        def host(text: str) -> str:
+            for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+                if text == path or text.startswith(path + "/"):
+                    return folder + text[len(path) :]
+            return text
+
+        def host_paths_in(data: bytes) -> bytes:
+            """No mount namespaces here: a mount path named inside a file (the invocation's
+            scratch folder) becomes the pod's own folder too, so pods never share one."""
+            text = data.decode("utf-8", "replace")
+            for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+                text = re.sub(re.escape(json.dumps(path)[:-1]) + r'(?=["/])', '"' + folder, text)
+            return text.encode()
+
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes[mount["name"]]
+            folder = mounts[mount["mountPath"]]
             if "secret" in volume:
                 secret = fake.get("secrets", ns, volume["secret"]["secretName"])
                 if secret is None:
@@ -979,14 +997,7 @@ class Run:
                     {"key": k, "path": k} for k in secret.get("data") or {}
                 ]:
                     target = Path(folder) / item["path"]
-                    target.write_bytes(base64.b64decode(secret["data"][item["key"]]))
-            mounts[mount["mountPath"]] = folder
-
-        def host(text: str) -> str:
-            for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                if text == path or text.startswith(path + "/"):
-                    return folder + text[len(path) :]
-            return text
+                    target.write_bytes(host_paths_in(base64.b64decode(secret["data"][item["key"]])))
 
         argv = [
             host(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]
@@ -1164,3 +1175,73 @@ def node_lost(after: float = 0.1) -> Script:
 
 def hangs() -> Script:
     return running()
+
+
+class FakeService:
+    """A FAKE Kubernetes Service in front of server instances: a TCP proxy on loopback that
+    hands each new connection to the next backend in turn (as kube-proxy balances connections,
+    not requests). ``backends`` may be changed while it runs (a rollout, a switch)."""
+
+    def __init__(self, backends: list[str]) -> None:
+        self.backends = list(backends)  # "host:port"
+        self.connections: dict[str, int] = {}
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> FakeService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+
+    def _next(self) -> str:
+        with self._lock:
+            backend = self.backends[self._turn % len(self.backends)]
+            self._turn += 1
+            self.connections[backend] = self.connections.get(backend, 0) + 1
+            return backend
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            host, _, port = self._next().rpartition(":")
+            try:
+                upstream = socket.create_connection((host, int(port)), timeout=10)
+            except OSError:
+                client.close()  # no endpoint: the connection is refused
+                continue
+            upstream.settimeout(None)
+            pumps = [
+                threading.Thread(target=_pump, args=(a, b), daemon=True)
+                for a, b in ((client, upstream), (upstream, client))
+            ]
+            for pump in pumps:
+                pump.start()
+            threading.Thread(
+                target=_close_after, args=(pumps, client, upstream), daemon=True
+            ).start()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def _close_after(pumps: list[threading.Thread], *sockets: socket.socket) -> None:
+    for pump in pumps:
+        pump.join()
+    for sock in sockets:
+        sock.close()

@@ -66,7 +66,6 @@ def invocation(node: str = "train") -> dict[str, Any]:
         "code": None,
         "inputs": {},
         "result_key": "runs/01J0RUN/train/2/result.json",
-        "pipeline": "breast-cancer",
     }
 
 
@@ -83,6 +82,7 @@ def job(**changes: Any) -> dict[str, Any]:
         secret_names=["DB_PASSWORD"],
         log_key="runs/01J0RUN/train/2/log.jsonl",
         options=JobOptions(namespace="argosy-team-a", image=IMAGE, pool=GPU_POOL),
+        pipeline="breast-cancer",
     )
     args.update(changes)
     return manifests.attempt_job(**args)

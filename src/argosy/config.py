@@ -254,6 +254,20 @@ class Settings(BaseSettings):
     kubernetes_server_namespace: str = Field(
         default="argosy-system", description="the namespace of the Argosy server"
     )
+    task_token_key: str | None = Field(
+        default=None,
+        description="base64 of 32 random bytes shared by a deployment's instances: any of them "
+        "then serves a task's token (replicas behind one Service, adoption after a restart); "
+        "unset, a token is valid only on the instance that started its attempt",
+    )
+    task_store_presign: bool = Field(
+        default=True,
+        description="S3 stores: tasks read and write blobs through presigned URLs for exactly "
+        "the granted objects (bytes go task <-> S3 directly; docs/deploy-kubernetes.md)",
+    )
+    presign_seconds: int = Field(
+        default=900, ge=60, le=43200, description="how long a presigned URL is valid"
+    )
 
     @field_validator("tenant")
     @classmethod

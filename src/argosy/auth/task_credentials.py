@@ -15,7 +15,10 @@ exactly:
 Anything else is refused (403) and audited. The token is an HMAC-signed claim set
 (attempt, tenant, run, node path, attempt number, expiry) under a key that lives only in the
 memory of the server instance that started the attempt — the one the task talks to — so a
-token outlives neither its attempt's deadline nor that instance.
+token outlives neither its attempt's deadline nor that instance. A deployment whose tasks
+reach the server through a load balancer (Kubernetes: pods behind the Service, re-adopted
+by another instance after a restart) shares one key instead (``ARGOSY_TASK_TOKEN_KEY``); an
+instance that did not start the attempt then rebuilds its grant from the database.
 
 **A task token is void the moment its attempt ends** (:func:`attempt_is_live`), checked on every
 request, not only at its expiry: its attempt must still have a grant on this instance and still
@@ -77,10 +80,29 @@ def _unb64(text: str) -> bytes:
 
 
 class TaskTokens:
-    """Mints and checks task tokens with a key held only in this process."""
+    """Mints and checks task tokens with a key held only in this process — or, with
+    ``ARGOSY_TASK_TOKEN_KEY``, one key the deployment's instances share (``shared``): then any
+    instance serves a task's requests (pods behind one Service; a pod adopted after a restart)."""
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, *, shared: bool = False) -> None:
         self._key = key or secrets.token_bytes(32)
+        self.shared = shared and key is not None
+
+    @classmethod
+    def of_deployment(cls, key_text: str | None) -> TaskTokens:
+        """The shared key given in base64 (32 bytes or more), or a key of this process."""
+        if not key_text:
+            return cls()
+        try:
+            key = base64.b64decode(key_text, validate=True)
+        except ValueError:
+            key = b""
+        if len(key) < 32:
+            raise ArgosyError(
+                "ARGOSY_TASK_TOKEN_KEY must be base64 of at least 32 random bytes: make one "
+                "with 'head -c 32 /dev/urandom | base64'"
+            )
+        return cls(key, shared=True)
 
     def mint(self, claims: TaskClaims) -> str:
         body = json.dumps(
@@ -156,12 +178,15 @@ class TaskGrants:
                 del self._grants[attempt_id]
 
 
-def attempt_is_live(grants: TaskGrants, metadata: MetadataStore, attempt_id: str) -> bool:
+def attempt_is_live(
+    grants: TaskGrants, metadata: MetadataStore, attempt_id: str, *, shared: bool = False
+) -> bool:
     """Whether a task token of ``attempt_id`` may still be used: the attempt has a grant here
     and is still running (an attempt found settled loses its grant at once). A database that
-    cannot be reached leaves the decision to the grant."""
+    cannot be reached leaves the decision to the grant. With a ``shared`` token key, an
+    attempt another instance started gets its grant here from the database while it runs."""
     if grants.get(attempt_id) is None:
-        return False
+        return shared and _grant_from_database(grants, metadata, attempt_id)
     try:
         with metadata.session() as session:
             state = session.scalar(select(Attempt.state).where(Attempt.id == attempt_id))
@@ -173,3 +198,32 @@ def attempt_is_live(grants: TaskGrants, metadata: MetadataStore, attempt_id: str
         return True
     grants.end(attempt_id)
     return False
+
+
+def _grant_from_database(grants: TaskGrants, metadata: MetadataStore, attempt_id: str) -> bool:
+    """The grant of a running attempt started elsewhere, as its engine made it: the task's
+    resolved inputs and its step's code and environment (what it uploaded is in
+    ``attempt_uploads``; a blob it asks about again it uploads again)."""
+    from argosy.stores.metadata.tables import PipelineVersion, Run, Task
+
+    try:
+        with metadata.session() as session:
+            row = session.execute(
+                select(Attempt.state, Attempt.run_id, Task.inputs, Task.step_name,
+                       PipelineVersion.spec)
+                .join(Task, Task.id == Attempt.task_id)
+                .join(Run, Run.id == Attempt.run_id)
+                .join(PipelineVersion, PipelineVersion.id == Run.pipeline_version_id)
+                .where(Attempt.id == attempt_id)
+            ).first()  # fmt: skip
+    except SQLAlchemyError as exc:
+        log.warning("attempt %s: no grant here and the database cannot be read (%s)",
+                    attempt_id, type(exc).__name__)  # fmt: skip
+        return False
+    if row is None or row.state != AttemptState.RUNNING:
+        return False
+    impl = ((row.spec or {}).get("steps", {}).get(row.step_name) or {}).get("implementation")
+    impl = impl or {}
+    grants.add(attempt_id, row.run_id, dict(row.inputs or {}),
+               (impl.get("code"), impl.get("environment")))  # fmt: skip
+    return True

@@ -81,6 +81,7 @@ class Attempts:
             env=dict(step.env),
             secrets=secrets,
             log_key=f"{prefix}/log.jsonl",
+            pipeline=run.spec.name,
         )
         try:
             ident = e.executor.start(launch)

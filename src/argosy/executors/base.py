@@ -39,6 +39,7 @@ class AttemptLaunch:
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     log_key: str = ""
+    pipeline: str = ""  # the pipeline's name (executors label what they start with it)
 
 
 @dataclass(frozen=True)

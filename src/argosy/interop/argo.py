@@ -137,6 +137,8 @@ def _step_template(step: StepSpec, image: str, pools: Mapping[str, Pool] | None)
             *[f"--in={n}={{{{inputs.parameters.{n}}}}}" for n in step.inputs],
             *[f"--out={o}" for o in step.outputs],
         ]
+    elif not isinstance(impl, ContainerImplementation):
+        raise _refuse(step.name, f"a {impl.kind} step")
     else:
         for n, spec in step.inputs.items():
             if _is_json(spec.type):  # also as a file, as Argosy's container steps get it

@@ -39,8 +39,9 @@ class ServerContext:
     def open(cls, settings: Settings) -> ServerContext:
         settings.home.mkdir(parents=True, exist_ok=True)
         return cls(
-            settings, MetadataStore.open(settings.metadata_url), clock_for(settings.clock_file)
-        )
+            settings, MetadataStore.open(settings.metadata_url), clock_for(settings.clock_file),
+            task_tokens=TaskTokens.of_deployment(settings.task_token_key),
+        )  # fmt: skip
 
     def tenant_keys(self) -> TenantKeys:
         """The tenants' data keys, wrapped by the deployment's key-encryption key."""

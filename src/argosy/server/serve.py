@@ -84,7 +84,7 @@ def check_task_user(settings: Settings) -> None:
     its Python as that user (which needs root or CAP_SETUID). Fails with one line."""
     name = settings.task_user
     if not name:
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and settings.executor == "local":  # pods run as their own uid
             log.warning(
                 "TASKS RUN AS ROOT: this server runs as root and ARGOSY_TASK_USER is not set; "
                 "set it to an unprivileged user (%s) so that tasks cannot read the server's "
@@ -257,6 +257,13 @@ def serve(
     check_host(host, settings)
     _configure_logging()
     check_task_user(settings)
+    if settings.executor == "kubernetes" and not settings.task_token_key:
+        log.warning(
+            "ARGOSY_EXECUTOR=kubernetes without ARGOSY_TASK_TOKEN_KEY: a pod's task token is "
+            "valid only on this instance, so with several replicas behind the Service, or "
+            "after a restart, its requests are refused; give every instance the same key "
+            "(head -c 32 /dev/urandom | base64)"
+        )
     if settings.insecure_dev:
         log.warning(
             "INSECURE DEVELOPMENT SERVER: no authentication, every request acts as %r with every "

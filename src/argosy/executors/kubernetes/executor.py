@@ -229,6 +229,7 @@ class KubernetesExecutor(Executor):
             secret_names=sorted(launch.secrets),
             log_key=launch.log_key,
             options=options,
+            pipeline=launch.pipeline,
         )
         name = job["metadata"]["name"]
         secret = manifests.attempt_secret(

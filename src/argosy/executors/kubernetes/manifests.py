@@ -122,7 +122,9 @@ def check_pinned(image: str) -> str:
     return image
 
 
-def _labels(tenant: str, invocation: Mapping[str, Any], pool: str | None) -> dict[str, str]:
+def _labels(
+    tenant: str, pipeline: str, invocation: Mapping[str, Any], pool: str | None
+) -> dict[str, str]:
     step = invocation.get("step") or {}
     labels = {
         **MANAGED_BY,
@@ -134,8 +136,8 @@ def _labels(tenant: str, invocation: Mapping[str, Any], pool: str | None) -> dic
         ATTEMPT_LABEL: label_value(str(invocation["attempt_id"])),
         f"{GROUP}/attempt-number": str(invocation["attempt"]),
     }
-    if invocation.get("pipeline"):
-        labels[f"{GROUP}/pipeline"] = label_value(str(invocation["pipeline"]))
+    if pipeline:
+        labels[f"{GROUP}/pipeline"] = label_value(pipeline)
     if pool:
         labels[f"{GROUP}/pool"] = label_value(pool)
     return {k: v for k, v in labels.items() if v}
@@ -235,12 +237,13 @@ def attempt_job(
     secret_names: list[str],
     log_key: str,
     options: JobOptions,
+    pipeline: str = "",
 ) -> dict[str, Any]:
     """The attempt's Job: one pod, no retries of its own (the engine retries), a deadline
     from the step's timeout, garbage-collected ``ttl_seconds`` after it finished."""
     name = job_name(attempt_id)
     pool = options.pool
-    labels = _labels(tenant, invocation, pool.name if pool else None)
+    labels = _labels(tenant, pipeline, invocation, pool.name if pool else None)
     annotations = {
         f"{GROUP}/node-path": str(invocation["node_path"]),
         f"{GROUP}/log-key": log_key,

@@ -53,7 +53,8 @@ def task_claims(request: Request, context: ContextDep) -> TaskClaims:
             401, f"{exc}; only task processes use this endpoint", code="invalid_task_token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None  # fmt: skip
-    if not attempt_is_live(context.task_grants, context.metadata, claims.attempt_id):
+    if not attempt_is_live(context.task_grants, context.metadata, claims.attempt_id,
+                           shared=context.task_tokens.shared):  # fmt: skip
         raise ApiProblem(
             401, f"attempt {claims.attempt_id} ({claims.run_id}/{claims.node_path}) has ended: "
             "its task token is void", code="invalid_task_token",
