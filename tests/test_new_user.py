@@ -746,3 +746,25 @@ def test_an_input_that_is_not_what_its_annotation_says_fails_before_the_step_run
     reason = {t.node_path: t for t in chain.tasks}["add"].reason or ""
     assert "input 'x' of step 'add' expects int, but output 'output' of 'make' is str" in reason
     assert "annotate what 'make' returns ('-> int')" in reason
+
+
+# -- docs: an older Argosy opens a database a newer one migrated (operations.md) -----------------------
+def test_an_older_version_opens_a_database_a_newer_one_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from argosy.stores.metadata.db import MetadataStore
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    MetadataStore.open(url).engine.dispose()
+    with sqlite3.connect(tmp_path / "meta.db") as db:  # a newer Argosy's revision, unknown here
+        db.execute("UPDATE alembic_version SET version_num = 'ffff_from_a_newer_argosy'")
+    store = MetadataStore.open(url)  # used to fail with "Can't locate revision"
+    try:
+        with store.session() as session:
+            assert session is not None
+    finally:
+        store.engine.dispose()
+    with sqlite3.connect(tmp_path / "meta.db") as db:  # and it was not downgraded
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (
+            "ffff_from_a_newer_argosy",
+        )
