@@ -692,7 +692,7 @@ def test_step_output_is_shown_live_prefixed_and_throttled(ws: Workspace, tmp_pat
         else:
             raise AssertionError(f"the step's line was not shown while it ran: {seen}")
         gate.write_text("go")
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         gate.write_text("go")  # a step still waiting ends
         proc.kill()

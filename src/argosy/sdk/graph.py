@@ -600,7 +600,7 @@ class GraphBuilder:
                 else f"parameter {items.name!r}"
             )
             kind = items.type.ref
-        elif isinstance(items, list | tuple) or isinstance(items, _Handle):
+        elif isinstance(items, list | tuple | _Handle):
             return
         else:
             source, kind = f"the constant {json.dumps(items, default=repr)}", type(items).__name__
