@@ -319,7 +319,10 @@ def pipeline_graph(
 
 # -- layout ----------------------------------------------------------------------------------------
 def _width(node: GraphNode) -> float:
-    return max(MIN_WIDTH, min(MAX_WIDTH, CHAR_WIDTH * len(node.label) + 36))
+    """Wide enough for the label and the smaller second line (the step, or a lineage node's
+    detail), within bounds (longer text is cut with an ellipsis)."""
+    chars = max(len(node.label), 0.85 * len(node.step or "") + 6)
+    return max(MIN_WIDTH, min(MAX_WIDTH, CHAR_WIDTH * chars + 36))
 
 
 class _View:
@@ -451,8 +454,19 @@ def lineage_graph(tree: dict[str, Any], direction: str) -> tuple[
                 walk(out)
 
     walk(tree)
-    nodes = tuple(GraphNode(key=k, label=_lineage_label(d)) for k, d in docs.items())
+    nodes = tuple(
+        GraphNode(key=k, label=_lineage_label(d), step=_lineage_detail(d)) for k, d in docs.items()
+    )
     return nodes, tuple(GraphEdge(s, t, kind) for (s, t), kind in edges.items()), docs
+
+
+def _lineage_detail(doc: dict[str, Any]) -> str:
+    kind = doc.get("kind")
+    if kind == "task":
+        return f"{doc.get('step')} · run {str(doc.get('run_id', ''))[:8]}"
+    if kind == "artifact":
+        return f"{str(doc.get('type', '')).rsplit('.', 1)[-1]} · {str(doc.get('sha256', ''))[:8]}"
+    return str(kind)
 
 
 def _lineage_label(doc: dict[str, Any]) -> str:

@@ -57,6 +57,9 @@ SECURITY_HEADERS = {
     b"permissions-policy": b"camera=(), microphone=(), geolocation=()",
 }
 LOCAL_SESSION_COOKIE = "argosy_local"
+# FastAPI's interactive API reference loads its script and style from a CDN: it keeps its own
+# headers (every other page and answer gets the policies above)
+OWN_POLICY_PATHS = ("/api/v1/docs",)
 
 
 class PageProblem(ApiProblem):
@@ -142,7 +145,7 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(OWN_POLICY_PATHS):
             await self.app(scope, receive, send)
             return
 
