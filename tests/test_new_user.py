@@ -768,3 +768,51 @@ def test_an_older_version_opens_a_database_a_newer_one_migrated(tmp_path: Path) 
         assert db.execute("SELECT version_num FROM alembic_version").fetchone() == (
             "ffff_from_a_newer_argosy",
         )
+
+
+# -- 2. files a step writes to a relative path ---------------------------------------------------------
+RELATIVE_FILES = """
+from pathlib import Path
+from argosy import pipeline, step
+
+@step
+def deploy_str() -> str:
+    Path("deployed").mkdir()
+    Path("deployed/model.pkl").write_bytes(b"model")
+    return "deployed/model.pkl"
+
+@step
+def deploy_path() -> Path:
+    Path("deployed").mkdir()
+    Path("deployed/model.pkl").write_bytes(b"model")
+    return Path("deployed")
+
+@step
+def deploy_any():
+    Path("model.pkl").write_bytes(b"model")
+    return Path("model.pkl")
+
+@pipeline
+def deploying() -> None:
+    deploy_str()
+    deploy_path()
+    deploy_any()
+"""
+
+
+def test_a_relative_path_a_step_returns_is_stored_or_warned_about(in_project: Workspace) -> None:
+    ws = in_project
+    doc = run_here(ws, str(ws.write(RELATIVE_FILES)))
+    assert doc.status == "succeeded", doc.error
+    backend = LocalBackend(load_settings(home=ws.home, database_url=ws.database_url))
+    warned = [line.line for line in backend.logs(doc.id, node="deploy_str")]
+    assert any(
+        "output 'output' of step 'deploy_str' is the string 'deployed/model.pkl', a path in the "
+        "step's scratch folder, which is deleted when the attempt ends" in line
+        for line in warned
+    ), warned
+    assert "return a Path (annotate '-> Path')" in "".join(warned)
+    by_node = {t.node_path: t for t in doc.tasks}
+    assert by_node["deploy_path"].outputs["output"].format == "dir"
+    assert by_node["deploy_any"].outputs["output"].format == "file"
+    assert not [line for line in backend.logs(doc.id, node="deploy_path") if "warning" in line.line]

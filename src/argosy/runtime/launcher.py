@@ -172,6 +172,7 @@ def _store_outputs(
     for name, value in outputs.items():
         declared = step["outputs"][name]
         what = f"output {name!r} of step {step['name']!r}"
+        _warn_if_scratch_path(what, value, scratch)
         try:
             check_name(name, "output name")
             written = formats.write_value(
@@ -193,6 +194,26 @@ def _store_outputs(
             json_text=written.json_text,
         )
     return records
+
+
+def _warn_if_scratch_path(what: str, value: Any, scratch: Path) -> None:
+    """A string naming a file the step wrote in its scratch folder (its working directory)
+    outlives nothing: the folder is deleted when the attempt ends. Say so in its log."""
+    if not isinstance(value, str) or not value or len(value) > 4096 or "\n" in value:
+        return
+    try:
+        path = (scratch / value).resolve() if not os.path.isabs(value) else Path(value).resolve()
+        inside = path.is_relative_to(scratch.resolve()) and path.exists()
+    except (OSError, ValueError):
+        return
+    if inside:
+        print(
+            f"warning: {what} is the string {value!r}, a path in the step's scratch folder, "
+            "which is deleted when the attempt ends (a cached re-run would name nothing); "
+            "return a Path (annotate '-> Path') to store the file or folder as an artifact",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def run_python(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, OutputRecord]:
