@@ -46,7 +46,13 @@ def _code_hash(step: StepSpec | None) -> str | None:
     impl = step.implementation
     if isinstance(impl, PythonImplementation):
         return Fingerprint(code=dict(impl.code_fingerprint)).code_hash
-    return f"{impl.image} {' '.join(impl.command)}"
+    if isinstance(impl, ContainerImplementation):
+        return f"{impl.image} {' '.join(impl.command)}"
+    import hashlib
+    import json
+
+    text = json.dumps(impl.model_dump(mode="json"), sort_keys=True)  # e.g. a KFP executor
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def diff(ctx: ServiceContext, ref_a: str, ref_b: str) -> api.RunDiff:
