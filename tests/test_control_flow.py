@@ -392,7 +392,7 @@ def one() -> int:
 def p() -> None:
     use.map(one())
 """,
-        "expects list but output one.output is int",
+        "map() iterates over output one.output, which is int, not a list",
     ),
     "python_if_on_a_condition": (
         """
