@@ -816,3 +816,38 @@ def test_a_relative_path_a_step_returns_is_stored_or_warned_about(in_project: Wo
     assert by_node["deploy_path"].outputs["output"].format == "dir"
     assert by_node["deploy_any"].outputs["output"].format == "file"
     assert not [line for line in backend.logs(doc.id, node="deploy_path") if "warning" in line.line]
+
+
+# -- 6. a full disk says so ------------------------------------------------------------------------------
+def test_a_full_disk_while_storing_an_output_says_so(tmp_path: Path) -> None:
+    import errno
+
+    from argosy.runtime import launcher
+    from argosy.runtime.invocation import Invocation
+    from argosy.stores.artifacts.blobs import ArtifactStore
+    from argosy.stores.artifacts.local import LocalByteStore
+
+    class FullDisk(LocalByteStore):
+        """A byte store on a disk with no room left (what ENOSPC looks like to the launcher)."""
+
+        def put_file(self, key: str, source: Path, *, move: bool = False) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.root / key))
+
+    store = ArtifactStore(FullDisk(tmp_path / "store"), "t")
+    inv = Invocation.from_json(
+        {
+            "version": 1, "tenant": "t", "run_id": "r", "node_path": "train", "attempt": 1,
+            "attempt_id": "a", "store": {"url": str(tmp_path / "store")},
+            "cache_dir": str(tmp_path / "cache"), "code": None, "inputs": {},
+            "result_key": "results/a.json", "scratch": str(tmp_path / "scratch"),
+            "step": {"name": "train", "inputs": {},
+                     "outputs": {"model": {"type": "bytes"}}},
+        }
+    )  # fmt: skip
+    (tmp_path / "scratch").mkdir()
+    with pytest.raises(launcher.StepFailed) as caught:
+        launcher._store_outputs(inv, store, {"model": b"x" * 1000}, tmp_path / "scratch")
+    message = str(caught.value)
+    assert caught.value.reason == "output_error"
+    assert message.startswith("no space left on device while storing output 'model' (")
+    assert " MB free on " in message and str(tmp_path) in message

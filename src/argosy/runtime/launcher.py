@@ -25,9 +25,11 @@ It is imported by nothing heavy: startup cost is per task.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
+import shutil
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -178,12 +180,16 @@ def _store_outputs(
             written = formats.write_value(
                 value, declared["type"], declared.get("serializer"), out_dir / name, what=what
             )
+            known = None
+            if written.sha256 is not None and written.size is not None:
+                known = BlobInfo(written.sha256, written.size)
+            info = store.put_file(written.path, known, move=True)
         except ArgosyError as exc:
             raise StepFailed("output_error", str(exc)) from None
-        known = None
-        if written.sha256 is not None and written.size is not None:
-            known = BlobInfo(written.sha256, written.size)
-        info = store.put_file(written.path, known, move=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise StepFailed("output_error", _no_space(name, exc, out_dir)) from None
         records[name] = OutputRecord(
             sha256=info.sha256,
             size=info.size,
@@ -194,6 +200,21 @@ def _store_outputs(
             json_text=written.json_text,
         )
     return records
+
+
+def _no_space(name: str, exc: OSError, out_dir: Path) -> str:
+    """``no space left on device while storing output 'X' (12.3 MB free on /path)``."""
+    where = Path(exc.filename).parent if exc.filename else out_dir
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 1e6:.1f} MB free on {where}"
+    except OSError:
+        free = f"free space on {where} unknown"
+    return (
+        f"no space left on device while storing output {name!r} ({free}); free space there "
+        "or point ARGOSY_HOME / ARGOSY_ARTIFACT_URL at a larger disk"
+    )
 
 
 def _warn_if_scratch_path(what: str, value: Any, scratch: Path) -> None:
