@@ -268,6 +268,33 @@ class Settings(BaseSettings):
     presign_seconds: int = Field(
         default=900, ge=60, le=43200, description="how long a presigned URL is valid"
     )
+    # -- operations: logs, metrics, cost, retention (docs/operations.md)
+    log_cap_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=4096,
+        description="bytes of log kept per attempt: the first and last halves, the cut marked",
+    )  # fmt: skip
+    metrics_token: str | None = Field(
+        default=None, description="bearer token a Prometheus scrape sends to /metrics"
+    )
+    prices_file: Path | None = Field(
+        default=None, description="the platform's price list (TOML or JSON; docs/operations.md)"
+    )
+    lifecycle_interval: float = Field(
+        default=60.0, gt=0,
+        description="seconds between the leader's lifecycle jobs (log index, retention, sweep)",
+    )  # fmt: skip
+    retention_archive_days: float | None = Field(
+        default=30.0, gt=0, description="default policy: archive artifacts and logs after this"
+    )
+    retention_delete_days: float | None = Field(
+        default=None, gt=0, description="default policy: delete runs after this (None: never)"
+    )
+    retrieval_window_days: float = Field(
+        default=7.0, gt=0, description="how long an approved retrieval keeps bytes readable"
+    )
+    archive_storage_class: str = Field(
+        default="GLACIER", description="S3 stores: the storage class of archived objects"
+    )
 
     @field_validator("tenant")
     @classmethod

@@ -94,8 +94,9 @@ class Local:
     def engine(self, on_change: ProgressCallback | None = None) -> Engine:
         s = self.settings
         executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
-            self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin
-        )
+            self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
+            log_cap=s.log_cap_bytes,
+        )  # fmt: skip
         return Engine(
             self.metadata,
             self.store,

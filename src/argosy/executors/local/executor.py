@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO
 
 import argosy
 from argosy.errors import NoRoomError, StoreError, UsageError
@@ -50,6 +50,7 @@ from argosy.executors.base import (
     ProcessIdentity,
 )
 from argosy.executors.local.capacity import CapacityLedger
+from argosy.executors.logcap import DEFAULT_LOG_CAP, MAX_LINE, CappedLog, punch_hole
 from argosy.runtime import processes
 from argosy.stores.artifacts.blobs import ArtifactStore
 
@@ -67,6 +68,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
 LOG_TAIL_LINES = 20
 SAMPLE_INTERVAL = 0.1
+READ_CHUNK = 1024 * 1024  # raw output is read (and its disk blocks freed) this much at a time
 _LAUNCH = "import os,sys;from argosy.runtime.launcher import main;c=main(sys.argv[1:]);sys.stdout.flush();sys.stderr.flush();os._exit(c)"
 
 
@@ -105,6 +107,7 @@ class _Stream:
     name: str
     offset: int = 0
     partial: bytes = b""
+    punched: int = 0  # bytes at the start whose disk blocks were freed (already read)
 
 
 @dataclass
@@ -118,7 +121,7 @@ class _Running:
     deadline: float | None
     memory_limit: int | None
     streams: list[_Stream]
-    log: IO[str]
+    log: CappedLog
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     stop_reason: str | None = None
     peak_rss: int = 0
@@ -142,8 +145,10 @@ class LocalExecutor(Executor):
         platform_credentials: bool = True,
         run_as: str | TaskUser | None = None,
         live_log_interval: float | None = None,
+        log_cap: int = DEFAULT_LOG_CAP,
     ) -> None:
         self.store = store
+        self.log_cap = log_cap  # bytes of log per attempt: first and last parts kept
         self.attempts_dir = attempts_dir
         self._capacity = capacity
         self.memory_margin = memory_margin
@@ -287,7 +292,7 @@ class LocalExecutor(Executor):
             deadline=now + launch.timeout if launch.timeout else None,
             memory_limit=limit,
             streams=[_Stream(out_path, "out"), _Stream(err_path, "err")],
-            log=open(folder / "log.jsonl", "a", encoding="utf-8", opener=_private),  # noqa: SIM115
+            log=CappedLog(folder / "log.jsonl", self.log_cap, opener=_private),
         )
         return identity
 
@@ -364,24 +369,62 @@ class LocalExecutor(Executor):
         run.tail.append(text)
 
     def _read_streams(self, run: _Running, *, final: bool) -> None:
+        """What the attempt wrote since the last read, in chunks (constant memory); the disk
+        blocks of what was read are freed, so endless output does not fill the disk."""
         for stream in run.streams:
             try:
-                with stream.path.open("rb") as f:
-                    f.seek(stream.offset)
-                    data = f.read()
+                f = stream.path.open("r+b")
             except OSError:
                 continue
-            if not data and not (final and stream.partial):
-                continue
-            stream.offset += len(data)
-            lines = (stream.partial + data).split(b"\n")
-            stream.partial = lines.pop()
+            with f:
+                self._skip_backlog(run, stream, f)
+                f.seek(stream.offset)
+                while True:
+                    data = f.read(READ_CHUNK)
+                    if not data:
+                        break
+                    stream.offset += len(data)
+                    lines = (stream.partial + data).split(b"\n")
+                    stream.partial = lines.pop()
+                    while len(stream.partial) > MAX_LINE:  # no newline for too long: split
+                        lines.append(stream.partial[:MAX_LINE])
+                        stream.partial = stream.partial[MAX_LINE:]
+                    for line in lines:
+                        text = line.decode("utf-8", "replace").rstrip("\r")
+                        self._write_line(run, stream.name, text)
+                    if stream.offset - stream.punched >= READ_CHUNK and punch_hole(
+                        f.fileno(), stream.offset
+                    ):
+                        stream.punched = stream.offset - stream.offset % 4096
             if final and stream.partial:
-                lines.append(stream.partial)
+                text = stream.partial.decode("utf-8", "replace").rstrip("\r")
+                self._write_line(run, stream.name, text)
                 stream.partial = b""
-            for line in lines:
-                self._write_line(run, stream.name, line.decode("utf-8", "replace").rstrip("\r"))
         run.log.flush()
+
+    def _skip_backlog(self, run: _Running, stream: _Stream, f: BinaryIO) -> None:
+        """Once the log's head is full, output beyond what its tail keeps is only counted:
+        the reader stays ahead of any writer, so unread output cannot pile up on disk."""
+        if not run.log.cutting:
+            return
+        skip_to = os.fstat(f.fileno()).st_size - run.log.tail_budget - READ_CHUNK
+        if skip_to <= stream.offset + READ_CHUNK:
+            return
+        f.seek(stream.offset)
+        start = stream.offset
+        lines = 0
+        last = b""
+        while stream.offset < skip_to:
+            data = f.read(min(READ_CHUNK, skip_to - stream.offset))
+            if not data:
+                break
+            stream.offset += len(data)
+            lines += data.count(b"\n")
+            last = data
+            if punch_hole(f.fileno(), stream.offset):
+                stream.punched = stream.offset - stream.offset % 4096
+        stream.partial = last.rpartition(b"\n")[2][-MAX_LINE:] if b"\n" in last else b""
+        run.log.skip(lines, stream.offset - start)
 
     def _finish(self, attempt_id: str) -> AttemptExit:
         run = self._running.pop(attempt_id)

@@ -426,3 +426,74 @@ class AttemptUpload(_Row, Base):
 
 # the tokens a token minted (a chain is walked up by created_by = "token:<id>", and revoked down)
 Index("ix_api_tokens_created_by", ApiToken.created_by)
+
+
+# -- operations (issue 17): log index marks, legal holds, approvals, archive tier, deletions ----
+class LogIndexMark(Base):
+    """An attempt whose log is in the search index (``ops/logindex.py``); the index itself is
+    derived data kept beside the database, rebuilt from log records when these rows go."""
+
+    __tablename__ = "log_index_marks"
+    attempt_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    run_id: Mapped[str] = mapped_column(String(26), index=True)
+    lines: Mapped[int] = mapped_column(Integer)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    indexed_at: Mapped[datetime]
+
+
+class LegalHold(_Row, Base):
+    """A run or an artifact kept as it is: never archived, never deleted, until released."""
+
+    __tablename__ = "legal_holds"
+    target_kind: Mapped[str] = mapped_column(String(16))  # run | artifact
+    target_id: Mapped[str] = mapped_column(String(26), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class Approval(_Row, Base):
+    """A request that a tenant owner other than the requester approves or denies (one
+    approval service: retrievals of archived data today, production promotions later).
+    ``expires_at``: what the approval grants ends then (a retrieval's readable window)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_tenant_kind_state", "tenant", "kind", "state"),)
+    kind: Mapped[str] = mapped_column(String(32))  # retrieval
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(26))
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # pending | approved | denied | expired
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    decided_at: Mapped[datetime | None]
+    comment: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None]
+    detail: Mapped[dict[str, Any] | None]
+
+
+class BlobTier(_Row, Base):
+    """A blob that is not (only) in the hot tier: ``archived`` (its bytes in the cold tier
+    alone) or ``restored`` (readable again until ``restored_until``, by an approved
+    retrieval). A blob with no row is hot."""
+
+    __tablename__ = "blob_tiers"
+    __table_args__ = (UniqueConstraint("tenant", "sha256"),)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    tier: Mapped[str] = mapped_column(String(16))  # archiving | archived | restored
+    archived_at: Mapped[datetime | None]
+    restored_until: Mapped[datetime | None]
+    retrieval_id: Mapped[str | None] = mapped_column(String(26))
+
+
+class Deletion(_Row, Base):
+    """An intent to delete a run's rows and bytes, written before any is removed: a job
+    killed half-way finds it and finishes (bytes first, then the rows and this intent in one
+    transaction), so neither half is left alone."""
+
+    __tablename__ = "deletions"
+    target_kind: Mapped[str] = mapped_column(String(16))  # run
+    target_id: Mapped[str] = mapped_column(String(26), unique=True)
+    why: Mapped[str] = mapped_column(String(32))  # retention | user | tenant
+    detail: Mapped[dict[str, Any] | None]  # blobs and records to remove
