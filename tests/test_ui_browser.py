@@ -281,6 +281,8 @@ def test_launch_the_demo_watch_it_and_reach_the_extraction_step(world: World, br
         "() => [...document.querySelectorAll('svg.graph a.node')]"
         ".every(n => n.classList.contains('state-succeeded'))"
     )
+    page.wait_for_selector("[data-outputs] a:text-is('model')")  # the run's outputs, swapped in
+    assert "min" in page.inner_text("dl.facts") or " s" in page.inner_text("dl.facts")
     assert len(olga.seen.navigations) == arrived, "the run page reloaded"
     assert page.is_hidden("[data-run-action=cancel]")
     olga.shot("run-succeeded")

@@ -229,9 +229,29 @@
     stream.addEventListener("end", (event) => {
       stream.close();
       setRunStatus(JSON.parse(event.data).status);
+      refreshFacts();
       const open = runPage.querySelector("[data-panel] .step");
       if (open) openStep(stepUrl(open.dataset.step), false);
     });
+  }
+
+  // The finished run's duration, error and outputs, from the page as the server renders it now
+  // (swapped in place: the page is not reloaded).
+  async function refreshFacts() {
+    try {
+      const response = await fetch(window.location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const selector of ["dl.facts", "[data-outputs]", ".run-error[data-run-error]"]) {
+        const now = fresh.querySelector(selector);
+        const old = runPage.querySelector(selector);
+        if (now && old) old.replaceWith(document.importNode(now, true));
+        else if (now && !old && selector !== "dl.facts") {
+          const anchor = selector === "[data-outputs]" ? runPage.querySelector(".graph-wrap") : runPage.querySelector("dl.facts");
+          if (anchor) anchor.after(document.importNode(now, true));
+        }
+      }
+    } catch (e) { /* the live view stays as it is */ }
   }
 
   // -- the step panel -----------------------------------------------------------------------------
