@@ -27,6 +27,7 @@ import pytest
 
 from argosy.api import API_PREFIX, UploadCreate
 from argosy.api.documents import ScheduleCreate
+from argosy.api.registry import ModelVersionCreate
 from argosy.auth.policy import Role
 from argosy.client.client import Client
 from argosy.config import Settings
@@ -166,6 +167,15 @@ POST   {T}/schedules/{{name}}/pause                       -    -      y      y  
 POST   {T}/schedules/{{name}}/resume                      -    -      y      y       -       y     -
 DELETE {T}/schedules/{{name}}                             -    -      y      y       -       y     -
 GET    {T}/schedules/{{name}}/fires                       -    y      y      y       -       y     -
+POST   {T}/models/{{model}}/versions                      -    -      y      y       -       y     -
+GET    {T}/models                                         -    y      y      y       -       y     -
+GET    {T}/models/{{model}}                               -    y      y      y       -       y     -
+GET    {T}/models/{{model}}/versions                      -    y      y      y       -       y     -
+GET    {T}/models/{{model}}/versions/{{ref}}              -    y      y      y       -       y     -
+PUT    {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y       -       y     -
+DELETE {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y       -       y     -
+GET    {T}/models/{{model}}/aliases/{{alias}}             -    y      y      y       -       y     -
+GET    {T}/models/{{model}}/history                       -    y      y      y       -       y     -
 PUT    {T}/secrets/{{name}}                               -    -      -      y       -       y     -
 GET    {T}/secrets                                        -    -      -      y       -       y     -
 DELETE {T}/secrets/{{name}}                               -    -      -      y       -       y     -
@@ -183,6 +193,8 @@ GET    /api/v1/task-store/{{key:path}}                    -    -      -      -  
 PUT    /api/v1/task-store/{{key:path}}                    -    -      -      -       -       -     -
 GET    /api/v1/task-store                                 -    -      -      -       -       -     -
 POST   /api/v1/task-store-rename                          -    -      -      -       -       -     -
+POST   /api/v1/task-store-uploads                         -    -      -      -       -       -     -
+POST   /api/v1/task-store-uploads/done                    -    -      -      -       -       -     -
 GET    /scim/v2/Users                                     -    -      -      -       -       -     y
 POST   /scim/v2/Users                                     -    -      -      -       -       -     y
 GET    /scim/v2/Users/{{user_id}}                         -    -      -      -       -       -     y
@@ -220,6 +232,7 @@ GET    {U}/secrets                                        -    -      -      y  
 GET    {U}/settings                                       -    y      y      y       -       y     -
 GET    {U}/audit                                          -    -      -      y       -       y     -
 GET    /admin/tenants                                     -    -      -      -       -       y     -
+GET    /admin/audit                                       -    -      -      -       -       y     -
 """
 
 
@@ -336,6 +349,11 @@ class World:
         assert self.failed_run.status == "failed"
         self.artifact = self.client.artifacts(self.done_run.id)[0].id
         self.shared_blocking = self.client.create_run("blocking").id
+        self.model = "matrix-model"
+        self.client.register_model(
+            self.model, ModelVersionCreate(artifact=f"{self.done_run.id}/make/output")
+        )
+        self.client.promote_model(self.model, "staging", 1)
         self.shared_upload = self.upload(b"")
         self.shared = {
             "schedule": self.schedule(),
@@ -418,6 +436,8 @@ class World:
             "upload_id": self.shared_upload,
             "asset": "ui.css",
             "node:path": "make",
+            "model": self.model,
+            "alias": "staging",
         }
         kwargs: dict[str, Any] = {}
         success: tuple[int, ...] = (200,)
@@ -477,6 +497,19 @@ class World:
             case "POST", "/runs/{run_id}/retry":
                 values["run_id"] = self.failed_run.id
                 success = (201,)
+            case "POST", "/models/{model}/versions":
+                kwargs = {"json": {"artifact": f"{self.done_run.id}/make/output"}}
+                success = (200, 201)  # the same artifact again is 200 (created: false)
+            case "GET", "/models/{model}/versions/{ref}":
+                values["ref"] = "1"
+            case "PUT", "/models/{model}/aliases/{alias}":
+                values["alias"] = self.name("moved-")
+                kwargs = {"json": {"version": 1, "reason": "matrix"}}
+            case "DELETE", "/models/{model}/aliases/{alias}":
+                values["alias"] = "staging"
+                if fresh:
+                    values["alias"] = self.name("gone-")
+                    self.client.promote_model(self.model, values["alias"], 1)
             case "POST", "/schedules":
                 kwargs = {"json": {"name": self.name("new-sched-"), "pipeline": "quick",
                                    "cron": "0 0 1 1 *", "paused": True}}  # fmt: skip
@@ -520,6 +553,8 @@ class World:
             case "PUT", "/api/v1/task-store/{key:path}":
                 kwargs = {"content": b"x"}
             case "POST", "/api/v1/task-store-rename":
+                kwargs = {"json": {}}
+            case "POST", "/api/v1/task-store-uploads" | "/api/v1/task-store-uploads/done":
                 kwargs = {"json": {}}
             case "POST", "/scim/v2/Users":
                 kwargs = {"json": scim_user}
@@ -613,6 +648,7 @@ def test_authorization_matrix(
     assert world.shared["schedule"] in [s.name for s in admin.list_schedules()]
     assert admin.get_run(world.shared_blocking).cancel_requested is False
     assert not admin.get_tenant(tenants["a"]).archived
+    assert admin.get_model(world.model).aliases["staging"] == 1
     admin.cancel_run(world.shared_blocking)
 
 

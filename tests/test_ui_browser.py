@@ -495,7 +495,9 @@ def test_compare_the_iterations_of_the_sweep(world: World, browser: Any) -> None
 
 def test_main_pages_on_a_phone_and_for_admins(world: World, browser: Any) -> None:
     root = User(browser, world, "root")
-    for path, name in (("/admin/tenants", "all-tenants"), ("/t/team-a/members", "members"),
+    for path, name in (("/admin/tenants", "all-tenants"), ("/admin/audit", "all-audit"),
+                       ("/admin/audit?tenant=team-b&outcome=allowed", "all-audit-filtered"),
+                       ("/t/team-a/members", "members"),
                        ("/t/team-a/tokens", "tokens"), ("/t/team-a/settings", "settings"),
                        ("/t/team-a/audit", "audit"), ("/t/team-a/schedules", "schedules"),
                        ("/t/team-a/pipelines/breast_cancer", "pipeline")):  # fmt: skip

@@ -113,7 +113,39 @@ def audit_page(
     view = viewer(request, context, principal, tenant)
     return render(
         request, "audit.html", view, page=page, filters=filters, outcomes=OUTCOMES,
-        cursor=cursor,
+        cursor=cursor, base=f"/t/{tenant}/audit",
+    )  # fmt: skip
+
+
+@router.get("/admin/audit", name="ui_audit_all")
+def audit_all_page(
+    request: Request,
+    principal: Annotated[Principal, Page(Action.AUDIT_READ_ALL)],
+    context: ContextDep,
+    tenant: Annotated[str | None, Query(max_length=63)] = None,
+    actor: Text = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Text = None,
+    since: Text = None,
+    until: Text = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
+    """Every tenant's audit events (platform admins), filtered like a tenant's."""
+    if outcome and outcome not in OUTCOMES:
+        raise PageProblem(422, f"outcome must be one of {', '.join(OUTCOMES)}", code="invalid")
+    with as_page_errors():
+        page = audit_routes.list_audit(
+            context, tenant=tenant or None, actor=actor or None, action=action or None,
+            outcome=outcome or None,  # type: ignore[arg-type]
+            since=_time(since, "since"), until=_time(until, "until"), limit=50,
+            cursor=cursor or None,
+        )  # fmt: skip
+    filters = {"tenant": tenant or "", "actor": actor or "", "action": action or "",
+               "outcome": outcome or "", "since": since or "", "until": until or ""}  # fmt: skip
+    view = viewer(request, context, principal, None)
+    return render(
+        request, "audit.html", view, page=page, filters=filters, outcomes=OUTCOMES,
+        cursor=cursor, base="/admin/audit",
     )  # fmt: skip
 
 
