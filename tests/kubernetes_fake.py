@@ -1185,6 +1185,8 @@ class FakeService:
     def __init__(self, backends: list[str]) -> None:
         self.backends = list(backends)  # "host:port"
         self.connections: dict[str, int] = {}
+        self.bytes_in = 0  # client -> backend (what pods sent the server)
+        self.bytes_out = 0  # backend -> client (what the server sent pods)
         self._turn = 0
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -1219,8 +1221,8 @@ class FakeService:
                 continue
             upstream.settimeout(None)
             pumps = [
-                threading.Thread(target=_pump, args=(a, b), daemon=True)
-                for a, b in ((client, upstream), (upstream, client))
+                threading.Thread(target=self._pump, args=(a, b, inbound), daemon=True)
+                for a, b, inbound in ((client, upstream, True), (upstream, client, False))
             ]
             for pump in pumps:
                 pump.start()
@@ -1228,16 +1230,20 @@ class FakeService:
                 target=_close_after, args=(pumps, client, upstream), daemon=True
             ).start()
 
-
-def _pump(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
+    def _pump(self, source: socket.socket, target: socket.socket, inbound: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+                with self._lock:
+                    if inbound:
+                        self.bytes_in += len(data)
+                    else:
+                        self.bytes_out += len(data)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                target.shutdown(socket.SHUT_WR)
 
 
 def _close_after(pumps: list[threading.Thread], *sockets: socket.socket) -> None:

@@ -160,6 +160,7 @@ GET    {T}/artifacts/{{artifact_id}}                      -    y      y      y  
 GET    {T}/artifacts/{{artifact_id}}/content              -    y      y      y       -       y     -
 GET    {T}/runs/{{run_id}}/logs                           -    y      y      y       -       y     -
 GET    {T}/runs/{{run_id}}/logs/stream                    -    y      y      y       -       y     -
+GET    {T}/logs/search                                    -    y      y      y       -       y     -
 POST   {T}/schedules                                      -    -      y      y       -       y     -
 GET    {T}/schedules                                      -    y      y      y       -       y     -
 GET    {T}/schedules/{{name}}                             -    y      y      y       -       y     -
@@ -176,6 +177,26 @@ PUT    {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y  
 DELETE {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y       -       y     -
 GET    {T}/models/{{model}}/aliases/{{alias}}             -    y      y      y       -       y     -
 GET    {T}/models/{{model}}/history                       -    y      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/healthz                        y    y      y      y       y       y     y
+POST   {T}/kfp/apis/v2beta1/pipelines/upload               -    -      y      y       -       y     -
+POST   {T}/kfp/apis/v2beta1/pipelines/upload_version       -    -      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/pipelines                      -    y      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/pipelines/{{pipeline_id}}      -    y      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/pipelines/{{pipeline_id}}/versions -    y  y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/pipelines/{{pipeline_id}}/versions/{{pipeline_version_id}} - y y y - y -
+POST   {T}/kfp/apis/v2beta1/experiments                    -    -      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/experiments                    -    y      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/experiments/{{experiment_id}}  -    y      y      y       -       y     -
+POST   {T}/kfp/apis/v2beta1/runs                           -    -      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/runs                           -    y      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/runs/{{run_id}}                -    y      y      y       -       y     -
+POST   {T}/kfp/apis/v2beta1/runs/{{run_id}}:terminate      -    -      y      y       -       y     -
+POST   {T}/kfp/apis/v2beta1/recurringruns                  -    -      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/recurringruns                  -    y      y      y       -       y     -
+GET    {T}/kfp/apis/v2beta1/recurringruns/{{recurring_run_id}} - y     y      y       -       y     -
+POST   {T}/kfp/apis/v2beta1/recurringruns/{{recurring_run_id}}:enable - - y  y       -       y     -
+POST   {T}/kfp/apis/v2beta1/recurringruns/{{recurring_run_id}}:disable - - y y       -       y     -
+DELETE {T}/kfp/apis/v2beta1/recurringruns/{{recurring_run_id}} - -     y      y       -       y     -
 PUT    {T}/secrets/{{name}}                               -    -      -      y       -       y     -
 GET    {T}/secrets                                        -    -      -      y       -       y     -
 DELETE {T}/secrets/{{name}}                               -    -      -      y       -       y     -
@@ -355,6 +376,7 @@ class World:
         )
         self.client.promote_model(self.model, "staging", 1)
         self.shared_upload = self.upload(b"")
+        self.kfp_pipeline = self.kfp_upload()  # a pipeline imported through the KFP API
         self.shared = {
             "schedule": self.schedule(),
             "secret": self.secret(),
@@ -389,6 +411,15 @@ class World:
         """An upload of ``data``, started (nothing sent yet)."""
         body = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "format": "file"}
         return self.client.start_upload(UploadCreate.model_validate(body)).id
+
+    def kfp_upload(self) -> str:
+        answer = httpx.post(
+            f"{self.server.url}{T.format(tenant=self.tenant)}/kfp/apis/v2beta1/pipelines/upload",
+            params={"name": "kfp-matrix"}, files={"uploadfile": ("p.yaml", KFP_IR)},
+            headers={"Authorization": f"Bearer {self.admin}"}, timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["pipeline_id"])
 
     def blocking_run(self) -> str:
         return self.client.create_run("blocking").id
@@ -436,6 +467,10 @@ class World:
             "upload_id": self.shared_upload,
             "asset": "ui.css",
             "node:path": "make",
+            "pipeline_id": self.kfp_pipeline,
+            "pipeline_version_id": self.version,
+            "experiment_id": "Default",
+            "recurring_run_id": shared["schedule"],
             "model": self.model,
             "alias": "staging",
         }
@@ -510,6 +545,8 @@ class World:
                 if fresh:
                     values["alias"] = self.name("gone-")
                     self.client.promote_model(self.model, values["alias"], 1)
+            case "GET", "/logs/search":
+                kwargs = {"params": {"q": "anything"}}
             case "POST", "/schedules":
                 kwargs = {"json": {"name": self.name("new-sched-"), "pipeline": "quick",
                                    "cron": "0 0 1 1 *", "paused": True}}  # fmt: skip
@@ -550,6 +587,28 @@ class World:
             case "POST", "/t/{tenant}/pipelines/{pipeline}/launch":
                 kwargs = {"json": {"values": {}}}
                 success = (201,)
+            case "GET", "/kfp/apis/v2beta1/pipelines/{pipeline_id}/versions/{pipeline_version_id}":
+                values["pipeline_id"] = "quick"
+            case "POST", "/kfp/apis/v2beta1/pipelines/upload":
+                kwargs = {"params": {"name": self.name("kfp-up-")},
+                          "files": {"uploadfile": ("p.yaml", KFP_IR)}}  # fmt: skip
+            case "POST", "/kfp/apis/v2beta1/pipelines/upload_version":
+                kwargs = {"params": {"pipelineid": self.kfp_pipeline, "name": self.name("v")},
+                          "files": {"uploadfile": ("p.yaml", KFP_IR)}}  # fmt: skip
+            case "POST", "/kfp/apis/v2beta1/experiments":
+                kwargs = {"json": {"display_name": self.name("exp-")}}
+            case "POST", "/kfp/apis/v2beta1/runs":
+                kwargs = {"json": {"pipeline_version_reference": {"pipeline_id": "quick"}}}
+            case "POST", "/kfp/apis/v2beta1/runs/{run_id}:terminate":
+                values["run_id"] = self.blocking_run() if fresh else self.shared_blocking
+            case "POST", "/kfp/apis/v2beta1/recurringruns":
+                kwargs = {"json": {"display_name": self.name("kfp-sched-"), "mode": "DISABLE",
+                                   "pipeline_version_reference": {"pipeline_id": "quick"},
+                                   "trigger": {"cron_schedule": {"cron": "0 0 0 1 1 *"}}}}  # fmt: skip
+            case "POST", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}:enable" | (
+                "POST", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}:disable"
+            ) | ("DELETE", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}"):
+                values["recurring_run_id"] = self.schedule() if fresh else shared["schedule"]
             case "PUT", "/api/v1/task-store/{key:path}":
                 kwargs = {"content": b"x"}
             case "POST", "/api/v1/task-store-rename":
@@ -586,6 +645,7 @@ class World:
 
 
 SCIM_TOKEN = "matrix-scim-token-0123456789"
+KFP_IR = (Path(__file__).resolve().parent / "kfp" / "pipelines" / "add_numbers.yaml").read_text()
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 

@@ -133,8 +133,13 @@ def head_object(key: str, claims: ClaimsDep, context: ContextDep) -> Response:
 
 
 @router.get("/task-store/{key:path}")
-def get_object(key: str, claims: ClaimsDep, context: ContextDep) -> Response:
+def get_object(key: str, claims: ClaimsDep, context: ContextDep, request: Request) -> Response:
     allowed(context, claims, key, "read")
+    from argosy.server.routes.task_direct import presigned_read
+
+    direct = presigned_read(request, context, claims.tenant, key)  # S3: a presigned GET
+    if direct is not None:
+        return direct
     backend = context.store(claims.tenant).backend
     try:
         stream = backend.open(key)
@@ -216,3 +221,7 @@ def rename_object(body: RenameBody, claims: ClaimsDep, context: ContextDep) -> R
     allowed(context, claims, body.key, "exists")
     context.store(claims.tenant).backend.rename(body.key, body.new_key)
     return Response(status_code=204)
+
+
+# presigned S3 transfers: routes on this router, same token and rules (task_direct.py)
+from argosy.server.routes import task_direct as task_direct  # noqa: E402

@@ -542,6 +542,76 @@ class S3ByteStore(ByteStore):
         except Exception as exc:
             raise self._fail(exc, "delete", key) from None
 
+    # -- presigned URLs (the task store hands them to tasks: server/routes/task_direct.py) ----
+    @property
+    def _presigner(self) -> Any:
+        """A client that signs with SigV4 (headers such as the checksum are signed too)."""
+        if getattr(self, "_signing_client", None) is None:
+            import boto3
+            from botocore.config import Config
+
+            opts = self.options
+            config = Config(
+                region_name=opts.region,
+                signature_version="s3v4",
+                s3={"addressing_style": "path" if opts.path_style else "auto"},
+            )
+            session = boto3.session.Session(
+                botocore_session=_botocore_session(), region_name=opts.region
+            )
+            self._signing_client = session.client(
+                "s3", endpoint_url=opts.endpoint_url, config=config,
+                use_ssl=not (opts.endpoint_url or "").startswith("http://"),
+            )  # fmt: skip
+        return self._signing_client
+
+    def presigned_get(self, key: str, seconds: int) -> str:
+        """A URL that reads exactly ``key`` for ``seconds``, with no other credential."""
+        params = {"Bucket": self.bucket, "Key": self._key(key)}
+        url: str = self._presigner.generate_presigned_url("get_object", Params=params,
+                                                          ExpiresIn=seconds)  # fmt: skip
+        return url
+
+    def presigned_put(self, key: str, sha256_hex: str, seconds: int) -> tuple[str, dict[str, str]]:
+        """A URL that writes exactly ``key`` once (``If-None-Match: *``) with bytes whose
+        sha256 is ``sha256_hex`` (the signed ``x-amz-checksum-sha256``: S3 refuses other
+        bytes), with this store's encryption and storage class. Returns the URL and the
+        headers the request must send as they are."""
+        checksum = _b64(bytes.fromhex(sha256_hex))
+        params: dict[str, Any] = {
+            "Bucket": self.bucket, "Key": self._key(key), "ChecksumSHA256": checksum,
+            "IfNoneMatch": "*", "Metadata": {"sha256": sha256_hex}, **self._write_args(),
+        }  # fmt: skip
+        url: str = self._presigner.generate_presigned_url("put_object", Params=params,
+                                                          ExpiresIn=seconds)  # fmt: skip
+        headers = {"x-amz-checksum-sha256": checksum, "If-None-Match": "*",
+                   "x-amz-meta-sha256": sha256_hex}  # fmt: skip
+        opts = self.options
+        if opts.sse:
+            headers["x-amz-server-side-encryption"] = opts.sse
+            if opts.sse == "aws:kms" and opts.kms_key_id:
+                headers["x-amz-server-side-encryption-aws-kms-key-id"] = opts.kms_key_id
+        if opts.storage_class:
+            headers["x-amz-storage-class"] = opts.storage_class
+        return url, headers
+
+    def describe(self, key: str) -> dict[str, Any] | None:
+        """``{"etag", "size", "sha256"}`` of an object (``sha256``: the checksum S3 verified
+        on upload, hex, when it kept one), or None if there is none."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key),
+                                           ChecksumMode="ENABLED")  # fmt: skip
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise self._fail(exc, "look up", key) from None
+        checksum = head.get("ChecksumSHA256")
+        return {
+            "etag": str(head.get("ETag", "")).strip('"'),
+            "size": int(head.get("ContentLength", 0)),
+            "sha256": base64.b64decode(checksum).hex() if checksum else None,
+        }
+
 
 _loader: Any = None
 _loader_lock = threading.Lock()
