@@ -253,14 +253,18 @@ def _follow_with_step_output(backend: Backend, run_id: str, shown: Progress) -> 
                 if stop.is_set():
                     return
                 shown.log(line)
-        except Exception:  # live output is a convenience: never fail the command
+        except Exception as exc:  # live output is a convenience: never fail the command
+            if not stop.is_set():
+                _say(f"(the steps' output is no longer shown live: {exc})")
             return
 
     reader = threading.Thread(target=pump, name=f"argosy-logs-{run_id}", daemon=True)
     reader.start()
     try:
         backend.follow(run_id, shown)
-        reader.join(timeout=3)  # the last lines, written just before the run ended
+        # the last lines, written just before the run ended: the run is over, so reading
+        # them ends; a long wait only if the machine is very busy
+        reader.join(timeout=30)
     finally:
         stop.set()
         shown.flush_held()
