@@ -605,9 +605,11 @@ class World:
                 kwargs = {"json": {"display_name": self.name("kfp-sched-"), "mode": "DISABLE",
                                    "pipeline_version_reference": {"pipeline_id": "quick"},
                                    "trigger": {"cron_schedule": {"cron": "0 0 0 1 1 *"}}}}  # fmt: skip
-            case "POST", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}:enable" | (
-                "POST", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}:disable"
-            ) | ("DELETE", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}"):
+            case (
+                ("POST", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}:enable")
+                | ("POST", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}:disable")
+                | ("DELETE", "/kfp/apis/v2beta1/recurringruns/{recurring_run_id}")
+            ):
                 values["recurring_run_id"] = self.schedule() if fresh else shared["schedule"]
             case "PUT", "/api/v1/task-store/{key:path}":
                 kwargs = {"content": b"x"}

@@ -100,7 +100,7 @@ class _Parser:
     def unary(self) -> ConditionSpec:
         if self.peek() == "!":
             self.take()
-            return ConditionSpec(**{"not": self.unary()})
+            return ConditionSpec.model_validate({"not": self.unary()})
         if self.peek() == "(":
             start = self.at
             self.take()
@@ -125,7 +125,9 @@ class _Parser:
             return ConstantInput(constant=re.sub(r"\\(.)", r"\1", body))
         if kind == "num":
             number = float(value)
-            return ConstantInput(constant=int(number) if number.is_integer() and "." not in value else number)
+            return ConstantInput(
+                constant=int(number) if number.is_integer() and "." not in value else number
+            )
         if kind == "op" and value == "(":
             inner = self.operand()
             self.take(")")

@@ -56,7 +56,10 @@ class Artifact:
     schema_version = "0.0.1"
 
     def __init__(
-        self, name: str | None = None, uri: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        name: str | None = None,
+        uri: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.name = name or ""
         self.uri = uri or ""
@@ -144,13 +147,9 @@ class Markdown(Artifact):
     schema_title = "system.Markdown"
 
 
-ARTIFACT_CLASSES: dict[str, type[Artifact]] = {
-    c.schema_title: c
-    for c in (
-        Artifact, Dataset, Model, Metrics, ClassificationMetrics,
-        SlicedClassificationMetrics, HTML, Markdown,
-    )  # fmt: skip
-}
+_CLASSES: list[type[Artifact]] = [Artifact, Dataset, Model, Metrics, ClassificationMetrics,
+                                  SlicedClassificationMetrics, HTML, Markdown]  # fmt: skip
+ARTIFACT_CLASSES: dict[str, type[Artifact]] = {c.schema_title: c for c in _CLASSES}
 
 
 class InputAnnotation:
@@ -260,7 +259,9 @@ def install() -> None:
 # -- the executor ------------------------------------------------------------------------------
 def _artifact(doc: dict[str, Any], cls: type[Artifact] | None = None) -> Artifact:
     title = (doc.get("type") or {}).get("schemaTitle", "system.Artifact")
-    chosen = cls if cls is not None and cls is not Artifact else ARTIFACT_CLASSES.get(title, Artifact)
+    chosen = (
+        cls if cls is not None and cls is not Artifact else ARTIFACT_CLASSES.get(title, Artifact)
+    )
     art = chosen(name=doc.get("name"), uri=doc.get("uri"), metadata=dict(doc.get("metadata") or {}))
     return art
 
@@ -297,7 +298,7 @@ def _annotations(func: Callable[..., Any]) -> dict[str, Any]:
     scope = getattr(func, "__globals__", {})
     for name, value in found.items():
         if isinstance(value, str):
-            found[name] = eval(value, scope)  # noqa: S307 - the component's own source
+            found[name] = eval(value, scope)  # the component's own source
     return found
 
 
@@ -411,7 +412,11 @@ class _Executor:
         declared = self.outputs.get("artifacts") or {}
         for name in declared:
             art = self.output_artifact(name, None)
-            entry: dict[str, Any] = {"name": art.name or name, "uri": art.uri, "metadata": art.metadata}
+            entry: dict[str, Any] = {
+                "name": art.name or name,
+                "uri": art.uri,
+                "metadata": art.metadata,
+            }
             if art.custom_path is not None:
                 entry["custom_path"] = art.custom_path
             doc.setdefault("artifacts", {})[name] = {"artifacts": [entry]}

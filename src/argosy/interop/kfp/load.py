@@ -81,8 +81,7 @@ _IGNORED = {
     "nodeSelector": "only a constant label "
     + ", ".join(POOL_LABELS)
     + " maps (to the step's node pool)",
-    "secretAsEnv": "only constant secret names map (each envVar to the tenant secret of that "
-    "name)",
+    "secretAsEnv": "only constant secret names map (each envVar to the tenant secret of that name)",
 }
 
 
@@ -243,7 +242,8 @@ class _Importer:
             raise self.fail(where, f"component {component_name!r} is not in the file")
         declared = component.get("inputDefinitions") or {}
         param_types = {
-            n: str(p.get("parameterType", "")) for n, p in (declared.get("parameters") or {}).items()
+            n: str(p.get("parameterType", ""))
+            for n, p in (declared.get("parameters") or {}).items()
         }
         inputs: dict[str, InputBinding] = {}
         selectors: dict[str, str] = {}
@@ -408,7 +408,7 @@ class _Importer:
             task_info["status_input"] = status_input
         if kind == CONTAINER and self.on_host:
             task_info["on_host"] = True  # type: ignore[assignment]
-        definitions = {
+        definitions: dict[str, Any] = {
             k: component[k] for k in ("inputDefinitions", "outputDefinitions") if k in component
         }
         impl = KfpImplementation(
@@ -472,12 +472,12 @@ class _Importer:
         if cpu_text is not None:
             cpu = _cpu(cpu_text)
         elif r.get("cpuRequest") or r.get("cpuLimit"):
-            cpu = float(r.get("cpuRequest") or r.get("cpuLimit"))
+            cpu = float(r.get("cpuRequest") or r["cpuLimit"])
         memory_text = fixed("resourceMemoryLimit") or fixed("resourceMemoryRequest")
         if memory_text is not None:
             memory = parse_memory(str(memory_text))
         elif r.get("memoryLimit") or r.get("memoryRequest"):
-            memory = int(float(r.get("memoryLimit") or r.get("memoryRequest")) * 1e9)
+            memory = int(float(r.get("memoryLimit") or r["memoryRequest"]) * 1e9)
         accelerator = r.get("accelerator") or {}
         count = accelerator.get("resourceCount") or accelerator.get("count")
         if isinstance(count, str) and _PLACEHOLDER.search(count):
@@ -541,7 +541,9 @@ def import_ir(text: str, *, source: str, on_host: bool | None = None) -> Importe
 def load_file(path: Path, *, on_host: bool | None = None) -> Imported:
     """Import a KFP IR file (``argosy run pipeline.yaml``)."""
     if not path.is_file():
-        raise UsageError(f"pipeline file {str(path)!r} not found; check the path (relative to {Path.cwd()})")
+        raise UsageError(
+            f"pipeline file {str(path)!r} not found; check the path (relative to {Path.cwd()})"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -113,7 +113,8 @@ class _Artifact:
     def entry(self, name: str) -> dict[str, Any]:
         return {
             "name": self.doc.get("name") or name,
-            "type": self.doc.get("type") or {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"},
+            "type": self.doc.get("type")
+            or {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"},
             "uri": str(self.path),
             "metadata": self.doc.get("metadata") or {},
         }
@@ -172,7 +173,9 @@ class KfpTask:
         if fmt == "dir":
             return _Artifact(self._extract(sha))
         if fmt == "file":
-            folder = Path(self.inv.cache_dir) / "kfp-artifacts" / f"file-{sha.removeprefix('sha256:')}"
+            folder = (
+                Path(self.inv.cache_dir) / "kfp-artifacts" / f"file-{sha.removeprefix('sha256:')}"
+            )
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
                 self.store.copy_blob_to(sha, folder / (art.get("filename") or DATA))
@@ -370,7 +373,11 @@ class KfpTask:
                 doc = json.loads(part)
             except ValueError:
                 return None
-            if isinstance(doc, dict) and len(doc) == 1 and next(iter(doc)) in ("Concat", "IfPresent"):
+            if (
+                isinstance(doc, dict)
+                and len(doc) == 1
+                and next(iter(doc)) in ("Concat", "IfPresent")
+            ):
                 return doc
         if isinstance(part, dict):
             return part
