@@ -161,6 +161,7 @@ GET    {T}/artifacts/{{artifact_id}}/content              -    y      y      y  
 GET    {T}/runs/{{run_id}}/logs                           -    y      y      y       -       y     -
 GET    {T}/runs/{{run_id}}/logs/stream                    -    y      y      y       -       y     -
 GET    {T}/logs/search                                    -    y      y      y       -       y     -
+GET    {T}/logs/search                                    -    y      y      y       -       y     -
 POST   {T}/schedules                                      -    -      y      y       -       y     -
 GET    {T}/schedules                                      -    y      y      y       -       y     -
 GET    {T}/schedules/{{name}}                             -    y      y      y       -       y     -
@@ -545,6 +546,8 @@ class World:
                 if fresh:
                     values["alias"] = self.name("gone-")
                     self.client.promote_model(self.model, values["alias"], 1)
+            case "GET", "/logs/search":
+                kwargs = {"params": {"q": "anything"}}
             case "GET", "/logs/search":
                 kwargs = {"params": {"q": "anything"}}
             case "POST", "/schedules":

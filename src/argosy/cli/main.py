@@ -353,7 +353,9 @@ def runs_retry(
 
 @app.command()
 def logs(
-    run_ref: Annotated[str, typer.Argument(metavar="RUN")],
+    run_ref: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="a run (with --search: optional)")
+    ] = None,
     node: Annotated[
         str | None,
         typer.Argument(metavar="[NODE]", help="only this node path (a mapped node: every item)"),
@@ -369,11 +371,45 @@ def logs(
         str | None, typer.Option("--node", metavar="NODE", help="only this node path")
     ] = None,
     server: ServerOpt = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            "-s",
+            metavar="QUERY",
+            help="search the tenant's task logs for lines holding every word (newest first)",
+        ),
+    ] = None,
+    pipeline: Annotated[str | None, typer.Option(help="--search: only this pipeline")] = None,
+    step: Annotated[
+        str | None, typer.Option(help="--search: only this node path or step name")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="--search: lines since (ISO time, or 2h, 3d ago)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="--search: lines before (ISO time, or 2h, 3d ago)")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="--search: only out or err")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="--search: lines at most")] = 50,
 ) -> None:
-    """Print the captured stdout/stderr of a run's tasks, with timestamps."""
+    """Print the captured stdout/stderr of a run's tasks, with timestamps; with --search, the
+    lines of the tenant's task logs that match (of RUN only, if given)."""
     from argosy.cli import commands
 
     wanted = node or node_opt
+    if search is not None:
+        from argosy.cli import operations
+
+        _with(server, lambda b: operations.search_logs(
+            b, search, run=run_ref, pipeline=pipeline, step=step or wanted, since=since,
+            until=until, stream=stream, limit=limit, json_output=output == Format.json,
+        ))  # fmt: skip
+        return
+    if run_ref is None:
+        from argosy.errors import UsageError
+
+        raise UsageError("argosy logs needs a RUN (or --search QUERY to search every run)")
     _with(
         server,
         lambda b: commands.show_logs(b, run_ref, wanted, follow, attempt, output == Format.json),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from argosy import api
+from argosy.client.operations import OperationsBackend
 
 if TYPE_CHECKING:
     from argosy.config import Settings
@@ -30,7 +31,7 @@ OnChange = Callable[[str, list["TaskView"]], None]
 """Progress: called with the run id and its tasks whenever a task changes."""
 
 
-class Backend(Protocol):
+class Backend(OperationsBackend, Protocol):
     """One tenant's runs, pipelines and artifacts, locally or on a server."""
 
     tenant: str

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from argosy import api
+from argosy.client.operations import HttpOperations
 from argosy.errors import UsageError
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def open_client(settings: Settings) -> Client:
     )  # fmt: skip
 
 
-class HttpBackend:
+class HttpBackend(HttpOperations):
     """One server, one tenant, one token."""
 
     def __init__(self, client: Client, settings: Settings | None = None) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from argosy import api, plugins
+from argosy.client.operations import LocalOperations
 from argosy.config import Settings
 from argosy.engine.engine import Engine, ProgressCallback
 from argosy.executors.base import Capacity
@@ -129,7 +130,7 @@ def open_local(settings: Settings) -> Local:
     return Local(settings, metadata, store)
 
 
-class LocalBackend:
+class LocalBackend(LocalOperations):
     """The backend protocol (:mod:`argosy.client.backend`) on the local state folder."""
 
     def __init__(self, settings: Settings, local: Local | None = None) -> None:

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import argosy
 from argosy.api import API_PREFIX
-from argosy.server import admission, audit_middleware, problems, ui
+from argosy.server import admission, audit_middleware, operations, problems, ui
 from argosy.server.context import ServerContext
 from argosy.server.identity import INSECURE_HEADER
 from argosy.server.routes import (
@@ -107,6 +107,7 @@ def create_app(context: ServerContext) -> FastAPI:
     for audit_router in audit_routes.routers:
         app.include_router(audit_router)
     scim_routes.install(app)  # /scim/v2 (404 unless ARGOSY_SCIM_TOKEN is set)
+    operations.install(app)  # log search, costs, retention, /metrics, access logs (issue 17)
     # admission: the gate, rate, media type, size, deadline and JSON depth of every request,
     # before its body is read; the audit middleware outside it records (and aggregates) refusals
     admission.install(app)

@@ -1,0 +1,76 @@
+"""What the operations commands do, written once against the backend protocol: ``argosy logs
+--search``, ``argosy costs``, ``argosy gc``, ``argosy runs delete``, ``argosy retention``,
+``argosy holds`` and ``argosy retrievals`` (``register`` declares their arguments).
+
+``--output json`` prints the API document; text output is a table on stdout.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from argosy.cli.commands import emit_json, out, table_of
+from argosy.client.backend import Backend
+from argosy.errors import UsageError
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(value: str | None, what: str) -> datetime | None:
+    """An ISO-8601 time (UTC unless it says), or a span before now: ``90m``, ``2h``, ``7d``."""
+    if value is None:
+        return None
+    text = value.strip()
+    ago = _AGO.match(text)
+    if ago:
+        return datetime.now(UTC) - timedelta(seconds=float(ago.group(1)) * _UNITS[ago.group(2)])
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"{what} {value!r} is not a time: give an ISO-8601 time (2026-12-01, "
+            "2026-12-01T08:00) or a span before now (30m, 2h, 7d)"
+        ) from None
+    return found.replace(tzinfo=UTC) if found.tzinfo is None else found
+
+
+# -- logs --search ------------------------------------------------------------------------------
+def search_logs(
+    backend: Backend,
+    query: str,
+    *,
+    run: str | None,
+    pipeline: str | None,
+    step: str | None,
+    since: str | None,
+    until: str | None,
+    stream: str | None,
+    limit: int,
+    json_output: bool,
+) -> None:
+    page = backend.search_logs(
+        query, run=run, pipeline=pipeline, step=step, since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"), stream=stream, limit=limit,
+    )  # fmt: skip
+    if json_output:
+        emit_json(page)
+        return
+    if not page.items:
+        sys.stderr.write(f"no line of {backend.tenant!r}'s task logs holds {query!r}\n")
+        return
+    table = table_of("run", "pipeline", "node", "try", "time", "line", flexible=("line", "node"))
+    for hit in page.items:
+        table.add_row(
+            hit.run_id, hit.pipeline, hit.node_path, str(hit.attempt), hit.time[:19], hit.line
+        )
+    out.print(table)
+    if page.next_cursor:
+        sys.stderr.write(f"(the newest {len(page.items)} shown; raise --limit for more)\n")
+
+
+def _rows_json(items: list[Any]) -> list[dict[str, Any]]:
+    return [i.model_dump(mode="json") for i in items]
