@@ -158,6 +158,7 @@ def test_a_run_through_the_server_runs_as_pods_and_leaves_nothing(
         logs = {
             node: client.logs(run.id, node=node).model_dump_json() for node in ("make", "total")
         }
+        attempts = [a for t in client.tasks(run.id) for a in t.attempts]
     assert values == {"make": [0, 1, 2, 3, 4], "total": 10}
 
     jobs = created(fake, "jobs")
@@ -187,6 +188,13 @@ def test_a_run_through_the_server_runs_as_pods_and_leaves_nothing(
             for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
         }
         assert not {n for n in env if n.startswith(("AWS_", "ARGOSY_DATABASE", "ARGOSY_KEK"))}
+
+    # resource use, as the launcher in the pod measured it (the API server reports none)
+    assert len(attempts) == 2
+    for attempt in attempts:
+        assert attempt.cpu_time is not None and attempt.cpu_time > 0, attempt
+        assert attempt.peak_memory is not None and attempt.peak_memory > 10 * 2**20, attempt
+        assert attempt.wall_time is not None, attempt
 
     # what the pods printed reached the run's logs (through the log store)
     assert "making 5" in logs["make"]

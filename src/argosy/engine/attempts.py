@@ -190,6 +190,8 @@ class Attempts:
                 launcher_peak = record.peak_memory if record is not None else None
                 peak = max(ended.peak_memory or 0, launcher_peak or 0) or None
                 ended = dataclasses.replace(ended, peak_memory=peak)
+                if ended.cpu_time is None and record is not None:  # a pod: the launcher's count
+                    ended = dataclasses.replace(ended, cpu_time=record.cpu_time)
                 values.update(
                     exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
                     cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,

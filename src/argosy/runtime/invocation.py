@@ -174,6 +174,7 @@ class ResultRecord:
     reason: str | None = None  # why it failed: a Reason value (exception, output_error ...)
     error: str | None = None
     peak_memory: int | None = None  # bytes, the launcher's own resident high-water mark
+    cpu_time: float | None = None  # seconds of CPU (user + system): the launcher and its children
     version: int = RESULT_VERSION
 
     @property
@@ -192,6 +193,7 @@ class ResultRecord:
             "reason": self.reason,
             "error": self.error,
             "peak_memory": self.peak_memory,
+            "cpu_time": self.cpu_time,
         }
 
     @classmethod
@@ -207,4 +209,5 @@ class ResultRecord:
             reason=doc.get("reason"),
             error=doc.get("error"),
             peak_memory=doc.get("peak_memory"),
+            cpu_time=doc.get("cpu_time"),
         )

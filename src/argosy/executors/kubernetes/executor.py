@@ -511,16 +511,9 @@ class KubernetesExecutor(Executor):
         exit_code, sig, reason, message = self._outcome(a)
         if message and reason is not None:
             self._write(a, f"argosy: {message}", stream="err")
-        a.log.close()
-        if a.log_key:
-            try:
-                self.store.put_record_file(a.log_key, a.log_path)
-            except (OSError, StoreError) as exc:
-                log.warning("attempt %s: could not store its log: %s", a.attempt_id, exc)
-        a.log_path.unlink(missing_ok=True)
+        self._end_log(a, keep=True)
         self._delete(a)
-        if a.reserved:
-            self.ledger.release(self.tenant, a.cpu, a.memory, ())
+        self._release(a)
         return AttemptExit(
             attempt_id=a.attempt_id,
             exit_code=exit_code,
@@ -533,11 +526,34 @@ class KubernetesExecutor(Executor):
             message=message,
         )
 
+    def _end_log(self, a: _Attempt, *, keep: bool) -> None:
+        """Close the attempt's log file and remove it, stored first as its log record when
+        ``keep`` (a handed-over attempt's log goes on with its next owner)."""
+        a.log.close()
+        if keep and a.log_key:
+            try:
+                self.store.put_record_file(a.log_key, a.log_path)
+            except (OSError, StoreError) as exc:
+                log.warning("attempt %s: could not store its log: %s", a.attempt_id, exc)
+        a.log_path.unlink(missing_ok=True)
+
+    def _release(self, a: _Attempt) -> None:
+        """Give the attempt's share of the tenant's quota back (once)."""
+        if a.reserved:
+            self.ledger.release(self.tenant, a.cpu, a.memory, ())
+            a.reserved = False
+
+    def _remove(self, kind: str, name: str) -> bool:
+        """Delete an attempt's Job (foreground: its pod goes first) or Secret; False when it
+        was gone already."""
+        propagation = "Foreground" if kind == "Job" else None
+        return self.client.delete(kind, self.namespace, name, propagation=propagation)
+
     def _delete(self, a: _Attempt) -> None:
         """The Job (its pod with it) and the Secret: nothing is left behind."""
-        for kind, propagation in (("Job", "Foreground"), ("Secret", None)):
+        for kind in ("Job", "Secret"):
             try:
-                self.client.delete(kind, a.namespace, a.job, propagation=propagation)
+                self._remove(kind, a.job)
             except KubernetesApiError as exc:  # the sweeper removes it later
                 log.warning("could not delete %s %s/%s: %s", kind, a.namespace, a.job, exc)
 
@@ -563,9 +579,8 @@ class KubernetesExecutor(Executor):
                     )
                 )
                 self._cond.notify_all()
-            a.log.close()
-            a.log_path.unlink(missing_ok=True)
-            self.ledger.release(self.tenant, a.cpu, a.memory, ())
+            self._end_log(a, keep=False)
+            self._release(a)
             return
         messages: dict[str, str] = {
             Reason.TIMEOUT: "ran past its timeout; the Job was deleted",
@@ -580,7 +595,7 @@ class KubernetesExecutor(Executor):
         if a.pod is not None and not a.pod.deleted:
             self._read_log(a)
         try:
-            self.client.delete("Job", a.namespace, a.job, propagation="Foreground")
+            self._remove("Job", a.job)
         except KubernetesApiError as exc:
             log.warning("could not delete Job %s/%s: %s", a.namespace, a.job, exc)
         with self._cond:
@@ -653,12 +668,8 @@ class KubernetesExecutor(Executor):
         for job in self._jobs_of(attempt_id):
             if job["metadata"].get("deletionTimestamp"):
                 continue  # already going
-            found |= self.client.delete(
-                "Job", self.namespace, job["metadata"]["name"], propagation="Foreground"
-            )
-        name = manifests.job_name(attempt_id)
-        found |= self.client.delete("Secret", self.namespace, name)
-        return found
+            found |= self._remove("Job", job["metadata"]["name"])
+        return self._remove("Secret", manifests.job_name(attempt_id)) or found
 
     def adopt_log(self, attempt_id: str, log_key: str) -> list[str]:
         """Store what an orphaned attempt's pod logged (if the pod is still there)."""
@@ -669,10 +680,7 @@ class KubernetesExecutor(Executor):
         self._forget(attempt_id)
         a.pod, a.pod_name = pod, pod.name
         self._read_log(a)
-        a.log.close()
-        if log_key:
-            self.store.put_record_file(log_key, a.log_path)
-        a.log_path.unlink(missing_ok=True)
+        self._end_log(a, keep=True)
         return list(a.tail)
 
     def sweep(self, is_live: Callable[[str], bool]) -> list[str]:
@@ -686,11 +694,7 @@ class KubernetesExecutor(Executor):
                 attempt = (meta.get("labels") or {}).get(ATTEMPT_LABEL, "")
                 if not attempt or attempt in self._attempts or is_live(attempt):
                     continue
-                propagation = "Foreground" if kind == "Job" else None
-                deleted = self.client.delete(
-                    kind, self.namespace, meta["name"], propagation=propagation
-                )
-                if deleted and attempt not in removed:
+                if self._remove(kind, meta["name"]) and attempt not in removed:
                     removed.append(attempt)
         return removed
 
@@ -798,29 +802,30 @@ _PROCESS: dict[str, Any] = {}
 _PROCESS_LOCK = threading.Lock()
 
 
-def _process_client() -> KubernetesClient:
+def _per_process(name: str, make: Callable[[], Any]) -> Any:
+    """One ``name`` per server process (made on first use), shared by every run's executor."""
     with _PROCESS_LOCK:
-        if "client" not in _PROCESS:
-            _PROCESS["client"] = KubernetesClient.connect()
-        client: KubernetesClient = _PROCESS["client"]
-        return client
+        if name not in _PROCESS:
+            _PROCESS[name] = make()
+        return _PROCESS[name]
+
+
+def _process_client() -> KubernetesClient:
+    client: KubernetesClient = _per_process("client", KubernetesClient.connect)
+    return client
 
 
 def _process_ledger(quotas: Callable[[str], Mapping[str, Any] | None] | None) -> CapacityLedger:
     """Quotas across every run of this process (the cluster's capacity is not counted)."""
-    with _PROCESS_LOCK:
-        if "ledger" not in _PROCESS:
-            _PROCESS["ledger"] = CapacityLedger(UNLIMITED, quotas=quotas)
-        ledger: CapacityLedger = _PROCESS["ledger"]
-        return ledger
+    ledger: CapacityLedger = _per_process(
+        "ledger", lambda: CapacityLedger(UNLIMITED, quotas=quotas)
+    )
+    return ledger
 
 
 def _process_work_dir() -> Path:
-    with _PROCESS_LOCK:
-        if "work" not in _PROCESS:
-            _PROCESS["work"] = Path(tempfile.mkdtemp(prefix="argosy-k8s-"))
-        work: Path = _PROCESS["work"]
-        return work
+    work: Path = _per_process("work", lambda: Path(tempfile.mkdtemp(prefix="argosy-k8s-")))
+    return work
 
 
 def _parse_ns(stamp: str) -> int | None:
