@@ -58,6 +58,7 @@ LEAST_ROLE = {
     Action.TOKEN_WRITE: "owner", Action.SECRET_READ: "owner", Action.SECRET_WRITE: "owner",
     Action.TENANT_SETTINGS_WRITE: "owner", Action.AUDIT_READ: "owner",
     Action.RETRIEVAL_APPROVE: "owner",
+    Action.MODEL_READ: "viewer", Action.MODEL_WRITE: "editor", Action.MODEL_PROMOTE: "editor",
     Action.TENANT_CREATE: "P", Action.TENANT_ARCHIVE: "P", Action.TENANT_QUOTAS_WRITE: "P",
     Action.TENANT_LIST_ALL: "P", Action.AUDIT_READ_ALL: "P", Action.SCIM: "P",
     Action.PUBLIC: "-", Action.AUTHENTICATED: "-", Action.TASK: "-",

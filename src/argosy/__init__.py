@@ -2,8 +2,9 @@
 
 The public SDK is re-exported here; importing it must stay cheap, because every task's
 process imports it again (no pydantic, SQLAlchemy or pandas at import time). The Python API
-for runs (``Run``, ``runs``, ``connect``; see :mod:`argosy.client.runs`) is imported on first
-use.
+for runs (``Run``, ``runs``, ``connect``; see :mod:`argosy.client.runs`) and the model
+registry (``Model``, ``models``, ``register_model``: :mod:`argosy.client.models`) is imported
+on first use.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from argosy.sdk.step import ContainerStep, Step, container_step, step
 from argosy.sdk.types import Metrics, serializer
 
 if TYPE_CHECKING:
+    from argosy.client.models import Model, models, register_model
     from argosy.client.runs import Run, connect, runs
 
 __all__ = [
@@ -23,14 +25,17 @@ __all__ = [
     "Else",
     "If",
     "Metrics",
+    "Model",
     "Pipeline",
     "Run",
     "Step",
     "connect",
     "container_step",
     "exit_handler",
+    "models",
     "one_of",
     "pipeline",
+    "register_model",
     "runs",
     "serializer",
     "step",
@@ -43,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from argosy.client import runs as python_api
 
         return getattr(python_api, name)
+    if name in ("Model", "models", "register_model"):
+        from argosy.client import models as registry_api
+
+        return getattr(registry_api, name)
     raise AttributeError(f"module 'argosy' has no attribute {name!r}")

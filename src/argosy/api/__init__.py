@@ -20,8 +20,13 @@ from argosy.api.documents import RunDiff as _RunDiff
 from argosy.api.documents import Schedule as _Schedule
 from argosy.api.documents import Task as _Task
 from argosy.api.documents import __all__ as _documents
+from argosy.api.registry import *  # noqa: F403
+from argosy.api.registry import AliasEvent as _AliasEvent
+from argosy.api.registry import Model as _Model
+from argosy.api.registry import ModelVersion as _ModelVersion
+from argosy.api.registry import __all__ as _registry
 
-__all__ = [*_documents, "PUBLISHED", "json_schema"]
+__all__ = [*_documents, *_registry, "PUBLISHED", "json_schema"]
 
 PUBLISHED: dict[str, type[Versioned]] = {
     "run": RunDetail,
@@ -33,6 +38,9 @@ PUBLISHED: dict[str, type[Versioned]] = {
     "pipeline": _Pipeline,
     "version": _PipelineVersion,
     "schedule": _Schedule,
+    "model": _Model,
+    "model-version": _ModelVersion,
+    "alias-event": _AliasEvent,
 }
 """The documents whose JSON Schema is published (``argosy schema NAME``) and committed in
 ``schemas/NAME.json``; a test checks each change against the committed one is additive."""

@@ -4,7 +4,8 @@ Every API route declares its :class:`Action`; the same function decides for the 
 UI and artifact downloads, so permissions are identical everywhere. Roles are per tenant:
 
 - ``viewer``: read everything in the tenant;
-- ``editor``: also submit, cancel and retry runs, push pipelines, manage schedules;
+- ``editor``: also submit, cancel and retry runs, push pipelines, manage schedules,
+  register models and move their aliases;
 - ``owner``: also members (role bindings), API tokens, secrets, settings, the tenant's audit log;
 - platform admin (configured groups/users): everything, in every tenant, and tenant admin.
 
@@ -46,6 +47,9 @@ class Action(StrEnum):
     LOG_READ = "log.read"
     SCHEDULE_READ = "schedule.read"
     TENANT_READ = "tenant.read"
+    COST_READ = "cost.read"  # the tenant's costs and budget
+    RETRIEVAL_REQUEST = "retrieval.request"  # ask for archived data back (an owner decides)
+    MODEL_READ = "model.read"
     # changes (editor)
     BLOB_WRITE = "blob.write"
     PIPELINE_PUSH = "pipeline.push"
@@ -53,6 +57,8 @@ class Action(StrEnum):
     RUN_CANCEL = "run.cancel"
     RUN_RETRY = "run.retry"
     SCHEDULE_WRITE = "schedule.write"
+    MODEL_WRITE = "model.write"  # register model versions
+    MODEL_PROMOTE = "model.promote"  # move a model's aliases (promote, demote)
     # administration of the tenant (owner)
     MEMBER_READ = "member.read"
     MEMBER_WRITE = "member.write"
@@ -63,12 +69,18 @@ class Action(StrEnum):
     TENANT_SETTINGS_WRITE = "tenant.settings.write"
     AUDIT_READ = "audit.read"
     RETRIEVAL_APPROVE = "retrieval.approve"
+    LEGAL_HOLD_WRITE = "legal_hold.write"  # place and release legal holds, set retention
+    RUN_DELETE = "run.delete"  # delete runs: their rows and bytes
     # platform (platform admin only)
     TENANT_CREATE = "tenant.create"
     TENANT_ARCHIVE = "tenant.archive"
     TENANT_QUOTAS_WRITE = "tenant.quotas.write"
     TENANT_LIST_ALL = "tenant.list_all"
     AUDIT_READ_ALL = "audit.read_all"
+    METRICS_READ = "metrics.read"  # /metrics (or the scrape token)
+    COST_READ_ALL = "cost.read_all"  # cost of every tenant
+    GC = "gc"  # collect unreferenced blobs and leftovers of the whole deployment
+    LIFECYCLE_RUN = "lifecycle.run"  # run the retention job now
     SCIM = "scim"
     # anyone, even anonymous (health probes, login, the OpenAPI document)
     PUBLIC = "public"
@@ -80,17 +92,21 @@ class Action(StrEnum):
 
 MINIMUM_ROLE: dict[Action, Role] = {
     **{a: Role.viewer for a in (Action.PIPELINE_READ, Action.RUN_READ, Action.ARTIFACT_READ,
-                                Action.LOG_READ, Action.SCHEDULE_READ, Action.TENANT_READ)},
+                                Action.LOG_READ, Action.SCHEDULE_READ, Action.TENANT_READ,
+                                Action.MODEL_READ)},
     **{a: Role.editor for a in (Action.BLOB_WRITE, Action.PIPELINE_PUSH, Action.RUN_CREATE,
-                                Action.RUN_CANCEL, Action.RUN_RETRY, Action.SCHEDULE_WRITE)},
+                                Action.RUN_CANCEL, Action.RUN_RETRY, Action.SCHEDULE_WRITE,
+                                Action.MODEL_WRITE, Action.MODEL_PROMOTE)},
     **{a: Role.owner for a in (Action.MEMBER_READ, Action.MEMBER_WRITE, Action.TOKEN_READ,
                                Action.TOKEN_WRITE, Action.SECRET_READ, Action.SECRET_WRITE,
                                Action.TENANT_SETTINGS_WRITE, Action.AUDIT_READ,
-                               Action.RETRIEVAL_APPROVE)},
+                               Action.RETRIEVAL_APPROVE, Action.LEGAL_HOLD_WRITE,
+                               Action.RUN_DELETE)},
+    **{a: Role.viewer for a in (Action.COST_READ, Action.RETRIEVAL_REQUEST)},
 }  # fmt: skip
 PLATFORM_ONLY = {
     Action.TENANT_CREATE, Action.TENANT_ARCHIVE, Action.TENANT_QUOTAS_WRITE, Action.TENANT_LIST_ALL, Action.AUDIT_READ_ALL,
-    Action.SCIM,
+    Action.SCIM, Action.METRICS_READ, Action.COST_READ_ALL, Action.GC, Action.LIFECYCLE_RUN,
 }  # fmt: skip
 
 

@@ -964,6 +964,10 @@ from argosy.cli import ui_commands  # noqa: E402  (argosy ui: the web UI in loca
 
 ui_commands.register(app)
 
+from argosy.cli import models_cli  # noqa: E402  (argosy models: the model registry)
+
+models_cli.register(app, _with)
+
 
 def main() -> None:
     """Run the CLI: one line on stderr and a meaningful exit code (SystemExit) for user errors."""

@@ -15,6 +15,7 @@ same JSON document whether the run is on a laptop or on the server.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -119,6 +120,31 @@ class Backend(OperationsBackend, Protocol):
         self, run_ref: str, *, node: str | None = None, attempt: int | None = None
     ) -> Iterator[api.LogLine]:
         """Lines as they are written, until the run has finished."""
+
+    # -- the model registry (argosy.service.models) --------------------------------------------
+    def register_model(
+        self, name: str, body: api.ModelVersionCreate
+    ) -> api.ModelVersionRegistered: ...
+
+    def list_models(self) -> list[api.Model]: ...
+
+    def get_model(self, name: str) -> api.Model: ...
+
+    def list_model_versions(self, name: str) -> list[api.ModelVersion]: ...
+
+    def get_model_version(self, name: str, which: str | None) -> api.ModelVersion:
+        """A version by number, by alias, or the newest (``None``)."""
+
+    def promote_model(
+        self, name: str, alias: str, version: int, reason: str | None
+    ) -> api.AliasEvent: ...
+
+    def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent: ...
+
+    def model_alias_at(self, name: str, alias: str, at: datetime | None) -> api.AliasState:
+        """The version the alias pointed at, at ``at`` (default: now)."""
+
+    def model_history(self, name: str, alias: str | None) -> list[api.AliasEvent]: ...
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -719,6 +719,55 @@ class Client:
     def delete_secret(self, name: str) -> None:
         self._send("DELETE", self._t(f"/secrets/{name}"))
 
+    # -- the model registry ----------------------------------------------------------------------
+    def register_model(
+        self, name: str, body: models.ModelVersionCreate
+    ) -> models.ModelVersionRegistered:
+        """Register an artifact as a version of ``name`` (the same artifact again: its version)."""
+        return self._one(
+            models.ModelVersionRegistered, "POST", self._t(f"/models/{name}/versions"),
+            json=body.model_dump(mode="json", exclude_none=True), idempotent=True,
+        )  # fmt: skip
+
+    def list_models(self) -> list[models.Model]:
+        return self._many(models.Model, self._t("/models"))
+
+    def get_model(self, name: str) -> models.Model:
+        return self._one(models.Model, "GET", self._t(f"/models/{name}"))
+
+    def list_model_versions(self, name: str) -> list[models.ModelVersion]:
+        return self._many(models.ModelVersion, self._t(f"/models/{name}/versions"))
+
+    def get_model_version(self, name: str, which: str | None = None) -> models.ModelVersion:
+        """A version by number, by alias, or the newest (``None``)."""
+        ref = which or "latest"
+        return self._one(models.ModelVersion, "GET", self._t(f"/models/{name}/versions/{ref}"))
+
+    def promote_model(
+        self, name: str, alias: str, version: int, reason: str | None = None
+    ) -> models.AliasEvent:
+        body = models.ModelPromote(version=version, reason=reason).model_dump(exclude_none=True)
+        return self._one(
+            models.AliasEvent, "PUT", self._t(f"/models/{name}/aliases/{alias}"), json=body,
+            idempotent=True,
+        )  # fmt: skip
+
+    def demote_model(self, name: str, alias: str, reason: str | None = None) -> models.AliasEvent:
+        params = {"reason": reason} if reason else None
+        return self._one(
+            models.AliasEvent, "DELETE", self._t(f"/models/{name}/aliases/{alias}"), params=params
+        )
+
+    def model_alias_at(self, name: str, alias: str, at: str | None = None) -> models.AliasState:
+        params = {"at": at} if at else None
+        return self._one(
+            models.AliasState, "GET", self._t(f"/models/{name}/aliases/{alias}"), params=params
+        )
+
+    def model_history(self, name: str, alias: str | None = None) -> list[models.AliasEvent]:
+        params = {"alias": alias} if alias else None
+        return self._many(models.AliasEvent, self._t(f"/models/{name}/history"), params)
+
 
 # -- helpers -----------------------------------------------------------------------------------
 def _user_agent() -> str:

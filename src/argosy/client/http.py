@@ -9,6 +9,7 @@ and named in the run request, so a pipeline that reads local files runs unchange
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -202,3 +203,33 @@ class HttpBackend(HttpOperations):
         self, run_ref: str, *, node: str | None = None, attempt: int | None = None
     ) -> Iterator[api.LogLine]:
         return self.client.follow_logs(run_ref, node=node, attempt=attempt)
+
+    # -- the model registry --------------------------------------------------------------------
+    def register_model(self, name: str, body: api.ModelVersionCreate) -> api.ModelVersionRegistered:
+        return self.client.register_model(name, body)
+
+    def list_models(self) -> list[api.Model]:
+        return self.client.list_models()
+
+    def get_model(self, name: str) -> api.Model:
+        return self.client.get_model(name)
+
+    def list_model_versions(self, name: str) -> list[api.ModelVersion]:
+        return self.client.list_model_versions(name)
+
+    def get_model_version(self, name: str, which: str | None) -> api.ModelVersion:
+        return self.client.get_model_version(name, which)
+
+    def promote_model(
+        self, name: str, alias: str, version: int, reason: str | None
+    ) -> api.AliasEvent:
+        return self.client.promote_model(name, alias, version, reason)
+
+    def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent:
+        return self.client.demote_model(name, alias, reason)
+
+    def model_alias_at(self, name: str, alias: str, at: datetime | None) -> api.AliasState:
+        return self.client.model_alias_at(name, alias, at.isoformat() if at else None)
+
+    def model_history(self, name: str, alias: str | None) -> list[api.AliasEvent]:
+        return self.client.model_history(name, alias)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -391,6 +392,56 @@ class LocalBackend(LocalOperations):
                 return
             if len(page.items) < logs.PAGE_LINES:
                 time.sleep(FOLLOW_POLL_SECONDS)
+
+    # -- the model registry --------------------------------------------------------------------
+    def register_model(self, name: str, body: api.ModelVersionCreate) -> api.ModelVersionRegistered:
+        from argosy.service import models
+
+        return models.register(self.ctx, name, body)
+
+    def list_models(self) -> list[api.Model]:
+        from argosy.service import models
+
+        return _all_pages(lambda cursor: models.list_models(self.ctx, cursor=cursor))
+
+    def get_model(self, name: str) -> api.Model:
+        from argosy.service import models
+
+        return models.get_model(self.ctx, name)
+
+    def list_model_versions(self, name: str) -> list[api.ModelVersion]:
+        from argosy.service import models
+
+        return _all_pages(lambda cursor: models.list_versions(self.ctx, name, cursor=cursor))
+
+    def get_model_version(self, name: str, which: str | None) -> api.ModelVersion:
+        from argosy.service import models
+
+        return models.get_version(self.ctx, name, which)
+
+    def promote_model(
+        self, name: str, alias: str, version: int, reason: str | None
+    ) -> api.AliasEvent:
+        from argosy.service import models
+
+        return models.promote(
+            self.ctx, name, alias, api.ModelPromote(version=version, reason=reason)
+        )
+
+    def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent:
+        from argosy.service import models
+
+        return models.demote(self.ctx, name, alias, reason)
+
+    def model_alias_at(self, name: str, alias: str, at: datetime | None) -> api.AliasState:
+        from argosy.service import models
+
+        return models.alias_at(self.ctx, name, alias, at)
+
+    def model_history(self, name: str, alias: str | None) -> list[api.AliasEvent]:
+        from argosy.service import models
+
+        return _all_pages(lambda cursor: models.history(self.ctx, name, alias=alias, cursor=cursor))
 
 
 class StoppedAtOnce(KeyboardInterrupt):

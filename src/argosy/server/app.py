@@ -28,6 +28,7 @@ from argosy.server.routes import (
     login,
     logs,
     members,
+    models,
     pipelines,
     runs,
     schedules,
@@ -97,6 +98,7 @@ def create_app(context: ServerContext) -> FastAPI:
         logs,
         schedules,
         secrets,
+        models,
         task_store,
     ):
         app.include_router(module.router)

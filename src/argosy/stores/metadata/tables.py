@@ -123,6 +123,9 @@ class Run(_Row, Base):
     owner: Mapped[str | None] = mapped_column(String(26))  # the server instance driving it
     retry_of: Mapped[str | None] = mapped_column(String(26), index=True)
     schedule_id: Mapped[str | None] = mapped_column(String(26), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))  # given by who started it (CI: the build)
+    description: Mapped[str | None] = mapped_column(Text)
+    trigger_id: Mapped[str | None] = mapped_column(String(26), index=True)  # what made it
 
 
 class Task(_Row, Base):
@@ -497,3 +500,104 @@ class Deletion(_Row, Base):
     target_id: Mapped[str] = mapped_column(String(26), unique=True)
     why: Mapped[str] = mapped_column(String(32))  # retention | user | tenant
     detail: Mapped[dict[str, Any] | None]  # blobs and records to remove
+
+
+# -- from pipeline to production (issue 18): run labels, the model registry, triggers ----------
+class RunTag(_Row, Base):
+    """One ``key=value`` label of a run (``argosy run --tag k=v``; runs are filtered by them)."""
+
+    __tablename__ = "run_tags"
+    __table_args__ = (
+        UniqueConstraint("run_id", "key"),
+        Index("ix_run_tags_tenant_key_value", "tenant", "key", "value"),
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    key: Mapped[str] = mapped_column(String(63))
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class RegisteredModel(_Row, Base):
+    """A named model of a tenant: its versions are artifacts of runs."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class ModelVersionRow(_Row, Base):
+    """Version ``version`` (1, 2, ...) of a model: one artifact of one run, immutable, with
+    the schemas, signature and metrics read when it was registered."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version"),
+        UniqueConstraint("artifact_id", "model_id"),
+    )
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"))
+    run_id: Mapped[str] = mapped_column(String(26), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    training_data_id: Mapped[str | None] = mapped_column(String(26))
+    input_schema: Mapped[dict[str, Any] | None]
+    output_schema: Mapped[dict[str, Any] | None]
+    signature: Mapped[str] = mapped_column(String(71))
+    metrics: Mapped[dict[str, Any] | None]
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelAlias(_Row, Base):
+    """An alias of a model (``production``) and the version it points at now."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("model_id", "alias"),)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    alias: Mapped[str] = mapped_column(String(63))
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
+
+
+class ModelAliasEvent(_Row, Base):
+    """One promotion or demotion (append-only): the history "what was in production when"
+    is read from these rows alone."""
+
+    __tablename__ = "model_alias_events"
+    __table_args__ = (
+        Index("ix_model_alias_events_model_alias", "model_id", "alias", "created_at"),
+    )
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    alias: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(16))  # promote | demote
+    version_id: Mapped[str | None] = mapped_column(String(26))
+    version: Mapped[int | None] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Trigger(_Row, Base):
+    """A rule that runs a pipeline on an event: another pipeline's run succeeded, a signed
+    webhook arrived, a new version of a model (or a named artifact) appeared."""
+
+    __tablename__ = "triggers"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))  # run_succeeded | webhook | model_version
+    source: Mapped[dict[str, Any]]  # {pipeline} | {secret} | {model} (what it watches)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))  # what it runs
+    version: Mapped[str | None] = mapped_column(String(255))  # None: the newest at each fire
+    parameters: Mapped[dict[str, Any]]  # static values
+    bindings: Mapped[dict[str, Any]]  # parameter -> where its value comes from in the event
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    watermark: Mapped[datetime | None]  # events up to here have been looked at
+
+
+class TriggerFire(_Row, Base):
+    """One event a trigger acted on, written once (the unique key makes fires exactly-once,
+    whichever server instance sees the event first)."""
+
+    __tablename__ = "trigger_fires"
+    __table_args__ = (UniqueConstraint("trigger_id", "event_key"),)
+    trigger_id: Mapped[str] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"))
+    event_key: Mapped[str] = mapped_column(String(255))  # run:<id> | webhook:<id> | model:<id>
+    run_id: Mapped[str | None] = mapped_column(String(26))
+    outcome: Mapped[str] = mapped_column(String(32))  # created | failed
+    detail: Mapped[str | None] = mapped_column(Text)

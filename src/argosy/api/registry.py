@@ -1,0 +1,154 @@
+"""The model registry's documents: models, their versions, aliases and the history of every
+promotion and demotion (``/api/v1/tenants/{tenant}/models``).
+
+A model version points at one artifact of one run (immutable); an alias (``staging``,
+``production``) points at one version of its model and moves only by promotion or demotion,
+each recorded as an :class:`AliasEvent` with who, when and why.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from argosy.api.documents import Document, Request, Versioned
+
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+"""An alias starts with a letter (so ``MODEL@3`` is a version number, ``MODEL@prod`` an alias)."""
+
+ColumnType = Literal[
+    "float64", "float32", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16",
+    "uint8", "bool", "string", "datetime", "date", "binary", "any",
+]  # fmt: skip
+
+
+class ColumnSchema(Document):
+    """One column of a model's input or output: its name and type (``float64`` accepts
+    integers too; ``any`` accepts any JSON value)."""
+
+    name: str
+    type: ColumnType
+    nullable: bool = False
+
+
+class ColumnSchemaIn(Request):
+    name: str = Field(min_length=1, max_length=255)
+    type: ColumnType
+    nullable: bool = False
+
+
+class ModelSchema(Document):
+    """The columns a model reads (input) or writes (output), in order, and where they were
+    learned from (``training data RUN/NODE/OUTPUT``, ``given at registration``)."""
+
+    columns: list[ColumnSchema]
+    source: str | None = None
+
+
+class ModelVersionCreate(Request):
+    """Register a run's artifact as the next version of a model (created on first use).
+
+    The input schema is read from the training data (the nearest upstream data frame in the
+    artifact's lineage, or ``training_data``): its columns less ``target`` and ``exclude``;
+    the output schema is ``target``'s column. ``input_schema``/``output_schema`` given here
+    are taken as they are. Registering the same artifact again returns its version."""
+
+    artifact: str = Field(min_length=4, max_length=1024, description="RUN/NODE/OUTPUT or an id")
+    description: str | None = Field(default=None, max_length=4000)
+    target: str | None = Field(default=None, max_length=255)
+    exclude: list[str] = Field(default_factory=list, max_length=1000)
+    training_data: str | None = Field(default=None, max_length=1024)
+    input_schema: list[ColumnSchemaIn] | None = Field(default=None, max_length=10_000)
+    output_schema: list[ColumnSchemaIn] | None = Field(default=None, max_length=10_000)
+    metrics: dict[str, Any] | None = None
+
+
+class ModelVersion(Versioned):
+    id: str
+    model: str
+    version: int
+    artifact_id: str
+    artifact: str  # RUN/NODE/OUTPUT
+    sha256: str
+    format: str  # joblib, pickle, ...: how the serving process loads it
+    type: str
+    run_id: str
+    pipeline: str
+    pipeline_digest: str
+    training_data: str | None = None  # RUN/NODE/OUTPUT of the data the schema came from
+    input_schema: ModelSchema | None = None
+    output_schema: ModelSchema | None = None
+    signature: str  # sha256 of the input and output schemas: equal signatures swap safely
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    aliases: list[str] = Field(default_factory=list)
+    description: str | None = None
+    created_at: datetime
+    created_by: str
+
+
+class ModelVersionRegistered(Versioned):
+    """The outcome of a registration: ``created`` is false when the artifact already was a
+    version of the model."""
+
+    version: ModelVersion
+    created: bool
+
+
+class Model(Versioned):
+    id: str
+    name: str
+    created_at: datetime
+    created_by: str
+    latest_version: int | None = None
+    aliases: dict[str, int] = Field(default_factory=dict)  # alias -> version
+
+
+class ModelPromote(Request):
+    """Point ``alias`` at ``version`` (a promotion; the alias moves from where it was)."""
+
+    version: int = Field(ge=1)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class AliasEvent(Versioned):
+    """One promotion or demotion: the alias, the version it now points at (``None``: removed)
+    and the one it pointed at before, who, when and why."""
+
+    id: str
+    model: str
+    alias: str
+    action: Literal["promote", "demote"]
+    version: int | None = None
+    previous_version: int | None = None
+    reason: str | None = None
+    at: datetime
+    by: str
+
+
+class AliasState(Versioned):
+    """Which version an alias pointed at, at a time (``None``: none), and since when."""
+
+    model: str
+    alias: str
+    at: datetime
+    version: int | None = None
+    since: datetime | None = None
+    event: AliasEvent | None = None
+
+
+__all__ = [
+    "ALIAS_PATTERN",
+    "AliasEvent",
+    "AliasState",
+    "ColumnSchema",
+    "ColumnSchemaIn",
+    "ColumnType",
+    "Model",
+    "ModelPromote",
+    "ModelSchema",
+    "ModelVersion",
+    "ModelVersionCreate",
+    "ModelVersionRegistered",
+]
