@@ -326,3 +326,71 @@ def test_on_a_server_the_servers_tokens_with_the_viewer_role_may_predict(
             service.stop()
     finally:
         server.stop(timeout=20)
+
+
+def test_the_serving_deployment_files_are_valid() -> None:
+    import kubernetes_validate
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent / "deploy"
+    docs = list(yaml.safe_load_all((root / "serving" / "deployment.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    text = (root / "docker" / "serving.Dockerfile").read_text()
+    assert re.search(r"^ARG BASE=\S+@sha256:[0-9a-f]{64}$", text, flags=re.M)
+    assert re.search(r"^USER 10001:10001$", text, flags=re.M)
+    assert '"models", "serve"' in text
+
+
+def test_promote_and_notify_sends_a_signed_webhook(demo: Demo) -> None:
+    """The pipeline-step helper promotes, then POSTs the model's URI and metadata, signed."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from argosy.client.local import LocalBackend
+    from argosy.config import load_settings
+    from argosy.serving.notify import promote_and_notify
+    from argosy.webhooks import SignatureError, verify
+
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    backend = LocalBackend(load_settings(home=demo.ws.home))
+    try:
+        url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+        event = promote_and_notify("breast-cancer", 1, "canary", reason="notify test",
+                                   webhook=url, secret="s3cret-shared", backend=backend)  # fmt: skip
+        assert (event.version, event.reason) == (1, "notify test")
+        ((body, headers),) = received
+        assert verify("s3cret-shared", body, headers)  # the delivery id
+        doc = json.loads(body)
+        assert (doc["model"], doc["alias"], doc["version"], doc["uri"]) == (
+            "breast-cancer", "canary", 1, "argosy://breast-cancer/1"
+        )  # fmt: skip
+        assert doc["sha256"] and doc["input_schema"]["columns"][0]["name"] == FEATURES[0]
+        with pytest.raises(SignatureError):
+            verify("another-secret", body, headers)
+        with pytest.raises(SignatureError):
+            verify("s3cret-shared", body + b" ", headers)
+        with pytest.raises(SignatureError, match="timestamp"):
+            verify("s3cret-shared", body, headers, now=time.time() + 3600)
+        assert backend.get_model("breast-cancer").aliases["canary"] == 1
+        backend.demote_model("breast-cancer", "canary", "cleanup")
+    finally:
+        hook.shutdown()
+        backend.close()
