@@ -179,14 +179,23 @@ def compile_(
         typer.Option("--out", help="write the spec here (.yaml or .json); default: stdout"),
     ] = None,
     to: Annotated[
-        str, typer.Option("--target", help="argosy (the spec) or argo (a WorkflowTemplate)")
+        str,
+        typer.Option(
+            "--target", help="argosy (the spec), argo (a WorkflowTemplate) or kfp (KFP v2 IR)"
+        ),
     ] = "argosy",
     image: Annotated[
-        str | None, typer.Option("--image", help="--target argo: the runtime image (pinned)")
+        str | None,
+        typer.Option("--image", help="--target argo/kfp: the runtime image (pinned)"),
     ] = None,
 ) -> None:
     """Compile a pipeline to its portable spec (apiVersion argosy.dev/v1), or with
-    --target argo to an Argo Workflows WorkflowTemplate."""
+    --target argo to an Argo Workflows WorkflowTemplate, --target kfp to KFP v2 IR."""
+    if to == "kfp":
+        from argosy.cli import kfp_commands
+
+        kfp_commands.compile_kfp(_settings(), target, out, image)
+        return
     if to == "argo":
         from argosy.cli import kubernetes_commands
 

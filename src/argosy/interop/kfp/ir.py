@@ -35,7 +35,7 @@ ARGOSY_TO_PARAMETER = {
     "bool": "BOOLEAN",
     "list": "LIST",
     "dict": "STRUCT",
-    "argosy.Metrics": "STRUCT",
+    "metrics": "STRUCT",
 }
 # the kind of executor a leaf component has
 LIGHTWEIGHT, CONTAINER, IMPORTER = "lightweight", "container", "importer"

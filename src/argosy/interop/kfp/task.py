@@ -321,6 +321,9 @@ class KfpTask:
             },
             "outputFile": str(self.root / "executor_output.json"),
         }
+        for doc in outputs["parameters"].values():  # KFP's launcher makes these folders too
+            Path(doc["outputFile"]).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / "artifacts").mkdir(parents=True, exist_ok=True)
         self.executor_input = {
             "inputs": {
                 "parameterValues": dict(self.params),
@@ -414,6 +417,8 @@ class KfpTask:
                               "command to run on the host")  # fmt: skip
             if argv[0] in ("sh", "/bin/sh") and shutil.which("bash"):
                 argv[0] = "bash"  # the images' sh (busybox ash, bash) accepts [[ ]]; dash does not
+            elif argv[0] in ("python", "python3"):
+                argv[0] = sys.executable  # this environment's Python (Argosy's, on the host)
             proc = subprocess.run(argv, cwd=self.root, check=False)
         else:
             engine = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
