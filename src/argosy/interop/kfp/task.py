@@ -421,7 +421,7 @@ class KfpTask:
                 argv[0] = sys.executable  # this environment's Python (Argosy's, on the host)
             proc = subprocess.run(argv, cwd=self.root, check=False)
         else:
-            engine = os.environ.get("ARGOSY_CONTAINER_ENGINE") or container_engine()
+            engine = container_engine()  # ARGOSY_CONTAINER_ENGINE, else podman, else docker
             if not engine:
                 raise _failed(
                     "container_error",
