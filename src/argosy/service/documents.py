@@ -30,8 +30,10 @@ from argosy.stores.metadata.tables import (
     Pipeline,
     PipelineVersion,
     Run,
+    RunTag,
     Schedule,
     Task,
+    Trigger,
 )
 
 INLINE_VALUE_BYTES = 64 * 1024  # JSON values up to this size are shown in documents
@@ -99,7 +101,7 @@ def _engine_alive(run: Run) -> bool | None:
 def run_documents(
     session: Session, runs: Sequence[Run], store: ArtifactStore | None = None
 ) -> list[api.Run]:
-    """Documents of runs (names, digests, schedules and outputs in four queries)."""
+    """Documents of runs (names, digests, schedules, tags, triggers and outputs in six queries)."""
     if not runs:
         return []
 
@@ -115,6 +117,13 @@ def run_documents(
     schedules = lookup(
         Schedule.id, Schedule.name, ids={r.schedule_id for r in runs if r.schedule_id}
     )
+    tags: dict[str, dict[str, str]] = {}
+    tagged = select(RunTag.run_id, RunTag.key, RunTag.value).where(
+        RunTag.run_id.in_({r.id for r in runs})
+    )
+    for run_id, key, value in session.execute(tagged.order_by(RunTag.key)):
+        tags.setdefault(run_id, {})[key] = value
+    triggers = lookup(Trigger.id, Trigger.name, ids={r.trigger_id for r in runs if r.trigger_id})
     output_ids = {aid for r in runs for aid in (r.outputs or {}).values()}
     outputs = (
         {a.id: a for a in session.scalars(select(Artifact).where(Artifact.id.in_(output_ids)))}
@@ -144,6 +153,10 @@ def run_documents(
                 for name, aid in (r.outputs or {}).items()
                 if aid in outputs
             },
+            name=r.name,
+            description=r.description,
+            tags=tags.get(r.id, {}),
+            trigger=triggers.get(r.trigger_id) if r.trigger_id else None,
         )
         for r in runs
     ]
