@@ -1,12 +1,13 @@
 """Table rows -> the wire documents of :mod:`argosy.api` (one place, for every home).
 
 A list of N runs costs a fixed number of queries (names, digests, schedules and output
-artifacts are each fetched for the whole page), and lists never read a blob: values there
-come from what the database keeps inline. One run's document also reads its pipeline
-outputs' and its metrics' small JSON values from their blobs (when the tenant's artifacts
-are encrypted nothing is inline), as does one artifact's; a collection of JSON values shows
-as the list of its elements' values. Reading a blob verifies it (a corrupted one is
-quarantined), so blobs are read only where their value is asked for.
+artifacts are each fetched for the whole page), and listings never read a blob: values there
+come from what the database keeps inline. One run's document (its tasks' outputs, its
+pipeline outputs, its metrics) and one artifact's also read small JSON values from their
+blobs — with encryption at rest nothing is inline, and a document must not depend on
+that —; a collection of JSON values shows as the list of its elements' values. Reading a
+blob verifies it (a corrupted one is quarantined), so blobs are read only where a value is
+asked for.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from argosy import api
-from argosy.sdk.types import METRICS
 from argosy.stores.artifacts.blobs import ArtifactStore
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.tables import (
@@ -208,9 +208,8 @@ def task_documents(
     for a in q.attempts_of(session, run.id):
         attempts.setdefault(a.task_id, []).append(a)
     outputs: dict[str, dict[str, api.ArtifactRef]] = {}
-    for art in q.artifacts_of(session, run.id):  # values read from blobs: metrics only
-        reader = store if art.type == METRICS else None
-        outputs.setdefault(art.task_id, {})[art.output_name] = artifact_ref(art, reader)
+    for art in q.artifacts_of(session, run.id):
+        outputs.setdefault(art.task_id, {})[art.output_name] = artifact_ref(art, store)
     docs = []
     for t in plan_order(q.tasks_of(session, run.id)):
         cache = t.cache or {}
