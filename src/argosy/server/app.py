@@ -39,6 +39,7 @@ from argosy.server.routes import (
     uploads,
 )
 from argosy.server.routes import audit as audit_routes
+from argosy.server.routes import kfp as kfp_routes
 from argosy.server.routes import scim as scim_routes
 
 DESCRIPTION = """\
@@ -104,6 +105,7 @@ def create_app(context: ServerContext) -> FastAPI:
         app.include_router(module.router)
     for router in (tenants.me_router, tenants.router, members.router, tokens.router):
         app.include_router(router)
+    app.include_router(kfp_routes.router)  # the KFP v2beta1 API kfp.Client uses
     if getattr(getattr(context, "settings", None), "insecure_dev", False):
         insecure_header(app)
     for audit_router in audit_routes.routers:
