@@ -7,10 +7,11 @@ read a newer server's documents.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 API_PREFIX = "/api/v1"
 SCHEMA_VERSION = 1  # of the documents below (``Versioned``): see the package docstring
@@ -138,8 +139,38 @@ class Upload(Document):
     completed: bool
 
 
+TAG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class RunLabels(Request):
+    """What people and CI call a run: a name, a description, ``key: value`` tags."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=4000)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        return check_tags(tags)
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    for key, value in tags.items():
+        if not re.match(TAG_KEY_PATTERN, key):
+            raise ValueError(
+                f"tag key {key!r}: letters, digits, '_', '.', '-' (at most 63), e.g. git_sha"
+            )
+        if len(value) > 255:
+            raise ValueError(f"tag {key!r}: the value is longer than 255 characters")
+    return tags
+
+
 class RunCreate(Request):
-    """Run a pushed pipeline version (a tag, a digest or a version id; default: the newest)."""
+    """Run a pushed pipeline version (a tag, a digest or a version id; default: the newest).
+
+    ``name``, ``description`` and ``tags`` (``key: value``) label the run for people and CI
+    (runs are listed by name and tags)."""
 
     pipeline: str = Field(pattern=NAME_PATTERN)
     version: str | None = None
@@ -150,6 +181,14 @@ class RunCreate(Request):
         default_factory=dict,
         description="parameter value (a path as written) -> the upload that holds its bytes",
     )
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=4000)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        return check_tags(tags)
 
 
 class ArtifactRef(Document):
@@ -183,6 +222,10 @@ class Run(Versioned):
     reproduce_of: str | None = None
     schedule: str | None = None
     outputs: dict[str, ArtifactRef] = Field(default_factory=dict)  # the pipeline's outputs
+    name: str | None = None
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    trigger: str | None = None  # the trigger that started it
 
 
 class Attempt(Document):
@@ -550,6 +593,7 @@ __all__ = [
     "API_PREFIX",
     "NAME_PATTERN",
     "SCHEMA_VERSION",
+    "TAG_KEY_PATTERN",
     "TENANT_NAME_PATTERN",
     "ApiToken",
     "ApiTokenCreate",
@@ -584,6 +628,7 @@ __all__ = [
     "RunCreate",
     "RunDetail",
     "RunDiff",
+    "RunLabels",
     "RunLogs",
     "RunState",
     "RunStatusName",
