@@ -161,7 +161,10 @@ GET    {T}/artifacts/{{artifact_id}}/content              -    y      y      y  
 GET    {T}/runs/{{run_id}}/logs                           -    y      y      y       -       y     -
 GET    {T}/runs/{{run_id}}/logs/stream                    -    y      y      y       -       y     -
 GET    {T}/logs/search                                    -    y      y      y       -       y     -
-GET    {T}/logs/search                                    -    y      y      y       -       y     -
+GET    {T}/costs                                          -    y      y      y       -       y     -
+GET    {T}/costs/budget                                   -    y      y      y       -       y     -
+GET    /api/v1/costs                                      -    -      -      -       -       y     -
+GET    /metrics                                           -    -      -      -       -       y     -
 POST   {T}/schedules                                      -    -      y      y       -       y     -
 GET    {T}/schedules                                      -    y      y      y       -       y     -
 GET    {T}/schedules/{{name}}                             -    y      y      y       -       y     -
@@ -546,8 +549,6 @@ class World:
                 if fresh:
                     values["alias"] = self.name("gone-")
                     self.client.promote_model(self.model, values["alias"], 1)
-            case "GET", "/logs/search":
-                kwargs = {"params": {"q": "anything"}}
             case "GET", "/logs/search":
                 kwargs = {"params": {"q": "anything"}}
             case "POST", "/schedules":

@@ -1,6 +1,7 @@
 """Operations through one live server (SQLite, a folder store) that authenticates tokens of the
-test OIDC issuer: log search among 50 runs, only for members of the tenant; the cost report
-through the API. Tenant ``ops-a`` (group ``a-team`` viewer, ``a-owners`` owner) ran 50
+test OIDC issuer: log search among 50 runs, only for members of the tenant; ``/metrics``
+scraped by a real Prometheus, the dashboard's queries against what the server exports; the
+cost report through the API. Tenant ``ops-a`` (group ``a-team`` viewer, ``a-owners`` owner) ran 50
 runs; tenant ``ops-b`` (group ``b-team``) ran one.
 """
 
@@ -32,6 +33,7 @@ A_OWNER = {"sub": "olga", "groups": ["a-owners"]}
 A_OWNER_2 = {"sub": "oscar", "groups": ["a-owners"]}
 B_VIEWER = {"sub": "ben", "groups": ["b-team"]}
 NEEDLE = "zebra-quokka-4242"
+SCRAPE = "scrape-token-for-prometheus-0123"
 NEEDLE_RUN = 37
 RUNS = 50
 
@@ -79,7 +81,8 @@ class Ops:
 @pytest.fixture(scope="module")
 def ops(oidc_issuer: OidcIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
     home = tmp_path_factory.mktemp("ops-server")
-    server = start_server(home, oidc_env(oidc_issuer.issuer, ARGOSY_SERVER_MAX_RUNS="8"))
+    env = oidc_env(oidc_issuer.issuer, ARGOSY_SERVER_MAX_RUNS="8", ARGOSY_METRICS_TOKEN=SCRAPE)
+    server = start_server(home, env)
     try:
         people = {"admin": ADMIN, "a_viewer": A_VIEWER, "a_owner": A_OWNER,
                   "a_owner_2": A_OWNER_2, "b_viewer": B_VIEWER}  # fmt: skip
@@ -167,3 +170,171 @@ def test_cli_search_through_the_server(ops: Ops, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert [h["run_id"] for h in json.loads(done.stdout)["items"]] == [ops.runs[NEEDLE_RUN]]
+
+
+# -- metrics ------------------------------------------------------------------------------------
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def test_metrics_are_protected(ops: Ops) -> None:
+    url = f"{ops.server.url}/metrics"
+    assert httpx.get(url).status_code == 401
+    assert ops.get("a_owner", "/metrics").status_code == 403
+    wrong = httpx.get(url, headers={"Authorization": "Bearer not-the-scrape-token"})
+    assert wrong.status_code == 401
+    for headers in ({"Authorization": f"Bearer {SCRAPE}"},
+                    {"Authorization": f"Bearer {ops.tokens['admin']}"}):  # fmt: skip
+        answer = httpx.get(url, headers=headers)
+        assert answer.status_code == 200 and "argosy_runs" in answer.text
+
+
+def _exported(ops: Ops) -> set[str]:
+    """The series names /metrics can hold (a histogram's _bucket/_sum/_count, a counter's _total)."""
+    text = httpx.get(
+        f"{ops.server.url}/metrics", headers={"Authorization": f"Bearer {SCRAPE}"}
+    ).text
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names |= {
+                "counter": {name + "_total", name},
+                "histogram": {name + "_bucket", name + "_sum", name + "_count"},
+            }.get(kind, {name})
+        elif line and not line.startswith("#"):
+            names.add(line.split("{")[0].split()[0])
+    return names
+
+
+def test_every_dashboard_query_names_a_series_the_server_exports(ops: Ops) -> None:
+    import json
+    import re
+
+    dashboard = json.loads((DEPLOY / "grafana" / "argosy.json").read_text())
+    exported = _exported(ops)
+    used = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bargosy_[a-z_]+", target["expr"]))
+    assert used and used <= exported, sorted(used - exported)
+    rules = (DEPLOY / "prometheus" / "alerts.yaml").read_text()
+    in_rules = set(re.findall(r"\bargosy_[a-z_]+", rules))
+    assert in_rules <= exported, sorted(in_rules - exported)
+
+
+@pytest.fixture(scope="module")
+def prometheus(ops: Ops, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus (Debian's) scraping the server every second with the scrape token."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    from urllib.parse import urlsplit
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    folder = tmp_path_factory.mktemp("prometheus")
+    target = urlsplit(ops.server.url).netloc
+    (folder / "prometheus.yml").write_text(textwrap.dedent(f"""
+        global:
+          scrape_interval: 1s
+          evaluation_interval: 1s
+        rule_files: ["{DEPLOY / 'prometheus' / 'alerts.yaml'}"]
+        scrape_configs:
+          - job_name: argosy
+            authorization: {{credentials: "{SCRAPE}"}}
+            static_configs: [{{targets: ["{target}"]}}]
+        """))  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, f"--config.file={folder / 'prometheus.yml'}",
+         f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(folder / "prometheus.log").open("wb"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (folder / "prometheus.log").read_text()[-2000:]
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def test_a_real_prometheus_scrapes_the_series(ops: Ops, prometheus: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while not _query(prometheus, 'argosy_runs{tenant="ops-a", status="succeeded"}'):
+        assert time.monotonic() < deadline, _query(prometheus, "up")
+        time.sleep(0.5)
+    runs = _query(prometheus, 'argosy_runs{tenant="ops-a", status="succeeded"}')
+    assert [(r["metric"]["pipeline"], r["value"][1]) for r in runs] == [("sweep", str(RUNS))]
+    assert _query(prometheus, 'up{job="argosy"}')[0]["value"][1] == "1"
+    for expr in (
+        "argosy_scheduler_leader == 1",
+        'argosy_tasks{tenant="ops-a", state="succeeded"}',
+        'argosy_task_attempts_total{tenant="ops-a", outcome="succeeded"}',
+        "argosy_http_requests_total",
+        "argosy_db_query_duration_seconds_count",
+        'argosy_executor_capacity{resource="cpu"}',
+        "argosy_scheduler_lease_changes_total",
+    ):
+        assert _query(prometheus, expr), expr
+    # no run id in any label: the number of series stays bounded by tenants and pipelines
+    labels = httpx.get(f"{prometheus}/api/v1/labels", timeout=10).json()["data"]
+    assert "run_id" not in labels and "run" not in labels
+    routes = {r["metric"]["route"] for r in _query(prometheus, "argosy_http_requests_total")}
+    assert all("{" in r or r.count("/") < 6 for r in routes), routes  # templates, not paths
+
+
+def test_the_alert_rules_check_and_pass_their_unit_tests() -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    folder = DEPLOY / "prometheus"
+    for args in (["check", "rules", "alerts.yaml"], ["test", "rules", "alerts_test.yaml"]):
+        done = subprocess.run([promtool, *args], cwd=folder, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- cost ---------------------------------------------------------------------------------------
+def test_cost_by_tenant_equals_the_sum_by_run(ops: Ops) -> None:
+    import math
+
+    admin = HttpBackend(ops.client("admin"))
+    by_run = ops.client("a_viewer")
+    runs = HttpBackend(by_run).cost_report("run")
+    assert len(runs.items) == RUNS and {line.key for line in runs.items} == set(ops.runs)
+    assert all(line.cost > 0 and line.attempts == 1 for line in runs.items)
+    tenants = {line.key: line.cost for line in admin.cost_report("tenant", all_tenants=True).items}
+    assert math.isclose(tenants["ops-a"], sum(line.cost for line in runs.items), rel_tol=1e-9)
+    assert math.isclose(tenants["ops-a"], runs.total, rel_tol=1e-9)
+    one = HttpBackend(by_run).cost_report("task", run=ops.runs[5])
+    assert [line.key for line in one.items] == [f"{ops.runs[5]}/prep"]
+    refused = ops.get("a_viewer", f"{API_PREFIX}/costs")
+    assert refused.status_code == 403
+    budget = HttpBackend(by_run).budget()
+    assert budget.state == "none" and budget.month_to_date > 0

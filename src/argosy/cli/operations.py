@@ -74,3 +74,64 @@ def search_logs(
 
 def _rows_json(items: list[Any]) -> list[dict[str, Any]]:
     return [i.model_dump(mode="json") for i in items]
+
+
+# -- costs --------------------------------------------------------------------------------------
+def _money(value: float, currency: str) -> str:
+    return f"{value:,.4f} {currency}" if value < 1 else f"{value:,.2f} {currency}"
+
+
+def cost_report(
+    backend: Backend,
+    by: str,
+    *,
+    since: str | None,
+    until: str | None,
+    run: str | None,
+    all_tenants: bool,
+    output: str,
+) -> None:
+    report = backend.cost_report(
+        by, since=parse_time(since, "--since"), until=parse_time(until, "--until"), run=run,
+        all_tenants=all_tenants,
+    )  # fmt: skip
+    if output == "json":
+        emit_json(report)
+        return
+    if output == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow([by, "tenant", "attempts", "cpu_hours", "memory_gib_hours",
+                         "gpu_hours", "wall_hours", f"cost_{report.currency}"])  # fmt: skip
+        for line in report.items:
+            writer.writerow([line.key, line.tenant, line.attempts, f"{line.cpu_hours:.6f}",
+                             f"{line.memory_gib_hours:.6f}", f"{line.gpu_hours:.6f}",
+                             f"{line.wall_hours:.6f}", f"{line.cost:.6f}"])  # fmt: skip
+        return
+    table = table_of(by, "tenant", "attempts", "cpu h", "GiB h", "gpu h", "cost", flexible=(by,))
+    for line in report.items:
+        table.add_row(
+            line.key, line.tenant, str(line.attempts), f"{line.cpu_hours:.3f}",
+            f"{line.memory_gib_hours:.3f}", f"{line.gpu_hours:.3f}",
+            _money(line.cost, report.currency),
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"total {_money(report.total, report.currency)}")
+
+
+def show_budget(backend: Backend, json_output: bool) -> None:
+    found = backend.budget()
+    if json_output:
+        emit_json(found)
+        return
+    if found.monthly is None:
+        out.print(
+            f"tenant {found.tenant}: no budget; this month so far "
+            f"{_money(found.month_to_date, found.currency)} (set one: the tenant's budget setting)"
+        )
+        return
+    out.print(
+        f"tenant {found.tenant}: {_money(found.month_to_date, found.currency)} of "
+        f"{_money(found.monthly, found.currency)} this month ({found.state})"
+    )

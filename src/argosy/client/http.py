@@ -98,7 +98,6 @@ class HttpBackend(HttpOperations):
         version: str | None = None,
         fail_fast: bool = False,
         no_cache: bool = False,
-        labels: api.RunLabels | None = None,
     ) -> api.Run:
         from argosy.client.uploads import upload_path_parameters
 
@@ -106,7 +105,7 @@ class HttpBackend(HttpOperations):
         files = upload_path_parameters(self.client, compiled.spec, parameters)
         return self.client.create_run(
             compiled.spec.name, pushed.version.digest, parameters, fail_fast=fail_fast,
-            no_cache=no_cache, files=files, **(labels.model_dump() if labels else {}),
+            no_cache=no_cache, files=files,
         )  # fmt: skip
 
     def follow(self, run_id: str, on_change: OnChange | None = None) -> api.Run:
@@ -138,19 +137,9 @@ class HttpBackend(HttpOperations):
         """Nothing to do: the server executes the run whoever watches it."""
 
     def list_runs(
-        self,
-        *,
-        pipeline: str | None = None,
-        status: str | None = None,
-        limit: int = 20,
-        name: str | None = None,
-        tags: Mapping[str, str] | None = None,
+        self, *, pipeline: str | None = None, status: str | None = None, limit: int = 20
     ) -> list[api.Run]:
-        return list(
-            self.client.list_runs(
-                pipeline=pipeline, status=status, limit=limit, name=name, tags=tags
-            )
-        )
+        return list(self.client.list_runs(pipeline=pipeline, status=status, limit=limit))
 
     def get_run(self, ref: str) -> api.Run:
         return self.client.get_run(ref)

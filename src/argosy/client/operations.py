@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from argosy.api import API_PREFIX
 from argosy.api import ops as api_ops
 
 if TYPE_CHECKING:
     from argosy.client.client import Client
+    from argosy.config import Settings
     from argosy.service import ServiceContext
 
 
@@ -34,6 +36,20 @@ class OperationsBackend(Protocol):
     ) -> api_ops.LogSearchPage:
         """Lines of the tenant's task logs holding every word of ``query``, newest first."""
 
+    def cost_report(
+        self,
+        by: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        run: str | None = None,
+        all_tenants: bool = False,
+    ) -> api_ops.CostReport:
+        """The tenant's cost grouped ``by`` (``all_tenants``: every tenant's, admins only)."""
+
+    def budget(self) -> api_ops.Budget:
+        """The tenant's monthly budget and its month-to-date cost."""
+
 
 def _params(**values: Any) -> dict[str, Any]:
     return {
@@ -45,6 +61,8 @@ def _params(**values: Any) -> dict[str, Any]:
 
 class LocalOperations:
     """The operations protocol on the local state folder (the application layer)."""
+
+    settings: Settings
 
     @property
     def ctx(self) -> ServiceContext:
@@ -69,6 +87,31 @@ class LocalOperations:
             self.ctx, query, run=run, pipeline=pipeline, step=step, since=since, until=until,
             stream=stream, cursor=cursor, limit=limit,
         )  # fmt: skip
+
+    def cost_report(
+        self,
+        by: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        run: str | None = None,
+        all_tenants: bool = False,
+    ) -> api_ops.CostReport:
+        from argosy.service import costs
+
+        prices = self.settings.prices_file
+        if all_tenants:
+            return costs.cost_report_all(
+                self.ctx.metadata, by, since=since, until=until, prices_file=prices
+            )
+        return costs.cost_report(
+            self.ctx, by, since=since, until=until, run=run, prices_file=prices
+        )
+
+    def budget(self) -> api_ops.Budget:
+        from argosy.service import costs
+
+        return costs.budget(self.ctx, prices_file=self.settings.prices_file)
 
 
 class HttpOperations:
@@ -95,3 +138,21 @@ class HttpOperations:
         )  # fmt: skip
         c = self.client
         return c._one(api_ops.LogSearchPage, "GET", c._t("/logs/search"), params=params)
+
+    def cost_report(
+        self,
+        by: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        run: str | None = None,
+        all_tenants: bool = False,
+    ) -> api_ops.CostReport:
+        c = self.client
+        params = _params(by=by, since=since, until=until, run=run)
+        path = f"{API_PREFIX}/costs" if all_tenants else c._t("/costs")
+        return c._one(api_ops.CostReport, "GET", path, params=params)
+
+    def budget(self) -> api_ops.Budget:
+        c = self.client
+        return c._one(api_ops.Budget, "GET", c._t("/costs/budget"))

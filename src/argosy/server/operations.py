@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from argosy.server.routes import search
+from argosy.server import metrics
+from argosy.server.access_log import AccessLog
+from argosy.server.routes import costs, search
 
 
 def install(app: FastAPI) -> None:
-    """Add the operations routes to ``app``."""
+    """Add the operations routes to ``app``, ``/metrics`` and the access log."""
     app.include_router(search.router)
+    app.include_router(costs.router)
+    app.include_router(costs.platform_router)
+    metrics.install(app, app.state.context)
+    app.add_middleware(AccessLog)
