@@ -192,17 +192,22 @@ def run_pipeline(
     wait: bool = False,
     json_output: bool = False,
     quiet: bool = False,
+    file_params: dict[str, Any] | None = None,
+    labels: api.RunLabels | None = None,
 ) -> int:
     """Compile, push, create a run, then follow it to its end (progress and the steps' output
     on stderr unless ``wait``; ``quiet``: no step output) and report it; exit code 0 only if
-    it succeeded."""
+    it succeeded. ``file_params`` (from ``--param-file``) are overridden by ``-p`` values."""
     from argosy.spec.parameters import bind_parameters
 
     compiled = compile_target(settings, target)
-    parameters = bind_parameters(compiled.spec, parse_params(params))
+    text = parse_params(params)
+    typed = {k: v for k, v in (file_params or {}).items() if k not in text}
+    parameters = bind_parameters(compiled.spec, text, typed)
     run = backend.submit(
-        compiled, parameters, version=version, fail_fast=fail_fast, no_cache=no_cache
-    )
+        compiled, parameters, version=version, fail_fast=fail_fast, no_cache=no_cache,
+        labels=labels,
+    )  # fmt: skip
     on = f" on {backend.server_url}" if backend.server_url else ""
     _say(f"run {run.id} of pipeline {run.pipeline} ({run.digest[:19]}){on}")
     if detach:
@@ -317,21 +322,28 @@ def _status_text(run: api.Run) -> str:
 
 
 def list_runs(
-    backend: Backend, json_output: bool, limit: int, status: str | None, pipeline: str | None
+    backend: Backend,
+    json_output: bool,
+    limit: int,
+    status: str | None,
+    pipeline: str | None,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    runs = backend.list_runs(pipeline=pipeline, status=status, limit=limit)
+    runs = backend.list_runs(pipeline=pipeline, status=status, limit=limit, name=name, tags=tags)
     if json_output:
         emit_json({"runs": [r.model_dump(mode="json") for r in runs]})
         return
     home = _state_folder(backend)
     if home is not None and home != Path.cwd().resolve() / ".argosy":
         out.print(f"runs in the state folder {home}", highlight=False, markup=False)
-    table = table_of("run", "pipeline", "status", "created", "parameters",
-                     flexible=("pipeline", "status", "parameters"))  # fmt: skip
+    table = table_of("run", "name", "pipeline", "status", "created", "parameters", "tags",
+                     flexible=("name", "pipeline", "status", "parameters", "tags"))  # fmt: skip
     for r in runs:
         table.add_row(
-            r.id, r.pipeline, _status_text(r), iso(r.created_at)[:19], json.dumps(r.parameters)
-        )
+            r.id, r.name or "", r.pipeline, _status_text(r), iso(r.created_at)[:19],
+            json.dumps(r.parameters), " ".join(f"{k}={v}" for k, v in r.tags.items()),
+        )  # fmt: skip
     out.print(table)
 
 

@@ -47,6 +47,23 @@ app.add_typer(schedules_app, name="schedules")
 
 _global_server: str | None = None
 
+ParamFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--param-file",
+        metavar="FILE",
+        help="parameters from a .json or .yaml mapping (-p values override them)",
+    ),
+]
+RunNameOpt = Annotated[
+    str | None, typer.Option("--name", help="a name for the run (e.g. the build)")
+]
+RunTagOpt = Annotated[
+    list[str] | None,
+    typer.Option("--tag", metavar="KEY=VALUE", help="a tag for the run (repeatable)"),
+]
+RunDescriptionOpt = Annotated[str | None, typer.Option("--description", help="what the run is for")]
+
 
 def _show_version(value: bool) -> None:
     if value:
@@ -147,10 +164,17 @@ def run(
         bool,
         typer.Option("--quiet", "-q", help="do not show the steps' output as they run"),
     ] = False,
+    param_file: ParamFileOpt = None,
+    name: RunNameOpt = None,
+    tag: RunTagOpt = None,
+    description: RunDescriptionOpt = None,
 ) -> None:
     """Compile and run a pipeline locally, or push it to a server and run it there; shows
     progress on stderr and ends with its outputs (exit 1 if the run fails)."""
-    from argosy.cli import commands
+    from argosy.cli import ci_commands, commands
+
+    file_params = ci_commands.load_param_file(param_file)
+    labels = ci_commands.labels(name, tag or [], description)
 
     backend = _backend(
         server,
@@ -164,7 +188,7 @@ def run(
         code = commands.run_pipeline(
             backend, _settings(), target, param or [], version=version, fail_fast=fail_fast,
             no_cache=no_cache, detach=detach, wait=wait, json_output=output == Format.json,
-            quiet=quiet,
+            quiet=quiet, file_params=file_params, labels=labels,
         )  # fmt: skip
     finally:
         backend.close()
@@ -228,14 +252,44 @@ def runs_list(
     pipeline: Annotated[str | None, typer.Option(help="only runs of this pipeline")] = None,
     server: ServerOpt = None,
     wide: WideOpt = False,
+    name: Annotated[str | None, typer.Option(help="only runs of this name")] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", metavar="KEY=VALUE", help="only runs with this tag (repeatable)"),
+    ] = None,
 ) -> None:
     """List runs, newest first."""
     from argosy.cli import commands
+    from argosy.service.runs import parse_tags
 
     if wide:
         commands.use_wide()
+    tags = parse_tags(tag or [])
+    _with(
+        server,
+        lambda b: commands.list_runs(
+            b, output == Format.json, limit, status, pipeline, name=name, tags=tags
+        ),
+    )
 
-    _with(server, lambda b: commands.list_runs(b, output == Format.json, limit, status, pipeline))
+
+@runs_app.command("wait")
+def runs_wait(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="run id or unique prefix")],
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0, help="give up after this many seconds (exit 124)"),
+    ] = None,
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:
+    """Wait until a run has finished; the exit code is its outcome (0 succeeded, 1 failed or
+    cancelled, 124 still going at --timeout); --output json prints the run document."""
+    from argosy.cli import ci_commands
+
+    raise typer.Exit(
+        _with(server, lambda b: ci_commands.wait_run(b, run_ref, timeout, output == Format.json))
+    )
 
 
 @runs_app.command("show")
@@ -621,17 +675,19 @@ def schedules_create(
     paused: Annotated[bool, typer.Option("--paused", help="create it paused")] = False,
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
+    param_file: ParamFileOpt = None,
 ) -> None:
     """Create a schedule: the server starts a run of PIPELINE at each cron time."""
-    from argosy.cli import schedule_commands
+    from argosy.cli import ci_commands, schedule_commands
 
+    file_params = ci_commands.load_param_file(param_file)
     client = _require_remote(server, "schedules create")
     with client:
         schedule_commands.create_schedule(
             client, name=name, pipeline=pipeline, version=version, cron=cron, timezone=timezone,
             params=param or [], max_concurrent_runs=max_concurrent_runs,
             catch_up=catch_up.value, catch_up_limit=catch_up_limit, paused=paused,
-            json_output=output == Format.json,
+            json_output=output == Format.json, file_params=file_params,
         )  # fmt: skip
 
 

@@ -70,10 +70,13 @@ def create_schedule(
     catch_up_limit: int,
     paused: bool,
     json_output: bool,
+    file_params: dict[str, Any] | None = None,
 ) -> None:
+    """``file_params`` (``--param-file``) are sent as they are (the server checks them against
+    the pipeline's annotations); ``-p`` values override them."""
     from pydantic import ValidationError
 
-    parameters = _schedule_parameters(client, pipeline, version, params)
+    parameters = {**(file_params or {}), **_schedule_parameters(client, pipeline, version, params)}
     try:
         body = ScheduleCreate(
             name=name,

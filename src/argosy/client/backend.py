@@ -69,8 +69,10 @@ class Backend(OperationsBackend, Protocol):
         version: str | None = None,
         fail_fast: bool = False,
         no_cache: bool = False,
+        labels: api.RunLabels | None = None,
     ) -> api.Run:
-        """Push the pipeline and create a run of it (pending; see :meth:`follow`)."""
+        """Push the pipeline and create a run of it (pending; see :meth:`follow`), with its
+        name, description and tags if ``labels``."""
 
     def follow(self, run_id: str, on_change: OnChange | None = None) -> api.Run:
         """Until the run has finished: locally, execute it here (Ctrl-C cancels it); on a
@@ -80,7 +82,13 @@ class Backend(OperationsBackend, Protocol):
         """Let the run go on without this process (locally: in a background process)."""
 
     def list_runs(
-        self, *, pipeline: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[api.Run]: ...
 
     def get_run(self, ref: str) -> api.Run: ...

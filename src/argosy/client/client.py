@@ -345,6 +345,9 @@ class Client:
         no_cache: bool = False,
         idempotency_key: str | None = None,
         files: Mapping[str, models.UploadedPath] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Run:
         """Start a run of a pushed version (default: the newest). The ``Idempotency-Key``
         (a fresh uuid4 unless given) makes the retries of this call create one run only.
@@ -356,6 +359,9 @@ class Client:
             fail_fast=fail_fast,
             no_cache=no_cache,
             files=dict(files or {}),
+            name=name,
+            description=description,
+            tags=dict(tags or {}),
         )
         return self._one(
             Run,
@@ -387,12 +393,16 @@ class Client:
         status: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Page[Run]:
-        """One page of runs, newest first."""
-        params = {"pipeline": pipeline, "status": status, "limit": limit, "cursor": cursor}
-        doc = self._json(
-            "GET", self._t("/runs"), params={k: v for k, v in params.items() if v is not None}
-        )
+        """One page of runs, newest first (``tags``: every ``key: value`` given)."""
+        params: dict[str, Any] = {"pipeline": pipeline, "status": status, "limit": limit,
+                                  "cursor": cursor, "name": name}  # fmt: skip
+        params = {k: v for k, v in params.items() if v is not None}
+        if tags:
+            params["tag"] = [f"{k}={v}" for k, v in tags.items()]
+        doc = self._json("GET", self._t("/runs"), params=params)
         return Page[Run].model_validate(doc)
 
     def list_runs(
@@ -402,13 +412,17 @@ class Client:
         status: str | None = None,
         limit: int | None = None,
         page_size: int = 100,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Iterator[Run]:
         """Runs, newest first, following the pages' cursors (at most ``limit`` in all)."""
         cursor: str | None = None
         count = 0
         while True:
             size = page_size if limit is None else min(page_size, limit - count)
-            page = self.runs_page(pipeline=pipeline, status=status, limit=size, cursor=cursor)
+            page = self.runs_page(
+                pipeline=pipeline, status=status, limit=size, cursor=cursor, name=name, tags=tags
+            )
             for run in page.items:
                 yield run
                 count += 1

@@ -98,6 +98,7 @@ class HttpBackend(HttpOperations):
         version: str | None = None,
         fail_fast: bool = False,
         no_cache: bool = False,
+        labels: api.RunLabels | None = None,
     ) -> api.Run:
         from argosy.client.uploads import upload_path_parameters
 
@@ -105,7 +106,7 @@ class HttpBackend(HttpOperations):
         files = upload_path_parameters(self.client, compiled.spec, parameters)
         return self.client.create_run(
             compiled.spec.name, pushed.version.digest, parameters, fail_fast=fail_fast,
-            no_cache=no_cache, files=files,
+            no_cache=no_cache, files=files, **(labels.model_dump() if labels else {}),
         )  # fmt: skip
 
     def follow(self, run_id: str, on_change: OnChange | None = None) -> api.Run:
@@ -137,9 +138,19 @@ class HttpBackend(HttpOperations):
         """Nothing to do: the server executes the run whoever watches it."""
 
     def list_runs(
-        self, *, pipeline: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[api.Run]:
-        return list(self.client.list_runs(pipeline=pipeline, status=status, limit=limit))
+        return list(
+            self.client.list_runs(
+                pipeline=pipeline, status=status, limit=limit, name=name, tags=tags
+            )
+        )
 
     def get_run(self, ref: str) -> api.Run:
         return self.client.get_run(ref)

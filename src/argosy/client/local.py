@@ -202,6 +202,7 @@ class LocalBackend(LocalOperations):
         version: str | None = None,
         fail_fast: bool = False,
         no_cache: bool = False,
+        labels: api.RunLabels | None = None,
     ) -> api.Run:
         """Check the run fits this machine (resources, secrets), store the pipeline version,
         and create the run for this process to execute."""
@@ -217,7 +218,7 @@ class LocalBackend(LocalOperations):
         body = api.RunCreate(
             pipeline=compiled.spec.name, version=compiled.spec.digest,
             parameters=dict(parameters), fail_fast=fail_fast or s.fail_fast,
-            no_cache=no_cache or not s.cache,
+            no_cache=no_cache or not s.cache, **(labels.model_dump() if labels else {}),
         )  # fmt: skip
         return runs.create_run(self.ctx, body, queue=None, cwd=os.getcwd()).run
 
@@ -274,7 +275,13 @@ class LocalBackend(LocalOperations):
             )  # fmt: skip
 
     def list_runs(
-        self, *, pipeline: str | None = None, status: str | None = None, limit: int = 20
+        self,
+        *,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        name: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[api.Run]:
         from argosy.service import runs
 
@@ -283,7 +290,7 @@ class LocalBackend(LocalOperations):
         while len(found) < limit:
             page = runs.list_runs(
                 self.ctx, pipeline=pipeline, status=status, limit=min(200, limit - len(found)),
-                cursor=cursor,
+                cursor=cursor, name=name, tags=dict(tags or {}),
             )  # fmt: skip
             found.extend(page.items)
             cursor = page.next_cursor

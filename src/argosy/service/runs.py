@@ -28,7 +28,7 @@ from argosy.service.documents import run_detail, run_document, run_documents, ta
 from argosy.service.paging import decode_cursor, paged
 from argosy.states import RunStatus
 from argosy.stores.metadata import runs as q
-from argosy.stores.metadata.tables import IdempotencyKey, Pipeline, Run, Schedule, Upload
+from argosy.stores.metadata.tables import IdempotencyKey, Pipeline, Run, RunTag, Schedule, Upload
 
 SERVER_QUEUE = submission.SERVER_QUEUE
 
@@ -43,9 +43,11 @@ class Created:
 
 def request_hash(body: api.RunCreate) -> str:
     """sha256 of the canonical JSON of a run request (what an idempotency key is bound to)."""
-    canonical = json.dumps(
-        body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    doc = body.model_dump(mode="json")
+    for label in ("name", "description", "tags"):  # labels count only when given, so that a
+        if not doc.get(label):  # key stored before they existed still replays
+            doc.pop(label, None)
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -116,6 +118,7 @@ def create_run(
                 if exc.code is not None or isinstance(exc, NotFoundError):
                     raise
                 raise UsageError(str(exc), code="invalid_parameters") from None
+            label_run(session, run, body.name, body.description, body.tags, ctx.actor)
             if idempotency_key is not None:
                 session.add(
                     IdempotencyKey(
@@ -135,6 +138,38 @@ def create_run(
         return Created(winner, replayed=True)
 
 
+def parse_tags(items: list[str]) -> dict[str, str]:
+    """``key=value`` items -> tags (``UsageError`` naming a malformed one)."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"tag {item!r} is not KEY=VALUE; write it as --tag git_sha=abc123")
+        tags[key.strip()] = value
+    return tags
+
+
+def label_run(
+    session: Session,
+    run: Run,
+    name: str | None,
+    description: str | None,
+    tags: dict[str, str],
+    actor: str,
+) -> None:
+    """Give a new run its name, description and tags (``key=value`` rows, filtered on)."""
+    run.name, run.description = name, description
+    for key, value in sorted(tags.items()):
+        session.add(
+            RunTag(
+                id=new_id(), tenant=run.tenant, run_id=run.id, key=key, value=value,
+                created_at=run.created_at, created_by=actor,
+            )
+        )  # fmt: skip
+    if tags:
+        session.flush()
+
+
 def list_runs(
     ctx: ServiceContext,
     *,
@@ -144,12 +179,15 @@ def list_runs(
     schedule: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> api.Page[api.Run]:
     """Runs, newest first, in keyset pages on the run id; ``created_by`` (who started it),
-    ``schedule`` (the schedule's name) and ``since``/``until`` (created in ``[since, until)``)
-    narrow the list like ``pipeline`` and ``status``."""
+    ``schedule`` (the schedule's name), ``since``/``until`` (created in ``[since, until)``),
+    ``name`` and ``tags`` (every ``key: value`` given) narrow the list like ``pipeline`` and
+    ``status``."""
     if status is not None and status not in set(RunStatus):
         raise UsageError(
             f"unknown run status {status!r}; use one of: {', '.join(s.value for s in RunStatus)}"
@@ -176,6 +214,13 @@ def list_runs(
             query = query.where(Run.status == status)
         if created_by is not None:
             query = query.where(Run.created_by == created_by)
+        if name is not None:
+            query = query.where(Run.name == name)
+        for key, value in (tags or {}).items():
+            tagged = select(RunTag.run_id).where(
+                RunTag.tenant == ctx.tenant, RunTag.key == key, RunTag.value == value
+            )
+            query = query.where(Run.id.in_(tagged))
         if since is not None:
             query = query.where(Run.created_at >= _as_utc(since))
         if until is not None:

@@ -98,6 +98,11 @@ def list_runs(
     ] = None,
     since: Annotated[datetime | None, Query(description="only runs created at or after")] = None,
     until: Annotated[datetime | None, Query(description="only runs created before")] = None,
+    name: Annotated[str | None, Query(max_length=255, description="only runs of this name")] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=20, description="only runs with this tag, as key=value (repeatable)"),
+    ] = None,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
 ) -> api.Page[api.Run]:
@@ -105,7 +110,8 @@ def list_runs(
     return runs.list_runs(
         service_context(context, tenant, principal),
         pipeline=pipeline, status=status, created_by=created_by, schedule=schedule,
-        since=since, until=until, limit=limit, cursor=cursor,
+        since=since, until=until, name=name, tags=runs.parse_tags(tag or []), limit=limit,
+        cursor=cursor,
     )  # fmt: skip
 
 
