@@ -564,6 +564,18 @@ class FakeKubernetes:
         )
         assert runtime is not None
         runtime.stop.set()
+        threading.Thread(
+            target=self._confirm_deletion, args=(runtime, ns, name), daemon=True
+        ).start()
+
+    def _confirm_deletion(self, runtime: PodRuntime, ns: str, name: str) -> None:
+        """The kubelet confirms a deletion once the pod's containers are gone — also when they
+        ended on their own just as the deletion came (its own check had passed already)."""
+        if runtime.thread is not None:
+            runtime.thread.join()
+        pod = self.get("pods", ns, name)
+        if pod is not None and pod["metadata"].get("deletionTimestamp"):
+            self.remove("pods", ns, name)
 
     # -- what tests do to pods ----------------------------------------------------------------
     def set_status(self, ns: str, name: str, **status: Any) -> None:
