@@ -165,6 +165,8 @@ GET    {T}/costs                                          -    y      y      y  
 GET    {T}/costs/budget                                   -    y      y      y       -       y     -
 GET    /api/v1/costs                                      -    -      -      -       -       y     -
 GET    /metrics                                           -    -      -      -       -       y     -
+DELETE {T}/runs/{{run_id}}                                -    -      -      y       -       y     -
+POST   /api/v1/gc                                         -    -      -      -       -       y     -
 POST   {T}/schedules                                      -    -      y      y       -       y     -
 GET    {T}/schedules                                      -    y      y      y       -       y     -
 GET    {T}/schedules/{{name}}                             -    y      y      y       -       y     -
@@ -549,6 +551,10 @@ class World:
                 if fresh:
                     values["alias"] = self.name("gone-")
                     self.client.promote_model(self.model, values["alias"], 1)
+            case "DELETE", "/runs/{run_id}":  # a finished run of its own for each deletion
+                if fresh:
+                    made = self.client.create_run("quick").id
+                    values["run_id"] = self.client.wait(made, poll=0.2, timeout=120).id
             case "GET", "/logs/search":
                 kwargs = {"params": {"q": "anything"}}
             case "POST", "/schedules":

@@ -135,3 +135,36 @@ def show_budget(backend: Backend, json_output: bool) -> None:
         f"tenant {found.tenant}: {_money(found.month_to_date, found.currency)} of "
         f"{_money(found.monthly, found.currency)} this month ({found.state})"
     )
+
+
+# -- clean-up -----------------------------------------------------------------------------------
+def gc(backend: Backend, *, dry_run: bool, json_output: bool) -> None:
+    from argosy.units import format_bytes
+
+    report = backend.gc(dry_run)
+    if json_output:
+        emit_json(report)
+        return
+    verb = "would free" if dry_run else "freed"
+    out.print(
+        f"{verb} {format_bytes(report.total_bytes)}: {report.blobs} unreferenced blobs "
+        f"({format_bytes(report.blob_bytes)}), {report.logs} records of deleted runs "
+        f"({format_bytes(report.log_bytes)}), {report.attempt_folders} attempt folders "
+        f"({format_bytes(report.attempt_folder_bytes)}), {report.cache_files} cached downloads "
+        f"({format_bytes(report.cache_bytes)})"
+    )
+    if dry_run and report.total_bytes:
+        sys.stderr.write("run 'argosy gc' without --dry-run to remove them\n")
+
+
+def delete_runs(backend: Backend, refs: list[str], *, json_output: bool) -> None:
+    from argosy.units import format_bytes
+
+    done = backend.delete_runs(refs)
+    if json_output:
+        emit_json(done)
+        return
+    out.print(
+        f"deleted {len(done.runs)} run(s) with {done.artifacts} artifact(s); "
+        f"{done.blobs_freed} blob(s) ({format_bytes(done.bytes_freed)}) freed"
+    )

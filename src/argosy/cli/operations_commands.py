@@ -23,7 +23,7 @@ Until = Annotated[str | None, typer.Option(help="until (ISO time, or 1d ago)")]
 
 
 # -- registration -------------------------------------------------------------------------------
-def register(app: Any, runs_app: Any, with_backend: Any) -> None:
+def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None:
     """Declare ``argosy costs``, ``gc``, ``runs delete``, ``retention``, ``holds``,
     ``retrievals`` on the CLI (``with_backend(server, act)`` calls ``act`` on the backend)."""
     costs_app = typer.Typer(help="What runs cost: measured use x the price list.",
@@ -55,3 +55,27 @@ def register(app: Any, runs_app: Any, with_backend: Any) -> None:
     def costs_budget(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
         """This month's cost against the tenant's budget."""
         with_backend(server, lambda b: operations.show_budget(b, output == Format.json))
+
+    @app.command("gc")
+    def gc_command(
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="report what would be freed, remove nothing")
+        ] = False,
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Remove what nothing refers to: unreferenced blobs, records of deleted runs, leftover
+        attempt folders, cached downloads (on a server: platform admins)."""
+        with_backend(server, lambda b: operations.gc(
+            b, dry_run=dry_run, json_output=output == Format.json))  # fmt: skip
+
+    @runs_app.command("delete")
+    def runs_delete(
+        runs: Annotated[list[str], typer.Argument(metavar="RUN...", help="run ids or prefixes")],
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Delete runs: their rows, logs and the blobs nothing else refers to, together (a
+        running or held run is refused)."""
+        with_backend(server, lambda b: operations.delete_runs(
+            b, runs, json_output=output == Format.json))  # fmt: skip

@@ -50,6 +50,12 @@ class OperationsBackend(Protocol):
     def budget(self) -> api_ops.Budget:
         """The tenant's monthly budget and its month-to-date cost."""
 
+    def delete_runs(self, refs: list[str]) -> api_ops.RunsDeleted:
+        """Delete runs: their rows and bytes together."""
+
+    def gc(self, dry_run: bool) -> api_ops.GcReport:
+        """Unreferenced blobs, records of deleted runs, leftover folders: reported or removed."""
+
 
 def _params(**values: Any) -> dict[str, Any]:
     return {
@@ -113,6 +119,16 @@ class LocalOperations:
 
         return costs.budget(self.ctx, prices_file=self.settings.prices_file)
 
+    def delete_runs(self, refs: list[str]) -> api_ops.RunsDeleted:
+        from argosy.service import cleanup
+
+        return cleanup.delete_runs(self.ctx, refs)
+
+    def gc(self, dry_run: bool) -> api_ops.GcReport:
+        from argosy.service import cleanup
+
+        return cleanup.gc(self.ctx, dry_run=dry_run, cache_dir=self.settings.home / "cache")
+
 
 class HttpOperations:
     """The operations protocol on a server (its REST API)."""
@@ -156,3 +172,19 @@ class HttpOperations:
     def budget(self) -> api_ops.Budget:
         c = self.client
         return c._one(api_ops.Budget, "GET", c._t("/costs/budget"))
+
+    def delete_runs(self, refs: list[str]) -> api_ops.RunsDeleted:
+        c = self.client
+        done = api_ops.RunsDeleted(runs=[], artifacts=0, blobs_freed=0, bytes_freed=0)
+        for ref in refs:
+            one = c._one(api_ops.RunsDeleted, "DELETE", c._t(f"/runs/{ref}"))
+            done.runs += one.runs
+            done.artifacts += one.artifacts
+            done.blobs_freed += one.blobs_freed
+            done.bytes_freed += one.bytes_freed
+        return done
+
+    def gc(self, dry_run: bool) -> api_ops.GcReport:
+        c = self.client
+        params = {"dry_run": "true" if dry_run else "false"}
+        return c._one(api_ops.GcReport, "POST", f"{API_PREFIX}/gc", params=params)

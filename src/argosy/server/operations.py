@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from argosy.server import metrics
 from argosy.server.access_log import AccessLog
-from argosy.server.routes import costs, search
+from argosy.server.routes import cleanup, costs, search
 
 
 def install(app: FastAPI) -> None:
@@ -15,5 +15,7 @@ def install(app: FastAPI) -> None:
     app.include_router(search.router)
     app.include_router(costs.router)
     app.include_router(costs.platform_router)
+    app.include_router(cleanup.router)
+    app.include_router(cleanup.platform_router)
     metrics.install(app, app.state.context)
     app.add_middleware(AccessLog)
