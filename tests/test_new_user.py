@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -851,3 +852,81 @@ def test_a_full_disk_while_storing_an_output_says_so(tmp_path: Path) -> None:
     assert caught.value.reason == "output_error"
     assert message.startswith("no space left on device while storing output 'model' (")
     assert " MB free on " in message and str(tmp_path) in message
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A state folder on an 8 MB file system of its own (a tmpfs: 'make test' runs as root; a
+    test environment that cannot mount one skips, which fails under CI=true)."""
+    import subprocess
+
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(folder)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_reaches_the_engine_with_the_free_space_and_the_log(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """End to end: the state folder on a small file system, a step storing 50 MB. The
+    launcher's own result record cannot be written there (the disk is full at that moment),
+    so its failure must reach the engine by a path that needs no disk, and what the step
+    printed before must stay in its log."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "pyproject.toml").write_text("[project]\nname = 'scratch'\n")
+    ws = Workspace(root, small_disk)
+    ws.write(
+        """
+        from argosy import pipeline, step
+
+        @step
+        def train() -> bytes:
+            print("the model is trained; storing it", flush=True)
+            return b"x" * (50 * 1024 * 1024)
+
+        @pipeline
+        def big():
+            train()
+        """,
+        name="big",
+    )
+    ran = ws.argosy("run", "big.py", "--output", "json", timeout=300)
+    assert ran.code == 1, (ran.stdout, ran.stderr)
+    assert "Traceback" not in ran.stderr, ran.stderr
+    doc = ran.json()
+    assert doc["status"] == "failed", doc
+    task = doc["tasks"][0]
+    reason = task["reason"]
+    assert "no space left on device while storing output 'output' (" in reason, reason
+    assert f" MB free on {small_disk}" in reason, reason
+    logs = ws.argosy("logs", doc["id"], "train")
+    assert logs.code == 0, logs.stderr
+    assert "the model is trained; storing it" in logs.stdout, logs.stdout
+    # the failure came on the status pipe (the store refused the result record): the log says it
+    assert "argosy: output_error: no space left on device" in logs.stdout, logs.stdout
+    # the attempt's files (and the partial output) are gone: the disk has room again
+    assert shutil.disk_usage(small_disk).free > 4_000_000
+
+
+def test_the_status_pipe_carries_a_compact_failure_record() -> None:
+    from argosy.runtime.invocation import FAILED, OutputRecord, ResultRecord
+
+    stored = ResultRecord(
+        "a", 1, "succeeded", outputs={"m": OutputRecord("s", 1, "bytes", "bytes")}
+    )
+    sent = ResultRecord.from_json(stored.compact("the result record could not be stored").to_json())
+    assert (sent.status, sent.reason, sent.outputs) == (FAILED, "output_error", {})
+    assert sent.error == "the result record could not be stored"
+    failed = ResultRecord("a", 1, FAILED, reason="exception", error="E" * 100_000)
+    cut = failed.compact("why", limit=1000)
+    assert cut.reason == "exception" and len(cut.error or "") == 1000

@@ -141,6 +141,8 @@ class Attempts:
             return
         view = self.run.tasks[node]
         record = self.result(ended.attempt_id, node, view.attempt_count)
+        if record is None:  # the store refused it (a full disk): the executor may carry it
+            record = ended.record
         self.settle(view, ended.attempt_id, record, ended)
 
     def result(self, attempt_id: str, node: str, number: int) -> ResultRecord | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
-from argosy.runtime.invocation import Invocation
+from argosy.runtime.invocation import Invocation, ResultRecord
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class AttemptExit:
     peak_memory: int | None
     log_tail: list[str]
     message: str | None = None  # with ``reason``: what happened, in words (the attempt's error)
+    # the launcher's failure record when the store refused it (a full disk), sent on a path
+    # that needs no disk (the local executor's status pipe); None: read it from the store
+    record: ResultRecord | None = None
 
 
 class Executor(abc.ABC):

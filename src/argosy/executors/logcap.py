@@ -10,6 +10,10 @@ writes it never holds more than half the cap in memory.
 :func:`punch_hole` frees the disk blocks of raw output that was already read (a task's
 stdout/stderr files keep their size but no longer their bytes), so a task printing without
 end does not fill the disk either.
+
+A full disk loses no line and stops no engine: what the file system refuses (ENOSPC, EDQUOT)
+stays in memory (up to :data:`PENDING_CAP`) and is written at the next flush, e.g. once the
+attempt's scratch folder is removed; beyond that, a line at the end says how much was lost.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 DEFAULT_LOG_CAP = 32 * 1024 * 1024  # bytes of JSON lines per attempt (ARGOSY_LOG_CAP_BYTES)
 MAX_LINE = 64 * 1024  # a longer line (or output with no newline) is split into pieces of this
 TRUNCATED_KEY = "truncated"
+PENDING_CAP = 4 * 1024 * 1024  # bytes of lines held in memory while the disk refuses them
+_FLUSH_AT = 64 * 1024  # pending bytes that trigger a write
 
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
@@ -48,7 +54,14 @@ class CappedLog:
     ) -> None:
         self.path = path
         self.cap = cap
-        self.file = open(path, "a", encoding="utf-8", opener=opener)  # noqa: SIM115
+        # unbuffered: bytes the disk refused stay in ``pending``, none vanish in a buffer
+        self.file = open(path, "ab", buffering=0, opener=opener)  # noqa: SIM115
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.lost_lines = 0
+        self.lost_bytes = 0
+        self.lost_why = ""
+        self.error: OSError | None = None  # why the last write failed (None: all written)
         self.head_budget = cap // 2
         self.tail_budget = cap - self.head_budget
         self.written = self.file.tell()
@@ -66,8 +79,10 @@ class CappedLog:
         """One JSON line, with its newline."""
         size = len(record.encode("utf-8", "replace"))
         if not self.cutting and self.written + size <= self.head_budget:
-            self.file.write(record)
+            self._queue(record.encode("utf-8", "replace"))
             self.written += size
+            if self.pending_bytes >= _FLUSH_AT:
+                self.flush()
             return
         self.cutting = True
         self.tail.append((record, size))
@@ -88,8 +103,33 @@ class CappedLog:
         self.tail.clear()
         self.tail_bytes = 0
 
-    def flush(self) -> None:
-        self.file.flush()
+    def _queue(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        while self.pending_bytes > PENDING_CAP and len(self.pending) > 1:
+            dropped = self.pending.popleft()  # the disk stays full: the oldest are lost
+            self.pending_bytes -= len(dropped)
+            self.lost_lines += 1
+            self.lost_bytes += len(dropped)
+            self.lost_why = str(self.error or "the disk was full")
+
+    def flush(self) -> bool:
+        """Write what is pending; False if the file system refused some (it stays pending,
+        and :attr:`error` says why)."""
+        while self.pending:
+            data = self.pending[0]
+            try:
+                done = self.file.write(data) or 0
+            except OSError as exc:
+                self.error = exc
+                return False
+            self.pending_bytes -= done
+            if done < len(data):
+                self.pending[0] = data[done:]
+            else:
+                self.pending.popleft()
+        self.error = None
+        return True
 
     def marker(self, stamp: str | None = None) -> str:
         """The line that marks where lines were cut."""
@@ -106,16 +146,29 @@ class CappedLog:
         }
         return json.dumps(entry) + "\n"
 
-    def close(self) -> None:
-        """Write the marker (if anything was cut) and the kept tail, then close."""
+    def close(self) -> bool:
+        """Write the marker (if anything was cut) and the kept tail, then close; False if
+        the file system refused part of it (:attr:`error` says why)."""
         if self.file.closed:
-            return
+            return self.error is None
         if self.cut_lines:
-            self.file.write(self.marker())
+            self._queue(self.marker().encode())
         for record, _ in self.tail:
-            self.file.write(record)
+            self._queue(record.encode("utf-8", "replace"))
         self.tail.clear()
+        if self.lost_lines:
+            self._queue(self.lost_marker().encode())
+        written = self.flush()
         self.file.close()
+        return written
+
+    def lost_marker(self) -> str:
+        """The line that says how much the full disk cost."""
+        text = (
+            f"argosy: [log lost] {self.lost_lines} lines (about {_human(self.lost_bytes)}) "
+            f"could not be written to this attempt's log: {self.lost_why}"
+        )
+        return json.dumps({"t": datetime.now(UTC).isoformat(), "s": "err", "m": text}) + "\n"
 
 
 def punch_hole(fd: int, length: int) -> bool:

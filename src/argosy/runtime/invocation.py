@@ -4,7 +4,9 @@ Two processes meet here. The engine builds an :class:`Invocation`, the executor 
 (scratch folder, data keys) and hands it to the launcher as JSON (a file, or stdin); the
 launcher writes a :class:`ResultRecord` to the artifact store — never the metadata database,
 so it survives an engine crash and the launcher needs no database credentials — and the engine
-reads it back when it settles or adopts the attempt.
+reads it back when it settles or adopts the attempt. When the store refuses it (a full disk:
+the same disk as the launcher's log), the launcher writes a compact failure record, one JSON
+line, to ``status_fd`` instead: a pipe the local executor reads, which needs no disk.
 
 Both documents carry a ``version``. A reader refuses a version it does not know, saying so,
 rather than misreading it (a task process of another Argosy release: a container image, a
@@ -23,6 +25,7 @@ from argosy.errors import ExecutionError
 
 INVOCATION_VERSION = 1
 RESULT_VERSION = 1
+STATUS_LIMIT = 8 * 1024  # characters of error in a record sent on ``status_fd``
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 
@@ -65,7 +68,9 @@ class Invocation:
     ``step`` is the step spec as JSON (the launcher does not load the pydantic models);
     ``inputs`` maps each input name to ``{"value": v}`` or ``{"artifact": {"sha256",
     "format", "type", "filename"?, "tenant"?, "id"?}}``. ``scratch`` and ``encryption`` (the
-    tenant's unwrapped data keys, never the key-encryption key) are added by the executor.
+    tenant's unwrapped data keys, never the key-encryption key) are added by the executor, and
+    so is ``status_fd`` where it has one: an inherited pipe for the result record when the
+    store cannot take it (see :meth:`ResultRecord.compact`).
     """
 
     tenant: str
@@ -81,6 +86,7 @@ class Invocation:
     result_key: str
     scratch: str | None = None
     encryption: dict[str, Any] | None = None
+    status_fd: int | None = None
     version: int = INVOCATION_VERSION
 
     @property
@@ -111,6 +117,8 @@ class Invocation:
             doc["scratch"] = self.scratch
         if self.encryption is not None:
             doc["encryption"] = self.encryption
+        if self.status_fd is not None:
+            doc["status_fd"] = self.status_fd
         return doc
 
     @classmethod
@@ -131,6 +139,7 @@ class Invocation:
             result_key=doc["result_key"],
             scratch=doc.get("scratch"),
             encryption=doc.get("encryption"),
+            status_fd=doc.get("status_fd"),
         )
 
 
@@ -180,6 +189,17 @@ class ResultRecord:
     @property
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
+
+    def compact(self, why: str, limit: int = STATUS_LIMIT) -> ResultRecord:
+        """The failure record sent on ``status_fd`` when this one could not be stored
+        (``why``): no outputs (the engine accepts none it cannot read back), the error cut to
+        fit ``limit`` characters, so one write into an empty pipe always takes it whole."""
+        reason, error = self.reason, self.error
+        if self.succeeded:  # its outputs are stored, but no record names them
+            reason, error = "output_error", why
+        if error is not None and len(error) > limit:
+            error = error[: limit - 14] + " [...cut here]"
+        return replace(self, status=FAILED, outputs={}, reason=reason, error=error)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,9 @@ the file).
    the type allows);
 4. calls the function, writes each output as a blob, then the **result record** — written to
    the artifact store, never the metadata database, so it survives an engine crash and the
-   launcher needs no database credentials;
+   launcher needs no database credentials; where the store refuses it (a full disk, which
+   also swallows the log), a compact failure record goes to the executor's status pipe
+   (``status_fd``), which needs no disk;
 5. kills whatever its step left running, and exits 0 (succeeded) or 1 (failed).
 
 The invocation and the result record are :mod:`argosy.runtime.invocation`'s typed,
@@ -25,6 +27,7 @@ It is imported by nothing heavy: startup cost is per task.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import json
@@ -189,7 +192,7 @@ def _store_outputs(
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
-            raise StepFailed("output_error", _no_space(name, exc, out_dir)) from None
+            raise StepFailed("output_error", _no_space(f"output {name!r}", exc, out_dir)) from None
         records[name] = OutputRecord(
             sha256=info.sha256,
             size=info.size,
@@ -202,7 +205,7 @@ def _store_outputs(
     return records
 
 
-def _no_space(name: str, exc: OSError, out_dir: Path) -> str:
+def _no_space(what: str, exc: OSError, out_dir: Path) -> str:
     """``no space left on device while storing output 'X' (12.3 MB free on /path)``."""
     where = Path(exc.filename).parent if exc.filename else out_dir
     while not where.exists() and where != where.parent:
@@ -212,7 +215,7 @@ def _no_space(name: str, exc: OSError, out_dir: Path) -> str:
     except OSError:
         free = f"free space on {where} unknown"
     return (
-        f"no space left on device while storing output {name!r} ({free}); free space there "
+        f"no space left on device while storing {what} ({free}); free space there "
         "or point ARGOSY_HOME / ARGOSY_ARTIFACT_URL at a larger disk"
     )
 
@@ -269,8 +272,9 @@ def _cpu_seconds() -> float:
     an executor that cannot see the process (a pod) records as the attempt's CPU time."""
     import resource
 
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -323,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("ARGOSY_TASK_ISOLATED"):  # tasks share one OS user: hide from the others
         processes.set_not_dumpable()
     inv = _read_invocation(argv[0])
+    if inv.status_fd is not None:  # the step's own processes need not hold the pipe open
+        with contextlib.suppress(OSError):
+            os.set_inheritable(inv.status_fd, False)
     store = open_artifact_store(inv.store.url, inv.tenant, inv.store.options)
     if inv.scratch is None:
         raise ExecutionError("the executor gave the invocation no scratch folder; this is a bug")
@@ -349,13 +356,15 @@ def main(argv: list[str] | None = None) -> int:
         status, reason, error = FAILED, exc.reason, str(exc)
         exit_code = exc.exit_code
     except BaseException as exc:
-        sys.stderr.write(_user_traceback(exc, inv))
+        with contextlib.suppress(OSError):  # a full disk: the record below still says it
+            sys.stderr.write(_user_traceback(exc, inv))
         reason = "input_error" if isinstance(exc, ArgosyError) else "exception"
         status, error = FAILED, f"{type(exc).__name__}: {exc}"
         exit_code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError):
+                stream.flush()
     record = ResultRecord(
         attempt_id=inv.attempt_id, attempt=inv.attempt, status=status, started_at=started_at,
         finished_at=_now(), outputs=outputs, reason=reason, error=error,
@@ -364,8 +373,29 @@ def main(argv: list[str] | None = None) -> int:
     # Whatever the step left running dies with the attempt (guaranteed clean-up).
     for pid in processes.descendants(os.getpid()):
         processes.kill_tree(pid)
-    store.put_record(inv.result_key, record.to_json())
+    try:
+        store.put_record(inv.result_key, record.to_json())
+    except (OSError, ArgosyError) as exc:
+        if inv.status_fd is None:
+            raise
+        why = f"the result record could not be stored: {exc}"
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            why = _no_space("the result record", exc, scratch)
+        if not _send_status(inv.status_fd, record.compact(why)):
+            raise
+        return exit_code or 1
     return exit_code
+
+
+def _send_status(fd: int, record: ResultRecord) -> bool:
+    """Write the compact failure record to the executor's status pipe (one JSON line; never
+    blocks): False if no one reads it (an engine that died), or it is not a pipe."""
+    data = json.dumps(record.to_json()).encode() + b"\n"
+    try:
+        os.set_blocking(fd, False)
+        return os.write(fd, data) == len(data)
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

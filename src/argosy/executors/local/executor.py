@@ -18,6 +18,13 @@ the server's user (the container engine isolates them).
 stdout/stderr go to files (not pipes) so an attempt outlives a crashed engine without
 SIGPIPE; the executor tails them. The process exit is watched through a pidfd, so the engine
 wakes the moment an attempt ends.
+
+A full disk (the attempt folder, the log and the store share it) loses neither the failure nor
+the log: the launcher gets the write end of a **status pipe** (``status_fd``) for its result
+record when the store refuses it, which the executor reads when the attempt ends and hands to
+the engine (``AttemptExit.record``); log lines the disk refuses stay in memory
+(:class:`CappedLog`) until the attempt's scratch folder — where a half-written output fills
+the disk — is removed, and only then is the log written out and stored.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import argosy
-from argosy.errors import NoRoomError, StoreError, UsageError
+from argosy.errors import ExecutionError, NoRoomError, StoreError, UsageError
 from argosy.executors.base import (
     AttemptExit,
     AttemptLaunch,
@@ -52,6 +59,7 @@ from argosy.executors.base import (
 from argosy.executors.local.capacity import CapacityLedger
 from argosy.executors.logcap import DEFAULT_LOG_CAP, MAX_LINE, CappedLog, punch_hole
 from argosy.runtime import processes
+from argosy.runtime.invocation import ResultRecord
 from argosy.stores.artifacts.blobs import ArtifactStore
 
 ENV_ALLOW = (
@@ -69,6 +77,7 @@ ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
 LOG_TAIL_LINES = 20
 SAMPLE_INTERVAL = 0.1
 READ_CHUNK = 1024 * 1024  # raw output is read (and its disk blocks freed) this much at a time
+STATUS_MAX = 64 * 1024  # bytes read from an attempt's status pipe (one compact record)
 _LAUNCH = "import os,sys;from argosy.runtime.launcher import main;c=main(sys.argv[1:]);sys.stdout.flush();sys.stderr.flush();os._exit(c)"
 
 
@@ -122,6 +131,7 @@ class _Running:
     memory_limit: int | None
     streams: list[_Stream]
     log: CappedLog
+    status: int  # the read end of the status pipe (non-blocking)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     stop_reason: str | None = None
     peak_rss: int = 0
@@ -214,17 +224,24 @@ class LocalExecutor(Executor):
         gpus = self.ledger.reserve(self.store.tenant, launch.cpu, launch.memory, launch.gpu)
         if gpus is None:
             raise NoRoomError(f"no room to start {launch.node_path}: the engine must wait")
+        status_r, status_w = os.pipe()  # both close-on-exec; the launcher inherits status_w
+        os.set_blocking(status_r, False)
         try:
-            return self._start(launch, gpus)
+            return self._start(launch, gpus, status_r, status_w)
         except BaseException:
+            os.close(status_r)
             self.ledger.release(self.store.tenant, launch.cpu, launch.memory, tuple(gpus))
             raise
+        finally:
+            os.close(status_w)  # the launcher holds its own copy
 
     def _isolated(self, launch: AttemptLaunch) -> bool:
         """Whether the attempt runs as the task user (container steps: as the server)."""
         return self.run_as is not None and not _is_container(launch)
 
-    def _start(self, launch: AttemptLaunch, gpus: list[int]) -> ProcessIdentity:
+    def _start(
+        self, launch: AttemptLaunch, gpus: list[int], status_r: int, status_w: int
+    ) -> ProcessIdentity:
         python = self.interpreter(launch) if self.interpreter else self.python
         isolated = self._isolated(launch)
         folder = self.attempts_dir / launch.attempt_id
@@ -234,6 +251,7 @@ class LocalExecutor(Executor):
             os.chmod(private, 0o700)
         invocation = launch.invocation.completed(
             scratch=str(scratch),
+            status_fd=status_w,
             # the tenant's data keys, never the KEK
             encryption=self.store.cipher.task_document() if self.store.cipher else None,
             # a task user's downloads stay in its scratch: the shared cache is the server's
@@ -266,6 +284,7 @@ class LocalExecutor(Executor):
                 env=self._environment(launch, scratch, gpus),
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(status_w,),
                 user=user.uid if user else None,
                 group=user.gid if user else None,
                 extra_groups=[] if user else None,
@@ -293,6 +312,7 @@ class LocalExecutor(Executor):
             memory_limit=limit,
             streams=[_Stream(out_path, "out"), _Stream(err_path, "err")],
             log=CappedLog(folder / "log.jsonl", self.log_cap, opener=_private),
+            status=status_r,
         )
         return identity
 
@@ -440,15 +460,23 @@ class LocalExecutor(Executor):
                 from argosy.runtime.container import remove_container
 
                 remove_container(attempt_id)
+        record = self._read_status(run)
         self._read_streams(run, final=True)
         if sig is not None and run.stop_reason is None:
             self._write_line(
                 run, "err", f"argosy: the process was killed by {signal.Signals(sig).name}"
             )
-            run.log.flush()
-        run.log.close()
+        if record is not None:  # its own stderr may have been lost with the record: say it
+            self._write_line(run, "err", f"argosy: {record.reason}: {record.error}")
+        # the scratch first: a half-written output there may be what fills the disk
+        shutil.rmtree(run.folder / "scratch", ignore_errors=True)
+        if not run.log.close():
+            run.tail.append(f"argosy: this attempt's log could not be written: {run.log.error}")
         if run.launch.log_key:
-            self.store.put_record_file(run.launch.log_key, run.folder / "log.jsonl")
+            try:
+                self.store.put_record_file(run.launch.log_key, run.folder / "log.jsonl")
+            except OSError as exc:  # the disk is still full: the tail (below) is kept
+                run.tail.append(f"argosy: this attempt's log could not be stored: {exc}")
         shutil.rmtree(run.folder, ignore_errors=True)
         self.ledger.release(
             self.store.tenant, run.launch.cpu, run.launch.memory, run.identity.gpu_devices
@@ -463,7 +491,31 @@ class LocalExecutor(Executor):
             # ru_maxrss is not used: Linux carries the engine's own peak over into the child
             peak_memory=run.peak_rss or None,
             log_tail=list(run.tail),
+            record=record,
         )
+
+    def _read_status(self, run: _Running) -> ResultRecord | None:
+        """The failure record the launcher sent on its status pipe (it could not store its
+        result record), if any; the pipe is closed."""
+        data = b""
+        try:
+            while len(data) < STATUS_MAX:
+                chunk = os.read(run.status, STATUS_MAX)
+                if not chunk:
+                    break
+                data += chunk
+        except BlockingIOError:  # nothing (more) written, a descendant still holds the pipe
+            pass
+        finally:
+            os.close(run.status)
+        line = data.partition(b"\n")[0].strip()
+        if not line:
+            return None
+        try:
+            return ResultRecord.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError, ExecutionError) as exc:
+            self._write_line(run, "err", f"argosy: the status pipe held no record: {exc}")
+            return None
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self, attempt_id: str, reason: str) -> None:
