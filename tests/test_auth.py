@@ -28,6 +28,7 @@ import pytest
 from argosy.api import API_PREFIX, UploadCreate
 from argosy.api.documents import ScheduleCreate
 from argosy.api.registry import ModelVersionCreate
+from argosy.api.triggers import TriggerCreate
 from argosy.auth.policy import Role
 from argosy.client.client import Client
 from argosy.config import Settings
@@ -37,6 +38,7 @@ from argosy.spec.compile import compile_pipeline
 from argosy.spec.loader import load_pipeline
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import User
+from argosy.webhooks import sign
 from tests.oidc_issuer import OidcIssuer
 from tests.oidc_issuer import oidc_issuer as oidc_issuer  # the fixture
 from tests.server_fixture import ServerProcess, oidc_env, start_server
@@ -183,6 +185,12 @@ PUT    {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y  
 DELETE {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y       -       y     -
 GET    {T}/models/{{model}}/aliases/{{alias}}             -    y      y      y       -       y     -
 GET    {T}/models/{{model}}/history                       -    y      y      y       -       y     -
+POST   {T}/triggers                                       -    -      y      y       -       y     -
+GET    {T}/triggers                                       -    y      y      y       -       y     -
+GET    {T}/triggers/{{name}}                              -    y      y      y       -       y     -
+DELETE {T}/triggers/{{name}}                              -    -      y      y       -       y     -
+GET    {T}/triggers/{{name}}/fires                        -    y      y      y       -       y     -
+POST   {T}/triggers/{{name}}/webhook                      y    y      y      y       y       y     y
 GET    {T}/kfp/apis/v2beta1/healthz                        y    y      y      y       y       y     y
 POST   {T}/kfp/apis/v2beta1/pipelines/upload               -    -      y      y       -       y     -
 POST   {T}/kfp/apis/v2beta1/pipelines/upload_version       -    -      y      y       -       y     -
@@ -381,6 +389,8 @@ class World:
             self.model, ModelVersionCreate(artifact=f"{self.done_run.id}/make/output")
         )
         self.client.promote_model(self.model, "staging", 1)
+        self.client.set_secret("MATRIX_HOOK", "matrix-hook-secret")
+        self.hook = self.trigger()
         self.shared_upload = self.upload(b"")
         self.kfp_pipeline = self.kfp_upload()  # a pipeline imported through the KFP API
         self.shared = {
@@ -400,6 +410,14 @@ class World:
         self.client.create_schedule(
             ScheduleCreate(name=name, pipeline="quick", cron="0 0 1 1 *", paused=True)
         )
+        return name
+
+    def trigger(self) -> str:
+        name = self.name("hook-")
+        self.client.create_trigger(
+            TriggerCreate(name=name, kind="webhook", source={"secret": "MATRIX_HOOK"},
+                          pipeline="quick")
+        )  # fmt: skip
         return name
 
     def secret(self) -> str:
@@ -557,6 +575,20 @@ class World:
                     values["run_id"] = self.client.wait(made, poll=0.2, timeout=120).id
             case "GET", "/logs/search":
                 kwargs = {"params": {"q": "anything"}}
+            case "POST", "/triggers":
+                kwargs = {"json": {"name": self.name("new-hook-"), "kind": "webhook",
+                                   "source": {"secret": "MATRIX_HOOK"}, "pipeline": "quick"}}  # fmt: skip
+                success = (201,)
+            case ("GET", "/triggers/{name}") | ("GET", "/triggers/{name}/fires"):
+                values["name"] = self.hook
+            case "DELETE", "/triggers/{name}":
+                values["name"] = self.trigger() if fresh else self.hook
+                success = (204,)
+            case "POST", "/triggers/{name}/webhook":
+                values["name"] = self.hook
+                body = b'{"from": "matrix"}'
+                kwargs = {"content": body, "headers": sign("matrix-hook-secret", body, "matrix-1")}
+                success = (200, 201)  # the first delivery starts a run, the same one again: 200
             case "POST", "/schedules":
                 kwargs = {"json": {"name": self.name("new-sched-"), "pipeline": "quick",
                                    "cron": "0 0 1 1 *", "paused": True}}  # fmt: skip
@@ -721,6 +753,7 @@ def test_authorization_matrix(
     assert admin.get_run(world.shared_blocking).cancel_requested is False
     assert not admin.get_tenant(tenants["a"]).archived
     assert admin.get_model(world.model).aliases["staging"] == 1
+    assert world.hook in [t.name for t in admin.list_triggers()]
     admin.cancel_run(world.shared_blocking)
 
 

@@ -25,8 +25,10 @@ from argosy.api.registry import AliasEvent as _AliasEvent
 from argosy.api.registry import Model as _Model
 from argosy.api.registry import ModelVersion as _ModelVersion
 from argosy.api.registry import __all__ as _registry
+from argosy.api.triggers import *  # noqa: F403
+from argosy.api.triggers import __all__ as _triggers
 
-__all__ = [*_documents, *_registry, "PUBLISHED", "json_schema"]
+__all__ = [*_documents, *_registry, *_triggers, "PUBLISHED", "json_schema"]
 
 PUBLISHED: dict[str, type[Versioned]] = {
     "run": RunDetail,

@@ -1038,6 +1038,17 @@ from argosy.cli import models_cli  # noqa: E402  (argosy models: the model regis
 models_cli.register(app, _with)
 
 
+def _load_param_file(path: Path | None) -> Any:
+    from argosy.cli import ci_commands
+
+    return ci_commands.load_param_file(path)
+
+
+from argosy.cli import trigger_commands  # noqa: E402  (argosy triggers: runs on events)
+
+trigger_commands.register(app, _require_remote, _load_param_file)
+
+
 def main() -> None:
     """Run the CLI: one line on stderr and a meaningful exit code (SystemExit) for user errors."""
     from argosy.errors import ArgosyError

@@ -782,6 +782,25 @@ class Client:
         params = {"alias": alias} if alias else None
         return self._many(models.AliasEvent, self._t(f"/models/{name}/history"), params)
 
+    # -- triggers --------------------------------------------------------------------------------
+    def create_trigger(self, body: models.TriggerCreate) -> models.Trigger:
+        return self._one(
+            models.Trigger, "POST", self._t("/triggers"), json=body.model_dump(mode="json"),
+            idempotent=False,
+        )  # fmt: skip
+
+    def list_triggers(self) -> list[models.Trigger]:
+        return self._many(models.Trigger, self._t("/triggers"))
+
+    def get_trigger(self, name: str) -> models.Trigger:
+        return self._one(models.Trigger, "GET", self._t(f"/triggers/{name}"))
+
+    def delete_trigger(self, name: str) -> None:
+        self._send("DELETE", self._t(f"/triggers/{name}"))
+
+    def trigger_fires(self, name: str) -> list[models.TriggerFire]:
+        return self._many(models.TriggerFire, self._t(f"/triggers/{name}/fires"))
+
 
 # -- helpers -----------------------------------------------------------------------------------
 def _user_agent() -> str:

@@ -36,6 +36,7 @@ from argosy.server.routes import (
     task_store,
     tenants,
     tokens,
+    triggers,
     uploads,
 )
 from argosy.server.routes import audit as audit_routes
@@ -98,8 +99,9 @@ def create_app(context: ServerContext) -> FastAPI:
         artifacts,
         logs,
         schedules,
-        secrets,
         models,
+        triggers,
+        secrets,
         task_store,
     ):
         app.include_router(module.router)

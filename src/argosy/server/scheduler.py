@@ -22,6 +22,7 @@ A slot that would exceed ``max_concurrent_runs`` is recorded as skipped, not que
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,6 +36,7 @@ from argosy.ops.schedules import next_fire_after
 from argosy.server.clock import Clock
 from argosy.server.leases import LeaseHolder
 from argosy.states import RunStatus
+from argosy.stores.artifacts.blobs import ArtifactStore
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import (
@@ -132,6 +134,14 @@ class Scheduler:
         if any(counts.values()):
             log.info("housekeeping removed %s", counts)
         return counts
+
+    # -- triggers --------------------------------------------------------------------------
+    def fire_triggers(self, store_of: Callable[[str], ArtifactStore] | None = None) -> int:
+        """Act on run and model events for the triggers (``argosy.service.triggers``);
+        ``store_of(tenant)``: where outputs' values are read from."""
+        from argosy.service.triggers import scan
+
+        return scan(self.metadata, self.clock.now(), store_of)
 
     # -- schedules -------------------------------------------------------------------------
     def fire_due(self) -> int:
