@@ -169,6 +169,15 @@ GET    /api/v1/costs                                      -    -      -      -  
 GET    /metrics                                           -    -      -      -       -       y     -
 DELETE {T}/runs/{{run_id}}                                -    -      -      y       -       y     -
 POST   /api/v1/gc                                         -    -      -      -       -       y     -
+GET    {T}/retention                                      -    y      y      y       -       y     -
+PUT    {T}/retention                                      -    -      -      y       -       y     -
+GET    {T}/holds                                          -    y      y      y       -       y     -
+POST   {T}/holds                                          -    -      -      y       -       y     -
+POST   {T}/holds/{{hold_id}}/release                      -    -      -      y       -       y     -
+GET    {T}/retrievals                                     -    y      y      y       -       y     -
+POST   {T}/retrievals                                     -    y      y      y       -       y     -
+POST   {T}/retrievals/{{retrieval_id}}/decision           -    -      -      y       -       y     -
+POST   /api/v1/lifecycle                                  -    -      -      -       -       y     -
 POST   {T}/schedules                                      -    -      y      y       -       y     -
 GET    {T}/schedules                                      -    y      y      y       -       y     -
 GET    {T}/schedules/{{name}}                             -    y      y      y       -       y     -
@@ -573,6 +582,23 @@ class World:
                 if fresh:
                     made = self.client.create_run("quick").id
                     values["run_id"] = self.client.wait(made, poll=0.2, timeout=120).id
+            case "PUT", "/retention":
+                kwargs = {"json": {"archive_after_days": 30}}
+            case "POST", "/holds":
+                kwargs = {"json": {"target": self.done_run.id, "reason": "matrix"}}
+                success = (201,)
+            case "POST", "/holds/{hold_id}/release":  # a hold of its own for each release
+                from argosy.client.http import HttpBackend
+
+                held = HttpBackend(self.client).place_hold(self.done_run.id, "matrix")
+                values["hold_id"] = held.id if fresh else DUMMY_ID
+            case "POST", "/retrievals":
+                kwargs = {"json": {"target": self.done_run.id, "reason": "matrix"}}
+                success = (409,)  # allowed; nothing is archived here (test_ops_retention.py)
+            case "POST", "/retrievals/{retrieval_id}/decision":
+                values["retrieval_id"] = DUMMY_ID
+                kwargs = {"json": {"approve": True}}
+                success = (404,)  # allowed; no such request (test_ops_retention.py decides)
             case "GET", "/logs/search":
                 kwargs = {"params": {"q": "anything"}}
             case "POST", "/triggers":

@@ -168,3 +168,25 @@ def delete_runs(backend: Backend, refs: list[str], *, json_output: bool) -> None
         f"deleted {len(done.runs)} run(s) with {done.artifacts} artifact(s); "
         f"{done.blobs_freed} blob(s) ({format_bytes(done.bytes_freed)}) freed"
     )
+
+
+# -- retention, holds, retrievals ---------------------------------------------------------------
+def show(doc: Any, json_output: bool) -> None:
+    """A document: JSON, or its fields one per line."""
+    if json_output:
+        emit_json(doc)
+        return
+    for name, value in doc.model_dump(mode="json").items():
+        if name != "schema_version":
+            out.print(f"{name}: {value}")
+
+
+def show_list(items: list[Any], json_output: bool, columns: tuple[str, ...]) -> None:
+    if json_output:
+        emit_json({"items": _rows_json(items)})
+        return
+    table = table_of(*columns, flexible=("reason",) if "reason" in columns else ())
+    for item in items:
+        doc = item.model_dump(mode="json")
+        table.add_row(*(str(doc.get(c) if doc.get(c) is not None else "") for c in columns))
+    out.print(table)

@@ -79,3 +79,129 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
         running or held run is refused)."""
         with_backend(server, lambda b: operations.delete_runs(
             b, runs, json_output=output == Format.json))  # fmt: skip
+
+    retention_app = typer.Typer(help="Retention: archive after N days, delete after M days.",
+                                no_args_is_help=True)  # fmt: skip
+    holds_app = typer.Typer(help="Legal holds: runs and artifacts kept as they are.",
+                            no_args_is_help=True)  # fmt: skip
+    retrievals_app = typer.Typer(
+        help="Requests for archived data, approved by another tenant owner.", no_args_is_help=True
+    )
+    app.add_typer(retention_app, name="retention")
+    app.add_typer(holds_app, name="holds")
+    app.add_typer(retrievals_app, name="retrievals")
+
+    @retention_app.command("show")
+    def retention_show(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
+        """The tenant's retention policy."""
+        with_backend(server, lambda b: operations.show(b.retention_policy(), output == Format.json))
+
+    @retention_app.command("set")
+    def retention_set(
+        archive_after_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+        delete_after_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+        window_days: Annotated[
+            float | None, typer.Option(min=0.001, help="how long a retrieval stays readable")
+        ] = None,
+        never_delete: Annotated[bool, typer.Option("--never-delete")] = False,
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Change the tenant's retention policy (owners)."""
+        from argosy.api.ops import RetentionPolicyUpdate
+
+        fields: dict[str, Any] = {}
+        if archive_after_days is not None:
+            fields["archive_after_days"] = archive_after_days
+        if delete_after_days is not None or never_delete:
+            fields["delete_after_days"] = None if never_delete else delete_after_days
+        if window_days is not None:
+            fields["retrieval_window_days"] = window_days
+        update = RetentionPolicyUpdate(**fields)
+        with_backend(server, lambda b: operations.show(b.set_retention(update),
+                                                       output == Format.json))  # fmt: skip
+
+    @retention_app.command("run")
+    def retention_run(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
+        """Run the lifecycle job now: index logs, archive, delete, end retrieval windows."""
+        with_backend(server, lambda b: operations.show(b.run_lifecycle(), output == Format.json))
+
+    hold_columns = ("id", "target_kind", "target_id", "reason", "created_by", "released_at")
+
+    @holds_app.command("list")
+    def holds_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
+        """Legal holds of the tenant (released ones too)."""
+        with_backend(server, lambda b: operations.show_list(
+            b.list_holds(), output == Format.json, hold_columns))  # fmt: skip
+
+    @holds_app.command("place")
+    def holds_place(
+        target: Annotated[str, typer.Argument(metavar="RUN|ARTIFACT")],
+        reason: Annotated[str, typer.Option(help="why (recorded and audited)")],
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Keep a run or an artifact as it is: never archived, never deleted (owners)."""
+        with_backend(server, lambda b: operations.show(b.place_hold(target, reason),
+                                                       output == Format.json))  # fmt: skip
+
+    @holds_app.command("release")
+    def holds_release(
+        hold_id: Annotated[str, typer.Argument(metavar="HOLD")],
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Release a legal hold (owners)."""
+        with_backend(server, lambda b: operations.show(b.release_hold(hold_id),
+                                                       output == Format.json))  # fmt: skip
+
+    retrieval_columns = ("id", "state", "target_kind", "target_id", "requested_by",
+                         "decided_by", "readable_until", "reason")  # fmt: skip
+
+    @retrievals_app.command("list")
+    def retrievals_list(
+        state: Annotated[
+            str | None, typer.Option(help="pending, approved, denied, expired")
+        ] = None,
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Retrieval requests of the tenant, newest first."""
+        with_backend(server, lambda b: operations.show_list(
+            b.list_retrievals(state), output == Format.json, retrieval_columns))  # fmt: skip
+
+    @retrievals_app.command("request")
+    def retrievals_request(
+        target: Annotated[str, typer.Argument(metavar="RUN|ARTIFACT")],
+        reason: Annotated[str, typer.Option(help="why you need it (the approver reads it)")],
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Ask for the archived data of a run or an artifact back."""
+        with_backend(server, lambda b: operations.show(b.request_retrieval(target, reason),
+                                                       output == Format.json))  # fmt: skip
+
+    def _decide(retrieval_id: str, approve: bool, comment: str | None, json_output: bool,
+                server: str | None) -> None:  # fmt: skip
+        with_backend(server, lambda b: operations.show(
+            b.decide_retrieval(retrieval_id, approve, comment), json_output))  # fmt: skip
+
+    @retrievals_app.command("approve")
+    def retrievals_approve(
+        retrieval_id: Annotated[str, typer.Argument(metavar="REQUEST")],
+        comment: Annotated[str | None, typer.Option()] = None,
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Approve (owners other than the requester): readable for the retrieval window."""
+        _decide(retrieval_id, True, comment, output == Format.json, server)
+
+    @retrievals_app.command("deny")
+    def retrievals_deny(
+        retrieval_id: Annotated[str, typer.Argument(metavar="REQUEST")],
+        comment: Annotated[str | None, typer.Option()] = None,
+        output: OutputOpt = Format.text,
+        server: ServerOpt = None,
+    ) -> None:
+        """Deny a retrieval request (owners other than the requester)."""
+        _decide(retrieval_id, False, comment, output == Format.json, server)

@@ -56,6 +56,27 @@ class OperationsBackend(Protocol):
     def gc(self, dry_run: bool) -> api_ops.GcReport:
         """Unreferenced blobs, records of deleted runs, leftover folders: reported or removed."""
 
+    def retention_policy(self) -> api_ops.RetentionPolicy: ...
+
+    def set_retention(self, update: api_ops.RetentionPolicyUpdate) -> api_ops.RetentionPolicy: ...
+
+    def list_holds(self) -> list[api_ops.LegalHold]: ...
+
+    def place_hold(self, target: str, reason: str) -> api_ops.LegalHold: ...
+
+    def release_hold(self, hold_id: str) -> api_ops.LegalHold: ...
+
+    def list_retrievals(self, state: str | None = None) -> list[api_ops.Retrieval]: ...
+
+    def request_retrieval(self, target: str, reason: str) -> api_ops.Retrieval: ...
+
+    def decide_retrieval(
+        self, retrieval_id: str, approve: bool, comment: str | None
+    ) -> api_ops.Retrieval: ...
+
+    def run_lifecycle(self) -> api_ops.LifecycleReport:
+        """One pass of the lifecycle job now (on a server: every tenant; admins)."""
+
 
 def _params(**values: Any) -> dict[str, Any]:
     return {
@@ -129,6 +150,64 @@ class LocalOperations:
 
         return cleanup.gc(self.ctx, dry_run=dry_run, cache_dir=self.settings.home / "cache")
 
+    def _now(self) -> datetime:
+        from argosy.server.clock import clock_for
+
+        return clock_for(self.settings.clock_file).now()
+
+    def retention_policy(self) -> api_ops.RetentionPolicy:
+        from argosy.service import retention
+
+        return retention.get_policy(self.ctx, self.settings)
+
+    def set_retention(self, update: api_ops.RetentionPolicyUpdate) -> api_ops.RetentionPolicy:
+        from argosy.service import retention
+
+        return retention.set_policy(self.ctx, update, self.settings, self._now())
+
+    def list_holds(self) -> list[api_ops.LegalHold]:
+        from argosy.service import retention
+
+        return retention.list_holds(self.ctx)
+
+    def place_hold(self, target: str, reason: str) -> api_ops.LegalHold:
+        from argosy.service import retention
+
+        body = api_ops.LegalHoldCreate(target=target, reason=reason)
+        return retention.place_hold(self.ctx, body, self._now())
+
+    def release_hold(self, hold_id: str) -> api_ops.LegalHold:
+        from argosy.service import retention
+
+        return retention.release_hold(self.ctx, hold_id, self._now())
+
+    def list_retrievals(self, state: str | None = None) -> list[api_ops.Retrieval]:
+        from argosy.service import retention
+
+        return retention.list_retrievals(self.ctx, state)
+
+    def request_retrieval(self, target: str, reason: str) -> api_ops.Retrieval:
+        from argosy.service import retention
+
+        body = api_ops.RetrievalCreate(target=target, reason=reason)
+        return retention.request_retrieval(self.ctx, body, self._now())
+
+    def decide_retrieval(
+        self, retrieval_id: str, approve: bool, comment: str | None
+    ) -> api_ops.Retrieval:
+        from argosy.service import retention
+
+        body = api_ops.RetrievalDecision(approve=approve, comment=comment)
+        return retention.decide_retrieval(
+            self.ctx, retrieval_id, body, self._now(), self.settings,
+            self.settings.archive_storage_class,
+        )  # fmt: skip
+
+    def run_lifecycle(self) -> api_ops.LifecycleReport:
+        from argosy.service import retention
+
+        return retention.run_lifecycle(self.ctx, self.settings, self._now())
+
 
 class HttpOperations:
     """The operations protocol on a server (its REST API)."""
@@ -188,3 +267,47 @@ class HttpOperations:
         c = self.client
         params = {"dry_run": "true" if dry_run else "false"}
         return c._one(api_ops.GcReport, "POST", f"{API_PREFIX}/gc", params=params)
+
+    def retention_policy(self) -> api_ops.RetentionPolicy:
+        c = self.client
+        return c._one(api_ops.RetentionPolicy, "GET", c._t("/retention"))
+
+    def set_retention(self, update: api_ops.RetentionPolicyUpdate) -> api_ops.RetentionPolicy:
+        c = self.client
+        body = update.model_dump(mode="json", exclude_unset=True)
+        return c._one(api_ops.RetentionPolicy, "PUT", c._t("/retention"), json=body)
+
+    def list_holds(self) -> list[api_ops.LegalHold]:
+        c = self.client
+        return [api_ops.LegalHold.model_validate(d) for d in c._json("GET", c._t("/holds"))]
+
+    def place_hold(self, target: str, reason: str) -> api_ops.LegalHold:
+        c = self.client
+        body = {"target": target, "reason": reason}
+        return c._one(api_ops.LegalHold, "POST", c._t("/holds"), json=body)
+
+    def release_hold(self, hold_id: str) -> api_ops.LegalHold:
+        c = self.client
+        return c._one(api_ops.LegalHold, "POST", c._t(f"/holds/{hold_id}/release"))
+
+    def list_retrievals(self, state: str | None = None) -> list[api_ops.Retrieval]:
+        c = self.client
+        found = c._json("GET", c._t("/retrievals"), params=_params(state=state))
+        return [api_ops.Retrieval.model_validate(d) for d in found]
+
+    def request_retrieval(self, target: str, reason: str) -> api_ops.Retrieval:
+        c = self.client
+        body = {"target": target, "reason": reason}
+        return c._one(api_ops.Retrieval, "POST", c._t("/retrievals"), json=body)
+
+    def decide_retrieval(
+        self, retrieval_id: str, approve: bool, comment: str | None
+    ) -> api_ops.Retrieval:
+        c = self.client
+        body = {"approve": approve, "comment": comment}
+        path = c._t(f"/retrievals/{retrieval_id}/decision")
+        return c._one(api_ops.Retrieval, "POST", path, json=body)
+
+    def run_lifecycle(self) -> api_ops.LifecycleReport:
+        c = self.client
+        return c._one(api_ops.LifecycleReport, "POST", f"{API_PREFIX}/lifecycle")

@@ -143,7 +143,11 @@ class Coordinator:
         except SQLAlchemyError as exc:  # the heartbeat thread registers once the DB is back
             self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
             log.warning("database unreachable at start-up (%s); retrying", exc.__class__.__name__)
-        for name, target in (("heartbeat", self._heartbeat_loop), ("work", self._work_loop)):
+        from argosy.server import lifecycle  # retention, log index, sweeper (issue 17)
+
+        loops = (("heartbeat", self._heartbeat_loop), ("work", self._work_loop),
+                 ("lifecycle", lambda: lifecycle.loop(self)))  # fmt: skip
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"argosy-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)

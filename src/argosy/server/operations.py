@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from argosy.server import metrics
 from argosy.server.access_log import AccessLog
-from argosy.server.routes import cleanup, costs, search
+from argosy.server.routes import cleanup, costs, retention, search
 
 
 def install(app: FastAPI) -> None:
@@ -17,5 +17,7 @@ def install(app: FastAPI) -> None:
     app.include_router(costs.platform_router)
     app.include_router(cleanup.router)
     app.include_router(cleanup.platform_router)
+    app.include_router(retention.router)
+    app.include_router(retention.platform_router)
     metrics.install(app, app.state.context)
     app.add_middleware(AccessLog)

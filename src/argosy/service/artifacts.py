@@ -35,6 +35,10 @@ def open_content(ctx: ServiceContext, ref: str) -> tuple[api.Artifact, BinaryIO]
     try:
         return art, ctx.store.open_blob(art.sha256)
     except FileNotFoundError:
+        from argosy.stores.archive import archive_key, archived_error
+
+        if ctx.store.backend.exists(archive_key(ctx.store.prefix, art.sha256)):
+            raise archived_error(ctx.tenant, art.sha256) from None  # 409, how to get it back
         raise NotFoundError(
             f"the bytes of artifact {art.id} (sha256:{art.sha256}) are missing from the store; "
             "re-run the producing task (with --no-cache) or restore the store from a backup",

@@ -178,6 +178,10 @@ class ArtifactStore:
         )
 
     def _missing(self, sha256: str) -> StoreError:
+        from argosy.stores.archive import archive_key, archived_error
+
+        if self.backend.exists(archive_key(self.prefix, sha256)):  # retention archived it
+            return archived_error(self.tenant, sha256)
         if any(True for _ in self.backend.list(f"{self.prefix}quarantine/{sha256}.")):
             # what is known now is that it is missing: the quarantined copy may be of a blob
             # stored again since and then deleted

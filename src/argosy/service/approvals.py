@@ -1,0 +1,94 @@
+"""One approval service: a request that someone other than its requester decides.
+
+Every approval is a row of ``approvals`` (its kind, what it is about, why, who asked, who
+decided, when, and until when what it grants lasts) and each step is an audit event. The
+rule is the same for every kind: the route lets only those who may decide call
+:func:`decide` (tenant owners and platform admins for retrievals), and the requester never
+decides their own request, so a tenant whose only owner asks needs a platform admin.
+Retrievals of archived data use it today (:mod:`argosy.service.retention`); the model
+registry's production approvals can use it as they are.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from argosy.auth import audit
+from argosy.errors import ConflictError, NotFoundError
+from argosy.ids import new_id
+from argosy.service.context import ServiceContext
+from argosy.stores.metadata.tables import Approval
+
+
+def request(
+    ctx: ServiceContext, kind: str, target_kind: str, target_id: str, reason: str,
+    now: datetime, detail: dict[str, Any] | None = None,
+) -> Approval:  # fmt: skip
+    """A pending request of ``kind`` about ``target``, by the context's actor."""
+    with ctx.metadata.session() as s:
+        row = Approval(
+            id=new_id(), tenant=ctx.tenant, created_at=now, created_by=ctx.actor, kind=kind,
+            target_kind=target_kind, target_id=target_id, reason=reason, state="pending",
+            detail=detail,
+        )  # fmt: skip
+        s.add(row)
+        audit.record(
+            s, actor=ctx.actor, actor_kind="user", action=f"{kind}.request", tenant=ctx.tenant,
+            resource=f"{kind}/{row.id}", detail={"target": f"{target_kind}/{target_id}",
+                                                "reason": reason},
+        )  # fmt: skip
+    return row
+
+
+def get(ctx: ServiceContext, kind: str, approval_id: str) -> Approval:
+    with ctx.metadata.session() as s:
+        row = s.get(Approval, approval_id)
+        if row is None or row.tenant != ctx.tenant or row.kind != kind:
+            raise NotFoundError(f"no {kind} request {approval_id!r} in tenant {ctx.tenant!r}")
+        return row
+
+
+def list_of(ctx: ServiceContext, kind: str, state: str | None = None) -> list[Approval]:
+    with ctx.metadata.session() as s:
+        query = select(Approval).where(Approval.tenant == ctx.tenant, Approval.kind == kind)
+        if state is not None:
+            query = query.where(Approval.state == state)
+        return list(s.scalars(query.order_by(Approval.id.desc())))
+
+
+def decide(
+    ctx: ServiceContext, kind: str, approval_id: str, *, approve: bool, comment: str | None,
+    now: datetime, expires_at: datetime | None = None,
+) -> Approval:  # fmt: skip
+    """Approve (until ``expires_at``) or deny a pending request; never by its requester."""
+    with ctx.metadata.session() as s:
+        row = s.get(Approval, approval_id, with_for_update=True)
+        if row is None or row.tenant != ctx.tenant or row.kind != kind:
+            raise NotFoundError(f"no {kind} request {approval_id!r} in tenant {ctx.tenant!r}")
+        if row.created_by == ctx.actor:
+            audit.record(
+                s, actor=ctx.actor, actor_kind="user", action=f"{kind}.decide",
+                tenant=ctx.tenant, resource=f"{kind}/{row.id}", outcome="denied",
+                detail={"why": "own request"},
+            )  # fmt: skip
+            raise ConflictError(
+                f"{ctx.actor} asked for {kind} {row.id} and cannot decide it; another owner "
+                "of the tenant (or a platform admin, where the tenant has one owner) decides",
+                code="own_request",
+            )
+        if row.state != "pending":
+            raise ConflictError(f"{kind} {row.id} was already {row.state}", code="decided")
+        row.state = "approved" if approve else "denied"
+        row.decided_by = ctx.actor
+        row.decided_at = now
+        row.comment = comment
+        row.expires_at = expires_at if approve else None
+        audit.record(
+            s, actor=ctx.actor, actor_kind="user", action=f"{kind}.{row.state}",
+            tenant=ctx.tenant, resource=f"{kind}/{row.id}",
+            detail={"comment": comment, "until": expires_at.isoformat() if expires_at else None},
+        )  # fmt: skip
+    return row
