@@ -83,9 +83,12 @@ class ColdTier:
             return True
         with tempfile.TemporaryDirectory() as tmp:
             plain = Path(tmp) / "blob"
-            with self.backend.open(cold) as src, gzip.open(src, "rb") as unpacked:
-                with plain.open("wb") as dst:
-                    shutil.copyfileobj(unpacked, dst, 4 * 1024 * 1024)
+            with (
+                self.backend.open(cold) as src,
+                gzip.open(src, "rb") as unpacked,
+                plain.open("wb") as dst,
+            ):
+                shutil.copyfileobj(unpacked, dst, 4 * 1024 * 1024)
             self.backend.put_file(hot, plain, move=True)
         return True
 
