@@ -84,7 +84,8 @@ def test_container_gets_env_and_secrets_and_dies_with_its_timeout(
 
         show = container_step(
             name="show", image="{IMAGE}",
-            command=["sh", "-c", "echo mode=$MODE token=$API_TOKEN > {{{{outputs.out.path}}}}"],
+            command=["sh", "-c",
+                     "echo mode=$MODE token=$(cat /run/secrets/API_TOKEN) > {{{{outputs.out.path}}}}"],
             outputs={{"out": str}}, env={{"MODE": "fast"}}, secrets=["API_TOKEN"],
         )
         hang = container_step(

@@ -3,6 +3,20 @@
 Inputs are written to ``/argosy/inputs/NAME`` and outputs read from ``/argosy/outputs/NAME``
 inside the container (the attempt's scratch folder, mounted). ``{{inputs.NAME.path}}``,
 ``{{inputs.NAME.value}}`` and ``{{outputs.NAME.path}}`` in the command are replaced first.
+
+The container gets what a process step gets, and no more:
+
+- declared secrets as files ``/run/secrets/NAME`` (``ARGOSY_SECRETS_DIR``), written to a
+  private folder in memory (``/dev/shm``) and mounted read-only, so they are in neither the
+  environment, the image, the command line nor ``podman inspect``; declared ``env`` by name;
+- no network unless the step asks (``container_step(network=True)``);
+- a read-only root filesystem, its scratch folder at ``/argosy`` and a ``/tmp`` tmpfs;
+- a non-root user: the launcher's own uid, or ``nobody`` (65534) when the launcher is root
+  (rootful podman; the scratch folder is handed to that uid), every capability dropped and
+  ``no-new-privileges``;
+- ``cpu``/``memory`` (swap off: the memory limit is a hard limit) and ``gpu`` devices; a
+  container the kernel killed for its memory fails the task with ``memory_limit``;
+- it is removed when its command ends, and by the executor at timeout, cancel or a crash.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ if TYPE_CHECKING:
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(path|value)\s*\}\}")
 MOUNT = "/argosy"
+SECRETS_MOUNT = "/run/secrets"
+NOBODY = 65534
 
 
 def container_engine() -> str | None:
@@ -88,6 +104,59 @@ def image_id(image: str) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
+def _container_user(scratch: Path) -> tuple[int, int]:
+    """Who the container's processes are: this process's uid and gid, or ``nobody`` when
+    this is root (then the scratch folder is handed to it, to write its outputs)."""
+    if os.getuid() != 0:
+        return os.getuid(), os.getgid()
+    for folder, _, files in os.walk(scratch):
+        os.chown(folder, NOBODY, NOBODY)
+        for file in files:
+            os.chown(os.path.join(folder, file), NOBODY, NOBODY)
+    return NOBODY, NOBODY
+
+
+def _secret_files(names: list[str], user: tuple[int, int]) -> Path | None:
+    """The declared secrets this process holds, as files in a new private folder (in memory
+    where ``/dev/shm`` exists) readable by the container's user only; None without secrets."""
+    import tempfile
+
+    found = {n: os.environ[n] for n in names if n in os.environ}
+    if not found:
+        return None
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    folder = Path(tempfile.mkdtemp(prefix="argosy-secrets-", dir=base))
+    for n, value in found.items():
+        path = folder / n
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        if os.getuid() == 0:
+            os.chown(path, *user)
+    if os.getuid() == 0:
+        os.chown(folder, *user)
+    folder.chmod(0o500)
+    return folder
+
+
+def _size(value: Any) -> str:
+    from argosy.units import format_bytes
+
+    return format_bytes(value) if isinstance(value, int) else str(value)
+
+
+def _oom_killed(engine: str, name: str) -> bool:
+    """Whether the kernel killed the container for its memory (cgroup OOM)."""
+    try:
+        proc = subprocess.run(
+            [engine, "inspect", "--format", "{{.State.OOMKilled}}", name],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.stdout.strip().lower() == "true"
+
+
 def run_container(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, OutputRecord]:
     from argosy.runtime.launcher import StepFailed, _store_outputs
 
@@ -117,21 +186,47 @@ def run_container(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[
         return value if isinstance(value, str) else json.dumps(value)
 
     command = [_PLACEHOLDER.sub(substitute, part) for part in impl["command"]]
-    argv = [_engine(), "run", "--rm", "--name", container_name(inv.attempt_id),
-            "-v", f"{scratch}:{MOUNT}"]  # fmt: skip
+    engine = _engine()
+    name = container_name(inv.attempt_id)
+    user = _container_user(scratch)
+    secrets = _secret_files(step.get("secrets", []), user)
+    argv = [engine, "run", "--name", name, "-v", f"{scratch}:{MOUNT}",
+            "--user", f"{user[0]}:{user[1]}", "--read-only", "--tmpfs", "/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--network", "bridge" if impl.get("network") else "none"]  # fmt: skip
     resources = step.get("resources") or {}
     if resources.get("cpu"):
         argv += ["--cpus", str(resources["cpu"])]
     if resources.get("memory"):
-        argv += ["--memory", str(resources["memory"])]
-    for name in [*step.get("env", {}), *step.get("secrets", [])]:
-        if name in os.environ:
-            argv += ["-e", name]  # by name: values are not put on a command line
+        argv += ["--memory", str(resources["memory"]), "--memory-swap", str(resources["memory"])]
+    for var in step.get("env", {}):
+        if var in os.environ:
+            argv += ["-e", var]  # by name: values are not put on a command line
+    if secrets is not None:
+        argv += ["-v", f"{secrets}:{SECRETS_MOUNT}:ro", "-e", f"ARGOSY_SECRETS_DIR={SECRETS_MOUNT}"]
     if resources.get("gpu"):
         devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         argv += ["--device", "nvidia.com/gpu=" + (devices or "all"), "-e", "CUDA_VISIBLE_DEVICES"]
     argv += [impl["image"], *command]
-    proc = subprocess.run(argv, check=False)
+    try:
+        proc = subprocess.run(argv, check=False)
+        # the engine's OOMKilled flag; runc on cgroup v2 does not always set it, so a SIGKILL
+        # (137) of a container with a memory limit counts too: nothing else here sends one
+        # (a timeout or a cancel kills the launcher itself first)
+        oom = _oom_killed(engine, name) or (
+            proc.returncode == 137 and bool(resources.get("memory"))
+        )
+    finally:
+        remove_container(inv.attempt_id)
+        if secrets is not None:
+            shutil.rmtree(secrets, ignore_errors=True)
+    if oom:
+        raise StepFailed(
+            "memory_limit",
+            f"the container used more than its memory limit ({_size(resources.get('memory'))}) "
+            "and was killed; ask for more with memory=...",
+            proc.returncode,
+        )
     if proc.returncode != 0:
         raise StepFailed(
             "exit_code", f"the container command exited with {proc.returncode}", proc.returncode

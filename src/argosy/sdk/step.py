@@ -363,10 +363,13 @@ class ContainerStep(Step):
 
     kind = "container"
 
-    def __init__(self, *, image: str, command: list[str], **kwargs: Any) -> None:
+    def __init__(
+        self, *, image: str, command: list[str], network: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(None, **kwargs)
         self.image = image
         self.command = command
+        self.network = network
 
     def run_directly(self, *args: Any, **kwargs: Any) -> Any:
         raise PipelineDefinitionError(
@@ -382,9 +385,14 @@ def container_step(
     command: Sequence[str],
     inputs: Mapping[str, Any] | None = None,
     outputs: Mapping[str, Any] | None = None,
+    network: bool = False,
     **options: Any,
 ) -> ContainerStep:
     """A step that runs ``command`` in ``image`` (pin it by digest: ``image@sha256:...``).
+
+    The container has no network unless ``network=True``, a read-only root filesystem (its
+    scratch space is ``/argosy`` and a ``/tmp`` tmpfs), a non-root user and no capabilities;
+    declared ``secrets`` are files in ``/run/secrets/NAME``, never environment variables.
 
     The command may use ``{{inputs.NAME.path}}`` (a file holding the input), ``{{inputs.NAME.value}}``
     (a JSON scalar inlined) and ``{{outputs.NAME.path}}`` (where to write an output); ``str``
@@ -414,6 +422,7 @@ def container_step(
     return ContainerStep(
         image=image,
         command=list(command),
+        network=bool(network),
         name=name,
         inputs={k: InputDef(type_ref(t)) for k, t in declared["inputs"].items()},
         outputs={k: type_ref(t) for k, t in declared["outputs"].items()},

@@ -163,7 +163,9 @@ class _Compiler:
 
     def implementation(self, s: Step) -> PythonImplementation | ContainerImplementation:
         if isinstance(s, ContainerStep):
-            return ContainerImplementation(image=s.image, command=s.command)
+            return ContainerImplementation(
+                image=s.image, command=s.command, network=getattr(s, "network", False)
+            )
         if self.env_digest is None:
             manifest = environment.environment_manifest(self.cache_dir)
             raw = environment.manifest_bytes(manifest)

@@ -78,6 +78,7 @@ class ContainerImplementation(_Model):
     kind: Literal["container"] = "container"
     image: str
     command: list[str]
+    network: bool = False  # off unless the step asks (container_step(network=True))
 
 
 class KfpImplementation(_Model):
