@@ -8,6 +8,7 @@ engine hands over an :class:`AttemptLaunch` and gets back an :class:`AttemptExit
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from argosy.runtime.invocation import Invocation, ResultRecord
@@ -112,3 +113,9 @@ class Executor(abc.ABC):
     def running(self) -> int:
         """How many attempts are running now."""
         return 0
+
+    def sweep(self, is_live: Callable[[str], bool]) -> list[str]:
+        """Remove what attempts that are not live left behind (processes, pods, folders, temp
+        files), for the one periodic sweeper (``ops/sweeper.py``); returns what was removed,
+        each as ``kind:name`` (a bare name: a Kubernetes object of that attempt)."""
+        return []

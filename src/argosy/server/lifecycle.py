@@ -39,6 +39,34 @@ def run_all(context: Any, still_leading: Callable[[], bool]) -> api_ops.Lifecycl
     return total
 
 
+def sweep(coordinator: Any) -> dict[str, int]:
+    """The sweeper over this instance's executors: local processes and folders (every
+    instance runs local container steps and keeps attempt folders), and pods when tasks run
+    on Kubernetes."""
+    from argosy import plugins
+    from argosy.ops import sweeper
+
+    ctx = coordinator.ctx
+    s = ctx.settings
+    executors: list[Any] = []
+    local_class = plugins.executor_class(plugins.DEFAULT_EXECUTOR)
+    executors.append(local_class(_NoStore(), s.attempts_dir, coordinator.capacity))
+    if s.executor == "kubernetes":  # each tenant's namespace
+        k8s = plugins.executor_class("kubernetes")
+        for tenant in iter_tenants(ctx.metadata):
+            executors.append(k8s.from_settings(  # type: ignore[attr-defined]
+                s, ctx.store(tenant), quotas=coordinator.ledger.quotas))  # fmt: skip
+    return sweeper.sweep(ctx.metadata, executors)
+
+
+class _NoStore:
+    """The local executor's sweep reads no store (temp files of a folder store aside)."""
+
+    tenant = "default"
+    backend = None
+    cipher = None
+
+
 def loop(coordinator: Any) -> None:
     """The lifecycle thread of a server instance (runs while it leads)."""
     ctx = coordinator.ctx
@@ -49,8 +77,6 @@ def loop(coordinator: Any) -> None:
             continue
         try:
             run_all(ctx, still_leading=lambda: coordinator.lease.held and not stopping.is_set())
-            sweep = getattr(coordinator, "sweep", None)
-            if sweep is not None:
-                sweep()
+            sweep(coordinator)
         except Exception:
             log.exception("lifecycle pass failed; retrying at the next interval")

@@ -77,6 +77,7 @@ ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
 LOG_TAIL_LINES = 20
 SAMPLE_INTERVAL = 0.1
 READ_CHUNK = 1024 * 1024  # raw output is read (and its disk blocks freed) this much at a time
+SWEEP_GRACE_S = 120.0  # the sweeper leaves processes and folders younger than this alone
 STATUS_MAX = 64 * 1024  # bytes read from an attempt's status pipe (one compact record)
 _LAUNCH = "import os,sys;from argosy.runtime.launcher import main;c=main(sys.argv[1:]);sys.stdout.flush();sys.stderr.flush();os._exit(c)"
 
@@ -548,6 +549,62 @@ class LocalExecutor(Executor):
         ):
             root = identity.pid
         return processes.kill_tree(root, attempt_id) > 0
+
+    def sweep(self, is_live: Callable[[str], bool], *, grace: float = SWEEP_GRACE_S) -> list[str]:
+        """Remove the leftovers of attempts that are neither live nor this executor's: their
+        processes (those that carry an attempt id in their environment and work in this
+        executor's attempts folder: never another home's), attempt folders (scratch and
+        temp files inside), and the store's temporary files older than an hour. Nothing
+        younger than ``grace`` seconds is touched (an attempt being started now may not be
+        recorded yet). Returns ``kind:name`` for each thing removed."""
+        removed: list[str] = []
+        mine = set(self._running)
+        marker = processes.ATTEMPT_ENV.encode() + b"="
+        root = str(self.attempts_dir.resolve()) + os.sep
+        now = time.time()
+        seen: dict[str, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if not os.readlink(entry / "cwd").startswith(root):
+                    continue  # not a task of this executor's folder
+                started = processes.start_time(int(entry.name))
+                if started is None or now - started < grace:
+                    continue
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            for item in environ.split(b"\0"):
+                if item.startswith(marker):
+                    attempt_id = item[len(marker) :].decode(errors="replace")
+                    seen.setdefault(attempt_id, []).append(int(entry.name))
+        for attempt_id, pids in sorted(seen.items()):
+            if attempt_id in mine or is_live(attempt_id):
+                continue
+            for pid in pids:
+                processes.kill_tree(pid, None)
+                removed.append(f"process:{pid}")
+        if self.attempts_dir.is_dir():
+            for folder in sorted(self.attempts_dir.iterdir()):
+                try:
+                    young = now - folder.stat().st_mtime < grace
+                except OSError:
+                    continue
+                ours = folder.is_dir() and not young and folder.name not in mine
+                if ours and not is_live(folder.name):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(f"scratch_folder:{folder.name}")
+        tmp = getattr(self.store.backend, "tmp", None)
+        if isinstance(tmp, Path) and tmp.is_dir():
+            for path in tmp.iterdir():
+                try:
+                    if path.is_file() and now - path.stat().st_mtime > 3600:
+                        path.unlink()
+                        removed.append(f"temp_file:{path.name}")
+                except OSError:
+                    pass
+        return removed
 
     def adopt_log(self, attempt_id: str, log_key: str) -> list[str]:
         """Store the log of an attempt whose engine died; returns its last lines.
