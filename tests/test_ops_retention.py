@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from argosy.stores.metadata.tables import Artifact, BlobTier, Deletion, Run
@@ -185,3 +186,50 @@ def test_a_sigkill_mid_deletion_is_finished_by_the_next_pass(ws: Workspace, tmp_
         assert s.scalar(select(func.count()).select_from(Deletion)) == 0
     assert all(_blob_files(ws, sha) == (False, False) for sha in shas)
     assert not list((ws.home / "blobs" / "tenants" / "default").glob("runs/*/*/*/*"))
+
+
+def test_on_s3_archived_bytes_are_in_a_cold_storage_class_and_restored(
+    ws: Workspace, tmp_path: Path, s3_env: Any, s3_bucket: str
+) -> None:
+    """moto: archived objects have the GLACIER class (a direct GET is refused until restored),
+    the hot key is gone; an approved retrieval restores them through S3's restore API."""
+    clock = Clock(tmp_path / "clock")
+    env = {**s3_env.argosy_env(f"s3://{s3_bucket}/argosy"), "ARGOSY_CLOCK_FILE": str(clock.path)}
+    path = ws.write(PIPE, "kept")
+
+    def cli(*args: str, user: str = "alice") -> Any:
+        return ws.argosy(*args, env={**env, "ARGOSY_USER": user})
+
+    done = cli("run", f"{path}:kept", "-p", "n=7", "-q", "-o", "json")
+    assert done.code == 0, done.stderr
+    run_id = done.json()["id"]
+    s3 = s3_env.client()
+    listed = cli("artifacts", "list", run_id, "-o", "json").json()["artifacts"]
+    blobs = {a["sha256"] for a in listed}
+    assert len(blobs) == 2
+    clock.advance(31)
+    report = cli("retention", "run", "-o", "json")
+    assert report.code == 0, report.stderr
+    assert report.json()["archived"] == 2
+    for sha in blobs:
+        hot = f"argosy/tenants/default/blobs/sha256/{sha[:2]}/{sha}"
+        cold = f"argosy/tenants/default/archive/blobs/sha256/{sha[:2]}/{sha}"
+        assert s3.list_objects_v2(Bucket=s3_bucket, Prefix=hot)["KeyCount"] == 0
+        assert s3.head_object(Bucket=s3_bucket, Key=cold)["StorageClass"] == "GLACIER"
+        with pytest.raises(Exception, match="InvalidObjectState"):
+            s3.get_object(Bucket=s3_bucket, Key=cold)
+    refused = cli("artifacts", "get", f"{run_id}/make/output", "--out", str(tmp_path / "x"))
+    assert refused.code != 0 and "argosy retrievals request" in refused.stderr
+    request = cli("retrievals", "request", run_id, "--reason", "audit", "-o", "json").json()
+    assert cli("retrievals", "approve", request["id"]).code != 0  # not by the requester
+    approved = cli("retrievals", "approve", request["id"], "-o", "json", user="bob")
+    assert approved.code == 0, approved.stderr
+    got = cli("artifacts", "get", f"{run_id}/make/output", "--out", str(tmp_path / "y"))
+    assert got.code == 0, got.stderr
+    for sha in blobs:
+        cold = f"argosy/tenants/default/archive/blobs/sha256/{sha[:2]}/{sha}"
+        assert 'ongoing-request="false"' in s3.head_object(Bucket=s3_bucket, Key=cold)["Restore"]
+    clock.advance(8)
+    assert cli("retention", "run", "-o", "json").json()["rearchived"] == 2
+    again = cli("artifacts", "get", f"{run_id}/make/output", "--out", str(tmp_path / "z"))
+    assert again.code != 0 and "archived" in again.stderr
