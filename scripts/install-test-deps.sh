@@ -7,7 +7,9 @@
 # a venv under /root is out of that user's reach); chromium is the browser the web UI's
 # end-to-end tests drive through Playwright (executable_path; Playwright's own browser
 # download is never used); prometheus gives the server and promtool the metrics tests run
-# (tests/test_ops_server.py: a real scrape, the alert rules' unit tests). Under CI=true a test skipped for a missing
+# (tests/test_ops_server.py: a real scrape, the alert rules' unit tests); docker-registry is the
+# OCI registry tests/test_images.py pushes to and locks from on loopback (its Debian service is
+# not used). Under CI=true a test skipped for a missing
 # prerequisite fails (tests/conftest.py), so everything a test needs is installed here.
 set -euo pipefail
 # The unprivileged OS user that server tasks run as (ARGOSY_TASK_USER) in the isolation tests.
@@ -15,7 +17,7 @@ if [ "$(id -u)" -eq 0 ] && ! id argosy-task >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin argosy-task
 fi
 missing=()
-for pkg in podman runc busybox-static postgresql python3 chromium prometheus; do
+for pkg in podman runc busybox-static postgresql python3 chromium prometheus docker-registry; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -136,10 +136,19 @@ def compile_to(settings: Settings, target: str, dest: Path | None) -> None:
 
 
 def push_pipeline(
-    backend: Backend, settings: Settings, target: str, version: str | None, json_output: bool
+    backend: Backend,
+    settings: Settings,
+    target: str,
+    version: str | None,
+    json_output: bool,
+    allow_unpinned: bool = False,
 ) -> None:
-    """Compile here, store the blobs, then the spec as a version."""
-    pushed = backend.push_pipeline(compile_target(settings, target), version)
+    """Compile here, pin its container images by digest (``argosy.lock.json``), store the
+    blobs, then the spec as a version."""
+    from argosy.ops.images import pin_compiled
+
+    compiled = pin_compiled(compile_target(settings, target), allow_unpinned)
+    pushed = backend.push_pipeline(compiled, version)
     if json_output:
         emit_json(pushed)
         return

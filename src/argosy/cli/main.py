@@ -607,16 +607,24 @@ def pipelines_push(
     ] = None,
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option("--allow-unpinned", help="push container images that have no digest"),
+    ] = False,
 ) -> None:
     """Compile a pipeline here and store it as an immutable version (on a server: its code
-    and environment blobs are uploaded first). Pushing the same content again is harmless;
-    a version name that already names other content is refused (exit 2)."""
+    and environment blobs are uploaded first). Container images are pinned by digest from
+    argosy.lock.json (argosy images lock); an image without one is refused. Pushing the same
+    content again is harmless; a version name that already names other content is refused
+    (exit 2)."""
     from argosy.cli import commands
 
     settings = _settings()
     _with(
         server,
-        lambda b: commands.push_pipeline(b, settings, target, version, output == Format.json),
+        lambda b: commands.push_pipeline(
+            b, settings, target, version, output == Format.json, allow_unpinned
+        ),
     )
 
 
@@ -1047,6 +1055,10 @@ def _load_param_file(path: Path | None) -> Any:
 from argosy.cli import trigger_commands  # noqa: E402  (argosy triggers: runs on events)
 
 trigger_commands.register(app, _require_remote, _load_param_file)
+
+from argosy.cli import images_cli  # noqa: E402  (argosy images: build, push, lock)
+
+images_cli.register(app)
 
 
 def main() -> None:
