@@ -650,7 +650,8 @@ def test_command_help_imports_no_data_or_database_library() -> None:
 
 def test_importing_the_sdk_and_the_step_launcher_stays_cheap() -> None:
     code = (
-        "import json, sys, argosy, argosy.runtime.launcher; "
+        # the code package too: the launcher imports it for every Python step
+        "import json, sys, argosy, argosy.runtime.launcher, argosy.spec.code_package; "
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))"
     )
     proc = subprocess.run(

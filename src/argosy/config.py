@@ -20,14 +20,11 @@ from pydantic_settings import (
 )
 
 from argosy.errors import UsageError
+from argosy.project import PROJECT_MARKERS as PROJECT_MARKERS  # the project root's markers
 from argosy.units import parse_memory
 
 STATE_DIR_NAME = ".argosy"
 LOCAL_TENANT = "default"
-
-
-# What marks a project's root folder (the state folder's home; the code package's root).
-PROJECT_MARKERS = ("argosy.toml", "pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
 def find_home(start: Path | None = None) -> Path:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from argosy.cli import operations
 from argosy.cli.options import Format, OutputOpt, ServerOpt
 
 
@@ -46,6 +45,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
     ) -> None:
         """Cost per group: each attempt charged on max(requested, used) CPU, memory and GPU
         for its wall time, at its node pool's prices."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.cost_report(
             b, by, since=since, until=until, run=run, all_tenants=all_tenants,
             output=output.value,
@@ -54,6 +55,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
     @costs_app.command("budget")
     def costs_budget(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
         """This month's cost against the tenant's budget."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show_budget(b, output == Format.json))
 
     @app.command("gc")
@@ -66,6 +69,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
     ) -> None:
         """Remove what nothing refers to: unreferenced blobs, records of deleted runs, leftover
         attempt folders, cached downloads (on a server: platform admins)."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.gc(
             b, dry_run=dry_run, json_output=output == Format.json))  # fmt: skip
 
@@ -77,6 +82,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
     ) -> None:
         """Delete runs: their rows, logs and the blobs nothing else refers to, together (a
         running or held run is refused)."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.delete_runs(
             b, runs, json_output=output == Format.json))  # fmt: skip
 
@@ -94,6 +101,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
     @retention_app.command("show")
     def retention_show(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
         """The tenant's retention policy."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(b.retention_policy(), output == Format.json))
 
     @retention_app.command("set")
@@ -118,12 +127,16 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
         if window_days is not None:
             fields["retrieval_window_days"] = window_days
         update = RetentionPolicyUpdate(**fields)
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(b.set_retention(update),
                                                        output == Format.json))  # fmt: skip
 
     @retention_app.command("run")
     def retention_run(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
         """Run the lifecycle job now: index logs, archive, delete, end retrieval windows."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(b.run_lifecycle(), output == Format.json))
 
     hold_columns = ("id", "target_kind", "target_id", "reason", "created_by", "released_at")
@@ -131,6 +144,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
     @holds_app.command("list")
     def holds_list(output: OutputOpt = Format.text, server: ServerOpt = None) -> None:
         """Legal holds of the tenant (released ones too)."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show_list(
             b.list_holds(), output == Format.json, hold_columns))  # fmt: skip
 
@@ -142,6 +157,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
         server: ServerOpt = None,
     ) -> None:
         """Keep a run or an artifact as it is: never archived, never deleted (owners)."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(b.place_hold(target, reason),
                                                        output == Format.json))  # fmt: skip
 
@@ -152,6 +169,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
         server: ServerOpt = None,
     ) -> None:
         """Release a legal hold (owners)."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(b.release_hold(hold_id),
                                                        output == Format.json))  # fmt: skip
 
@@ -167,6 +186,8 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
         server: ServerOpt = None,
     ) -> None:
         """Retrieval requests of the tenant, newest first."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show_list(
             b.list_retrievals(state), output == Format.json, retrieval_columns))  # fmt: skip
 
@@ -178,11 +199,15 @@ def register(app: typer.Typer, runs_app: typer.Typer, with_backend: Any) -> None
         server: ServerOpt = None,
     ) -> None:
         """Ask for the archived data of a run or an artifact back."""
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(b.request_retrieval(target, reason),
                                                        output == Format.json))  # fmt: skip
 
     def _decide(retrieval_id: str, approve: bool, comment: str | None, json_output: bool,
                 server: str | None) -> None:  # fmt: skip
+        from argosy.cli import operations  # here: `argosy --help` stays light
+
         with_backend(server, lambda b: operations.show(
             b.decide_retrieval(retrieval_id, approve, comment), json_output))  # fmt: skip
 

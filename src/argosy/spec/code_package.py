@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import argosy
-from argosy.config import PROJECT_MARKERS
+from argosy.project import PROJECT_MARKERS
 
 _SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist", "site-packages", "venv", "env"}
 _ROOT_MARKERS = PROJECT_MARKERS  # the state folder is created at the same root
