@@ -97,7 +97,7 @@ class Local:
         s = self.settings
         executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
             self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
-            log_cap=s.log_cap_bytes,
+            log_cap=s.log_cap_bytes, interpreter=self._interpreter,
         )  # fmt: skip
         return Engine(
             self.metadata,
@@ -114,6 +114,19 @@ class Local:
             cache_ttl=s.cache_ttl,
             db_retry_seconds=s.db_retry_seconds,
         )
+
+    def _interpreter(self, launch: Any) -> str:
+        """This Python, or the environment of a step with its own packages (made once)."""
+        if not launch.invocation.step.get("implementation", {}).get("requirements"):
+            return sys.executable
+        from argosy.server.environments import Environments
+
+        envs = self.__dict__.get("_envs")
+        if envs is None:
+            s = self.settings
+            envs = self.__dict__["_envs"] = Environments(s.home / "environments", s.home / "cache")
+        python: str = envs.interpreter(launch, self.store)
+        return python
 
 
 def open_local(settings: Settings) -> Local:

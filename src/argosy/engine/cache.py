@@ -4,7 +4,8 @@ A task's cache key is the sha256 of these components (RFC 8785 canonical JSON):
 
 - ``code``: the step's code fingerprint (function source, the project modules it uses —
   see ``spec/fingerprint.py``); for a container step, its image and command;
-- ``packages``: Python version, platform and the versions of the distributions it imports;
+- ``packages``: Python version, platform and the versions of the distributions it imports,
+  and the step's own packages (``@step(packages=[...])``);
 - ``artifacts``: the sha256 of every input artifact (upstream outputs, imported files);
 - ``values``: every JSON input value (parameters, constants, defaults);
 - ``outputs``: the declared output types and serializers;
@@ -51,6 +52,9 @@ def components(
         packages: dict[str, str] = {}
     else:
         code, packages = dict(impl.code_fingerprint), dict(impl.packages)
+        requirements = getattr(impl, "requirements", None)
+        if requirements:  # the step's own environment: its packages are part of the key
+            packages["(step packages)"] = ";".join(requirements)
     artifacts = {k: v["artifact"]["sha256"] for k, v in inputs.items() if "artifact" in v}
     values = {k: v["value"] for k, v in inputs.items() if "value" in v}
     return {

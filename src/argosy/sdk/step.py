@@ -76,6 +76,7 @@ class StepOptions:
     cache_ttl: float | None = None  # seconds; reuse only outputs younger than this
     env: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    packages: tuple[str, ...] | None = None  # the step's own environment (None: the project's)
 
 
 def _options(location: str, **given: Any) -> StepOptions:
@@ -134,7 +135,27 @@ def _options(location: str, **given: Any) -> StepOptions:
             ):
                 raise bad("secrets must be a list of names such as ['WAREHOUSE_TOKEN']")
             opts[key] = tuple(value)
+        elif key == "packages":
+            opts[key] = _requirements(value, bad)
     return StepOptions(**opts)
+
+
+def _requirements(value: Any, bad: Callable[[str], PipelineDefinitionError]) -> tuple[str, ...]:
+    """Requirement strings (``name``, ``name==1.2``, ``name>=1,<2``, ``name[extra]``), checked."""
+    example = "packages=['xgboost==2.1.3', 'polars>=1']"
+    if isinstance(value, str) or not all(isinstance(r, str) and r.strip() for r in value):
+        raise bad(f"packages must be a list of requirement strings, e.g. {example}")
+    try:
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:  # pragma: no cover - packaging comes with pip and every installer
+        return tuple(sorted(r.strip() for r in value))
+    found = []
+    for text in value:
+        try:
+            found.append(str(Requirement(text)))
+        except InvalidRequirement as exc:
+            raise bad(f"package {text!r} is not a requirement: {exc}; e.g. {example}") from None
+    return tuple(sorted(found))
 
 
 class Step:
@@ -313,6 +334,7 @@ def step(
     cache_ttl: float | None = None,
     env: Mapping[str, str] | None = None,
     secrets: Sequence[str] | None = None,
+    packages: Sequence[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -322,7 +344,9 @@ def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     Options: ``cpu`` (cores, default 1), ``memory`` (``"4Gi"``), ``gpu`` (count), ``pool`` (a
     node-pool label), ``retries`` and ``retry_backoff`` (seconds, doubled per retry),
     ``timeout`` (seconds), ``cache``, ``cache_version`` and ``cache_ttl`` (seconds), ``env`` (extra environment
-    variables) and ``secrets`` (names resolved at run time, never stored).
+    variables), ``secrets`` (names resolved at run time, never stored) and ``packages``
+    (requirements such as ``"xgboost==2.1.3"``: the step runs in its own environment, built once
+    per package set and Python version; default: ``[environment] packages`` of ``argosy.toml``).
     """
     if IN_TASK:
         return TaskFunction(func) if func is not None else TaskFunction

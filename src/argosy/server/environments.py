@@ -12,6 +12,14 @@ installed distributions; ``spec/environment.py``). The server runs a task:
 
 A manifest for another Python version or platform cannot be satisfied here: the task fails
 at start with a message naming both.
+
+A step with its own packages (``@step(packages=[...])``) has a manifest of its own (the base
+one plus ``requirements``), so it gets a virtualenv of its own, made once per package set and
+Python version and then reused: made with ``uv`` when it is installed (``uv venv``, ``uv pip
+install``; uv reads ``UV_INDEX``, ``UV_FIND_LINKS``, ``UV_OFFLINE``... and none of pip's
+configuration), else with ``venv`` and pip. A package that cannot be installed fails the task
+at start with the installer's own words (which package, which index). Local mode uses the same
+class (``client/local.py``).
 """
 
 from __future__ import annotations
@@ -77,13 +85,26 @@ class Environments:
                 self._check_compatible(digest, manifest)
                 shutil.rmtree(folder, ignore_errors=True)  # a half-made one from a crash
                 log.info("preparing the Python environment %s in %s", digest[:19], folder)
-                self._run([sys.executable, "-m", "venv", "--without-pip", str(folder)])
+                uv = shutil.which("uv") or _beside_python("uv")
+                if uv:
+                    self._run([uv, "venv", "--quiet", "--python", sys.executable, str(folder)])
+                else:
+                    self._run([sys.executable, "-m", "venv", "--without-pip", str(folder)])
                 see_server_packages(python)
                 wanted = self.differences(manifest)
                 if wanted:
                     self._run([str(python), "-m", "pip", "install", "--no-deps", "--ignore-installed",
                                "--disable-pip-version-check", "--quiet", *wanted])  # fmt: skip
-                ready.write_text(json.dumps({"installed": wanted}))
+                requirements = [str(r) for r in manifest.get("requirements") or []]
+                if requirements:
+                    install = (
+                        [uv, "pip", "install", "--quiet", "--python", str(python)]
+                        if uv
+                        else [str(python), "-m", "pip", "install", "--quiet",
+                              "--disable-pip-version-check"]
+                    )  # fmt: skip
+                    self._run([*install, *requirements], what=requirements)
+                ready.write_text(json.dumps({"installed": wanted, "requirements": requirements}))
                 return str(python)
 
     def differences(self, manifest: dict[str, Any]) -> list[str]:
@@ -106,19 +127,32 @@ class Environments:
             )
 
     @staticmethod
-    def _run(command: list[str]) -> None:
+    def _run(command: list[str], what: list[str] | None = None) -> None:
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EnvironmentUnavailable(f"preparing a task environment failed: {exc}") from None
+        if done.returncode != 0 and what:
+            said = " ".join(line.strip() for line in (done.stderr or done.stdout).splitlines())
+            raise EnvironmentUnavailable(
+                f"installing the step's packages {', '.join(what)} failed: {said[-600:]}; check "
+                "the names and versions, and where packages come from (UV_INDEX, UV_FIND_LINKS "
+                "for uv; PIP_INDEX_URL, PIP_FIND_LINKS for pip)"
+            )
         if done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
             raise EnvironmentUnavailable(
                 f"preparing a task environment failed ({' '.join(command[:4])} ...): {tail}; "
                 "check the server's pip configuration (PIP_INDEX_URL) and the package versions"
             )
+
+
+def _beside_python(name: str) -> str | None:
+    """A tool installed in this interpreter's environment (a venv's ``bin``, not on PATH)."""
+    found = Path(sys.executable).parent / name
+    return str(found) if found.is_file() else None
 
 
 def see_server_packages(python: Path) -> None:

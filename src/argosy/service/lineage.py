@@ -79,7 +79,10 @@ class _Reader:
                 "function": f"{impl.module}:{impl.function}",
                 "fingerprint": Fingerprint(code=dict(impl.code_fingerprint)).code_hash,
             }
-            doc["environment"] = {"manifest": impl.environment, "packages": impl.packages}
+            doc["environment"] = {
+                "manifest": impl.environment, "packages": impl.packages,
+                "requirements": list(impl.requirements),
+            }  # fmt: skip
         elif step is not None and isinstance(step.implementation, ContainerImplementation):
             doc["image"] = step.implementation.image
             doc["image_id"] = ((t.cache or {}).get("components", {}).get("code", {})).get(

@@ -171,6 +171,13 @@ class _Compiler:
             raw = environment.manifest_bytes(manifest)
             self.env_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
             self.blobs[self.env_digest] = raw
+        requirements = self._requirements(s)
+        env_digest = self.env_digest
+        if requirements:  # the step's own environment: the base manifest and its packages
+            manifest = environment.environment_manifest(self.cache_dir)
+            raw = environment.manifest_bytes({**manifest, "requirements": list(requirements)})
+            env_digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            self.blobs[env_digest] = raw
         if self.package is None:
             anchor = self.source or Path(sys.modules[s.module].__file__ or "").resolve()
             root = code_package.project_root(anchor)
@@ -187,10 +194,18 @@ class _Compiler:
             module=s.module,
             function=s.qualname,
             code="sha256:" + self.package.sha256,
-            environment=self.env_digest,
+            environment=env_digest,
             python=platform.python_version(),
             returns="fields" if s.multi_output else ("single" if s.outputs else "none"),
+            requirements=list(requirements),
         )
+
+    def _requirements(self, s: Step) -> tuple[str, ...]:
+        """The step's packages, else the project's default (``argosy.toml``)."""
+        own = getattr(s.config, "packages", None)
+        if own is not None:
+            return tuple(own)
+        return environment.project_packages(self.source)
 
     def step_key(self, s: Step, where: str, location: str) -> str:
         """The key of this step (with these options) in ``spec.steps``."""

@@ -59,3 +59,26 @@ def environment_manifest(cache_dir: Path | None = None) -> dict[str, Any]:
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return bytes(rfc8785.dumps(manifest))
+
+
+def project_packages(start: Path | None) -> tuple[str, ...]:
+    """The default packages of a project's steps: ``[environment] packages`` of the project
+    file (``ARGOSY_CONFIG``, else the nearest ``argosy.toml`` from ``start`` up)."""
+    import tomllib
+
+    named = os.environ.get("ARGOSY_CONFIG")
+    file: Path | None = Path(named).expanduser() if named else None
+    if file is None:
+        here = start.parent if start is not None and start.is_file() else start or Path.cwd()
+        for folder in (here.resolve(), *here.resolve().parents):
+            if (folder / "argosy.toml").is_file():
+                file = folder / "argosy.toml"
+                break
+    if file is None or not file.is_file():
+        return ()
+    try:
+        doc = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return ()
+    found = (doc.get("environment") or {}).get("packages") or []
+    return tuple(sorted(str(p) for p in found))

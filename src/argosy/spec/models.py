@@ -70,6 +70,8 @@ class PythonImplementation(_Model):
     code_fingerprint: dict[str, str] = {}
     # ... and the installed distributions it imports -> version (plus python, platform)
     packages: dict[str, str] = {}
+    # the step's own packages (@step(packages=[...])), installed into its own environment
+    requirements: list[str] = []
 
 
 class ContainerImplementation(_Model):
