@@ -42,6 +42,7 @@ from argosy.server.identity import ACTION_ATTRIBUTE, authorized
 log = logging.getLogger("argosy.server")
 
 STATE_TTL = 5.0  # seconds a scrape's database reads are reused
+COST_TTL = 60.0  # seconds the month-to-date cost per tenant is reused (it moves slowly)
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 DB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
@@ -179,6 +180,8 @@ class StateCollector(Collector):
         self._cached_at = 0.0
         self._watermark: datetime | None = None
         self._seen: dict[str, datetime] = {}
+        self._cost: list[Any] = []
+        self._cost_at = -COST_TTL
 
     def describe(self) -> Iterator[Any]:
         return iter(())  # families vary with the data: not described up front
@@ -370,7 +373,10 @@ class StateCollector(Collector):
             ):
                 instances.add_metric([str(state)], float(n))
         yield from (runs, tasks, oldest, attempts, hits, lease, instances)
-        yield from _cost_families(self.ctx)
+        if time.monotonic() - self._cost_at > COST_TTL:
+            self._cost = list(_cost_families(self.ctx))
+            self._cost_at = time.monotonic()
+        yield from self._cost
 
 
 def _cost_families(ctx: Any) -> Iterator[Any]:

@@ -178,6 +178,7 @@ CREATE TABLE IF NOT EXISTS lines (
 );
 CREATE INDEX IF NOT EXISTS lines_attempt ON lines (attempt_id);
 CREATE INDEX IF NOT EXISTS lines_tenant_run ON lines (tenant, run_id);
+CREATE INDEX IF NOT EXISTS lines_tenant_id ON lines (tenant, id);
 CREATE VIRTUAL TABLE IF NOT EXISTS lines_fts USING fts5(
     message, content='lines', content_rowid='id', tokenize='unicode61'
 );
@@ -282,6 +283,8 @@ CREATE TABLE IF NOT EXISTS {PG_SCHEMA}.log_lines (
 CREATE INDEX IF NOT EXISTS log_lines_tsv ON {PG_SCHEMA}.log_lines USING gin (tsv);
 CREATE INDEX IF NOT EXISTS log_lines_attempt ON {PG_SCHEMA}.log_lines (attempt_id);
 CREATE INDEX IF NOT EXISTS log_lines_tenant_run ON {PG_SCHEMA}.log_lines (tenant, run_id);
+-- the newest lines of a tenant first: a common word's page is read walking this backwards
+CREATE INDEX IF NOT EXISTS log_lines_tenant_id ON {PG_SCHEMA}.log_lines (tenant, id);
 """
 
 
