@@ -145,6 +145,10 @@ def create_run(
                 created_by=user,
             )
         )
+    if queue is not None:  # server instances wake at this transaction's commit
+        from argosy.stores.metadata.wakeups import notify_run_queued
+
+        notify_run_queued(session, tenant)
     return run
 
 
