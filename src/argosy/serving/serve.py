@@ -92,6 +92,9 @@ def serve(
     app = create_app(follower, tokens, metrics, lineage=lineage_link(backend))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # accepted connections inherit it: without it a response's headers and body wait on the
+    # client's delayed ACK (~40 ms a request on Linux)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
