@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,8 @@ from argosy import pipeline, step
 
 @step
 def stuck(gate: str) -> int:
+    if gate == "quick":
+        return 7
     subprocess.Popen(["sleep", "300"])  # a child of the task: must die with it
     fd, name = tempfile.mkstemp(prefix="argosy-sweep-")  # in the task's TMPDIR
     os.write(fd, b"scratch data")
@@ -134,7 +137,10 @@ def test_nothing_of_a_run_remains_after_a_cancel_or_a_server_sigkill(
     # PostgreSQL: on SQLite a server's recovery of a dead instance's run waits on its own
     # write lock (Engine._claim asks owner_alive in a second session) and fails after 30 s
     home = tmp_path / "server"
-    env = {"ARGOSY_DATABASE_URL": pg_migrated_url, "ARGOSY_LIFECYCLE_INTERVAL": "1", "ARGOSY_LEASE_SECONDS": "3",
+    clock = tmp_path / "clock"
+    clock.write_text(datetime.now(UTC).isoformat())
+    env = {"ARGOSY_DATABASE_URL": pg_migrated_url, "ARGOSY_LIFECYCLE_INTERVAL": "1",
+           "ARGOSY_CLOCK_FILE": str(clock), "ARGOSY_LEASE_SECONDS": "3",
            "ARGOSY_HEARTBEAT_SECONDS": "1", "ARGOSY_POLL_INTERVAL": "0.2",
            "ARGOSY_SCHEDULER_INTERVAL": "0.2"}  # fmt: skip
     (tmp_path / "stuck_pipe.py").write_text(STUCK)
@@ -144,10 +150,14 @@ def test_nothing_of_a_run_remains_after_a_cancel_or_a_server_sigkill(
         client = Client(server.url, tenant="default")
         client.push_pipeline(compiled)
 
+        def tick() -> None:
+            clock.write_text(datetime.now(UTC).isoformat())
+
         def started(gate: Path) -> tuple[str, str]:
             run = client.create_run("hangs", parameters={"gate": str(gate)})
             deadline = time.monotonic() + 90
             while not gate.exists():
+                tick()
                 assert time.monotonic() < deadline, server.log()[-3000:]
                 time.sleep(0.1)
             attempt = client.run_detail(run.id).tasks[0].attempts[-1].id  # type: ignore[attr-defined]
@@ -174,6 +184,7 @@ def test_nothing_of_a_run_remains_after_a_cancel_or_a_server_sigkill(
         client = Client(server.url, tenant="default")
         deadline = time.monotonic() + 90
         while _marked(attempt) or temp.exists() or (home / "attempts" / attempt).exists():
+            tick()  # simulated time goes on
             left = (_marked(attempt), temp.exists(), (home / "attempts" / attempt).exists())
             assert time.monotonic() < deadline, (left, server.log()[-3000:])
             time.sleep(0.2)
@@ -181,5 +192,23 @@ def test_nothing_of_a_run_remains_after_a_cancel_or_a_server_sigkill(
         client.wait(run_id, poll=0.2, timeout=60)
         text = httpx.get(f"{server.url}/metrics").text
         assert "argosy_orphans_removed_total" in text
+
+        # the leader's lifecycle loop runs retention on the server's clock: 31 days on, a
+        # quick run's output is archived
+        quick = client.create_run("hangs", parameters={"gate": "quick"})
+        assert client.wait(quick.id, poll=0.2, timeout=60).status == "succeeded"
+        deadline = time.monotonic() + 60
+        while True:
+            clock.write_text((datetime.now(UTC) + timedelta(days=31)).isoformat())
+            found = httpx.get(f"{server.url}/api/v1/tenants/default/retention")
+            report = httpx.get(f"{server.url}/metrics").text
+            if 'argosy_lifecycle_items_total{what="archived"}' in report:
+                break
+            assert time.monotonic() < deadline, (found.text, server.log()[-3000:])
+            time.sleep(0.5)
+        art = client.artifacts(quick.id)[0]
+        read = httpx.get(f"{server.url}/api/v1/tenants/default/artifacts/{art.id}/content")
+        assert read.status_code == 409 and read.json()["code"] == "archived", read.text
+        assert "argosy retrievals request" in read.json()["detail"]
     finally:
         server.kill()

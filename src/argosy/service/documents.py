@@ -65,6 +65,15 @@ def artifact_value(a: Artifact, store: ArtifactStore | None) -> Any:
         return a.value["json"]
     if store is None or a.size > INLINE_VALUE_BYTES:
         return None
+    from argosy.stores.archive import ArchivedError
+
+    try:
+        return _blob_value(a, store)
+    except ArchivedError:  # retention archived it: the document says so by its absence
+        return None
+
+
+def _blob_value(a: Artifact, store: ArtifactStore) -> Any:
     if a.format == "json":
         return json.loads(store.read_blob(a.sha256))
     if a.format == "collection":
