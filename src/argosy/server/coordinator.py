@@ -274,11 +274,11 @@ class Coordinator:
     def _work_loop(self) -> None:
         next_tick = 0.0
         next_housekeeping = 0.0
+        next_triggers = 0.0
         while not self._stopping.is_set():
             try:
                 now = time.monotonic()
                 if self.lease.held and now >= next_tick and not self.draining:
-        next_triggers = 0.0
                     next_tick = now + self.settings.scheduler_interval
                     if now >= self._db_trouble_until:  # let everyone heartbeat again first
                         self.scheduler.reconcile()
@@ -286,14 +286,14 @@ class Coordinator:
                     if now >= next_housekeeping:
                         next_housekeeping = now + HOUSEKEEPING_INTERVAL
                         self.scheduler.housekeeping()
-                if not self.draining:
-                    self._claim_runs()
-            except SQLAlchemyError as exc:
-                self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
                 if not self.draining and now >= next_triggers:
                     # every instance looks: the unique (trigger, event) key fires each once
                     next_triggers = now + self.settings.scheduler_interval
                     self.scheduler.fire_triggers(self.ctx.store)
+                if not self.draining:
+                    self._claim_runs()
+            except SQLAlchemyError as exc:
+                self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
                 log.warning("work loop: database error %s; retrying", exc.__class__.__name__)
                 self._stopping.wait(1.0)
             except Exception:  # pragma: no cover - a bug; keep serving

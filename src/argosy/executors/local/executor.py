@@ -302,9 +302,9 @@ class LocalExecutor(Executor):
         )
         now = time.monotonic()
         limit = int(launch.memory * self.memory_margin) if launch.memory else None
-        self._running[launch.attempt_id] = _Running(
         if _is_container(launch):  # the container's cgroup enforces it (runtime/container.py);
             limit = None  # here only the engine's client runs, whose own memory is not the step's
+        self._running[launch.attempt_id] = _Running(
             launch=launch,
             proc=proc,
             pidfd=pidfd,
