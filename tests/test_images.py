@@ -176,3 +176,19 @@ def test_lock_says_what_is_missing(ws: Workspace, registry: str) -> None:
     (ws.root / "argosy.toml").unlink()
     res = ws.argosy("images", "build")
     assert res.code == 2 and "no argosy.toml" in res.stderr
+
+
+def test_the_project_file_is_also_the_settings_file(ws: Workspace, tmp_path: Path) -> None:
+    """ARGOSY_CONFIG may name argosy.toml itself: its [images], [registry] and [environment]
+    tables are no settings (an unknown setting would be refused), its settings still apply."""
+    project = tmp_path / "elsewhere" / "argosy.toml"
+    project.parent.mkdir()
+    project.write_text(
+        'tenant = "from-project"\n[images.a]\ncontext = "."\nrepository = "127.0.0.1:1/a"\n'
+        '[registry]\ninsecure = ["127.0.0.1:1"]\n[environment]\npackages = []\n'
+    )
+    shown = ws.argosy("config", "show", env={"ARGOSY_CONFIG": str(project)})
+    assert shown.code == 0, shown.stderr
+    assert "from-project" in shown.stdout
+    locked = ws.argosy("images", "lock", env={"ARGOSY_CONFIG": str(project)})
+    assert locked.code == 2 and "cannot reach the registry of 127.0.0.1:1/a:dev" in locked.stderr

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         sources = [init_settings, env_settings]
         path = config_file()
         if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            sources.append(_SettingsOfProjectFile(settings_cls, toml_file=path))
         return tuple(sources)
 
     home: Path = Field(default_factory=find_home, description="state folder")
@@ -338,6 +338,19 @@ class Settings(BaseSettings):
     @property
     def resolved_secrets_file(self) -> Path:
         return self.secrets_file or self.home / "secrets.env"
+
+
+PROJECT_TABLES = ("images", "registry", "environment")
+"""Tables of the project file that are no settings: component images (ops/images.py) and the
+steps' default packages (spec/environment.py)."""
+
+
+class _SettingsOfProjectFile(TomlConfigSettingsSource):
+    """The settings in a TOML file, less the project tables other parts read."""
+
+    def __call__(self) -> dict[str, Any]:
+        found = super().__call__()
+        return {k: v for k, v in found.items() if k not in PROJECT_TABLES}
 
 
 def config_file() -> Path | None:
