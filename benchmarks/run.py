@@ -568,10 +568,11 @@ def bench_array(home: Path, repeats: int, sha_rate: float) -> tuple[Table, list[
         f"(c) {mb:.0f} MB array: argosy, np.save/np.load baseline (plain, with sha256) and "
         f"`import numpy` floor x {repeats} (+1 warm-up)"
     )
+    values = itertools.count(2)  # a new array each run: a new blob, never deduplicated
     with tempfile.TemporaryDirectory(prefix="argosy-bench-") as tmp:
         got = interleaved(
             repeats,
-            argosy=partial(argosy_run, home, ARRAY),
+            argosy=lambda: argosy_run(home, ARRAY, "-p", f"value={next(values)}"),
             plain=partial(baseline_run, "array", str(ARRAY_BYTES), tmp),
             hashed=partial(baseline_run, "array", str(ARRAY_BYTES), tmp, "--hash"),
             numpy=partial(floor, "import numpy"),
@@ -620,11 +621,17 @@ def bench_array(home: Path, repeats: int, sha_rate: float) -> tuple[Table, list[
     base_parts = {s["name"]: med([x["wall"] for b in plain for x in b.steps if x["name"] == s["name"]])
                   for s in plain[0].steps}  # fmt: skip
     gap = med([r.gaps[0] for r in runs])
+    numpy_rss = 1024 * int(timed([PYTHON, "-c", "import numpy, resource; print(resource."
+                                  "getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                                 child_env()).stdout)  # fmt: skip
     ok_rate = a_rate >= ARRAY_RATE_TARGET
     ok_mem = peak <= ARRAY_MEMORY_TARGET * ARRAY_BYTES
-    figure("(c) throughput / np.save+np.load baseline's", a_rate / b_rate, better="higher")
-    figure("(c) data path alone / baseline's", a_rate_net / b_rate, better="higher")
+    # (rates net of the numpy floors swing when a span is near the floor: ratios of spans)
+    figure("(c) producer start to consumer finish / baseline's", span / base_span)
     figure("(c) peak memory / array", peak / ARRAY_BYTES)
+    beyond = max(peak - numpy_rss, 0) / ARRAY_BYTES
+    ok_beyond = beyond <= ARRAY_MEMORY_TARGET
+    figure("(c) peak memory beyond an interpreter with numpy / array", beyond)
     figure("(c) throughput", a_rate, better="higher", kind="absolute", unit="MB/s")
     figure("(c) producer in launcher", parts["produce"][1] * 1000, kind="absolute", unit="ms")
     figure("(c) consumer in launcher", parts["consume"][1] * 1000, kind="absolute", unit="ms")
@@ -638,7 +645,7 @@ def bench_array(home: Path, repeats: int, sha_rate: float) -> tuple[Table, list[
     t.add("baseline with sha256 on write + verify on read (Argosy's hashing, bare)",
           rate_str(span), f"{rate_str(hash_span)} ({sec(hash_span)})", share(a_rate, h_rate),
           "", "")  # fmt: skip
-    for node, what in (("produce", "import numpy, np.ones, .npy write, sha256, fsync, store"),
+    for node, what in (("produce", "import numpy, np.full, .npy write, sha256, fsync, store"),
                        ("consume", "import numpy, sha256 verify, memory-map, sum")):  # fmt: skip
         spawn, body, tail = parts[node]
         t.add(f"{node}: launcher ready / in launcher ({what}) / after",
@@ -652,6 +659,9 @@ def bench_array(home: Path, repeats: int, sha_rate: float) -> tuple[Table, list[
           f"{peak / ARRAY_BYTES:.2f}x ({mib(peak)})",
           f"{base_peak / ARRAY_BYTES:.2f}x ({mib(base_peak)})", ratio(peak, base_peak),
           f"<= {ARRAY_MEMORY_TARGET}x", verdict(ok_mem))  # fmt: skip
+    t.add("**peak memory beyond an interpreter with numpy** (peak - its RSS) / array size",
+          f"{beyond:.2f}x", f"{max(base_peak - numpy_rss, 0) / ARRAY_BYTES:.2f}x", "",
+          f"<= {ARRAY_MEMORY_TARGET}x", verdict(ok_beyond))  # fmt: skip
     t.add("peak memory: producer / consumer", f"{mib(peaks['produce'])} / {mib(peaks['consume'])}",
           f"with sha256: {mib(hash_peak)}", "", "", "")  # fmt: skip
     t.add("whole process", sec(wall), sec(base_wall), ratio(wall, base_wall), "", "")
@@ -663,12 +673,17 @@ def bench_array(home: Path, repeats: int, sha_rate: float) -> tuple[Table, list[
         "Argosy's peak memory is the attempt's `peak_memory` (the same field `argosy runs show RUN "
         "--output json` prints): the highest resident set (file-backed pages included, so the "
         "consumer's memory-mapped array counts) of the attempt's process tree. The baseline's is "
-        "`ru_maxrss` of each `python -c` child.",
+        "`ru_maxrss` of each `python -c` child. An interpreter that has imported numpy holds "
+        f"{mib(numpy_rss)} by itself, so no process holding the array reaches 1.2x of it; the "
+        "row beyond that interpreter is the memory the data path itself adds. Each run stores "
+        "a new array (a new `value`), so no blob is deduplicated.",
     ]
     checks = [
         Check("(c) array", "throughput incl. hashing", f"{a_rate:.0f} MB/s", ">= 1000 MB/s", ok_rate),
         Check("(c) array", "peak memory / array", f"{peak / ARRAY_BYTES:.2f}x",
               f"<= {ARRAY_MEMORY_TARGET}x", ok_mem),
+        Check("(c) array", "peak memory beyond an interpreter with numpy / array",
+              f"{beyond:.2f}x", f"<= {ARRAY_MEMORY_TARGET}x", ok_beyond),
     ]  # fmt: skip
     return t, checks
 

@@ -1,7 +1,8 @@
 """Benchmark pipeline: pass a 100 MB float64 array from one step to the next.
 
-The producer returns ``np.ones`` annotated ``np.ndarray`` (stored as ``.npy``, hashed); the
-consumer receives it (verified, memory-mapped) and sums it.
+The producer returns ``np.full(n, value)`` annotated ``np.ndarray`` (stored as ``.npy``,
+hashed); the consumer receives it (verified, memory-mapped) and sums it. The benchmark passes a
+new ``value`` each run, so every run stores a new blob (no deduplication).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ ARRAY_LENGTH = ARRAY_BYTES // 8  # float64
 
 
 @step(cache=False)
-def produce(n: int = ARRAY_LENGTH) -> np.ndarray:
-    """A 100 MB array of ones."""
-    return np.ones(n, dtype=np.float64)
+def produce(n: int = ARRAY_LENGTH, value: float = 1.0) -> np.ndarray:
+    """A 100 MB array, every element ``value``."""
+    return np.full(n, value, dtype=np.float64)
 
 
 @step(cache=False)
@@ -27,6 +28,6 @@ def consume(arr: np.ndarray) -> float:
 
 
 @pipeline
-def pass_array(n: int = ARRAY_LENGTH) -> float:
+def pass_array(n: int = ARRAY_LENGTH, value: float = 1.0) -> float:
     """produce -> consume."""
-    return consume(arr=produce(n=n))
+    return consume(arr=produce(n=n, value=value))

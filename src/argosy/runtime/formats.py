@@ -45,21 +45,40 @@ class Written:
 class _HashingFile:
     """A write-only binary file that hashes what passes through it (one pass, no re-read)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, buffered: bool = True) -> None:
         import hashlib
 
-        self._file = path.open("wb")
+        self._file: Any = path.open("wb") if buffered else path.open("wb", buffering=0)
         self._hash = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> int:
         self._hash.update(data)
-        n = self._file.write(data)
-        self.size += n
-        return n
+        view = memoryview(data)
+        while view:  # an unbuffered file may take less than it is given
+            view = view[self._file.write(view) :]
+        self.size += len(data)
+        return len(data)
 
     def flush(self) -> None:
         self._file.flush()
+
+    # what writers that take a file object ask of it (pyarrow's Parquet writer)
+    @property
+    def closed(self) -> bool:
+        return bool(self._file.closed)
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.size
 
     def close(self) -> tuple[str, int]:
         self._file.close()
@@ -165,22 +184,22 @@ def write_value(
                 f"{what} is a numpy array of Python objects, which .npy cannot store without "
                 "pickle; use a numeric dtype or annotate it with serializer('pickle')"
             )
-        sink = _HashingFile(dest)
+        sha, size = _write_npy(np.asanyarray(value), dest)
+        return Written(dest, ref, "npy", None, sha256=sha, size=size)
+    if fmt == "parquet":  # hashed on its way to the file, as .npy is
+        sink = _HashingFile(dest, buffered=False)
         try:
-            np.lib.format.write_array(sink, np.asanyarray(value), allow_pickle=False)
+            if ref == "pandas.DataFrame":
+                value.to_parquet(sink, engine="pyarrow")
+            elif ref == "polars.DataFrame":
+                value.write_parquet(sink)
+            else:
+                import pyarrow.parquet as pq
+
+                pq.write_table(value, sink)
         finally:
             sha, size = sink.close()
-        return Written(dest, ref, "npy", None, sha256=sha, size=size)
-    if fmt == "parquet":
-        if ref == "pandas.DataFrame":
-            value.to_parquet(dest, engine="pyarrow")
-        elif ref == "polars.DataFrame":
-            value.write_parquet(dest)
-        else:
-            import pyarrow.parquet as pq
-
-            pq.write_table(value, dest)
-        return Written(dest, ref, "parquet", None)
+        return Written(dest, ref, "parquet", None, sha256=sha, size=size)
     if fmt == "path":
         source = Path(value)
         if source.is_dir():
@@ -193,6 +212,38 @@ def write_value(
             return Written(dest, ref, "file", None, filename=source.name)
         raise SerializationError(f"{what} is the path {str(source)!r}, which does not exist")
     raise SerializationError(f"{what}: unknown format {fmt!r}")  # pragma: no cover
+
+
+NPY_CHUNK = 1024 * 1024  # hashed, then written while still in the CPU's cache
+
+
+def _write_npy(array: Any, dest: Path) -> tuple[str, int]:
+    """``.npy`` in one pass with no copy of a contiguous array: its header, then its own
+    memory in chunks, each hashed and written (``np.save`` would not hash; numpy's writer
+    copies into 16 MiB chunks when the file object is not a plain file)."""
+    import numpy as np
+
+    fmt = np.lib.format
+    header = fmt.header_data_from_array_1_0(array)
+    sink = _HashingFile(dest, buffered=False)
+    try:
+        try:
+            fmt.write_array_header_1_0(sink, header)
+        except ValueError:  # a header over 64 KiB (very many fields)
+            fmt.write_array_header_2_0(sink, header)
+        if array.size and (array.flags.c_contiguous or array.flags.f_contiguous):
+            order = "C" if array.flags.c_contiguous else "F"  # the header says which
+            data = memoryview(array.reshape(-1, order=order).view(np.uint8))
+            for start in range(0, len(data), NPY_CHUNK):
+                sink.write(data[start : start + NPY_CHUNK])
+        elif array.size:  # a strided view: numpy copies it out in chunks, in C order
+            chunks: Any = np.nditer(array, flags=["external_loop", "buffered", "zerosize_ok"],
+                                    buffersize=NPY_CHUNK // array.itemsize or 1, order="C")  # fmt: skip
+            for chunk in chunks:
+                sink.write(chunk.tobytes("C"))
+    finally:
+        result = sink.close()
+    return result
 
 
 def _write_hashed(dest: Path, data: bytes | bytearray | memoryview) -> tuple[str, int]:

@@ -186,7 +186,7 @@ def _store_outputs(
             known = None
             if written.sha256 is not None and written.size is not None:
                 known = BlobInfo(written.sha256, written.size)
-            info = store.put_file(written.path, known, move=True)
+            info = store.put_file(written.path, known, move=True, hashed_while_written=True)
         except ArgosyError as exc:
             raise StepFailed("output_error", str(exc)) from None
         except OSError as exc:

@@ -138,8 +138,14 @@ class ArtifactStore:
     def has_blob(self, sha256: str) -> bool:
         return self.backend.exists(self.blob_key(sha256))
 
-    def put_file(self, path: Path, info: BlobInfo | None = None, *, move: bool = False) -> BlobInfo:
-        """Store a file as a blob; ``info`` (if the caller hashed while writing) is re-checked by size."""
+    def put_file(
+        self, path: Path, info: BlobInfo | None = None, *, move: bool = False,
+        hashed_while_written: bool = False,
+    ) -> BlobInfo:  # fmt: skip
+        """Store a file as a blob; ``info`` (if the caller hashed while writing) is re-checked by
+        size. A local blob gets a verified-once stamp when its bytes were hashed here (no
+        ``info``) or the caller says ``hashed_while_written`` (the very bytes it wrote)."""
+        hashed = info is None or hashed_while_written
         if info is None:
             info = sha256_file(path)
         elif path.stat().st_size != info.size:
@@ -154,6 +160,9 @@ class ArtifactStore:
                 path.unlink(missing_ok=True)
         else:
             self.backend.put_file(key, path, move=move)
+            local = self.backend.local_path(key) if hashed else None
+            if local is not None:  # these bytes were hashed on their way in
+                self._remember_verified(info.sha256, local)
         return info
 
     def put_bytes(self, data: bytes) -> BlobInfo:
@@ -211,9 +220,10 @@ class ArtifactStore:
         if local is not None:
             if not local.is_file():
                 raise self._missing(sha256)
-            if verify:
+            if verify and not self._verified_before(sha256, local):
                 with local.open("rb") as f:
                     self._verify_stream(f, sha256)
+                self._remember_verified(sha256, local)
             return local
         target = cache_dir / sha256
         if not target.exists():
@@ -232,6 +242,46 @@ class ArtifactStore:
                 raise
             partial.replace(target)
         return target
+
+    # -- verified-once stamps (local stores) --------------------------------------------------
+    # A local blob whose bytes were hashed (while being stored, or by a full read) gets a stamp
+    # of its file's identity: device, inode, size, and modification and change times in ns.
+    # A later read whose file still has that identity skips the second full read: a stored
+    # blob is read-only (0444), so changing its bytes through the file system means a chmod or
+    # a new file, and either changes the change time (which no one can set) or the inode. A
+    # missing or stale stamp means a full verification (and a new stamp); a stamp is a cache,
+    # written without fsync. Not used for encrypted or remote stores.
+    def _stamp_path(self, sha256: str) -> Path | None:
+        if self.cipher is not None:
+            return None
+        return self.backend.local_path(f"{self.prefix}verified/{sha256[:2]}/{sha256}")
+
+    @staticmethod
+    def _identity(path: Path) -> str:
+        st = path.stat()
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    def _verified_before(self, sha256: str, local: Path) -> bool:
+        stamp = self._stamp_path(sha256)
+        if stamp is None:
+            return False
+        try:
+            return stamp.read_text() == self._identity(local)
+        except OSError:
+            return False
+
+    def _remember_verified(self, sha256: str, local: Path) -> None:
+        stamp = self._stamp_path(sha256)
+        if stamp is None:
+            return
+        try:
+            identity = self._identity(local)
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stamp.with_name(f".{stamp.name}.{secrets.token_hex(8)}")
+            tmp.write_text(identity)
+            os.replace(tmp, stamp)
+        except OSError:  # a read-only store, say: the next read verifies in full again
+            pass
 
     def read_blob(self, sha256: str) -> bytes:
         """The whole blob in memory, verified (for small JSON values and records)."""
