@@ -51,12 +51,13 @@ from argosy.server.task_users import task_user_for
 from argosy.spec.models import StepSpec
 from argosy.stores.artifacts.task_http import SCHEME
 from argosy.stores.metadata.tables import Attempt, Run, ServerInstance, Tenant
+from argosy.stores.metadata.wakeups import RunQueueListener
 
 log = logging.getLogger("argosy.server")
 
 LIVE_LOG_INTERVAL = 3.0  # seconds between copies of a running attempt's log to the store
 HOUSEKEEPING_INTERVAL = 600.0  # seconds between the leader's clean-ups
-CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue
+CLAIM_INTERVAL = 0.2  # seconds between looks at the run queue without notifications
 RETRY_AFTER_ERROR = (
     30.0  # a run whose engine stopped on an error waits before this instance retries
 )
@@ -125,6 +126,8 @@ class Coordinator:
         self._db_trouble_until = 0.0  # monotonic: reconcile waits after our own DB outage
         self._stopped = False
         self._cooldown: dict[str, float] = {}  # run id -> when this instance may claim it again
+        # woken when a run is queued (PostgreSQL NOTIFY, or this process); polls as a fallback
+        self.wakeups = RunQueueListener(context.metadata.engine.url, fast=CLAIM_INTERVAL)
 
     # -- life cycle ------------------------------------------------------------------------------
     @property
@@ -144,6 +147,8 @@ class Coordinator:
             self._db_trouble_until = time.monotonic() + self.settings.lease_seconds
             log.warning("database unreachable at start-up (%s); retrying", exc.__class__.__name__)
         from argosy.server import lifecycle  # retention, log index, sweeper (issue 17)
+
+        self.wakeups.start()
 
         loops = (("heartbeat", self._heartbeat_loop), ("work", self._work_loop),
                  ("lifecycle", lambda: lifecycle.loop(self)))  # fmt: skip
@@ -176,6 +181,7 @@ class Coordinator:
         for d in drives:
             d.thread.join(60.0)
         self._stopping.set()
+        self.wakeups.stop()
         for thread in self._threads:
             thread.join(10.0)
         try:
@@ -299,7 +305,7 @@ class Coordinator:
             except Exception:  # pragma: no cover - a bug; keep serving
                 log.exception("work loop failed; retrying")
                 self._stopping.wait(1.0)
-            self._stopping.wait(CLAIM_INTERVAL)
+            self.wakeups.wait(self.settings.scheduler_interval)  # a queued run wakes it
 
     def _claim_runs(self) -> None:
         with self._lock:
@@ -416,6 +422,7 @@ class Coordinator:
                 self._drives.pop(run_id, None)
             self.ctx.task_grants.revoke_run(run_id)
             self._release(run_id)
+            self.wakeups.wake()  # room for another run: look at the queue now
 
     def _release(self, run_id: str) -> None:
         """Give the run back to the queue (a no-op once finished; fenced on our ownership)."""
