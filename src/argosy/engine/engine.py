@@ -152,18 +152,37 @@ class Engine:
         return self._other_alive(engine)
 
     def _claim(self, run_id: str) -> None:
-        with self.metadata.session() as s:
-            run = task_rows.lock_run(s, run_id)  # one claimant at a time
-            if self._owner_alive(run.engine):
-                assert run.engine is not None
-                raise RunBusyError(
-                    f"run {run_id} is being executed by process {run.engine['pid']} on "
-                    f"{run.engine['host']}; wait for it, or cancel it with 'argosy runs cancel {run_id}'"
-                )
-            run.engine = dict(self._me)
-            if run.status == RunStatus.PENDING:
-                run.status = RunStatus.RUNNING
-                run.started_at = q.now()
+        """Become the run's owner unless a live engine owns it.
+
+        Whether the recorded owner lives may take a database read of its own (a server
+        instance's heartbeat), so it is decided outside the locked transaction — on SQLite a
+        second session would wait for the first's write lock until it timed out — and the
+        owner is checked again, unchanged, under the lock before it is replaced.
+        """
+        for _ in range(3):
+            with self.metadata.session() as s:
+                seen = s.get_one(Run, run_id).engine
+            alive = self._owner_alive(seen)
+            with self.metadata.session() as s:
+                run = task_rows.lock_run(s, run_id)  # one claimant at a time
+                if run.engine != seen:
+                    continue  # the owner changed meanwhile: look again
+                if alive:
+                    assert run.engine is not None
+                    raise RunBusyError(
+                        f"run {run_id} is being executed by process {run.engine['pid']} on "
+                        f"{run.engine['host']}; wait for it, or cancel it with "
+                        f"'argosy runs cancel {run_id}'"
+                    )
+                run.engine = dict(self._me)
+                if run.status == RunStatus.PENDING:
+                    run.status = RunStatus.RUNNING
+                    run.started_at = q.now()
+                return
+        raise RunBusyError(
+            f"run {run_id} changed owner three times while this engine tried to claim it; "
+            "another engine is taking it over: wait, then check 'argosy runs show'"
+        )
 
     def _release(self, run_id: str) -> None:
         """Clear the run's owner, unless another engine has taken it over meanwhile."""
