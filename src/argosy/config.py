@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     fail_fast: bool = False
     cache: bool = Field(default=True, description="reuse outputs of identical earlier tasks")
     cache_ttl: float | None = Field(default=None, gt=0, description="default max age (seconds)")
+    compile_cache: bool = Field(
+        default=True,
+        description="reuse a pipeline's compiled spec while no file its compile read changed "
+        "(off for a pipeline whose graph depends on the clock or the environment)",
+    )
     max_parameter_bytes: int = Field(
         default=1024**2, gt=0, description="largest JSON of one run's parameters; larger: refused"
     )

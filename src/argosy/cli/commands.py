@@ -116,7 +116,14 @@ def compile_target(settings: Settings, target: str) -> Any:
         for note in imported.notes:
             _say(f"note: {note}")
         return imported.compiled
-    return compile_pipeline(load_pipeline(target), cache_dir=settings.home / "cache")
+    cache_dir = settings.home / "cache"
+    if not settings.compile_cache:
+        return compile_pipeline(load_pipeline(target), cache_dir=cache_dir)
+    from argosy.spec.compile_cache import compile_cached
+
+    return compile_cached(
+        target, cache_dir, lambda: compile_pipeline(load_pipeline(target), cache_dir=cache_dir)
+    )
 
 
 def compile_to(settings: Settings, target: str, dest: Path | None) -> None:

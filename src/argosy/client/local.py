@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,6 +150,9 @@ class LocalBackend(LocalOperations):
         self.settings = settings
         self.local = local or open_local(settings)
         self.tenant = settings.tenant
+        # set when a run this process executes ends: following its logs reads the last
+        # lines at once instead of at the next poll
+        self._ended = threading.Event()
 
     @property
     def where(self) -> str:
@@ -271,6 +273,7 @@ class LocalBackend(LocalOperations):
         try:
             engine.execute(run_id)
         finally:
+            self._ended.set()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.get_run(run_id)
@@ -411,7 +414,7 @@ class LocalBackend(LocalOperations):
             if page.finished:
                 return
             if len(page.items) < logs.PAGE_LINES:
-                time.sleep(FOLLOW_POLL_SECONDS)
+                self._ended.wait(FOLLOW_POLL_SECONDS)
 
     # -- the model registry --------------------------------------------------------------------
     def register_model(self, name: str, body: api.ModelVersionCreate) -> api.ModelVersionRegistered:
