@@ -186,6 +186,19 @@ def wait_for(path: Path, timeout: float = 60) -> None:
 
 
 @pytest.fixture
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``warm``: Python steps are forked from a warm parent (which every task waits for);
+    ``fresh``: each starts a new interpreter. Use with
+    ``@pytest.mark.parametrize("workers", ["warm", "fresh"], indirect=True)``."""
+    if request.param == "warm":
+        monkeypatch.setenv("ARGOSY_WARM_WORKERS", "true")
+        monkeypatch.setenv("ARGOSY_WARM_WORKERS_WAIT", "60")
+    else:
+        monkeypatch.setenv("ARGOSY_WARM_WORKERS", "false")
+    return str(request.param)
+
+
+@pytest.fixture
 def ws(tmp_path: Path, metadata_backend: str | None) -> Iterator[Workspace]:
     root = tmp_path / "project"
     root.mkdir()

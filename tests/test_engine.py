@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from argosy.stores.metadata import runs as q
@@ -102,6 +103,8 @@ def crashable(n: int = 5, gate: str = "/tmp") -> int:
 """
 
 
+@pytest.mark.usefixtures("workers")
+@pytest.mark.parametrize("workers", ["warm", "fresh"], indirect=True)
 def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -146,6 +149,8 @@ def test_sigkill_then_resume_adopts_attempts_that_finished_meanwhile(
     assert outputs(straight) == outputs(doc)
 
 
+@pytest.mark.usefixtures("workers")
+@pytest.mark.parametrize("workers", ["warm", "fresh"], indirect=True)
 def test_resume_ends_a_still_running_orphan_and_reruns_it_as_engine_lost(
     ws: Workspace, tmp_path: Path
 ) -> None:
@@ -226,6 +231,8 @@ def test_a_step_called_twice_gets_two_node_paths_and_two_artifact_rows(ws: Works
         assert len(attempts) == 4
 
 
+@pytest.mark.usefixtures("workers")
+@pytest.mark.parametrize("workers", ["warm", "fresh"], indirect=True)
 def test_cancel_from_another_process_kills_running_attempts(ws: Workspace, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()

@@ -10,6 +10,12 @@ import pytest
 
 from tests.conftest import Workspace, alive, outputs
 
+# every test here runs with warm workers (steps forked from a pre-imported parent) and without
+pytestmark = [
+    pytest.mark.usefixtures("workers"),
+    pytest.mark.parametrize("workers", ["warm", "fresh"], indirect=True),
+]
+
 FAILING = """
 import os, signal, sys
 from argosy import step, pipeline

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
     fail_fast: bool = False
     cache: bool = Field(default=True, description="reuse outputs of identical earlier tasks")
     cache_ttl: float | None = Field(default=None, gt=0, description="default max age (seconds)")
+    warm_workers: bool = Field(
+        default=True,
+        description="local runs: fork Python steps from a parent that has imported their "
+        "code (isolated processes still; see docs/performance.md)",
+    )
+    warm_workers_wait: float = Field(
+        default=0.0,
+        ge=0,
+        description="seconds a task waits for its warm parent to finish importing before it "
+        "starts a fresh interpreter instead",
+    )
     compile_cache: bool = Field(
         default=True,
         description="reuse a pipeline's compiled spec while no file its compile read changed "

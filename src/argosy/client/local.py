@@ -96,7 +96,8 @@ class Local:
         s = self.settings
         executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
             self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
-            log_cap=s.log_cap_bytes, interpreter=self._interpreter,
+            log_cap=s.log_cap_bytes, interpreter=self._interpreter, warm_workers=s.warm_workers,
+            warm_wait=s.warm_workers_wait,
         )  # fmt: skip
         return Engine(
             self.metadata,
@@ -274,6 +275,9 @@ class LocalBackend(LocalOperations):
             engine.execute(run_id)
         finally:
             self._ended.set()
+            close = getattr(engine.executor, "close", None)
+            if close is not None:  # its warm workers
+                close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.get_run(run_id)

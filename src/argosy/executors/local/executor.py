@@ -57,6 +57,7 @@ from argosy.executors.base import (
     ProcessIdentity,
 )
 from argosy.executors.local.capacity import CapacityLedger
+from argosy.executors.local.warm import WarmPool, WarmProcess, WarmUnavailable
 from argosy.executors.logcap import DEFAULT_LOG_CAP, MAX_LINE, CappedLog, punch_hole
 from argosy.runtime import processes
 from argosy.runtime.invocation import ResultRecord
@@ -123,7 +124,7 @@ class _Stream:
 @dataclass
 class _Running:
     launch: AttemptLaunch
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | WarmProcess  # a fresh interpreter, or a warm worker's fork
     pidfd: int
     identity: ProcessIdentity
     folder: Path
@@ -157,6 +158,8 @@ class LocalExecutor(Executor):
         run_as: str | TaskUser | None = None,
         live_log_interval: float | None = None,
         log_cap: int = DEFAULT_LOG_CAP,
+        warm_workers: bool = False,
+        warm_wait: float = 0.0,
     ) -> None:
         self.store = store
         self.log_cap = log_cap  # bytes of log per attempt: first and last parts kept
@@ -179,6 +182,17 @@ class LocalExecutor(Executor):
             self.attempts_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.attempts_dir, 0o711)
         self._last_sample = 0.0
+        # Python attempts forked from pre-imported parents (warm.py); never for a task user
+        self.warm: WarmPool | None = None
+        if warm_workers and self.run_as is None:
+            per_parent = 2 * 2**30  # a parent with pandas and scikit-learn: ~0.3 GiB, and room
+            limit = min(4, max(1, (capacity.memory or 2**34) // per_parent))
+            self.warm = WarmPool(attempts_dir.parent / "warm", limit=int(limit), wait=warm_wait)
+
+    def close(self) -> None:
+        """Stop the warm parents (running attempts are not touched)."""
+        if self.warm is not None:
+            self.warm.close()
 
     # -- capacity ------------------------------------------------------------------------------
     @property
@@ -269,12 +283,15 @@ class LocalExecutor(Executor):
                 os.chown(own, self.run_as.uid, self.run_as.gid, follow_symlinks=False)
         out_path, err_path = folder / "stdout", folder / "stderr"
         user = self.run_as if isolated else None
+        env = self._environment(launch, scratch, gpus)
         with (
             open(out_path, "wb", opener=_private) as out,
             open(err_path, "wb", opener=_private) as err,
             open(inv_path if isolated else os.devnull, "rb") as stdin,
         ):
-            proc = subprocess.Popen(
+            fds = [stdin.fileno(), out.fileno(), err.fileno(), status_w]
+            warm = self._fork_warm(launch, python, env, inv_path, fds) if not isolated else None
+            proc = warm or subprocess.Popen(
                 # a task user's launcher reads the invocation on stdin: no path to it in its
                 # command line, and the file stays the server's
                 [python, "-c", _LAUNCH, "-" if isolated else str(inv_path)],
@@ -282,7 +299,7 @@ class LocalExecutor(Executor):
                 stdout=out,
                 stderr=err,
                 cwd=scratch,
-                env=self._environment(launch, scratch, gpus),
+                env=env,
                 start_new_session=True,
                 close_fds=True,
                 pass_fds=(status_w,),
@@ -318,6 +335,27 @@ class LocalExecutor(Executor):
             status=status_r,
         )
         return identity
+
+    def _fork_warm(
+        self, launch: AttemptLaunch, python: str, env: dict[str, str], invocation: Path,
+        fds: list[int],
+    ) -> WarmProcess | None:  # fmt: skip
+        """The attempt forked from a warm parent, or None: start a fresh interpreter."""
+        opted_out = launch.env.get("ARGOSY_WARM", "1").lower() in ("0", "false", "no")
+        if self.warm is None or launch.gpu or launch.invocation.kind != "python" or opted_out:
+            return None
+        impl = launch.invocation.step.get("implementation", {})
+        key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")))
+        parent = self.warm.parent(key, python, env, invocation)
+        if parent is None:  # none ready yet (one is starting): this attempt starts fresh
+            return None
+        request = {"attempt_id": launch.attempt_id, "invocation": str(invocation),
+                   "cwd": str(invocation.parent / "scratch"), "env": env,
+                   "status_fd": fds[3]}  # fmt: skip
+        try:
+            return parent.fork(request, fds)
+        except WarmUnavailable:
+            return None
 
     # -- watch ---------------------------------------------------------------------------------
     def poll(self, timeout: float) -> list[AttemptExit]:
@@ -453,10 +491,16 @@ class LocalExecutor(Executor):
         run = self._running.pop(attempt_id)
         self._selector.unregister(run.pidfd)
         os.close(run.pidfd)
-        _, status, usage = os.wait4(run.identity.pid, 0)
-        run.proc.returncode = os.waitstatus_to_exitcode(status)
-        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        if isinstance(run.proc, WarmProcess):  # the warm parent reaped it
+            status, cpu_time = run.proc.wait4()
+        else:
+            _, status, usage = os.wait4(run.identity.pid, 0)
+            cpu_time = usage.ru_utime + usage.ru_stime
+        exit_code = sig = None
+        if status is not None:  # None: its warm parent died first; the record tells the rest
+            run.proc.returncode = os.waitstatus_to_exitcode(status)
+            exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         if sig is not None or run.stop_reason is not None:
             processes.kill_tree(None, attempt_id)  # escaped descendants of a killed launcher
             if _is_container(run.launch):
@@ -490,7 +534,7 @@ class LocalExecutor(Executor):
             signal=sig,
             reason=run.stop_reason,
             wall_time=time.monotonic() - run.started,
-            cpu_time=usage.ru_utime + usage.ru_stime,
+            cpu_time=cpu_time,
             # ru_maxrss is not used: Linux carries the engine's own peak over into the child
             peak_memory=run.peak_rss or None,
             log_tail=list(run.tail),

@@ -1,0 +1,405 @@
+"""Warm workers: isolated step processes forked from a pre-imported parent (a fork server).
+
+A fresh interpreter per task pays Python's start, the launcher's imports and then the step
+module's imports (numpy, pandas, scikit-learn: often half a second) before doing any work. A
+warm parent pays them once: it is a fresh interpreter the executor starts (never a fork of the
+engine: it holds no database connection, key, credential or task token), with the tasks'
+allow-listed environment and OpenMP/OpenBLAS/MKL at one thread, that imports the launcher, the
+step's code package and its module, then forks one child per task. Each child is set up as a
+fresh launcher would be, and then runs the launcher in process:
+
+- its own session and process group (``setsid``, before its pid is handed to the executor, so
+  a stop that arrives at once still kills its whole group);
+- file descriptors: stdin/stdout/stderr and the status pipe from the executor (passed over
+  the socket), every other descriptor closed;
+- signal handlers back to a fresh interpreter's (what the step's module may have set at import);
+- the environment replaced by the task's, and ``ARGOSY_ATTEMPT_ID`` written into the process's
+  original environment block too (``/proc/PID/environ``, which the sweeper and orphan recovery
+  read, shows that block, not ``os.environ``);
+- random seeds: Python's ``random`` reseeds itself at fork; numpy's global generator is reseeded;
+- the thread count of OpenBLAS/OpenMP raised to the task's CPUs (``threadpoolctl``, if present).
+
+The child is the parent's, not the engine's: the parent reaps it and sends its wait status and
+CPU time back; the executor watches it through a pidfd, samples its memory and kills its group
+as for any attempt. A parent that holds more than one thread is never forked (a forked child
+of a threaded process can deadlock): ``/proc/self/task`` is checked before every fork, and the
+executor starts a fresh interpreter instead. A parent dies with the process that started it
+(``PR_SET_PDEATHSIG``) and after ``IDLE_SECONDS`` without work; its running children outlive
+it (the executor then has only the result record, not the exit status).
+
+One parent per (tenant, interpreter, code package, environment): a changed module is a new code
+package, so the next run gets a new parent. At most ``limit`` parents (the least recently used
+goes first). GPU steps, container steps, tasks that run as a task user (servers) and steps whose
+``env`` sets ``ARGOSY_WARM=0`` always get a fresh interpreter; ``ARGOSY_WARM_WORKERS=false``
+turns warm workers off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IDLE_SECONDS = 120.0  # a parent without work for this long exits
+START_TIMEOUT = 60.0  # a parent not ready after this long is given up
+REPLY_TIMEOUT = 30.0  # seconds to wait for a fork (the step's module may be imported first)
+EXIT_TIMEOUT = 10.0  # seconds to wait for a child's exit status once its pidfd fired
+MAX_MESSAGE = 256 * 1024
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
+PLACEHOLDER = "0" * 26  # an attempt id's length: overwritten in each child's environment block
+SERVE = "import sys;from argosy.executors.local.warm import serve;serve(int(sys.argv[1]))"
+
+
+class WarmUnavailable(Exception):
+    """This task cannot be forked from a warm parent now: start a fresh interpreter."""
+
+
+# -- the executor's side ---------------------------------------------------------------------------
+@dataclass
+class WarmProcess:
+    """A task forked by a warm parent (what the executor keeps of a ``Popen``)."""
+
+    pid: int
+    parent: WarmParent
+    returncode: int | None = None
+
+    def wait4(self) -> tuple[int | None, float | None]:
+        """(wait status, CPU seconds) from the parent; (None, None) if the parent is gone."""
+        return self.parent.exit_of(self.pid)
+
+
+@dataclass
+class WarmParent:
+    key: tuple[str, ...]
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    ready: bool = False
+    failed: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    used: float = field(default_factory=time.monotonic)
+    exits: dict[int, tuple[int, float]] = field(default_factory=dict)
+
+    def _receive(self, timeout: float) -> dict[str, Any] | None:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return None
+        data = self.sock.recv(MAX_MESSAGE)
+        if not data:
+            raise OSError("the warm parent closed its socket")
+        doc: dict[str, Any] = json.loads(data)
+        if "exit" in doc:
+            self.exits[int(doc["exit"])] = (int(doc["status"]), float(doc["cpu"]))
+        return doc
+
+    def poll_ready(self, wait: float = 0.0) -> bool:
+        """Whether it has finished its imports (waiting up to ``wait`` seconds)."""
+        if self.ready or self.failed:
+            return self.ready
+        deadline = time.monotonic() + wait
+        try:
+            while (doc := self._receive(max(0.0, deadline - time.monotonic()))) is not None:
+                if doc.get("ready"):
+                    self.ready = True
+                elif "failed" in doc:
+                    self.failed = str(doc["failed"])
+                if self.ready or self.failed:
+                    break
+        except (OSError, ValueError) as exc:
+            self.failed = f"the warm parent is gone ({exc})"
+        if not self.ready and time.monotonic() - self.started > START_TIMEOUT:
+            self.failed = "the warm parent was not ready in time"
+        return self.ready
+
+    def fork(self, request: dict[str, Any], fds: list[int]) -> WarmProcess:
+        """Ask for a child running the launcher; raises :class:`WarmUnavailable`."""
+        self.used = time.monotonic()
+        try:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            deadline = time.monotonic() + REPLY_TIMEOUT
+            while (left := deadline - time.monotonic()) > 0:
+                doc = self._receive(left)
+                if doc is None:
+                    break
+                if "pid" in doc:
+                    return WarmProcess(int(doc["pid"]), self)
+                if "fallback" in doc:
+                    raise WarmUnavailable(str(doc["fallback"]))
+        except (OSError, ValueError) as exc:
+            self.failed = f"the warm parent is gone ({exc})"
+            raise WarmUnavailable(self.failed) from None
+        self.failed = "the warm parent did not answer in time"
+        raise WarmUnavailable(self.failed)
+
+    def exit_of(self, pid: int) -> tuple[int | None, float | None]:
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        try:
+            while pid not in self.exits and (left := deadline - time.monotonic()) > 0:
+                self._receive(left)
+        except (OSError, ValueError):
+            pass
+        found = self.exits.pop(pid, None)
+        return found if found is not None else (None, None)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class WarmPool:
+    """The warm parents of one executor, by (tenant, interpreter, code package, environment)."""
+
+    def __init__(self, folder: Path, limit: int = 2, wait: float = 0.0) -> None:
+        self.folder = folder
+        self.limit = max(1, limit)
+        self.wait = wait  # seconds a task waits for a starting parent before starting fresh
+        self._parents: dict[tuple[str, ...], WarmParent] = {}
+
+    def parent(self, key: tuple[str, ...], python: str, env: dict[str, str],
+               invocation: Path) -> WarmParent | None:  # fmt: skip
+        """The ready parent for ``key``; else None (one is started for the next task)."""
+        found = self._parents.get(key)
+        if found is not None:
+            if found.failed or found.proc.poll() is not None:
+                self._drop(key)
+                return None  # replaced below, for the next task
+            return found if found.poll_ready(self.wait) else None
+        for old in sorted(self._parents.values(), key=lambda p: p.used)[
+            : max(0, len(self._parents) - self.limit + 1)
+        ]:
+            self._drop(old.key)
+        started = self._parents[key] = self._start(key, python, env, invocation)
+        return started if self.wait and started.poll_ready(self.wait) else None
+
+    def _start(self, key: tuple[str, ...], python: str, env: dict[str, str],
+               invocation: Path) -> WarmParent:  # fmt: skip
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server_env = {k: v for k, v in env.items() if not k.startswith("ARGOSY_")}
+        server_env.update({var: "1" for var in THREAD_VARS})  # no thread pools while importing
+        server_env[ATTEMPT_ENV] = PLACEHOLDER  # a slot each child writes its attempt id into
+        server_env["ARGOSY_WARM_FIRST"] = str(invocation)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = self.folder / f"warm-{os.getpid()}-{len(self._parents)}-{int(time.time())}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [python, "-c", SERVE, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.folder,
+                env=server_env, pass_fds=(theirs.fileno(),), start_new_session=True,
+            )  # fmt: skip
+        theirs.close()
+        return WarmParent(key, proc, ours)
+
+    def _drop(self, key: tuple[str, ...]) -> None:
+        found = self._parents.pop(key, None)
+        if found is not None:
+            found.close()
+
+    def close(self) -> None:
+        for key in list(self._parents):
+            self._drop(key)
+
+
+# -- the warm parent's side ------------------------------------------------------------------------
+def _set_parent_death_signal() -> None:
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _import_step(invocation: str) -> None:
+    """What a launcher imports for this invocation's step: the code package and its module."""
+    import sys
+
+    from argosy.runtime.invocation import Invocation
+    from argosy.runtime.launcher import _import_function
+    from argosy.stores.artifacts.blobs import open_artifact_store
+
+    inv = Invocation.from_json(json.loads(Path(invocation).read_text()))
+    module = inv.step["implementation"]["module"]
+    if module in sys.modules:
+        return
+    store = open_artifact_store(inv.store.url, inv.tenant, inv.store.options)
+    _import_function(inv, store)
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def serve(fd: int) -> None:
+    """The warm parent: import, say ready, then fork a child per request until idle."""
+    import sys
+    import traceback
+
+    _set_parent_death_signal()
+    started_by = os.getppid()
+    sock = socket.socket(fileno=fd)
+    try:
+        import argosy.runtime.launcher  # noqa: F401  (what every child runs)
+
+        _import_step(os.environ.pop("ARGOSY_WARM_FIRST"))
+    except BaseException as exc:
+        traceback.print_exc()
+        sock.send(json.dumps({"failed": f"{type(exc).__name__}: {exc}"}).encode())
+        return
+    sock.send(b'{"ready": true}')
+    children: dict[int, int] = {}  # pidfd -> pid
+    idle_since = time.monotonic()
+    while True:
+        if os.getppid() != started_by:
+            return  # its engine is gone
+        if not children and time.monotonic() - idle_since > IDLE_SECONDS:
+            return
+        watched: list[Any] = [sock, *children]
+        ready, _, _ = select.select(watched, [], [], 1.0)
+        for pidfd in [r for r in ready if isinstance(r, int)]:
+            pid = children.pop(pidfd)
+            os.close(pidfd)
+            _, status, usage = os.wait4(pid, 0)
+            cpu = usage.ru_utime + usage.ru_stime
+            sock.send(json.dumps({"exit": pid, "status": status, "cpu": cpu}).encode())
+            idle_since = time.monotonic()
+        if sock not in ready:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 8)
+        except OSError:
+            return
+        if not data:
+            return  # the executor closed its end
+        request = json.loads(data)
+        sys.stdout.flush()  # nothing of the parent's may reach a child's output
+        sys.stderr.flush()
+        reply = _fork(request, fds, sock)
+        for passed in fds:
+            os.close(passed)
+        if "pid" in reply:
+            pidfd = os.pidfd_open(reply["pid"])
+            children[pidfd] = reply["pid"]
+        sock.send(json.dumps(reply).encode())
+        idle_since = time.monotonic()
+
+
+def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+    if len(request["attempt_id"]) != len(PLACEHOLDER):
+        return {"fallback": "an attempt id of another length"}
+    try:
+        _import_step(request["invocation"])
+    except BaseException as exc:  # the fresh interpreter reports it as the step's error
+        return {"fallback": f"the step's module did not import here: {exc}"}
+    if _threads() != 1:  # never fork a threaded process (a lock held elsewhere stays held)
+        return {"fallback": f"the warm parent holds {_threads()} threads"}
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(ready_r)
+            os.setsid()
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+            _become_task(request, fds, sock)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            os._exit(1)
+    os.close(ready_w)
+    got = os.read(ready_r, 1)  # its own process group exists before anyone may signal it
+    os.close(ready_r)
+    if not got:
+        return {"fallback": "the forked child ended at once"}
+    return {"pid": pid}
+
+
+def _become_task(request: dict[str, Any], fds: list[int], sock: socket.socket) -> None:
+    """In the child: a launcher's process as a fresh interpreter would have it; never returns."""
+    import fcntl
+    import signal
+    import sys
+
+    sock.close()
+    stdin, stdout, stderr, status = fds
+    wanted = {0: stdin, 1: stdout, 2: stderr, int(request["status_fd"]): status}
+    high = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, 1000) for target, src in wanted.items()}
+    keep = set(high.values())
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd not in keep and fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    for target, src in high.items():
+        os.dup2(src, target)  # inheritable, as Popen's pass_fds leaves them
+        os.close(src)
+    for sig in signal.valid_signals():  # as a fresh interpreter has them
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        handler: Any = signal.SIG_DFL
+        if sig == signal.SIGINT:
+            handler = signal.default_int_handler
+        elif sig in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
+            handler = signal.SIG_IGN
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, handler)
+    os.chdir(request["cwd"])
+    env = request["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    _mark_environment_block(request["attempt_id"])
+    sys.argv = ["-c", request["invocation"]]
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # the parent's global generator is not a secret
+        _thread_limits(int(env.get("OMP_NUM_THREADS") or 1))
+    from argosy.runtime.launcher import main
+
+    code = main([request["invocation"]])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _thread_limits(threads: int) -> None:
+    """Give native thread pools (imported at one thread) the task's CPUs."""
+    if threads <= 1:
+        return
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    threadpool_limits(threads)
+
+
+def _mark_environment_block(attempt_id: str) -> None:
+    """Write the attempt id over the placeholder in this process's original environment block
+    (what ``/proc/self/environ`` shows)."""
+    import ctypes
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+        block = Path("/proc/self/environ").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return
+    needle = f"{ATTEMPT_ENV}={PLACEHOLDER}".encode()
+    at = block.find(needle)
+    if at < 0 or start + at + len(needle) > end:
+        return
+    value = attempt_id.encode()
+    ctypes.memmove(start + at + len(ATTEMPT_ENV) + 1, value, len(value))

@@ -1,0 +1,202 @@
+"""Warm workers (executors/local/warm.py): Python steps forked from a pre-imported parent, each
+still a process of its own with a fresh interpreter's state; off by ARGOSY_WARM_WORKERS=false.
+
+The crash, exit-code, exception, memory-limit, timeout/grandchild and fail-fast tests of
+test_failures.py and the engine-crash tests of test_engine.py run with warm workers on and off.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Workspace, alive, outputs
+
+WARM = {"ARGOSY_WARM_WORKERS": "true", "ARGOSY_WARM_WORKERS_WAIT": "60"}
+FRESH = {"ARGOSY_WARM_WORKERS": "false"}
+
+PROBE = """
+import os, random, signal, threading
+from pathlib import Path
+from argosy import pipeline, step
+
+signal.signal(signal.SIGTERM, lambda *_: None)  # set at import: the parent has it, tasks must not
+IMPORTED_IN = os.getpid()
+
+
+def _parent_is_warm() -> bool:
+    cmdline = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    return b"argosy.executors.local.warm" in cmdline
+
+
+@step(cache=False)
+def probe(n: int) -> dict:
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    return {
+        "warm": _parent_is_warm(),
+        "imported_here": IMPORTED_IN == os.getpid(),
+        "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "threads": threading.active_count(),
+        "random": random.random(),
+        "attempt_in_environ_block": os.environ["ARGOSY_ATTEMPT_ID"].encode()
+        in Path("/proc/self/environ").read_bytes(),
+        "argosy_vars": sorted(k for k in os.environ if k.startswith("ARGOSY_")),
+        "fds": len(fds),
+        "cwd_is_scratch": Path.cwd().name == "scratch",
+        "n": n,
+    }
+
+
+@pipeline
+def probes() -> dict:
+    first = probe(n=1)
+    probe(n=2).after(first)
+    return probe(n=3).after(first)
+"""
+
+
+def _probes(ws: Workspace, env: dict[str, str]) -> list[dict[str, object]]:
+    path = ws.write(PROBE)
+    res = ws.argosy("run", f"{path}:probes", "--output", "json", env=env)
+    assert res.code == 0, res.stderr
+    doc = res.json()
+    found = []
+    for task in doc["tasks"]:
+        art = task["outputs"]["output"]
+        shown = ws.argosy("artifacts", "get", art["ref"], "--out", str(ws.root.parent / "o.json"))
+        assert shown.code == 0, shown.stderr
+        found.append(__import__("json").loads((ws.root.parent / "o.json").read_text()))
+    return found
+
+
+def test_warm_tasks_are_forked_with_a_fresh_interpreter_s_state(ws: Workspace) -> None:
+    found = _probes(ws, WARM)
+    assert all(p["warm"] and not p["imported_here"] for p in found), found
+    for p in found:
+        assert p["sigterm_default"], p  # handlers the module set at import are reset
+        assert p["threads"] == 1
+        assert p["attempt_in_environ_block"]  # orphan recovery and the sweeper find it
+        assert p["cwd_is_scratch"]
+        assert "ARGOSY_WARM_FIRST" not in p["argosy_vars"]  # nothing of the parent's own
+    assert len({p["random"] for p in found}) == len(found)  # seeds differ per task
+    fresh = _probes(ws, FRESH)
+    assert not any(p["warm"] for p in fresh)
+    # the same descriptors and ARGOSY_* variables as a fresh interpreter's
+    assert {p["fds"] for p in found} == {p["fds"] for p in fresh}
+    assert {tuple(p["argosy_vars"]) for p in found} == {tuple(p["argosy_vars"]) for p in fresh}
+
+
+def test_a_changed_module_is_picked_up_on_the_next_run(ws: Workspace) -> None:
+    (ws.root / "warm_helper.py").write_text("VALUE = 1\n")
+    path = ws.write("""
+        from argosy import pipeline, step
+        import warm_helper
+
+        @step(cache=False)
+        def read(n: int) -> int:
+            return warm_helper.VALUE * n
+
+        @pipeline
+        def helper_value() -> int:
+            return read(n=read(n=1))
+    """)
+    first = ws.argosy("run", f"{path}:helper_value", "--output", "json", env=WARM)
+    assert first.code == 0, first.stderr
+    assert outputs(first.json()) == {"output": 1}
+    time.sleep(0.01)
+    (ws.root / "warm_helper.py").write_text("VALUE = 7\n")
+    second = ws.argosy("run", f"{path}:helper_value", "--output", "json", env=WARM)
+    assert second.code == 0, second.stderr
+    assert outputs(second.json()) == {"output": 49}
+
+
+def test_a_parent_holding_threads_is_never_forked(ws: Workspace) -> None:
+    path = ws.write("""
+        import os, threading, time
+        from pathlib import Path
+        from argosy import pipeline, step
+
+        threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+        @step(cache=False)
+        def where(n: int) -> int:
+            warm = b"argosy.executors.local.warm" in Path(
+                f"/proc/{os.getppid()}/cmdline").read_bytes()
+            return n + (100 if warm else 1)
+
+        @pipeline
+        def threaded() -> int:
+            return where(n=where(n=1))
+    """)
+    res = ws.argosy("run", f"{path}:threaded", "--output", "json", env=WARM)
+    assert res.code == 0, res.stderr
+    assert outputs(res.json()) == {"output": 3}  # a fresh interpreter ran each
+
+
+ORPHAN = """
+import os, signal, time
+from pathlib import Path
+from argosy import pipeline, step
+
+
+@step(cache=False)
+def warmup() -> int:
+    return 1
+
+
+@step(cache=False)
+def dies(marker_dir: str, x: int) -> int:
+    child = os.fork()  # a forked (not exec'd) grandchild in a session of its own
+    if child == 0:
+        os.setsid()
+        Path(marker_dir, "grandchild").write_text(str(os.getpid()))
+        while True:
+            time.sleep(0.1)
+    while not Path(marker_dir, "grandchild").exists():
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)  # the launcher dies: the grandchild is orphaned
+    return 0
+
+
+@pipeline
+def orphaned(marker_dir: str) -> int:
+    return dies(marker_dir=marker_dir, x=warmup())
+"""
+
+
+@pytest.mark.parametrize("env", [WARM, FRESH], ids=["warm", "fresh"])
+def test_a_task_killed_while_its_fork_lives_leaves_no_orphan(
+    ws: Workspace, tmp_path: Path, env: dict[str, str]
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    path = ws.write(ORPHAN)
+    res = ws.argosy("run", f"{path}:orphaned", "-p", f"marker_dir={markers}", "--output",
+                    "json", env=env)  # fmt: skip
+    assert res.code == 1, res.stderr
+    pid = int((markers / "grandchild").read_text())
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid), "the orphaned grandchild of a killed task survived"
+
+
+def test_warm_parents_end_with_the_run(ws: Workspace) -> None:
+    path = ws.write(PROBE)
+    res = ws.argosy("run", f"{path}:probes", "--output", "json", env=WARM)
+    assert res.code == 0, res.stderr
+    time.sleep(0.2)
+    parents = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if b"argosy.executors.local.warm" in cmd and cwd.startswith(str(ws.home)):
+                parents.append(int(entry.name))
+    assert [p for p in parents if alive(p)] == []
