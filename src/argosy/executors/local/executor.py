@@ -308,13 +308,18 @@ class LocalExecutor(Executor):
                 extra_groups=[] if user else None,
                 umask=0o077 if user else -1,
             )
-        pidfd = os.pidfd_open(proc.pid)
+        # a warm worker's fork may already have ended (and been reaped by its parent, which
+        # opened its pidfd first)
+        if isinstance(proc, WarmProcess):
+            pidfd, started = proc.pidfd, proc.started
+        else:
+            pidfd, started = os.pidfd_open(proc.pid), processes.start_time(proc.pid)
         self._selector.register(pidfd, selectors.EVENT_READ, launch.attempt_id)
         identity = ProcessIdentity(
             host=self.host,
             pid=proc.pid,
             pgid=proc.pid,
-            started=processes.start_time(proc.pid),
+            started=started,
             gpu_devices=tuple(gpus),
         )
         now = time.monotonic()

@@ -69,6 +69,8 @@ class WarmProcess:
 
     pid: int
     parent: WarmParent
+    pidfd: int  # opened by the parent before it could reap the child (which may end at once)
+    started: float | None  # its start time (processes.start_time), read while it existed
     returncode: int | None = None
 
     def wait4(self) -> tuple[int | None, float | None]:
@@ -91,10 +93,12 @@ class WarmParent:
         ready, _, _ = select.select([self.sock], [], [], timeout)
         if not ready:
             return None
-        data = self.sock.recv(MAX_MESSAGE)
+        data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 1)
         if not data:
             raise OSError("the warm parent closed its socket")
         doc: dict[str, Any] = json.loads(data)
+        if fds:
+            doc["_fds"] = fds
         if "exit" in doc:
             self.exits[int(doc["exit"])] = (int(doc["status"]), float(doc["cpu"]))
         return doc
@@ -129,7 +133,7 @@ class WarmParent:
                 if doc is None:
                     break
                 if "pid" in doc:
-                    return WarmProcess(int(doc["pid"]), self)
+                    return WarmProcess(int(doc["pid"]), self, doc["_fds"][0], doc.get("started"))
                 if "fallback" in doc:
                     raise WarmUnavailable(str(doc["fallback"]))
         except (OSError, ValueError) as exc:
@@ -291,10 +295,15 @@ def serve(fd: int) -> None:
         reply = _fork(request, fds, sock)
         for passed in fds:
             os.close(passed)
-        if "pid" in reply:
-            pidfd = os.pidfd_open(reply["pid"])
-            children[pidfd] = reply["pid"]
-        sock.send(json.dumps(reply).encode())
+        if "pid" not in reply:
+            sock.send(json.dumps(reply).encode())
+            continue
+        pidfd = os.pidfd_open(reply["pid"])  # before any wait: the child cannot be reaped yet
+        children[pidfd] = reply["pid"]
+        from argosy.runtime.processes import start_time
+
+        reply["started"] = start_time(reply["pid"])
+        socket.send_fds(sock, [json.dumps(reply).encode()], [pidfd])
         idle_since = time.monotonic()
 
 
