@@ -200,3 +200,26 @@ def test_warm_parents_end_with_the_run(ws: Workspace) -> None:
             if b"argosy.executors.local.warm" in cmd and cwd.startswith(str(ws.home)):
                 parents.append(int(entry.name))
     assert [p for p in parents if alive(p)] == []
+
+
+def test_a_module_that_imports_pandas_is_forked(ws: Workspace) -> None:
+    # pyarrow's allocator would start a thread at import; the parent is started without it
+    path = ws.write("""
+        import os
+        from pathlib import Path
+        import pandas
+        from argosy import pipeline, step
+
+        @step(cache=False)
+        def where(n: int) -> int:
+            warm = b"argosy.executors.local.warm" in Path(
+                f"/proc/{os.getppid()}/cmdline").read_bytes()
+            return n + (100 if warm else 1)
+
+        @pipeline
+        def with_pandas() -> int:
+            return where(n=where(n=0))
+    """)
+    res = ws.argosy("run", f"{path}:with_pandas", "--output", "json", env=WARM)
+    assert res.code == 0, res.stderr
+    assert outputs(res.json()) == {"output": 200}

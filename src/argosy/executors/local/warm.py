@@ -193,6 +193,9 @@ class WarmPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server_env = {k: v for k, v in env.items() if not k.startswith("ARGOSY_")}
         server_env.update({var: "1" for var in THREAD_VARS})  # no thread pools while importing
+        # pyarrow's (pandas') jemalloc starts a background thread on import: a parent with a
+        # second thread is never forked
+        server_env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
         server_env[ATTEMPT_ENV] = PLACEHOLDER  # a slot each child writes its attempt id into
         server_env["ARGOSY_WARM_FIRST"] = str(invocation)
         self.folder.mkdir(parents=True, exist_ok=True)
