@@ -176,7 +176,9 @@ class Ids:
         def real(match: re.Match[str]) -> str:
             text = match.group(0)
             doc_id = next((d for d in self.real if d.startswith(text) or text.startswith(d)), None)
-            return self.real[doc_id][: len(text)] if doc_id else text
+            # the whole id: a prefix as short as the page's may name several runs made
+            # within the same millisecond here
+            return self.real[doc_id] if doc_id else text
 
         return PREFIX.sub(real, command)
 

@@ -57,10 +57,12 @@ LEAST_ROLE = {
     Action.MEMBER_READ: "owner", Action.MEMBER_WRITE: "owner", Action.TOKEN_READ: "owner",
     Action.TOKEN_WRITE: "owner", Action.SECRET_READ: "owner", Action.SECRET_WRITE: "owner",
     Action.TENANT_SETTINGS_WRITE: "owner", Action.AUDIT_READ: "owner",
-    Action.RETRIEVAL_APPROVE: "owner",
+    Action.RETRIEVAL_APPROVE: "owner", Action.LEGAL_HOLD_WRITE: "owner", Action.RUN_DELETE: "owner",
+    Action.COST_READ: "viewer", Action.RETRIEVAL_REQUEST: "viewer",
     Action.MODEL_READ: "viewer", Action.MODEL_WRITE: "editor", Action.MODEL_PROMOTE: "editor",
     Action.TENANT_CREATE: "P", Action.TENANT_ARCHIVE: "P", Action.TENANT_QUOTAS_WRITE: "P",
     Action.TENANT_LIST_ALL: "P", Action.AUDIT_READ_ALL: "P", Action.SCIM: "P",
+    Action.METRICS_READ: "P", Action.COST_READ_ALL: "P", Action.GC: "P", Action.LIFECYCLE_RUN: "P",
     Action.PUBLIC: "-", Action.AUTHENTICATED: "-", Action.TASK: "-",
 }  # fmt: skip
 RANK = {"viewer": 1, "editor": 2, "owner": 3}

@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_PREFIX = "/api/v1"
 SCHEMA_VERSION = 1  # of the documents below (``Versioned``): see the package docstring
@@ -20,10 +20,30 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
 T = TypeVar("T")
 
 
+def _without_nul(value: Any, where: str = "body") -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} holds a NUL character; text never does: remove it")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _without_nul(key, where)
+            _without_nul(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _without_nul(item, f"{where}[{i}]")
+
+
 class Request(BaseModel):
-    """A request body: unknown fields are refused."""
+    """A request body: unknown fields are refused, and so is a NUL character in any text
+    (PostgreSQL stores none: it would otherwise fail as a server error)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        _without_nul(data)
+        return data
 
 
 class Document(BaseModel):

@@ -92,10 +92,16 @@ class RetentionPolicy(Document):
     retrieval_window_days: float
 
 
+MAX_DAYS = 36_500  # a century: any longer is "never" (leave the field unset)
+
+
 class RetentionPolicyUpdate(Request):
-    archive_after_days: float | None = Field(default=None, gt=0)
-    delete_after_days: float | None = Field(default=None, gt=0)
-    retrieval_window_days: float | None = Field(default=None, gt=0)
+    """Days are bounded (a value stored here is used in date arithmetic by every later job:
+    an unbounded one would break them, not this request)."""
+
+    archive_after_days: float | None = Field(default=None, gt=0, le=MAX_DAYS)
+    delete_after_days: float | None = Field(default=None, gt=0, le=MAX_DAYS)
+    retrieval_window_days: float | None = Field(default=None, gt=0, le=MAX_DAYS)
 
 
 class LegalHoldCreate(Request):

@@ -20,6 +20,7 @@ when the lease is lost); locally ``argosy retention run`` runs it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,10 +65,17 @@ def policy_of(metadata: MetadataStore, tenant: str, defaults: Any) -> Policy:
     own = found.get("retention") or {}
 
     def pick(key: str, default: float | None) -> float | None:
-        if key in own:
-            value = own[key]
-            return None if value is None else float(value)
-        return default
+        """The tenant's value (bounded: the settings route stores any JSON), else the default."""
+        if key not in own:
+            return default
+        value = own[key]
+        if value is None:
+            return None
+        try:
+            days = float(value)
+        except (TypeError, ValueError):
+            return default
+        return min(max(days, 0.0), api_ops.MAX_DAYS) if math.isfinite(days) else default
 
     window = pick("retrieval_window_days", defaults.retrieval_window_days)
     return Policy(

@@ -96,6 +96,13 @@ def _refusal(
     return problem_response(status, detail, code=code, instance=path, headers=headers)
 
 
+def _has_nul(scope: Scope) -> bool:
+    """Whether the path or query string holds a NUL (as sent, or %00-escaped): PostgreSQL
+    refuses NUL in text, so such a value would otherwise reach the database as a 500."""
+    raw = bytes(scope.get("query_string", b"")) + str(scope.get("path", "")).encode()
+    return b"\x00" in raw or b"%00" in raw.lower()
+
+
 class Admission:
     """The admission middleware (pure ASGI: uploads keep streaming)."""
 
@@ -207,6 +214,12 @@ class Admission:
                 )  # fmt: skip
         if refusal is None and declared is not None and declared > policy.max_bytes:
             refusal = self._too_large(path, policy, declared)
+        if refusal is None and _has_nul(scope):
+            refusal = _refusal(
+                422, "the request's path or query holds a NUL character, which no name, id or "
+                "filter holds: fix the request and send it again", "invalid_text", path,
+                close=has_body,
+            )  # fmt: skip
         if refusal is not None:
             if refusal.status_code >= 400 and has_body:
                 refusal.headers["Connection"] = "close"

@@ -192,6 +192,17 @@ def list_runs(
         raise UsageError(
             f"unknown run status {status!r}; use one of: {', '.join(s.value for s in RunStatus)}"
         )
+    texts = {
+        "created_by": created_by,
+        "name": name,
+        **{f"tag {k}": f"{k}={v}" for k, v in (tags or {}).items()},
+    }
+    for what, text in texts.items():
+        if text is not None and any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise UsageError(
+                f"filter {what} holds a control character; names and tags never do: fix the filter",
+                code="invalid_filter",
+            )
     after = decode_cursor(cursor)
     empty = api.Page[api.Run](items=[], next_cursor=None)
     with ctx.metadata.session() as session:

@@ -20,7 +20,10 @@ platform_router = APIRouter(prefix=API_PREFIX, tags=["retention"])
 IdPath = Annotated[str, Path(min_length=26, max_length=26, pattern=r"^[0-9A-Z]+$")]
 
 
-@router.get("/retention", response_model=api_ops.RetentionPolicy, summary="Retention policy")
+@router.get(
+    "/retention", response_model=api_ops.RetentionPolicy, summary="Retention policy",
+    responses=problem_responses(),
+)  # fmt: skip
 def get_policy(
     tenant: TenantDep,
     principal: Annotated[Principal, Allowed(Action.TENANT_READ)],
@@ -45,7 +48,10 @@ def set_policy(
     )
 
 
-@router.get("/holds", response_model=list[api_ops.LegalHold], summary="Legal holds")
+@router.get(
+    "/holds", response_model=list[api_ops.LegalHold], summary="Legal holds",
+    responses=problem_responses(),
+)  # fmt: skip
 def list_holds(
     tenant: TenantDep,
     principal: Annotated[Principal, Allowed(Action.TENANT_READ)],
@@ -101,7 +107,10 @@ def request_retrieval(
     )
 
 
-@router.get("/retrievals", response_model=list[api_ops.Retrieval], summary="Retrievals")
+@router.get(
+    "/retrievals", response_model=list[api_ops.Retrieval], summary="Retrievals",
+    responses=problem_responses(),
+)  # fmt: skip
 def list_retrievals(
     tenant: TenantDep,
     principal: Annotated[Principal, Allowed(Action.RETRIEVAL_REQUEST)],
