@@ -391,11 +391,13 @@ def _thread_limits(threads: int) -> None:
     """Give native thread pools (imported at one thread) the task's CPUs."""
     if threads <= 1:
         return
-    try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    import importlib
+
+    try:  # scikit-learn's dependency; without it the pools keep the parent's one thread
+        threadpoolctl: Any = importlib.import_module("threadpoolctl")
     except ImportError:
         return
-    threadpool_limits(threads)
+    threadpoolctl.threadpool_limits(threads)
 
 
 def _mark_environment_block(attempt_id: str) -> None:
