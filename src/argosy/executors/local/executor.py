@@ -349,6 +349,10 @@ class LocalExecutor(Executor):
         opted_out = launch.env.get("ARGOSY_WARM", "1").lower() in ("0", "false", "no")
         if self.warm is None or launch.gpu or launch.invocation.kind != "python" or opted_out:
             return None
+        if self.store.cipher is not None:
+            # encryption at rest: a forked child read encrypted blobs as plaintext, found them
+            # "corrupted" and quarantined good data; such attempts start fresh until it is fixed
+            return None
         impl = launch.invocation.step.get("implementation", {})
         key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")))
         parent = self.warm.parent(key, python, env, invocation)
