@@ -223,3 +223,33 @@ def test_a_module_that_imports_pandas_is_forked(ws: Workspace) -> None:
     res = ws.argosy("run", f"{path}:with_pandas", "--output", "json", env=WARM)
     assert res.code == 0, res.stderr
     assert outputs(res.json()) == {"output": 200}
+
+
+def test_an_encrypted_store_s_tasks_are_forked_and_read_their_code_and_inputs(
+    ws: Workspace,
+) -> None:
+    # the parent reads the encrypted code package with the tenant's data keys, as a launcher
+    # does (it once read it as plaintext, found it "corrupted" and quarantined good blobs)
+    path = ws.write("""
+        import os
+        from pathlib import Path
+        from argosy import pipeline, step
+
+        @step(cache=False)
+        def where(n: int) -> int:
+            warm = b"argosy.executors.local.warm" in Path(
+                f"/proc/{os.getppid()}/cmdline").read_bytes()
+            return n + (100 if warm else 1)
+
+        @pipeline
+        def sealed() -> int:
+            return where(n=where(n=0))
+    """)
+    env = {**WARM, "ARGOSY_ENCRYPTION": "true"}
+    for _ in range(2):
+        res = ws.argosy("run", f"{path}:sealed", "--output", "json", env=env)
+        assert res.code == 0, res.stderr
+        assert outputs(res.json()) == {"output": 200}
+    assert not list(ws.home.rglob("quarantine"))
+    time.sleep(0.2)  # the parents have ended with their runs: no plaintext code is left
+    assert not list(ws.home.rglob("private-*"))

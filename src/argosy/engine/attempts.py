@@ -180,13 +180,14 @@ class Attempts:
         reason, error = self._outcome(view, record, ended, lost=lost, succeeded=succeeded)
         if refused is not None:
             reason, error = Reason.OUTPUT_ERROR, refused
+        finished = (ended.ended_at if ended is not None else None) or q.now()
         with run.e.metadata.session() as s:
             if not attempt_rows.is_current(s, attempt_id, view.id):
                 return  # fenced: a stale attempt never commits
             values: dict[str, Any] = {
                 "state": AttemptState.SUCCEEDED if succeeded else (
                     AttemptState.CANCELLED if reason == Reason.CANCELLED else AttemptState.FAILED),
-                "reason": reason, "error": error, "finished_at": q.now(),
+                "reason": reason, "error": error, "finished_at": finished,
             }  # fmt: skip
             if ended is not None:
                 launcher_peak = record.peak_memory if record is not None else None
@@ -202,7 +203,7 @@ class Attempts:
             if succeeded:
                 assert record is not None
                 self.register_outputs(s, view, attempt_id, record)
-                run.set_task(s, view, TaskState.SUCCEEDED, finished_at=q.now(), reason=None)
+                run.set_task(s, view, TaskState.SUCCEEDED, finished_at=finished, reason=None)
             elif reason == Reason.ENGINE_LOST:
                 # a new attempt follows; it does not use up one of the step's retries
                 run.set_task(s, view, TaskState.QUEUED, reason=Reason.ENGINE_LOST.value)

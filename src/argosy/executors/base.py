@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from argosy.runtime.invocation import Invocation, ResultRecord
 
@@ -70,6 +71,9 @@ class AttemptExit:
     # the launcher's failure record when the store refused it (a full disk), sent on a path
     # that needs no disk (the local executor's status pipe); None: read it from the store
     record: ResultRecord | None = None
+    # when the executor saw it end, just before its resources went back to the ledger: the
+    # attempt's finished_at (settling it later must not make it overlap the next one)
+    ended_at: datetime | None = None
 
 
 class Executor(abc.ABC):

@@ -513,6 +513,7 @@ class KubernetesExecutor(Executor):
             self._write(a, f"argosy: {message}", stream="err")
         self._end_log(a, keep=True)
         self._delete(a)
+        ended_at = datetime.now(UTC)
         self._release(a)
         return AttemptExit(
             attempt_id=a.attempt_id,
@@ -524,6 +525,7 @@ class KubernetesExecutor(Executor):
             peak_memory=None,
             log_tail=list(a.tail),
             message=message,
+            ended_at=ended_at,
         )
 
     def _end_log(self, a: _Attempt, *, keep: bool) -> None:

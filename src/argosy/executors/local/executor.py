@@ -349,10 +349,6 @@ class LocalExecutor(Executor):
         opted_out = launch.env.get("ARGOSY_WARM", "1").lower() in ("0", "false", "no")
         if self.warm is None or launch.gpu or launch.invocation.kind != "python" or opted_out:
             return None
-        if self.store.cipher is not None:
-            # encryption at rest: a forked child read encrypted blobs as plaintext, found them
-            # "corrupted" and quarantined good data; such attempts start fresh until it is fixed
-            return None
         impl = launch.invocation.step.get("implementation", {})
         key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")))
         parent = self.warm.parent(key, python, env, invocation)
@@ -534,6 +530,7 @@ class LocalExecutor(Executor):
             except OSError as exc:  # the disk is still full: the tail (below) is kept
                 run.tail.append(f"argosy: this attempt's log could not be stored: {exc}")
         shutil.rmtree(run.folder, ignore_errors=True)
+        ended_at = datetime.now(UTC)
         self.ledger.release(
             self.store.tenant, run.launch.cpu, run.launch.memory, run.identity.gpu_devices
         )
@@ -548,6 +545,7 @@ class LocalExecutor(Executor):
             peak_memory=run.peak_rss or None,
             log_tail=list(run.tail),
             record=record,
+            ended_at=ended_at,
         )
 
     def _read_status(self, run: _Running) -> ResultRecord | None:

@@ -3,7 +3,9 @@
 A fresh interpreter per task pays Python's start, the launcher's imports and then the step
 module's imports (numpy, pandas, scikit-learn: often half a second) before doing any work. A
 warm parent pays them once: it is a fresh interpreter the executor starts (never a fork of the
-engine: it holds no database connection, key, credential or task token), with the tasks'
+engine: it holds no database connection, key-encryption key, credential or task token; with
+encryption at rest it holds the tenant's data keys, as each of its children does, and keeps the
+plaintext code package in a folder of its own, mode 0700, removed when it exits), with the tasks'
 allow-listed environment and OpenMP/OpenBLAS/MKL at one thread, that imports the launcher, the
 step's code package and its module, then forks one child per task. Each child is set up as a
 fresh launcher would be, and then runs the launcher in process:
@@ -55,6 +57,7 @@ MAX_MESSAGE = 256 * 1024
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
 PLACEHOLDER = "0" * 26  # an attempt id's length: overwritten in each child's environment block
+PRIVATE_PREFIX = "private-"  # + the parent's pid: its plaintext code package (encrypted stores)
 SERVE = "import sys;from argosy.executors.local.warm import serve;serve(int(sys.argv[1]))"
 
 
@@ -153,14 +156,17 @@ class WarmParent:
         return found if found is not None else (None, None)
 
     def close(self) -> None:
+        """End the parent: it exits by itself when its socket closes (removing its private
+        folder); one that does not within a second is terminated, then killed."""
         self.sock.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for stop in (None, self.proc.terminate, self.proc.kill):
+            if stop is not None and self.proc.poll() is None:
+                stop()
+            try:
+                self.proc.wait(1 if stop is None else 5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 class WarmPool:
@@ -199,6 +205,7 @@ class WarmPool:
         server_env[ATTEMPT_ENV] = PLACEHOLDER  # a slot each child writes its attempt id into
         server_env["ARGOSY_WARM_FIRST"] = str(invocation)
         self.folder.mkdir(parents=True, exist_ok=True)
+        _remove_orphaned_plaintext(self.folder)
         log = self.folder / f"warm-{os.getpid()}-{len(self._parents)}-{int(time.time())}.log"
         with open(log, "wb") as err:
             proc = subprocess.Popen(
@@ -217,6 +224,16 @@ class WarmPool:
     def close(self) -> None:
         for key in list(self._parents):
             self._drop(key)
+
+
+def _remove_orphaned_plaintext(folder: Path) -> None:
+    """Remove the private folders of parents that are gone (killed before their clean-up)."""
+    import shutil
+
+    for private in folder.glob(f"{PRIVATE_PREFIX}*"):
+        pid = private.name.removeprefix(PRIVATE_PREFIX)
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(private, ignore_errors=True)
 
 
 # -- the warm parent's side ------------------------------------------------------------------------
@@ -244,7 +261,21 @@ def _import_step(invocation: str) -> None:
     if module in sys.modules:
         return
     store = open_artifact_store(inv.store.url, inv.tenant, inv.store.options)
+    if inv.encryption:  # the code package is stored encrypted: read it as the launcher does
+        from argosy.stores.encryption import ObjectCipher, StaticDataKeys
+
+        store = store.with_cipher(ObjectCipher(StaticDataKeys.from_document(inv.encryption)))
+        # not the attempt's scratch (it goes with the attempt; this module stays imported)
+        inv = inv.completed(cache_dir=str(_private_cache()), encryption=None)
     _import_function(inv, store)
+
+
+def _private_cache() -> Path:
+    """This parent's own folder for plaintext (the warm folder is the cwd), mode 0700."""
+    private = Path.cwd() / f"{PRIVATE_PREFIX}{os.getpid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(private, 0o700)
+    return private
 
 
 def _threads() -> int:
@@ -253,6 +284,15 @@ def _threads() -> int:
 
 def serve(fd: int) -> None:
     """The warm parent: import, say ready, then fork a child per request until idle."""
+    import shutil
+
+    try:
+        _serve(fd)
+    finally:  # a parent killed outright leaves it: the next pool in this folder removes it
+        shutil.rmtree(Path.cwd() / f"{PRIVATE_PREFIX}{os.getpid()}", ignore_errors=True)
+
+
+def _serve(fd: int) -> None:
     import sys
     import traceback
 
