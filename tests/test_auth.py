@@ -27,7 +27,7 @@ import pytest
 
 from argosy.api import API_PREFIX, UploadCreate
 from argosy.api.documents import ScheduleCreate
-from argosy.api.registry import ModelVersionCreate
+from argosy.api.registry import ModelVersionCreate, PromotionPolicyUpdate
 from argosy.api.triggers import TriggerCreate
 from argosy.auth.policy import Role
 from argosy.client.client import Client
@@ -194,6 +194,11 @@ PUT    {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y  
 DELETE {T}/models/{{model}}/aliases/{{alias}}             -    -      y      y       -       y     -
 GET    {T}/models/{{model}}/aliases/{{alias}}             -    y      y      y       -       y     -
 GET    {T}/models/{{model}}/history                       -    y      y      y       -       y     -
+GET    {T}/promotions                                     -    y      y      y       -       y     -
+GET    {T}/promotions/{{request_id}}                      -    y      y      y       -       y     -
+POST   {T}/promotions/{{request_id}}/decision             -    -      -      y       -       y     -
+GET    {T}/promotion-policy                               -    y      y      y       -       y     -
+PUT    {T}/promotion-policy                               -    -      -      y       -       y     -
 POST   {T}/triggers                                       -    -      y      y       -       y     -
 GET    {T}/triggers                                       -    y      y      y       -       y     -
 GET    {T}/triggers/{{name}}                              -    y      y      y       -       y     -
@@ -398,6 +403,8 @@ class World:
             self.model, ModelVersionCreate(artifact=f"{self.done_run.id}/make/output")
         )
         self.client.promote_model(self.model, "staging", 1)
+        self.client.set_promotion_policy(PromotionPolicyUpdate(approval=["production"]))
+        self.promotion = self.client.promote_model(self.model, "production", 1).id  # pending
         self.client.set_secret("MATRIX_HOOK", "matrix-hook-secret")
         self.hook = self.trigger()
         self.shared_upload = self.upload(b"")
@@ -506,6 +513,7 @@ class World:
             "recurring_run_id": shared["schedule"],
             "model": self.model,
             "alias": "staging",
+            "request_id": self.promotion,
         }
         kwargs: dict[str, Any] = {}
         success: tuple[int, ...] = (200,)
@@ -595,6 +603,12 @@ class World:
             case "POST", "/retrievals":
                 kwargs = {"json": {"target": self.done_run.id, "reason": "matrix"}}
                 success = (409,)  # allowed; nothing is archived here (test_ops_retention.py)
+            case "POST", "/promotions/{request_id}/decision":
+                values["request_id"] = DUMMY_ID
+                kwargs = {"json": {"approve": True}}
+                success = (404,)  # allowed; no such request (test_model_approvals.py decides)
+            case "PUT", "/promotion-policy":
+                kwargs = {"json": {"expire_after_days": 7}}
             case "POST", "/retrievals/{retrieval_id}/decision":
                 values["retrieval_id"] = DUMMY_ID
                 kwargs = {"json": {"approve": True}}

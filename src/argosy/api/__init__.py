@@ -24,6 +24,7 @@ from argosy.api.registry import *  # noqa: F403
 from argosy.api.registry import AliasEvent as _AliasEvent
 from argosy.api.registry import Model as _Model
 from argosy.api.registry import ModelVersion as _ModelVersion
+from argosy.api.registry import PromotionRequest as _PromotionRequest
 from argosy.api.registry import __all__ as _registry
 from argosy.api.triggers import *  # noqa: F403
 from argosy.api.triggers import __all__ as _triggers
@@ -43,6 +44,7 @@ PUBLISHED: dict[str, type[Versioned]] = {
     "model": _Model,
     "model-version": _ModelVersion,
     "alias-event": _AliasEvent,
+    "promotion-request": _PromotionRequest,
 }
 """The documents whose JSON Schema is published (``argosy schema NAME``) and committed in
 ``schemas/NAME.json``; a test checks each change against the committed one is additive."""

@@ -3,7 +3,9 @@ promotion and demotion (``/api/v1/tenants/{tenant}/models``).
 
 A model version points at one artifact of one run (immutable); an alias (``staging``,
 ``production``) points at one version of its model and moves only by promotion or demotion,
-each recorded as an :class:`AliasEvent` with who, when and why.
+each recorded as an :class:`AliasEvent` with who, when and why. A tenant's
+:class:`PromotionPolicy` may name aliases (``production``) that move only by a
+:class:`PromotionRequest` that another owner approves.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ class AliasEvent(Versioned):
     reason: str | None = None
     at: datetime
     by: str
+    # a move made by an approved promotion request: who asked, who approved (``by``), the request
+    requested_by: str | None = None
+    approved_by: str | None = None
+    approval: str | None = None
 
 
 class AliasState(Versioned):
@@ -136,6 +142,48 @@ class AliasState(Versioned):
     version: int | None = None
     since: datetime | None = None
     event: AliasEvent | None = None
+
+
+class PromotionPolicy(Versioned):
+    """Which aliases of the tenant's models move only by an approved request (``approval``,
+    e.g. ``["production"]``), and how many days a request waits for its decision before it
+    expires (``expire_after_days``)."""
+
+    tenant: str
+    approval: list[str] = Field(default_factory=list)
+    expire_after_days: float
+
+
+class PromotionPolicyUpdate(Request):
+    """The fields given replace the tenant's."""
+
+    approval: list[str] | None = Field(default=None, max_length=100)
+    expire_after_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class PromotionRequest(Versioned):
+    """A promotion that waits for approval: moving ``alias`` of ``model`` to ``version``.
+    Another owner than ``requested_by`` approves it (the alias moves then, ``event``) or
+    denies it; undecided at ``expires_at``, it expires. Denied or expired, nothing moves."""
+
+    id: str
+    model: str
+    alias: str
+    version: int
+    reason: str | None = None
+    state: Literal["pending", "approved", "denied", "expired"]
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime | None = None  # while pending: undecided then, it expires
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    comment: str | None = None
+    event: AliasEvent | None = None  # the move, once approved
+
+
+class PromotionDecision(Request):
+    approve: bool
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 __all__ = [
@@ -151,4 +199,8 @@ __all__ = [
     "ModelVersion",
     "ModelVersionCreate",
     "ModelVersionRegistered",
+    "PromotionDecision",
+    "PromotionPolicy",
+    "PromotionPolicyUpdate",
+    "PromotionRequest",
 ]

@@ -6,7 +6,8 @@ UI and artifact downloads, so permissions are identical everywhere. Roles are pe
 - ``viewer``: read everything in the tenant;
 - ``editor``: also submit, cancel and retry runs, push pipelines, manage schedules,
   register models and move their aliases;
-- ``owner``: also members (role bindings), API tokens, secrets, settings, the tenant's audit log;
+- ``owner``: also members (role bindings), API tokens, secrets, settings, the tenant's audit log,
+  decisions on retrieval and promotion requests (never their own);
 - platform admin (configured groups/users): everything, in every tenant, and tenant admin.
 
 A user's roles come from role bindings naming the user's subject or one of the token's
@@ -69,6 +70,7 @@ class Action(StrEnum):
     TENANT_SETTINGS_WRITE = "tenant.settings.write"
     AUDIT_READ = "audit.read"
     RETRIEVAL_APPROVE = "retrieval.approve"
+    MODEL_APPROVE = "model.approve"  # decide promotion requests (never one's own)
     LEGAL_HOLD_WRITE = "legal_hold.write"  # place and release legal holds, set retention
     RUN_DELETE = "run.delete"  # delete runs: their rows and bytes
     # platform (platform admin only)
@@ -101,7 +103,7 @@ MINIMUM_ROLE: dict[Action, Role] = {
                                Action.TOKEN_WRITE, Action.SECRET_READ, Action.SECRET_WRITE,
                                Action.TENANT_SETTINGS_WRITE, Action.AUDIT_READ,
                                Action.RETRIEVAL_APPROVE, Action.LEGAL_HOLD_WRITE,
-                               Action.RUN_DELETE)},
+                               Action.RUN_DELETE, Action.MODEL_APPROVE)},
     **{a: Role.viewer for a in (Action.COST_READ, Action.RETRIEVAL_REQUEST)},
 }  # fmt: skip
 PLATFORM_ONLY = {

@@ -131,6 +131,13 @@ def promote(
     if json_output:
         emit_json(event)
         return
+    if isinstance(event, api.PromotionRequest):
+        _say(
+            f"{name}@{alias} needs approval: request {event.id} (version {event.version}) is "
+            f"pending until {iso(event.expires_at)}; another owner approves it with: "
+            f"argosy models approve {event.id}"
+        )
+        return
     was = f" (was {event.previous_version})" if event.previous_version else ""
     _say(f"{name}@{alias} -> version {event.version}{was}, by {event.by} at {iso(event.at)}")
 
@@ -181,3 +188,63 @@ def history(
 
 def _num(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def requests(backend: Backend, state: str | None, json_output: bool) -> None:
+    if state is not None and state not in ("pending", "approved", "denied", "expired"):
+        raise UsageError(f"--state {state!r}: use pending, approved, denied or expired")
+    found = backend.list_promotions(state)
+    if json_output:
+        emit_json({"requests": [r.model_dump(mode="json") for r in found]})
+        return
+    table = table_of("id", "state", "model", "alias", "version", "requested by", "at",
+                     "decided by", "reason", flexible=("reason",))  # fmt: skip
+    for r in found:
+        table.add_row(
+            r.id, r.state, r.model, r.alias, str(r.version), r.requested_by, iso(r.requested_at),
+            r.decided_by or "", r.reason or "",
+        )  # fmt: skip
+    out.print(table)
+
+
+def decide(
+    backend: Backend, request_id: str, approve: bool, comment: str | None, json_output: bool
+) -> None:
+    done = backend.decide_promotion(request_id, approve, comment)
+    if json_output:
+        emit_json(done)
+        return
+    if done.event is not None:
+        was = f" (was {done.event.previous_version})" if done.event.previous_version else ""
+        _say(
+            f"{done.model}@{done.alias} -> version {done.version}{was}: requested by "
+            f"{done.requested_by}, approved by {done.decided_by}"
+        )
+    else:
+        _say(f"request {done.id} {done.state} by {done.decided_by}; {done.model}@{done.alias} "
+             "did not move")  # fmt: skip
+
+
+def policy(
+    backend: Backend, approval: list[str] | None, expire_after_days: float | None,
+    json_output: bool,
+) -> None:  # fmt: skip
+    """Show the policy, or set the fields given."""
+    if approval is None and expire_after_days is None:
+        found = backend.promotion_policy()
+    else:
+        fields: dict[str, Any] = {}
+        if approval is not None:
+            fields["approval"] = approval
+        if expire_after_days is not None:
+            fields["expire_after_days"] = expire_after_days
+        found = backend.set_promotion_policy(api.PromotionPolicyUpdate.model_validate(fields))
+    if json_output:
+        emit_json(found)
+        return
+    needs = ", ".join(found.approval) or "(none: every alias moves at once)"
+    out.print(
+        f"tenant {found.tenant}: aliases that need an approved request: {needs}; a request "
+        f"expires after {found.expire_after_days:g} days undecided",
+        highlight=False, markup=False,
+    )  # fmt: skip

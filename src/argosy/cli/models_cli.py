@@ -114,7 +114,9 @@ def models_promote(
     output: OutputOpt = Format.text,
     server: ServerOpt = None,
 ) -> None:
-    """Point ALIAS at VERSION (the move is recorded with who, when and why)."""
+    """Point ALIAS at VERSION (the move is recorded with who, when and why); an alias the
+    tenant's promotion policy reserves (see 'argosy models policy') gets a pending request
+    that another owner approves with 'argosy models approve REQUEST'."""
     from argosy.cli import model_commands
 
     _on_backend(
@@ -159,6 +161,87 @@ def models_history(
     if wide:
         commands.use_wide()
     _on_backend(server, lambda b: model_commands.history(b, name, alias, at, output == Format.json))
+
+
+RequestArg = Annotated[str, typer.Argument(metavar="REQUEST", help="a promotion request's id")]
+CommentOpt = Annotated[str | None, typer.Option("--comment", "-m", help="why (kept with it)")]
+
+
+@models_app.command("requests")
+def models_requests(
+    state: Annotated[
+        str | None,
+        typer.Option(metavar="STATE", help="only pending, approved, denied or expired ones"),
+    ] = None,
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+    wide: WideOpt = False,
+) -> None:
+    """Promotion requests of the tenant's models, newest first."""
+    from argosy.cli import commands, model_commands
+
+    if wide:
+        commands.use_wide()
+    _on_backend(server, lambda b: model_commands.requests(b, state, output == Format.json))
+
+
+@models_app.command("approve")
+def models_approve(
+    request: RequestArg, comment: CommentOpt = None, output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:  # fmt: skip
+    """Approve a promotion request (owners other than the requester): the alias moves now."""
+    from argosy.cli import model_commands
+
+    _on_backend(
+        server,
+        lambda b: model_commands.decide(b, request, True, comment, output == Format.json),
+    )
+
+
+@models_app.command("deny")
+def models_deny(
+    request: RequestArg, comment: CommentOpt = None, output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:  # fmt: skip
+    """Deny a promotion request (owners other than the requester): nothing moves."""
+    from argosy.cli import model_commands
+
+    _on_backend(
+        server,
+        lambda b: model_commands.decide(b, request, False, comment, output == Format.json),
+    )
+
+
+@models_app.command("policy")
+def models_policy(
+    approval: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approval", metavar="ALIAS",
+            help="an alias that moves only by an approved request (repeatable; replaces the "
+            "list)",
+        ),
+    ] = None,
+    no_approval: Annotated[
+        bool, typer.Option("--no-approval", help="every alias moves at once")
+    ] = False,
+    expire_after_days: Annotated[
+        float | None,
+        typer.Option(min=0.00001, help="days a request waits for its decision, then expires"),
+    ] = None,
+    output: OutputOpt = Format.text,
+    server: ServerOpt = None,
+) -> None:  # fmt: skip
+    """Show the tenant's promotion policy, or set it (owners): e.g. --approval production."""
+    from argosy.cli import model_commands
+
+    _on_backend(
+        server,
+        lambda b: model_commands.policy(
+            b, [] if no_approval else approval, expire_after_days, output == Format.json
+        ),
+    )
 
 
 @models_app.command("serve")

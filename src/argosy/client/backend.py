@@ -145,7 +145,21 @@ class Backend(OperationsBackend, Protocol):
 
     def promote_model(
         self, name: str, alias: str, version: int, reason: str | None
-    ) -> api.AliasEvent: ...
+    ) -> api.AliasEvent | api.PromotionRequest:
+        """The move, or a pending request when the tenant's policy reserves the alias."""
+
+    def list_promotions(self, state: str | None) -> list[api.PromotionRequest]: ...
+
+    def get_promotion(self, request_id: str) -> api.PromotionRequest: ...
+
+    def decide_promotion(
+        self, request_id: str, approve: bool, comment: str | None
+    ) -> api.PromotionRequest:
+        """Approve (the alias moves) or deny; never by the requester."""
+
+    def promotion_policy(self) -> api.PromotionPolicy: ...
+
+    def set_promotion_policy(self, body: api.PromotionPolicyUpdate) -> api.PromotionPolicy: ...
 
     def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent: ...
 

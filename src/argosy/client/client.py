@@ -759,11 +759,40 @@ class Client:
 
     def promote_model(
         self, name: str, alias: str, version: int, reason: str | None = None
-    ) -> models.AliasEvent:
+    ) -> models.AliasEvent | models.PromotionRequest:
+        """The move, or (202: the tenant's policy reserves the alias) a pending request; a
+        retry finds the same request, so the PUT stays safe to repeat."""
         body = models.ModelPromote(version=version, reason=reason).model_dump(exclude_none=True)
+        response = self._send(
+            "PUT", self._t(f"/models/{name}/aliases/{alias}"), json=body, idempotent=True
+        )
+        if response.status_code == 202:
+            return models.PromotionRequest.model_validate(response.json())
+        return models.AliasEvent.model_validate(response.json())
+
+    def list_promotions(self, state: str | None = None) -> list[models.PromotionRequest]:
+        params = {"state": state} if state else None
+        return self._many(models.PromotionRequest, self._t("/promotions"), params)
+
+    def get_promotion(self, request_id: str) -> models.PromotionRequest:
+        return self._one(models.PromotionRequest, "GET", self._t(f"/promotions/{request_id}"))
+
+    def decide_promotion(
+        self, request_id: str, approve: bool, comment: str | None = None
+    ) -> models.PromotionRequest:
+        body = models.PromotionDecision(approve=approve, comment=comment).model_dump()
         return self._one(
-            models.AliasEvent, "PUT", self._t(f"/models/{name}/aliases/{alias}"), json=body,
-            idempotent=True,
+            models.PromotionRequest, "POST", self._t(f"/promotions/{request_id}/decision"),
+            json=body,
+        )  # fmt: skip
+
+    def promotion_policy(self) -> models.PromotionPolicy:
+        return self._one(models.PromotionPolicy, "GET", self._t("/promotion-policy"))
+
+    def set_promotion_policy(self, body: models.PromotionPolicyUpdate) -> models.PromotionPolicy:
+        return self._one(
+            models.PromotionPolicy, "PUT", self._t("/promotion-policy"),
+            json=body.model_dump(exclude_unset=True),
         )  # fmt: skip
 
     def demote_model(self, name: str, alias: str, reason: str | None = None) -> models.AliasEvent:

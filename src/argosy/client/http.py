@@ -233,8 +233,25 @@ class HttpBackend(HttpOperations):
 
     def promote_model(
         self, name: str, alias: str, version: int, reason: str | None
-    ) -> api.AliasEvent:
+    ) -> api.AliasEvent | api.PromotionRequest:
         return self.client.promote_model(name, alias, version, reason)
+
+    def list_promotions(self, state: str | None) -> list[api.PromotionRequest]:
+        return self.client.list_promotions(state)
+
+    def get_promotion(self, request_id: str) -> api.PromotionRequest:
+        return self.client.get_promotion(request_id)
+
+    def decide_promotion(
+        self, request_id: str, approve: bool, comment: str | None
+    ) -> api.PromotionRequest:
+        return self.client.decide_promotion(request_id, approve, comment)
+
+    def promotion_policy(self) -> api.PromotionPolicy:
+        return self.client.promotion_policy()
+
+    def set_promotion_policy(self, body: api.PromotionPolicyUpdate) -> api.PromotionPolicy:
+        return self.client.set_promotion_policy(body)
 
     def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent:
         return self.client.demote_model(name, alias, reason)

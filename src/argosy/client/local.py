@@ -448,12 +448,39 @@ class LocalBackend(LocalOperations):
 
     def promote_model(
         self, name: str, alias: str, version: int, reason: str | None
-    ) -> api.AliasEvent:
-        from argosy.service import models
+    ) -> api.AliasEvent | api.PromotionRequest:
+        from argosy.service import promotions
 
-        return models.promote(
-            self.ctx, name, alias, api.ModelPromote(version=version, reason=reason)
-        )
+        body = api.ModelPromote(version=version, reason=reason)
+        return promotions.promote(self.ctx, name, alias, body, self._now())
+
+    def list_promotions(self, state: str | None) -> list[api.PromotionRequest]:
+        from argosy.service import promotions
+
+        return promotions.list_requests(self.ctx, self._now(), state)
+
+    def get_promotion(self, request_id: str) -> api.PromotionRequest:
+        from argosy.service import promotions
+
+        return promotions.get(self.ctx, request_id, self._now())
+
+    def decide_promotion(
+        self, request_id: str, approve: bool, comment: str | None
+    ) -> api.PromotionRequest:
+        from argosy.service import promotions
+
+        body = api.PromotionDecision(approve=approve, comment=comment)
+        return promotions.decide(self.ctx, request_id, body, self._now())
+
+    def promotion_policy(self) -> api.PromotionPolicy:
+        from argosy.service import promotions
+
+        return promotions.get_policy(self.ctx)
+
+    def set_promotion_policy(self, body: api.PromotionPolicyUpdate) -> api.PromotionPolicy:
+        from argosy.service import promotions
+
+        return promotions.set_policy(self.ctx, body, self._now())
 
     def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent:
         from argosy.service import models

@@ -89,8 +89,16 @@ class Model:
         """A version by number or alias (default: the newest)."""
         return self.backend.get_model_version(self.name, None if which is None else str(which))
 
-    def promote(self, version: int, alias: str, *, reason: str | None = None) -> api.AliasEvent:
+    def promote(
+        self, version: int, alias: str, *, reason: str | None = None
+    ) -> api.AliasEvent | api.PromotionRequest:
+        """The move; or, where the tenant's promotion policy reserves ``alias`` (e.g.
+        ``production``), a pending request that another owner approves."""
         return self.backend.promote_model(self.name, alias, version, reason)
+
+    def requests(self, state: str | None = None) -> list[api.PromotionRequest]:
+        """This model's promotion requests, newest first."""
+        return [r for r in self.backend.list_promotions(state) if r.model == self.name]
 
     def demote(self, alias: str, *, reason: str | None = None) -> api.AliasEvent:
         return self.backend.demote_model(self.name, alias, reason)

@@ -8,9 +8,11 @@ upstream data frame in the model's lineage, or the one named), less the ``target
 ``Metrics`` outputs (else the run's). The ``signature`` is the sha256 of both schemas, so two
 versions with the same signature accept the same requests.
 
-An alias moves only by :func:`promote` and :func:`demote`, each writing an alias event
-(who, when, why, from which version to which) in the same transaction, so
-:func:`alias_at` answers "what was in production on the 3rd?" from the events alone.
+An alias moves only by :func:`move_alias` (through :mod:`argosy.service.promotions`, which
+applies the tenant's promotion policy) and :func:`demote`, each writing an alias event (who,
+when, why, from which version to which; for an approved request also who asked) in the same
+transaction, so :func:`alias_at` answers "what was in production on the 3rd?" from the events
+alone.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, which or None
 
 
-def _model(session: Session, tenant: str, name: str, *, lock: bool = False) -> RegisteredModel:
+def model_row(session: Session, tenant: str, name: str, *, lock: bool = False) -> RegisteredModel:
     query = select(RegisteredModel).where(
         RegisteredModel.tenant == tenant, RegisteredModel.name == name
     )
@@ -82,7 +84,7 @@ def _model(session: Session, tenant: str, name: str, *, lock: bool = False) -> R
     return found
 
 
-def _version(session: Session, model: RegisteredModel, which: str | None) -> ModelVersionRow:
+def version_row(session: Session, model: RegisteredModel, which: str | None) -> ModelVersionRow:
     """A version by number or alias (``None``: the newest)."""
     query = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id)
     if which is None or which == "latest":
@@ -167,11 +169,12 @@ def _model_document(session: Session, model: RegisteredModel) -> api.Model:
     )  # fmt: skip
 
 
-def _event_document(model: str, e: ModelAliasEvent) -> api.AliasEvent:
+def event_document(model: str, e: ModelAliasEvent) -> api.AliasEvent:
     return api.AliasEvent(
         id=e.id, model=model, alias=e.alias, action=e.action,  # type: ignore[arg-type]
         version=e.version, previous_version=e.previous_version, reason=e.reason,
-        at=must_utc(e.created_at), by=e.created_by,
+        at=must_utc(e.created_at), by=e.created_by, requested_by=e.requested_by,
+        approved_by=e.created_by if e.approval_id else None, approval=e.approval_id,
     )  # fmt: skip
 
 
@@ -402,7 +405,7 @@ def list_models(
 
 def get_model(ctx: ServiceContext, name: str) -> api.Model:
     with ctx.metadata.session() as session:
-        return _model_document(session, _model(session, ctx.tenant, name))
+        return _model_document(session, model_row(session, ctx.tenant, name))
 
 
 def list_versions(
@@ -411,7 +414,7 @@ def list_versions(
     """The model's versions, newest first."""
     after = decode_cursor(cursor)
     with ctx.metadata.session() as session:
-        model = _model(session, ctx.tenant, name)
+        model = model_row(session, ctx.tenant, name)
         query = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id)
         if after is not None:
             query = query.where(ModelVersionRow.id < after)
@@ -425,14 +428,14 @@ def list_versions(
 def get_version(ctx: ServiceContext, name: str, which: str | None) -> api.ModelVersion:
     """A version by number, by alias, or the newest (``None`` or ``latest``)."""
     with ctx.metadata.session() as session:
-        model = _model(session, ctx.tenant, name)
-        row = _version(session, model, which)
+        model = model_row(session, ctx.tenant, name)
+        row = version_row(session, model, which)
         return _version_document(
             session, model, row, _aliases(session, [model.id]).get(model.id, {})
         )
 
 
-def _check_alias(alias: str) -> None:
+def check_alias(alias: str) -> None:
     if not _ALIAS.match(alias):
         raise UsageError(
             f"{alias!r} is no alias name: start with a lowercase letter, then letters, digits, "
@@ -441,45 +444,53 @@ def _check_alias(alias: str) -> None:
         )
 
 
-def promote(ctx: ServiceContext, name: str, alias: str, body: api.ModelPromote) -> api.AliasEvent:
-    """Point ``alias`` at version ``body.version`` and record the move (idempotent: promoting
-    the version the alias already points at records nothing and returns the last event)."""
-    _check_alias(alias)
-    with ctx.metadata.session() as session:
-        model = _model(session, ctx.tenant, name, lock=True)
-        target = _version(session, model, str(body.version))
-        row = session.scalar(
-            select(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.alias == alias)
-        )
-        previous = session.get_one(ModelVersionRow, row.version_id).version if row else None
-        if row is not None and row.version_id == target.id:
-            last = _last_event(session, model.id, alias, None)
-            if last is not None:
-                return _event_document(model.name, last)
-        now = q.now()
-        if row is None:
-            row = ModelAlias(
-                id=new_id(), tenant=ctx.tenant, model_id=model.id, alias=alias,
-                version_id=target.id, created_at=now, created_by=ctx.actor,
-            )  # fmt: skip
-            session.add(row)
-        else:
-            row.version_id = target.id
-        event = ModelAliasEvent(
-            id=new_id(), tenant=ctx.tenant, model_id=model.id, alias=alias, action="promote",
-            version_id=target.id, version=target.version, previous_version=previous,
-            reason=body.reason, created_at=now, created_by=ctx.actor,
+def move_alias(
+    session: Session, ctx: ServiceContext, model: RegisteredModel, alias: str,
+    target: ModelVersionRow, reason: str | None, *, requested_by: str | None = None,
+    approval_id: str | None = None,
+) -> ModelAliasEvent:  # fmt: skip
+    """Point ``alias`` at ``target`` and record the move in the caller's transaction (the
+    model locked). Only :mod:`argosy.service.promotions` calls it: it applies the tenant's
+    promotion policy first (an alias that needs approval moves when a request is approved)."""
+    row = session.scalar(
+        select(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.alias == alias)
+    )
+    previous = session.get_one(ModelVersionRow, row.version_id).version if row else None
+    now = q.now()
+    if row is None:
+        row = ModelAlias(
+            id=new_id(), tenant=ctx.tenant, model_id=model.id, alias=alias,
+            version_id=target.id, created_at=now, created_by=ctx.actor,
         )  # fmt: skip
-        session.add(event)
-        session.flush()
-        return _event_document(model.name, event)
+        session.add(row)
+    else:
+        row.version_id = target.id
+    event = ModelAliasEvent(
+        id=new_id(), tenant=ctx.tenant, model_id=model.id, alias=alias, action="promote",
+        version_id=target.id, version=target.version, previous_version=previous,
+        reason=reason, created_at=now, created_by=ctx.actor, requested_by=requested_by,
+        approval_id=approval_id,
+    )  # fmt: skip
+    session.add(event)
+    session.flush()
+    return event
+
+
+def points_at(session: Session, model: RegisteredModel, alias: str) -> str | None:
+    """The version id ``alias`` points at now (``None``: no such alias)."""
+    found: str | None = session.scalar(
+        select(ModelAlias.version_id).where(
+            ModelAlias.model_id == model.id, ModelAlias.alias == alias
+        )
+    )
+    return found
 
 
 def demote(ctx: ServiceContext, name: str, alias: str, reason: str | None) -> api.AliasEvent:
     """Remove ``alias`` from the model (nothing serves it until a promotion) and record it."""
-    _check_alias(alias)
+    check_alias(alias)
     with ctx.metadata.session() as session:
-        model = _model(session, ctx.tenant, name, lock=True)
+        model = model_row(session, ctx.tenant, name, lock=True)
         row = session.scalar(
             select(ModelAlias).where(ModelAlias.model_id == model.id, ModelAlias.alias == alias)
         )
@@ -496,10 +507,10 @@ def demote(ctx: ServiceContext, name: str, alias: str, reason: str | None) -> ap
         )  # fmt: skip
         session.add(event)
         session.flush()
-        return _event_document(model.name, event)
+        return event_document(model.name, event)
 
 
-def _last_event(
+def last_event(
     session: Session, model_id: str, alias: str, at: datetime | None
 ) -> ModelAliasEvent | None:
     query = select(ModelAliasEvent).where(
@@ -515,12 +526,12 @@ def _last_event(
 
 def alias_at(ctx: ServiceContext, name: str, alias: str, at: datetime | None) -> api.AliasState:
     """The version ``alias`` pointed at, at ``at`` (default: now), from the alias events."""
-    _check_alias(alias)
+    check_alias(alias)
     moment = at if at is not None else q.now()
     with ctx.metadata.session() as session:
-        model = _model(session, ctx.tenant, name)
-        last = _last_event(session, model.id, alias, moment)
-        event = _event_document(model.name, last) if last is not None else None
+        model = model_row(session, ctx.tenant, name)
+        last = last_event(session, model.id, alias, moment)
+        event = event_document(model.name, last) if last is not None else None
         return api.AliasState(
             model=model.name, alias=alias, at=must_utc(moment),
             version=event.version if event else None, since=event.at if event else None,
@@ -539,7 +550,7 @@ def history(
     """Every promotion and demotion of the model (of one alias), newest first."""
     after = decode_cursor(cursor)
     with ctx.metadata.session() as session:
-        model = _model(session, ctx.tenant, name)
+        model = model_row(session, ctx.tenant, name)
         query = select(ModelAliasEvent).where(ModelAliasEvent.model_id == model.id)
         if alias is not None:
             query = query.where(ModelAliasEvent.alias == alias)
@@ -547,5 +558,5 @@ def history(
             query = query.where(ModelAliasEvent.id < after)
         rows = session.scalars(query.order_by(ModelAliasEvent.id.desc()).limit(limit + 1)).all()
         kept, next_cursor = paged(rows, limit)
-        items = [_event_document(model.name, e) for e in kept]
+        items = [event_document(model.name, e) for e in kept]
     return api.Page[api.AliasEvent](items=items, next_cursor=next_cursor)

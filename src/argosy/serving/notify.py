@@ -61,9 +61,11 @@ def promote_and_notify(
     secret: str | None = None,
     backend: Backend | None = None,
     timeout: float = 30.0,
-) -> api.AliasEvent:
+) -> api.AliasEvent | api.PromotionRequest:
     """Promote ``model`` ``version`` to ``alias``; with ``webhook``, POST the signed payload
-    there (``secret`` required) and raise if it is not answered with a 2xx."""
+    there (``secret`` required) and raise if it is not answered with a 2xx. Where the tenant's
+    promotion policy reserves the alias, the pending request is returned and nothing is sent
+    (the alias has not moved)."""
     import httpx
 
     from argosy.client.runs import backend_of
@@ -75,6 +77,8 @@ def promote_and_notify(
         raise UsageError("a webhook is signed: give the secret it shares with the receiver")
     found = backend_of(backend)
     event = found.promote_model(model, alias, version, reason)
+    if isinstance(event, api.PromotionRequest):
+        return event
     if webhook:
         assert secret is not None
         doc = payload(found.get_model_version(model, str(version)), alias, event, found.server_url)

@@ -1,9 +1,13 @@
 """The model registry (:mod:`argosy.service.models`): register a run's artifact as a model
-version, read models and versions, move aliases (promote, demote) and read their history.
+version, read models and versions, move aliases (promote, demote) and read their history;
+promotion requests for aliases the tenant's policy reserves for approval
+(:mod:`argosy.service.promotions`).
 
 Registering and moving aliases need the editor role (``model.write``, ``model.promote``);
-reading needs viewer. Every change is in the audit log (the middleware records it) and, with
-who, when and why, in the model's alias history.
+reading needs viewer; deciding a promotion request and setting the policy need owner
+(``model.approve``, ``tenant.settings.write``), and the requester never decides their own.
+Every change is in the audit log (the middleware records it) and, with who, when and why, in
+the model's alias history.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from argosy import api
 from argosy.auth.policy import Action
 from argosy.server.identity import Allowed, ContextDep, Principal, TenantDep
 from argosy.server.problems import problem_responses
 from argosy.server.routes import CursorQuery, LimitQuery, service_context, tenant_router
-from argosy.service import models
+from argosy.service import models, promotions
 
 router = tenant_router("models")
 
@@ -33,6 +38,7 @@ VersionRefPath = Annotated[
         description="a version number, an alias, or latest",
     ),
 ]
+RequestIdPath = Annotated[str, Path(min_length=26, max_length=26, pattern=r"^[0-9A-Z]+$")]
 ReasonQuery = Annotated[str | None, Query(max_length=2000, description="why (kept in the history)")]
 
 
@@ -134,8 +140,12 @@ def get_version(
     "/models/{model}/aliases/{alias}",
     response_model=api.AliasEvent,
     summary="Promote a version to an alias",
-    responses=problem_responses(404, 422),
-)
+    responses={
+        202: {"model": api.PromotionRequest, "description": "the alias needs approval: a "
+              "pending request another owner decides"},
+        **problem_responses(404, 422),
+    },
+)  # fmt: skip
 def promote(
     model: ModelPath,
     alias: AliasPath,
@@ -143,9 +153,15 @@ def promote(
     tenant: TenantDep,
     principal: Annotated[Principal, Allowed(Action.MODEL_PROMOTE)],
     context: ContextDep,
-) -> api.AliasEvent:
-    """Point ``alias`` at ``version``; the move (from which version, who, when, why) is kept."""
-    return models.promote(service_context(context, tenant, principal), model, alias, body)
+) -> api.AliasEvent | JSONResponse:
+    """Point ``alias`` at ``version``; the move (from which version, who, when, why) is kept.
+    An alias the tenant's promotion policy reserves answers 202 with a pending request."""
+    done = promotions.promote(
+        service_context(context, tenant, principal), model, alias, body, context.clock.now()
+    )
+    if isinstance(done, api.PromotionRequest):
+        return JSONResponse(done.model_dump(mode="json"), status_code=202)
+    return done
 
 
 @router.delete(
@@ -201,4 +217,92 @@ def history(
     """Every alias move, newest first (of one alias with ``alias``)."""
     return models.history(
         service_context(context, tenant, principal), model, alias=alias, limit=limit, cursor=cursor
+    )
+
+
+# -- promotion requests and the policy ----------------------------------------------------------
+@router.get(
+    "/promotions",
+    response_model=list[api.PromotionRequest],
+    summary="Promotion requests",
+    responses=problem_responses(),
+)
+def list_promotions(
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.MODEL_READ)],
+    context: ContextDep,
+    state: Annotated[str | None, Query(pattern="^(pending|approved|denied|expired)$")] = None,
+) -> list[api.PromotionRequest]:
+    """Newest first; undecided requests past their deadline read ``expired``."""
+    return promotions.list_requests(
+        service_context(context, tenant, principal), context.clock.now(), state
+    )
+
+
+@router.get(
+    "/promotions/{request_id}",
+    response_model=api.PromotionRequest,
+    summary="Get a promotion request",
+    responses=problem_responses(404),
+)
+def get_promotion(
+    request_id: RequestIdPath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.MODEL_READ)],
+    context: ContextDep,
+) -> api.PromotionRequest:
+    return promotions.get(
+        service_context(context, tenant, principal), request_id, context.clock.now()
+    )
+
+
+@router.post(
+    "/promotions/{request_id}/decision",
+    response_model=api.PromotionRequest,
+    summary="Approve or deny a promotion request",
+    responses=problem_responses(404, 409),
+)
+def decide_promotion(
+    request_id: RequestIdPath,
+    body: api.PromotionDecision,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.MODEL_APPROVE)],
+    context: ContextDep,
+) -> api.PromotionRequest:
+    """Owners other than the requester: approving moves the alias at once (its history names
+    the requester and the approver); denying moves nothing."""
+    return promotions.decide(
+        service_context(context, tenant, principal), request_id, body, context.clock.now()
+    )
+
+
+@router.get(
+    "/promotion-policy",
+    response_model=api.PromotionPolicy,
+    summary="Which aliases need an approved request",
+    responses=problem_responses(),
+)
+def get_promotion_policy(
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.MODEL_READ)],
+    context: ContextDep,
+) -> api.PromotionPolicy:
+    return promotions.get_policy(service_context(context, tenant, principal))
+
+
+@router.put(
+    "/promotion-policy",
+    response_model=api.PromotionPolicy,
+    summary="Set which aliases need an approved request",
+    responses=problem_responses(422),
+)
+def set_promotion_policy(
+    body: api.PromotionPolicyUpdate,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.TENANT_SETTINGS_WRITE)],
+    context: ContextDep,
+) -> api.PromotionPolicy:
+    """The fields given replace the tenant's (``approval: []``: every alias moves at once)."""
+    return promotions.set_policy(
+        service_context(context, tenant, principal), body, context.clock.now()
     )

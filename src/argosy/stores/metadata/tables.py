@@ -458,12 +458,13 @@ class LegalHold(_Row, Base):
 
 class Approval(_Row, Base):
     """A request that a tenant owner other than the requester approves or denies (one
-    approval service: retrievals of archived data today, production promotions later).
-    ``expires_at``: what the approval grants ends then (a retrieval's readable window)."""
+    approval service: retrievals of archived data, promotions of a model to an alias that
+    needs approval). ``expires_at``: while pending, the request expires then if undecided
+    (promotions); once approved, what the approval grants ends then (a retrieval's window)."""
 
     __tablename__ = "approvals"
     __table_args__ = (Index("ix_approvals_tenant_kind_state", "tenant", "kind", "state"),)
-    kind: Mapped[str] = mapped_column(String(32))  # retrieval
+    kind: Mapped[str] = mapped_column(String(32))  # retrieval | promotion
     target_kind: Mapped[str] = mapped_column(String(16))
     target_id: Mapped[str] = mapped_column(String(26))
     reason: Mapped[str] = mapped_column(Text)
@@ -571,6 +572,10 @@ class ModelAliasEvent(_Row, Base):
     version: Mapped[int | None] = mapped_column(Integer)
     previous_version: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
+    # a move made by an approved promotion request: who asked, and the request (``approvals``);
+    # ``created_by`` is then the owner who approved it
+    requested_by: Mapped[str | None] = mapped_column(String(255))
+    approval_id: Mapped[str | None] = mapped_column(String(26))
 
 
 class Trigger(_Row, Base):
