@@ -40,7 +40,8 @@ def components(
 ) -> dict[str, Any]:
     """What the cache key of a task with these resolved inputs is made of.
 
-    ``image_id``: for a container step, the id of the local image its tag points at now.
+    ``image_id``: for a container step (or a Python step in an image), the id of the local
+    image its reference points at now.
     """
     impl = step.implementation
     if isinstance(impl, ContainerImplementation):
@@ -55,6 +56,10 @@ def components(
         requirements = getattr(impl, "requirements", None)
         if requirements:  # the step's own environment: its packages are part of the key
             packages["(step packages)"] = ";".join(requirements)
+        image = getattr(impl, "image", None)
+        if image:  # a Python step in an image: the image is its environment
+            packages["(image)"] = image
+            packages["(image id)"] = image_id or "(not pulled)"
     artifacts = {k: v["artifact"]["sha256"] for k, v in inputs.items() if "artifact" in v}
     values = {k: v["value"] for k, v in inputs.items() if "value" in v}
     return {

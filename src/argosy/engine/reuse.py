@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from argosy.engine import cache
 from argosy.engine.state import RunState, TaskView, artifact_ref
-from argosy.spec.models import ContainerImplementation
 from argosy.states import TASK_OK, TaskState
 from argosy.stores.metadata import runs as q
 from argosy.stores.metadata import tasks as task_rows
@@ -33,10 +32,10 @@ class Reuse:
         run, e = self.run, self.run.e
         step = run.step_of(view.node_path)
         image = None
-        if isinstance(step.implementation, ContainerImplementation):
+        name = getattr(step.implementation, "image", None)  # container steps, Python in images
+        if name:
             from argosy.runtime.container import image_id
 
-            name = step.implementation.image
             if name not in self.image_ids:
                 self.image_ids[name] = image_id(name)
             image = self.image_ids[name]

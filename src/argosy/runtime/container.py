@@ -157,6 +157,62 @@ def _oom_killed(engine: str, name: str) -> bool:
     return proc.stdout.strip().lower() == "true"
 
 
+def run_confined(
+    inv: Invocation, scratch: Path, image: str, command: list[str],
+    extra: list[str] | None = None,
+) -> int:  # fmt: skip
+    """Run ``command`` in ``image`` with the guarantees above (the attempt's scratch folder
+    at ``/argosy``; ``extra``: more ``podman run`` options, e.g. read-only mounts), remove the
+    container, and return its exit status; ``StepFailed`` (``memory_limit``) when the kernel
+    killed it for its memory."""
+    from argosy.runtime.launcher import StepFailed
+
+    step = inv.step
+    impl = step["implementation"]
+    engine = _engine()
+    name = container_name(inv.attempt_id)
+    user = _container_user(scratch)
+    secrets = _secret_files(step.get("secrets", []), user)
+    argv = [engine, "run", "--name", name, "-v", f"{scratch}:{MOUNT}",
+            "--user", f"{user[0]}:{user[1]}", "--read-only", "--tmpfs", "/tmp",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--network", "bridge" if impl.get("network") else "none"]  # fmt: skip
+    resources = step.get("resources") or {}
+    if resources.get("cpu"):
+        argv += ["--cpus", str(resources["cpu"])]
+    if resources.get("memory"):
+        argv += ["--memory", str(resources["memory"]), "--memory-swap", str(resources["memory"])]
+    for var in step.get("env", {}):
+        if var in os.environ:
+            argv += ["-e", var]  # by name: values are not put on a command line
+    if secrets is not None:
+        argv += ["-v", f"{secrets}:{SECRETS_MOUNT}:ro", "-e", f"ARGOSY_SECRETS_DIR={SECRETS_MOUNT}"]
+    if resources.get("gpu"):
+        devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        argv += ["--device", "nvidia.com/gpu=" + (devices or "all"), "-e", "CUDA_VISIBLE_DEVICES"]
+    argv += [*(extra or []), image, *command]
+    try:
+        proc = subprocess.run(argv, check=False)
+        # the engine's OOMKilled flag; runc on cgroup v2 does not always set it, so a SIGKILL
+        # (137) of a container with a memory limit counts too: nothing else here sends one
+        # (a timeout or a cancel kills the launcher itself first)
+        oom = _oom_killed(engine, name) or (
+            proc.returncode == 137 and bool(resources.get("memory"))
+        )
+    finally:
+        remove_container(inv.attempt_id)
+        if secrets is not None:
+            shutil.rmtree(secrets, ignore_errors=True)
+    if oom:
+        raise StepFailed(
+            "memory_limit",
+            f"the container used more than its memory limit ({_size(resources.get('memory'))}) "
+            "and was killed; ask for more with memory=...",
+            proc.returncode,
+        )
+    return proc.returncode
+
+
 def run_container(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[str, OutputRecord]:
     from argosy.runtime.launcher import StepFailed, _store_outputs
 
@@ -186,51 +242,9 @@ def run_container(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[
         return value if isinstance(value, str) else json.dumps(value)
 
     command = [_PLACEHOLDER.sub(substitute, part) for part in impl["command"]]
-    engine = _engine()
-    name = container_name(inv.attempt_id)
-    user = _container_user(scratch)
-    secrets = _secret_files(step.get("secrets", []), user)
-    argv = [engine, "run", "--name", name, "-v", f"{scratch}:{MOUNT}",
-            "--user", f"{user[0]}:{user[1]}", "--read-only", "--tmpfs", "/tmp",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--network", "bridge" if impl.get("network") else "none"]  # fmt: skip
-    resources = step.get("resources") or {}
-    if resources.get("cpu"):
-        argv += ["--cpus", str(resources["cpu"])]
-    if resources.get("memory"):
-        argv += ["--memory", str(resources["memory"]), "--memory-swap", str(resources["memory"])]
-    for var in step.get("env", {}):
-        if var in os.environ:
-            argv += ["-e", var]  # by name: values are not put on a command line
-    if secrets is not None:
-        argv += ["-v", f"{secrets}:{SECRETS_MOUNT}:ro", "-e", f"ARGOSY_SECRETS_DIR={SECRETS_MOUNT}"]
-    if resources.get("gpu"):
-        devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        argv += ["--device", "nvidia.com/gpu=" + (devices or "all"), "-e", "CUDA_VISIBLE_DEVICES"]
-    argv += [impl["image"], *command]
-    try:
-        proc = subprocess.run(argv, check=False)
-        # the engine's OOMKilled flag; runc on cgroup v2 does not always set it, so a SIGKILL
-        # (137) of a container with a memory limit counts too: nothing else here sends one
-        # (a timeout or a cancel kills the launcher itself first)
-        oom = _oom_killed(engine, name) or (
-            proc.returncode == 137 and bool(resources.get("memory"))
-        )
-    finally:
-        remove_container(inv.attempt_id)
-        if secrets is not None:
-            shutil.rmtree(secrets, ignore_errors=True)
-    if oom:
-        raise StepFailed(
-            "memory_limit",
-            f"the container used more than its memory limit ({_size(resources.get('memory'))}) "
-            "and was killed; ask for more with memory=...",
-            proc.returncode,
-        )
-    if proc.returncode != 0:
-        raise StepFailed(
-            "exit_code", f"the container command exited with {proc.returncode}", proc.returncode
-        )
+    returncode = run_confined(inv, scratch, impl["image"], command)
+    if returncode != 0:
+        raise StepFailed("exit_code", f"the container command exited with {returncode}", returncode)
     outputs: dict[str, Any] = {}
     for name, declared in step["outputs"].items():
         path = scratch / "outputs" / name

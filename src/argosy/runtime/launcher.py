@@ -350,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             from argosy.interop.kfp.task import run_kfp
 
             outputs = run_kfp(inv, store, scratch)
+        elif inv.step["implementation"].get("image"):  # a Python step in its own image
+            from argosy.runtime.image_step import run_in_image
+
+            outputs = run_in_image(inv, store, scratch)
         else:
             outputs = run_python(inv, store, scratch)
     except StepFailed as exc:

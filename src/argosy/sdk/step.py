@@ -77,6 +77,7 @@ class StepOptions:
     env: Mapping[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     packages: tuple[str, ...] | None = None  # the step's own environment (None: the project's)
+    image: str | None = None  # a container image to run in (its python3, the runtime mounted)
 
 
 def _options(location: str, **given: Any) -> StepOptions:
@@ -137,6 +138,15 @@ def _options(location: str, **given: Any) -> StepOptions:
             opts[key] = tuple(value)
         elif key == "packages":
             opts[key] = _requirements(value, bad)
+        elif key == "image":
+            if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+                raise bad(
+                    f"image must be an image reference such as 'repo@sha256:...', got {value!r}"
+                )
+            opts[key] = value
+    if opts.get("image") and opts.get("packages"):
+        raise bad("a step with an image takes its packages from the image: install them there, "
+                  "or drop image= to have packages= build the step's environment")  # fmt: skip
     return StepOptions(**opts)
 
 
@@ -335,6 +345,7 @@ def step(
     env: Mapping[str, str] | None = None,
     secrets: Sequence[str] | None = None,
     packages: Sequence[str] | None = None,
+    image: str | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -346,7 +357,10 @@ def step(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``timeout`` (seconds), ``cache``, ``cache_version`` and ``cache_ttl`` (seconds), ``env`` (extra environment
     variables), ``secrets`` (names resolved at run time, never stored) and ``packages``
     (requirements such as ``"xgboost==2.1.3"``: the step runs in its own environment, built once
-    per package set and Python version; default: ``[environment] packages`` of ``argosy.toml``).
+    per package set and Python version; default: ``[environment] packages`` of ``argosy.toml``)
+    or ``image`` (``"repo@sha256:..."``: the step runs in that container image, with its
+    ``python3`` of the runtime's version and the Argosy runtime mounted read-only, confined as a
+    container step).
     """
     if IN_TASK:
         return TaskFunction(func) if func is not None else TaskFunction

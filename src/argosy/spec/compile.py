@@ -198,10 +198,14 @@ class _Compiler:
             python=platform.python_version(),
             returns="fields" if s.multi_output else ("single" if s.outputs else "none"),
             requirements=list(requirements),
+            image=getattr(s.config, "image", None),
         )
 
     def _requirements(self, s: Step) -> tuple[str, ...]:
-        """The step's packages, else the project's default (``argosy.toml``)."""
+        """The step's packages, else the project's default (``argosy.toml``); none for a
+        step in an image (its packages are the image's)."""
+        if getattr(s.config, "image", None):
+            return ()
         own = getattr(s.config, "packages", None)
         if own is not None:
             return tuple(own)

@@ -72,6 +72,8 @@ class PythonImplementation(_Model):
     packages: dict[str, str] = {}
     # the step's own packages (@step(packages=[...])), installed into its own environment
     requirements: list[str] = []
+    # the container image the step runs in (@step(image=...)), the runtime mounted into it
+    image: str | None = None
 
 
 class ContainerImplementation(_Model):

@@ -425,10 +425,12 @@ def check_secrets_available(spec: PipelineSpec, secrets: Mapping[str, str], sour
 
 def check_container_engine(spec: PipelineSpec) -> None:
     for name, step in spec.steps.items():
-        if isinstance(step.implementation, ContainerImplementation) and container_engine() is None:
+        in_image = isinstance(step.implementation, ContainerImplementation) or bool(
+            getattr(step.implementation, "image", None))  # fmt: skip
+        if in_image and container_engine() is None:
             raise ValidationError("check_container_engine",
-                "this container step needs podman or docker on PATH; install one (see "
-                "docs/sdk.md#container-steps)", where=name,
+                "this step runs in a container image and needs podman or docker on PATH; "
+                "install one (see docs/sdk.md#container-steps)", where=name,
                 location=spec.location(f"step:{name}"))  # fmt: skip
 
 

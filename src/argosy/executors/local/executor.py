@@ -89,7 +89,9 @@ def _private(path: str, flags: int) -> int:
 
 
 def _is_container(launch: AttemptLaunch) -> bool:
-    return launch.invocation.kind == "container"
+    """A container step, or a Python step in its own image: a container to remove."""
+    impl = launch.invocation.step.get("implementation") or {}
+    return launch.invocation.kind == "container" or bool(impl.get("image"))
 
 
 @dataclass(frozen=True)
