@@ -43,3 +43,13 @@ def test_a_store_url_picks_its_byte_store_by_scheme(tmp_path: Path) -> None:
     assert isinstance(by_url, LocalByteStore) and by_url.root == tmp_path
     with pytest.raises(StoreError, match=r"scheme 'ftp' is not supported; .*file://, .*s3://"):
         open_artifact_store("ftp://host/x", "team-a")
+
+
+def test_argosys_own_backend_is_found_without_reading_every_package() -> None:
+    plugins.names.cache_clear()
+    assert (
+        plugins.own_names(plugins.EXECUTORS)["local"] == plugins.names(plugins.EXECUTORS)["local"]
+    )
+    plugins.names.cache_clear()
+    plugins.executor_class("local")
+    assert plugins.names.cache_info().currsize == 0  # the scan of every package was not needed

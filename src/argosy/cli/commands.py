@@ -106,8 +106,6 @@ def _say(text: str) -> None:
 # -- pipelines ---------------------------------------------------------------------------------
 def compile_target(settings: Settings, target: str) -> Any:
     from argosy.interop.kfp.ir import is_ir_file
-    from argosy.spec.compile import compile_pipeline
-    from argosy.spec.loader import load_pipeline
 
     if is_ir_file(Path(target)):  # a pipeline compiled by the Kubeflow Pipelines SDK
         from argosy.interop.kfp.load import load_file
@@ -117,13 +115,18 @@ def compile_target(settings: Settings, target: str) -> Any:
             _say(f"note: {note}")
         return imported.compiled
     cache_dir = settings.home / "cache"
-    if not settings.compile_cache:
+
+    def compile_now() -> Any:  # imported here: a cache hit needs neither
+        from argosy.spec.compile import compile_pipeline
+        from argosy.spec.loader import load_pipeline
+
         return compile_pipeline(load_pipeline(target), cache_dir=cache_dir)
+
+    if not settings.compile_cache:
+        return compile_now()
     from argosy.spec.compile_cache import compile_cached
 
-    return compile_cached(
-        target, cache_dir, lambda: compile_pipeline(load_pipeline(target), cache_dir=cache_dir)
-    )
+    return compile_cached(target, cache_dir, compile_now)
 
 
 def compile_to(settings: Settings, target: str, dest: Path | None) -> None:

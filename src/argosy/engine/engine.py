@@ -38,7 +38,7 @@ from argosy.engine.state import ProgressCallback, RunAbandoned, TaskView
 from argosy.errors import ExecutionError, RunBusyError
 from argosy.executors.base import Executor
 from argosy.runtime import processes
-from argosy.spec.compile import CompiledPipeline
+from argosy.spec.compiled import CompiledPipeline
 from argosy.spec.models import StepSpec
 from argosy.states import RunStatus
 from argosy.stores.artifacts.blobs import ArtifactStore

@@ -10,9 +10,7 @@ import getpass
 import hashlib
 import json
 import platform
-import subprocess
 import sys
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,8 @@ from argosy.sdk.graph import (
 from argosy.sdk.pipeline import Pipeline
 from argosy.sdk.step import ContainerStep, Step
 from argosy.spec import code_package, environment, fingerprint
+from argosy.spec.compiled import CompiledPipeline as CompiledPipeline  # re-exported
+from argosy.spec.compiled import git_state
 from argosy.spec.loader import module_name_for
 from argosy.spec.models import (
     CodePackage,
@@ -61,31 +61,6 @@ from argosy.spec.models import (
     TypeSpec,
 )
 from argosy.spec.validate import validate_spec
-
-
-@dataclass
-class CompiledPipeline:
-    """A spec plus the blobs it references by hash (code packages, environment manifests)."""
-
-    spec: PipelineSpec
-    blobs: dict[str, bytes] = field(default_factory=dict)
-
-
-def _git(root: Path) -> tuple[str | None, bool | None, str | None]:
-    """(commit, dirty, sha256 of the diff against HEAD) of the repository holding ``root``."""
-
-    def git(*args: str) -> bytes:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, timeout=10, check=True
-        ).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").decode().strip()
-        diff = git("diff", "HEAD", "--no-ext-diff", "--binary")
-    except (OSError, subprocess.SubprocessError):
-        return None, None, None
-    dirty = bool(diff.strip())
-    return commit or None, dirty, hashlib.sha256(diff).hexdigest() if dirty else None
 
 
 def _binding(b: Binding) -> InputBinding:
@@ -328,7 +303,7 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
     c = _Compiler(graph, cache_dir)
     root = c.dag(graph)
     source = c.source
-    commit, dirty, diff_sha = _git(
+    commit, dirty, diff_sha = git_state(
         c.package.root if c.package else (source.parent if source else Path.cwd())
     )
     spec = PipelineSpec(

@@ -38,7 +38,7 @@ import argosy
 from argosy.project import PROJECT_MARKERS
 
 if TYPE_CHECKING:
-    from argosy.spec.compile import CompiledPipeline
+    from argosy.spec.compiled import CompiledPipeline
 
 FORMAT = 1
 _recording: dict[str, str] | None = None  # path -> its identity when the compile first saw it
@@ -91,7 +91,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _load(folder: Path, key: str) -> CompiledPipeline | None:
-    from argosy.spec.compile import CompiledPipeline
+    from argosy.spec.compiled import CompiledPipeline
     from argosy.spec.models import PipelineSpec
 
     try:
@@ -115,7 +115,7 @@ def _load(folder: Path, key: str) -> CompiledPipeline | None:
 
 def _fresh_provenance(compiled: CompiledPipeline) -> CompiledPipeline:
     from argosy.spec.code_package import project_root
-    from argosy.spec.compile import CompiledPipeline, _git
+    from argosy.spec.compiled import CompiledPipeline, git_state
 
     spec = compiled.spec
     if spec.provenance is None:
@@ -123,7 +123,7 @@ def _fresh_provenance(compiled: CompiledPipeline) -> CompiledPipeline:
     source = Path(spec.provenance.source_file) if spec.provenance.source_file else None
     # the folder a full compile asks git about: the code package's root, else the file's
     root = Path.cwd() if source is None else project_root(source) if spec.code else source.parent
-    commit, dirty, diff_sha = _git(root)
+    commit, dirty, diff_sha = git_state(root)
     provenance = spec.provenance.model_copy(
         update={"compiled_at": datetime.now(UTC).isoformat(), "compiled_by": getpass.getuser(),
                 "git_commit": commit, "git_dirty": dirty, "git_diff_sha256": diff_sha}

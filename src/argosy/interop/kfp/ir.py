@@ -14,8 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from argosy.errors import PipelineDefinitionError
 
 # KFP parameterType -> Argosy type ref
@@ -56,6 +54,8 @@ def is_ir_file(path: Path) -> bool:
 
 def read_ir(text: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The pipeline spec and the platform spec (``{}`` when absent) of an IR file's text."""
+    import yaml  # here: ``argosy run file.py`` asks is_ir_file and never reads YAML
+
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
