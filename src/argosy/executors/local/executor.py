@@ -12,8 +12,9 @@ user (``setuid``: the server needs root or CAP_SETUID): the attempt folder stays
 task; ``invocation.json`` (the task token, data keys) stays the server's too and reaches the
 launcher on its stdin. The scratch folder belongs to the task user (0700), and the task's HOME,
 TMPDIR and download cache are inside it; the launcher makes itself non-dumpable, so other
-tasks (same OS user) cannot read its ``/proc`` environment, working folder or memory. Container steps keep running as
-the server's user (the container engine isolates them).
+tasks (same OS user) cannot read its ``/proc`` environment, working folder or memory. The
+launcher of a container step (or of a Python step in an image) runs as the server's user, to
+drive the container engine; the container's processes run as the task uid (``--user``).
 
 stdout/stderr go to files (not pipes) so an attempt outlives a crashed engine without
 SIGPIPE; the executor tails them. The process exit is watched through a pidfd, so the engine
@@ -75,6 +76,7 @@ ENV_ALLOW = (
 )  # fmt: skip
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
+CONTAINER_USER_ENV = "ARGOSY_CONTAINER_USER"  # a container's UID:GID (runtime/container.py)
 LOG_TAIL_LINES = 20
 SAMPLE_INTERVAL = 0.1
 READ_CHUNK = 1024 * 1024  # raw output is read (and its disk blocks freed) this much at a time
@@ -225,6 +227,8 @@ class LocalExecutor(Executor):
             assert self.run_as is not None
             env.update(HOME=str(scratch), USER=self.run_as.name, LOGNAME=self.run_as.name)
             env[ISOLATED_ENV] = "1"  # the launcher makes itself non-dumpable
+        elif self.run_as is not None:  # a container: its processes run as the task uid
+            env[CONTAINER_USER_ENV] = f"{self.run_as.uid}:{self.run_as.gid}"
         env.update(launch.env)
         env.update(launch.secrets)
         env.update(
