@@ -27,6 +27,9 @@ from argosy.server.environments import see_server_packages
 from argosy.spec.compile import compile_pipeline
 from argosy.spec.loader import load_pipeline
 from tests.server_fixture import start_server
+from tests.test_container import IMAGE as BUSYBOX
+from tests.test_container import podman as podman  # the fixture: CONTAINERS_CONF, busybox image
+from tests.test_image_steps import python_image as python_image  # the fixture: Debian Python
 
 TASK_USER = "argosy-task"
 
@@ -427,3 +430,68 @@ def test_tasks_of_different_tenants_run_as_different_uids_and_cannot_look_into_e
     assert seen["found"] == 1, seen  # it saw team-a's process in /proc ...
     assert seen["environ"] == ["PermissionError"]  # ... but not its secrets
     assert seen["cwd"] == ["PermissionError"]
+
+
+CONTAINERS = """
+from argosy import container_step, pipeline, step
+
+whoami = container_step(
+    name="whoami", image="BUSYBOX_IMAGE",
+    command=["sh", "-c", "id -u > {{outputs.uid.path}}; id -g > {{outputs.gid.path}}; "
+             "cat /run/secrets/HOOK_TOKEN > {{outputs.secret.path}}; "
+             "ls -A /argosy | tr '\\\\n' ' ' > {{outputs.seen.path}}"],
+    outputs={"uid": int, "gid": int, "secret": str, "seen": str},
+    secrets=["HOOK_TOKEN"],
+)
+
+
+@step(image="PYTHON_IMAGE")
+def in_image(n: int) -> list:
+    import json, os
+    store = json.loads(open("/argosy/invocation.json").read())["store"]
+    return [os.getuid(), os.getgid(), sorted(os.listdir("/argosy")), n, store]
+
+
+@pipeline
+def who():
+    whoami()
+    in_image(n=5)
+"""
+
+
+def test_a_servers_containers_run_as_the_tenants_task_uid(
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path,
+    podman: dict[str, str], python_image: str,
+) -> None:  # fmt: skip
+    """Rootful podman with ``--user UID:GID``: a container step and a Python step in an image
+    of a tenant run as that tenant's task uid (not root, not nobody, not the server); they
+    see only their scratch folder (the launcher, as the server, reads and writes the artifacts
+    through the task store with the attempt's token)."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    source = CONTAINERS.replace("BUSYBOX_IMAGE", BUSYBOX).replace("PYTHON_IMAGE", python_image)
+    (folder / "container_users.py").write_text(source)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'container_users.py'}:who"))
+    env = {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER,
+           "ARGOSY_TASK_UID_BASE": "720000", **podman}  # fmt: skip
+    server = start_server(open_home, env, python=task_python)
+    try:
+        with Client(server.url) as admin:
+            admin.create_tenant("team-c")
+        with Client(server.url, tenant="team-c") as c:
+            c.set_secret("HOOK_TOKEN", "container-secret-42")
+            c.push_pipeline(compiled)
+            run = c.wait(c.create_run("who").id, poll=0.2, timeout=180)
+            assert run.status == "succeeded", (run.error, server.log()[-3000:])
+            values = {(x.node_path, x.output_name): x.value for x in c.artifacts(run.id)}
+    finally:
+        server.stop()
+    uid, gid = values[("whoami", "uid")], values[("whoami", "gid")]
+    assert 720000 <= uid < 720000 + 65536 and gid == task_user.pw_gid  # the tenant's task uid
+    assert values[("whoami", "secret")] == "container-secret-42"  # a file it can read
+    # its scratch folder only (.cache: its inputs, decrypted by the launcher)
+    assert set(values[("whoami", "seen")].split()) <= {".cache", "inputs", "outputs", "tmp"}
+    in_image = values[("in_image", "output")]
+    assert in_image[:2] == [uid, gid] and in_image[3] == 5
+    assert {"invocation.json", "work", "cache"} <= set(in_image[2])  # the staged folder
+    assert in_image[4] == {"url": "/argosy/store", "options": {}}  # no task token in there

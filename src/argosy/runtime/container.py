@@ -11,9 +11,10 @@ The container gets what a process step gets, and no more:
   environment, the image, the command line nor ``podman inspect``; declared ``env`` by name;
 - no network unless the step asks (``container_step(network=True)``);
 - a read-only root filesystem, its scratch folder at ``/argosy`` and a ``/tmp`` tmpfs;
-- a non-root user: the launcher's own uid, or ``nobody`` (65534) when the launcher is root
-  (rootful podman; the scratch folder is handed to that uid), every capability dropped and
-  ``no-new-privileges``;
+- a non-root user: the launcher's own uid; when the launcher is root (rootful podman,
+  ``--user UID:GID``), on a server with task users the tenant's task uid and gid
+  (``ARGOSY_CONTAINER_USER``, set by the executor), else ``nobody`` (65534) — the scratch folder
+  is handed to that uid; every capability dropped and ``no-new-privileges``;
 - ``cpu``/``memory`` (swap off: the memory limit is a hard limit) and ``gpu`` devices; a
   container the kernel killed for its memory fails the task with ``memory_limit``;
 - it is removed when its command ends, and by the executor at timeout, cancel or a crash.
@@ -40,6 +41,7 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\.(
 MOUNT = "/argosy"
 SECRETS_MOUNT = "/run/secrets"
 NOBODY = 65534
+USER_ENV = "ARGOSY_CONTAINER_USER"  # "UID:GID": on a server, the tenant's task uid and gid
 
 
 def container_engine() -> str | None:
@@ -104,16 +106,30 @@ def image_id(image: str) -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def _container_user(scratch: Path) -> tuple[int, int]:
-    """Who the container's processes are: this process's uid and gid, or ``nobody`` when
-    this is root (then the scratch folder is handed to it, to write its outputs)."""
+def container_user() -> tuple[int, int]:
+    """Who the container's processes are: this process's uid and gid; when this is root,
+    the tenant's task uid and gid the server's executor gives in ``ARGOSY_CONTAINER_USER``,
+    else ``nobody``."""
     if os.getuid() != 0:
         return os.getuid(), os.getgid()
-    for folder, _, files in os.walk(scratch):
-        os.chown(folder, NOBODY, NOBODY)
-        for file in files:
-            os.chown(os.path.join(folder, file), NOBODY, NOBODY)
+    given = os.environ.get(USER_ENV, "")
+    uid, _, gid = given.partition(":")
+    if uid.isdigit() and gid.isdigit() and int(uid) != 0:
+        return int(uid), int(gid)
     return NOBODY, NOBODY
+
+
+def _container_user(scratch: Path) -> tuple[int, int]:
+    """:func:`container_user`; when this is root, the scratch folder is handed to it (to
+    write its outputs)."""
+    user = container_user()
+    if os.getuid() != 0:
+        return user
+    for folder, _, files in os.walk(scratch):
+        os.chown(folder, *user)
+        for file in files:
+            os.chown(os.path.join(folder, file), *user)
+    return user
 
 
 def _secret_files(names: list[str], user: tuple[int, int]) -> Path | None:

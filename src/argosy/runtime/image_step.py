@@ -9,9 +9,10 @@ unless asked, read-only root, secrets as files under ``/run/secrets``, resource 
    code package (unpacked), the input blobs in a folder artifact store (``/argosy/store``,
    plaintext even where the real store encrypts), and an invocation naming that store;
 2. it mounts the Argosy runtime read-only: the ``argosy`` package at ``/opt/argosy/lib`` and
-   the site-packages of the interpreter running this launcher at ``/opt/argosy/site-packages``
-   (put *after* the image's own paths, so the image's packages win and the runtime's
-   dependencies fill in what the image lacks); nothing of Argosy is assumed installed there;
+   the site-packages folders of the interpreter running this launcher at
+   ``/opt/argosy/site/N`` (put *after* the image's own paths, so the image's packages win and
+   the runtime's dependencies fill in what the image lacks); nothing of Argosy is assumed
+   installed there;
 3. the image's ``python3`` runs the same launcher against the staged store: it loads the
    inputs, calls the function and writes the outputs and its result record there;
 4. back on the host, each output blob moves into the real store (encrypted where it
@@ -25,8 +26,8 @@ with ``container_error``, naming the image and both versions.
 from __future__ import annotations
 
 import json
+import os
 import sys
-import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,32 +44,43 @@ NOT_FOUND = (126, 127)  # podman/docker: the command could not be found or run i
 # run by the image's python3: check the version, put the mounted runtime on the path (after
 # the image's own packages), then run the launcher on the staged invocation
 BOOT = f"""
-import sys
+import json, sys
 want = tuple(int(p) for p in sys.argv[1].split("."))
 if sys.version_info[:2] != want:
     with open("{MOUNT}/python-version", "w") as f:
         f.write("%d.%d.%d" % sys.version_info[:3])
     sys.exit({WRONG_PYTHON})
 sys.path.insert(0, "{RUNTIME}/lib")
-sys.path.append("{RUNTIME}/site-packages")
-sys.path.append("{RUNTIME}/platlib")
+sys.path.extend(json.loads(sys.argv[2]))
 from argosy.runtime.launcher import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
-def _runtime_mounts() -> list[str]:
-    """Read-only binds of the ``argosy`` package and of this interpreter's site-packages."""
+def site_folders() -> list[str]:
+    """This interpreter's site-packages folders, in path order (those a ``.pth`` adds too,
+    as when a task venv sees the server's packages)."""
+    found: list[str] = []
+    for entry in sys.path:
+        if entry.endswith(("site-packages", "dist-packages")) and os.path.isdir(entry):
+            real = os.path.realpath(entry)
+            if real not in found:
+                found.append(real)
+    return found
+
+
+def _runtime_mounts() -> tuple[list[str], list[str]]:
+    """Read-only binds of the ``argosy`` package and of this interpreter's site-packages,
+    and where the latter are in the container (in path order)."""
     import argosy
 
     package = Path(argosy.__file__).resolve().parent
     mounts = ["-v", f"{package}:{RUNTIME}/lib/argosy:ro"]
-    site = sysconfig.get_paths()["purelib"]
-    mounts += ["-v", f"{site}:{RUNTIME}/site-packages:ro"]
-    platlib = sysconfig.get_paths()["platlib"]
-    if platlib != site:  # rare (lib64 layouts): both, the second after the first
-        mounts += ["-v", f"{platlib}:{RUNTIME}/platlib:ro"]
-    return mounts
+    inside = []
+    for n, folder in enumerate(site_folders()):
+        inside.append(f"{RUNTIME}/site/{n}")
+        mounts += ["-v", f"{folder}:{RUNTIME}/site/{n}:ro"]
+    return mounts, inside
 
 
 def _stage(inv: Invocation, store: ArtifactStore, scratch: Path) -> Invocation:
@@ -114,8 +126,9 @@ def run_in_image(inv: Invocation, store: ArtifactStore, scratch: Path) -> dict[s
     want = f"{sys.version_info.major}.{sys.version_info.minor}"
     inner = _stage(inv, store, scratch)
     (scratch / "invocation.json").write_text(json.dumps(inner.to_json()))
-    command = ["-c", BOOT, want, f"{MOUNT}/invocation.json"]
-    extra = [*_runtime_mounts(), "--workdir", f"{MOUNT}/work", "--entrypoint", "python3",
+    mounts, site = _runtime_mounts()
+    command = ["-c", BOOT, want, json.dumps(site), f"{MOUNT}/invocation.json"]
+    extra = [*mounts, "--workdir", f"{MOUNT}/work", "--entrypoint", "python3",
              "-e", "HOME=/tmp", "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "PYTHONUNBUFFERED=1"]  # fmt: skip
     code = run_confined(inv, scratch, image, command, extra)
     if code == WRONG_PYTHON and (scratch / "python-version").is_file():
