@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -46,29 +47,35 @@ def _libraries(binaries: list[str]) -> set[str]:
     return found
 
 
-def build_python_image(folder: Path, env: dict[str, str], name: str) -> str:
-    """``name@sha256:...``: an image holding this machine's Debian Python and nothing else."""
+def build_python_image(
+    folder: Path, env: dict[str, str], name: str, python: str = PYTHON, stdlib: Path = STDLIB
+) -> str:
+    """``name@sha256:...``: an image holding ``python`` (at the same path, ``/usr/bin/python3``
+    pointing at it), its standard library and the libraries they load, and nothing else."""
     root = folder / "rootfs"
     for sub in ("usr/bin", "usr/lib", "usr/lib64", "tmp", "etc", "proc", "sys", "dev", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for link in ("lib", "lib64", "bin"):  # merged /usr, as Debian has it
         os.symlink(f"usr/{link}", root / link)
-    shutil.copytree(STDLIB, root / "usr/lib/python3.11", symlinks=True,
+    shutil.copytree(stdlib, root / str(stdlib).lstrip("/"), symlinks=True,
                     ignore=lambda _d, names: [n for n in names if n in LEFT_OUT])  # fmt: skip
-    shutil.copy2(PYTHON, root / "usr/bin/python3.11")
-    os.symlink("python3.11", root / "usr/bin/python3")
-    for lib in _libraries([PYTHON, *glob.glob(f"{STDLIB}/lib-dynload/*.so")]):
-        dest = root / ("usr" + lib if not lib.startswith("/usr/") else lib[1:]).lstrip("/")
+    binary = root / python.lstrip("/")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(python, binary)
+    if python != "/usr/bin/python3":
+        os.symlink(python, root / "usr/bin/python3")
+    for lib in _libraries([python, *glob.glob(f"{stdlib}/lib-dynload/*.so")]):
+        dest = root / lib.lstrip("/")  # /lib and /lib64 lead into /usr, as on the host
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(os.path.realpath(lib), dest)
     (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
     with tarfile.open(folder / "rootfs.tar", "w") as tar:
         tar.add(root, arcname=".")
     run = {**PATH, **env}
-    subprocess.run(["podman", "import", "-q", str(folder / "rootfs.tar"), f"{name}:3.11"],
+    subprocess.run(["podman", "import", "-q", str(folder / "rootfs.tar"), f"{name}:1"],
                    check=True, capture_output=True, env=run)  # fmt: skip
     digest = subprocess.run(
-        ["podman", "image", "inspect", "--format", "{{.Digest}}", f"{name}:3.11"],
+        ["podman", "image", "inspect", "--format", "{{.Digest}}", f"{name}:1"],
         check=True, capture_output=True, text=True, env=run,
     ).stdout.strip()  # fmt: skip
     assert digest.startswith("sha256:"), digest
@@ -224,4 +231,46 @@ def test_a_timeout_leaves_no_container(
     assert res.code == 1, res.stderr
     task = tasks_by_node(res.json())["slow"]
     assert task["state"] == "failed" and task["reason"].startswith("timeout"), task
+    assert not _ours(podman)
+
+
+def _another_python() -> tuple[str, Path] | None:
+    """A Python of another minor version on this machine (a pyenv build), and its stdlib."""
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for prefix in sorted(glob.glob("/root/.pyenv/versions/3.*")):
+        version = ".".join(Path(prefix).name.split(".")[:2])
+        binary, stdlib = f"{prefix}/bin/python{version}", Path(prefix, "lib", f"python{version}")
+        if version != mine and os.path.isfile(binary) and (stdlib / "lib-dynload").is_dir():
+            return binary, stdlib
+    return None
+
+
+def test_an_image_with_another_python_fails_the_task_naming_both_versions(
+    ws: Workspace, podman: dict[str, str], tmp_path: Path
+) -> None:
+    found = _another_python()
+    if found is None:
+        pytest.skip("no Python of another minor version on this machine to build an image from")
+    binary, stdlib = found
+    image = build_python_image(tmp_path, podman, "localhost/argosy-test-other-python",
+                               binary, stdlib)  # fmt: skip
+    path = ws.write(f'''
+        from argosy import pipeline, step
+
+        @step(image="{image}")
+        def elsewhere(n: int) -> int:
+            return n
+
+        @pipeline
+        def other(n: int = 1) -> int:
+            return elsewhere(n)
+    ''', "other")  # fmt: skip
+    res = ws.argosy("run", f"{path}:other", "--output", "json", env=podman, timeout=300)
+    assert res.code == 1, res.stderr
+    reason = tasks_by_node(res.json())["elsewhere"]["reason"]
+    theirs = subprocess.run([binary, "-c", "import platform; print(platform.python_version())"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert reason.startswith(f"container_error: image {image} has Python {theirs}, but this "
+                             f"Argosy runs Python steps with Python {mine}"), reason  # fmt: skip
     assert not _ours(podman)
