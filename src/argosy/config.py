@@ -89,8 +89,9 @@ class Settings(BaseSettings):
     cache_ttl: float | None = Field(default=None, gt=0, description="default max age (seconds)")
     warm_workers: bool = Field(
         default=True,
-        description="local runs: fork Python steps from a parent that has imported their "
-        "code (isolated processes still; see docs/performance.md)",
+        description="fork Python steps from a parent that has imported their code (isolated "
+        "processes still; on a server, parents run as each tenant's task uid and are never "
+        "told a token, key or secret; see docs/performance.md)",
     )
     warm_workers_wait: float = Field(
         default=0.0,
@@ -98,6 +99,13 @@ class Settings(BaseSettings):
         description="seconds a task waits for its warm parent to finish importing before it "
         "starts a fresh interpreter instead",
     )
+    warm_workers_idle: float = Field(
+        default=120.0, gt=0, description="seconds a warm parent without work lives on"
+    )
+    warm_workers_max: int = Field(
+        default=4, ge=1,
+        description="most warm parents at once (fewer where memory is short: one per 2 GiB)",
+    )  # fmt: skip
     compile_cache: bool = Field(
         default=True,
         description="reuse a pipeline's compiled spec while no file its compile read changed "

@@ -45,6 +45,19 @@ from argosy.runtime.invocation import FAILED, SUCCEEDED, Invocation, OutputRecor
 from argosy.safe_paths import check_name
 from argosy.stores.artifacts.blobs import ArtifactStore, BlobInfo, open_artifact_store
 
+# code packages a warm parent already unpacked and imported (sha256 -> folder): its forked
+# children use them as they are instead of fetching and unpacking the package again
+PRELOADED: dict[str, str] = {}
+
+
+def _code_folder(inv: Invocation) -> Path | None:
+    if inv.code is None:
+        return None
+    given = PRELOADED.get(inv.code.sha256)
+    if given is not None:
+        return Path(given)
+    return Path(inv.cache_dir) / "code" / inv.code.sha256.removeprefix("sha256:")
+
 
 class StepFailed(Exception):
     """The step itself failed; carries the attempt's failure reason."""
@@ -68,7 +81,7 @@ def _import_function(inv: Invocation, store: ArtifactStore) -> Any:
 
     cache = Path(inv.cache_dir)
     sha = code.sha256.removeprefix("sha256:")
-    target = cache / "code" / sha
+    target = _code_folder(inv) or cache / "code" / sha
     if not target.is_dir():
         blob = store.blob_path(sha, cache_dir=cache / "blobs")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -286,9 +299,9 @@ def _user_traceback(exc: BaseException, inv: Invocation) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(here) and tb.tb_next:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    if inv.code is not None:
-        snapshot = str(Path(inv.cache_dir) / "code" / inv.code.sha256.removeprefix("sha256:"))
-        text = text.replace(snapshot + "/", "")
+    snapshot = _code_folder(inv)
+    if snapshot is not None:
+        text = text.replace(f"{snapshot}/", "")
     return text
 
 

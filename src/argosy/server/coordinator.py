@@ -43,6 +43,7 @@ from argosy.engine.submission import SERVER_QUEUE
 from argosy.errors import ArgosyError, RunBusyError
 from argosy.executors.base import Capacity
 from argosy.executors.local.capacity import CapacityLedger, Usage
+from argosy.executors.local.warm import WARM_PARENT_MEMORY, WarmPool
 from argosy.server.context import ServerContext
 from argosy.server.environments import Environments
 from argosy.server.leases import SCHEDULER, LeaseHolder
@@ -118,6 +119,13 @@ class Coordinator:
         )
         self.scheduler = Scheduler(context.metadata, self.lease, self.clock, self.instance_ttl)
         self.environments = Environments(s.home / "environments", s.home / "cache")
+        # warm workers (executors/local/warm.py): sealed parents, shared by this instance's runs,
+        # each as its tenant's task uid; bounded by memory like a local run's
+        self.warm: WarmPool | None = None
+        if s.warm_workers and s.executor == "local":
+            limit = min(s.warm_workers_max, max(1, s.max_memory // WARM_PARENT_MEMORY))
+            self.warm = WarmPool(s.home / "warm", limit=limit, wait=s.warm_workers_wait,
+                                 sealed=True, idle=s.warm_workers_idle)  # fmt: skip
         self.draining = False
         self._stopping = threading.Event()
         self._drives: dict[str, _Drive] = {}
@@ -181,6 +189,8 @@ class Coordinator:
         for d in drives:
             d.thread.join(60.0)
         self._stopping.set()
+        if self.warm is not None:  # their running children (handed over) are not touched
+            self.warm.close()
         self.wakeups.stop()
         for thread in self._threads:
             thread.join(10.0)
@@ -365,7 +375,7 @@ class Coordinator:
                 ledger=self.ledger,
                 interpreter=lambda launch: self.environments.interpreter(launch, store),
                 platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=run_as,
-                log_cap=s.log_cap_bytes,
+                log_cap=s.log_cap_bytes, warm_pool=self.warm,
             )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),

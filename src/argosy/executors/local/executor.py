@@ -16,6 +16,11 @@ tasks (same OS user) cannot read its ``/proc`` environment, working folder or me
 launcher of a container step (or of a Python step in an image) runs as the server's user, to
 drive the container engine; the container's processes run as the task uid (``--user``).
 
+Python attempts may instead be forked from a warm parent (``warm.py``): a local run's own pool,
+or a server's shared, *sealed* pool, whose parents run as the tenant's task uid and are never
+told a token, key or secret — such an attempt's invocation reaches it on stdin as above, and
+its environment in a sealed memfd the parent passes on unread.
+
 stdout/stderr go to files (not pipes) so an attempt outlives a crashed engine without
 SIGPIPE; the executor tails them. The process exit is watched through a pidfd, so the engine
 wakes the moment an attempt ends.
@@ -58,7 +63,13 @@ from argosy.executors.base import (
     ProcessIdentity,
 )
 from argosy.executors.local.capacity import CapacityLedger
-from argosy.executors.local.warm import WarmPool, WarmProcess, WarmUnavailable
+from argosy.executors.local.warm import (
+    WARM_PARENT_MEMORY,
+    Sealed,
+    WarmPool,
+    WarmProcess,
+    WarmUnavailable,
+)
 from argosy.executors.logcap import DEFAULT_LOG_CAP, MAX_LINE, CappedLog, punch_hole
 from argosy.runtime import processes
 from argosy.runtime.invocation import ResultRecord
@@ -164,6 +175,7 @@ class LocalExecutor(Executor):
         log_cap: int = DEFAULT_LOG_CAP,
         warm_workers: bool = False,
         warm_wait: float = 0.0,
+        warm_pool: WarmPool | None = None,
     ) -> None:
         self.store = store
         self.log_cap = log_cap  # bytes of log per attempt: first and last parts kept
@@ -186,16 +198,21 @@ class LocalExecutor(Executor):
             self.attempts_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(self.attempts_dir, 0o711)
         self._last_sample = 0.0
-        # Python attempts forked from pre-imported parents (warm.py); never for a task user
-        self.warm: WarmPool | None = None
-        if warm_workers and self.run_as is None:
-            per_parent = 2 * 2**30  # a parent with pandas and scikit-learn: ~0.3 GiB, and room
-            limit = min(4, max(1, (capacity.memory or 2**34) // per_parent))
+        # Python attempts forked from pre-imported parents (warm.py): a server's pool is
+        # shared by its runs and sealed (parents as the tenant's task uid, told no secret)
+        self.warm: WarmPool | None = warm_pool
+        self._own_warm = False
+        if warm_pool is not None and not warm_pool.sealed and self.run_as is not None:
+            raise ValueError("a task user's attempts are forked only by a sealed warm pool")
+        if warm_pool is None and warm_workers and self.run_as is None:
+            self._own_warm = True
+            limit = min(4, max(1, (capacity.memory or 2**34) // WARM_PARENT_MEMORY))
             self.warm = WarmPool(attempts_dir.parent / "warm", limit=int(limit), wait=warm_wait)
 
     def close(self) -> None:
-        """Stop the warm parents (running attempts are not touched)."""
-        if self.warm is not None:
+        """Stop its own warm parents (running attempts are not touched; a server's shared pool
+        is the server's to close)."""
+        if self.warm is not None and self._own_warm:
             self.warm.close()
 
     # -- capacity ------------------------------------------------------------------------------
@@ -290,17 +307,18 @@ class LocalExecutor(Executor):
         out_path, err_path = folder / "stdout", folder / "stderr"
         user = self.run_as if isolated else None
         env = self._environment(launch, scratch, gpus)
+        # a task user's launcher reads the invocation on stdin: no path to it in its command
+        # line, and the file stays the server's; so does every task of a sealed warm pool's
+        on_stdin = isolated or (self.warm is not None and self.warm.sealed)
         with (
             open(out_path, "wb", opener=_private) as out,
             open(err_path, "wb", opener=_private) as err,
-            open(inv_path if isolated else os.devnull, "rb") as stdin,
+            open(inv_path if on_stdin else os.devnull, "rb") as stdin,
         ):
             fds = [stdin.fileno(), out.fileno(), err.fileno(), status_w]
-            warm = self._fork_warm(launch, python, env, inv_path, fds) if not isolated else None
+            warm = self._fork_warm(launch, python, env, inv_path, fds)
             proc = warm or subprocess.Popen(
-                # a task user's launcher reads the invocation on stdin: no path to it in its
-                # command line, and the file stays the server's
-                [python, "-c", _LAUNCH, "-" if isolated else str(inv_path)],
+                [python, "-c", _LAUNCH, "-" if on_stdin else str(inv_path)],
                 stdin=stdin,
                 stdout=out,
                 stderr=err,
@@ -357,16 +375,70 @@ class LocalExecutor(Executor):
             return None
         impl = launch.invocation.step.get("implementation", {})
         key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")))
-        parent = self.warm.parent(key, python, env, invocation)
-        if parent is None:  # none ready yet (one is starting): this attempt starts fresh
+        if not self.warm.sealed:
+            parent = self.warm.parent(key, python, env, invocation)
+            if parent is None:  # none ready yet (one is starting): this attempt starts fresh
+                return None
+            request = {"attempt_id": launch.attempt_id, "invocation": str(invocation),
+                       "cwd": str(invocation.parent / "scratch"), "env": env,
+                       "status_fd": fds[3]}  # fmt: skip
+            try:
+                return parent.fork(request, fds)
+            except WarmUnavailable:
+                return None
+        return self._fork_sealed(launch, python, env, invocation, fds, key)
+
+    def _fork_sealed(
+        self, launch: AttemptLaunch, python: str, env: dict[str, str], invocation: Path,
+        fds: list[int], key: tuple[str, ...],
+    ) -> WarmProcess | None:  # fmt: skip
+        """A server's attempt forked from the sealed parent of its tenant's task uid and code:
+        the parent is told no token, key or secret (warm.py's docstring)."""
+        assert self.warm is not None
+        code = launch.invocation.code
+        if code is None:
             return None
-        request = {"attempt_id": launch.attempt_id, "invocation": str(invocation),
-                   "cwd": str(invocation.parent / "scratch"), "env": env,
-                   "status_fd": fds[3]}  # fmt: skip
+        user = self.run_as if self._isolated(launch) else None
+        key = (*key, str(user.uid) if user else "server")  # never another uid's parent
+        sealed = Sealed(
+            uid=user.uid if user else None, gid=user.gid if user else None,
+            module=str(launch.invocation.step["implementation"]["module"]), code=code.sha256,
+            paths=tuple(code.paths), unpack=lambda target: self._unpack_code(code.sha256, target),
+        )  # fmt: skip
+        # the parent's environment: the task's, without its secrets and attempt
+        base = {k: v for k, v in env.items() if k not in launch.secrets}
+        base["CUDA_VISIBLE_DEVICES"] = ""
+        parent = self.warm.parent(key, python, base, None, sealed)
+        if parent is None:
+            return None
+        request = {"attempt_id": launch.attempt_id, "cwd": str(invocation.parent / "scratch"),
+                   "status_fd": fds[3], "module": sealed.module}  # fmt: skip
+        given = os.memfd_create("argosy-task-env", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            return parent.fork(request, fds)
+            os.write(given, json.dumps(env).encode())
+            os.lseek(given, 0, os.SEEK_SET)
+            # sealed: nobody holding it (the parent passes it on) can change what the task reads
+            import fcntl
+
+            seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+            fcntl.fcntl(given, fcntl.F_ADD_SEALS, seals)
+            return parent.fork(request, [*fds, given])
         except WarmUnavailable:
             return None
+        finally:
+            os.close(given)
+
+    def _unpack_code(self, sha256: str, target: Path) -> None:
+        """Unpack a code package for a sealed parent (decrypted with the store's keys: the
+        plaintext blob is removed once unpacked)."""
+        import tempfile
+
+        from argosy.spec.code_package import extract_package
+
+        assert self.warm is not None
+        with tempfile.TemporaryDirectory(dir=self.warm.folder, prefix=".unpack-") as tmp:
+            blob = self.store.blob_path(sha256.removeprefix("sha256:"), cache_dir=Path(tmp))
+            extract_package(blob, target)
 
     # -- watch ---------------------------------------------------------------------------------
     def poll(self, timeout: float) -> list[AttemptExit]:

@@ -31,9 +31,41 @@ it (the executor then has only the result record, not the exit status).
 
 One parent per (tenant, interpreter, code package, environment): a changed module is a new code
 package, so the next run gets a new parent. At most ``limit`` parents (the least recently used
-goes first). GPU steps, container steps, tasks that run as a task user (servers) and steps whose
-``env`` sets ``ARGOSY_WARM=0`` always get a fresh interpreter; ``ARGOSY_WARM_WORKERS=false``
-turns warm workers off.
+idle one goes first; with none idle a task starts a fresh interpreter). GPU steps, container
+steps and steps whose ``env`` sets ``ARGOSY_WARM=0`` always get a fresh interpreter;
+``ARGOSY_WARM_WORKERS=false`` turns warm workers off.
+
+**Sealed parents (servers).** A server's pool is shared by all its runs and its parents are
+*sealed*: a server's task carries a task token and, with encryption at rest, the tenant's data
+keys, none of which a parent may hold, and a parent runs tenant code (the module's top level)
+with which it must never see another tenant's task. So:
+
+- the parent is started as the tenant's task uid (``setgid``/``setuid``, no supplementary
+  groups, umask 077: done by ``Popen`` before the interpreter starts, so before it imports
+  anything), with the tasks' allow-listed environment without the step's secrets, and makes
+  itself non-dumpable before its first import (other processes of that uid cannot read its
+  memory, environment or open files, nor ptrace it);
+- it reads nothing of the server's: the executor unpacks the code package (decrypting it with
+  the store's keys if need be) into ``warm/sealed-<random>/code`` (owned by the server,
+  readable, not writable, by the task uid; ``warm/`` is 0711, so the random name cannot be
+  listed) and the parent only puts that folder on ``sys.path`` and imports the step's module;
+- its key is (tenant, task uid, interpreter, code package, environment): it only ever forks
+  tasks of the code it imported, of its own tenant;
+- a request carries the attempt id, working folder, status-pipe number and module name, and
+  the descriptors: stdin is the server's ``invocation.json`` opened by the server (as for a
+  fresh task user's launcher, which reads it on stdin), and a fifth, a sealed memfd, holds the
+  task's environment (with its secrets). The parent passes both to the child unread; the child
+  reads its environment from the memfd and the launcher its invocation from stdin. The child
+  runs the launcher as a fresh task user's does (non-dumpable, its scratch as working folder)
+  and uses the code the parent imported (``launcher.PRELOADED``) instead of fetching it again.
+
+The parent's own Argosy code never reads a task token, a data key or a secret. Whatever the
+module's top-level code does in the parent (it runs there as the tenant's uid) is inherited by
+every child, but each of those children is a task running that same code of that same tenant,
+which receives its own token anyway: the parent gives tenant code nothing it does not have.
+A sealed parent does not die with the thread that started it (a server's runs each have a
+thread of its own): it exits when the server's end of its socket closes (the server stopped
+or died), when idle, and when its imports do not finish within ``START_TIMEOUT`` (an alarm).
 """
 
 from __future__ import annotations
@@ -41,15 +73,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import select
+import shutil
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 IDLE_SECONDS = 120.0  # a parent without work for this long exits
+WARM_PARENT_MEMORY = 2 * 2**30  # a parent with pandas and scikit-learn: ~0.3 GiB, and room
 START_TIMEOUT = 60.0  # a parent not ready after this long is given up
 REPLY_TIMEOUT = 30.0  # seconds to wait for a fork (the step's module may be imported first)
 EXIT_TIMEOUT = 10.0  # seconds to wait for a child's exit status once its pidfd fired
@@ -58,6 +95,9 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
 PLACEHOLDER = "0" * 26  # an attempt id's length: overwritten in each child's environment block
 PRIVATE_PREFIX = "private-"  # + the parent's pid: its plaintext code package (encrypted stores)
+SEALED_PREFIX = "sealed-"  # + a random name: a sealed parent's folder (its code and home)
+SEALED_ENV = "ARGOSY_WARM_SEALED"  # a sealed parent's start document (no secret in it)
+IDLE_ENV = "ARGOSY_WARM_IDLE"
 SERVE = "import sys;from argosy.executors.local.warm import serve;serve(int(sys.argv[1]))"
 
 
@@ -81,16 +121,31 @@ class WarmProcess:
         return self.parent.exit_of(self.pid)
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """How a server starts a sealed parent (see the module's docstring)."""
+
+    uid: int | None  # the tenant's task uid (None: the server's own user, no task user set)
+    gid: int | None
+    module: str  # the step's module, imported first
+    code: str  # the code package's sha256
+    paths: tuple[str, ...]  # its import roots
+    unpack: Callable[[Path], None]  # the server unpacks the code package into this folder
+
+
 @dataclass
 class WarmParent:
     key: tuple[str, ...]
     proc: subprocess.Popen[bytes]
     sock: socket.socket
+    folder: Path | None = None  # a sealed parent's folder (removed when it is dropped)
     ready: bool = False
     failed: str | None = None
     started: float = field(default_factory=time.monotonic)
     used: float = field(default_factory=time.monotonic)
     exits: dict[int, tuple[int, float]] = field(default_factory=dict)
+    children: set[int] = field(default_factory=set)  # forked, exit not yet reported
+    lock: threading.RLock = field(default_factory=threading.RLock)  # a server's runs share it
 
     def _receive(self, timeout: float) -> dict[str, Any] | None:
         ready, _, _ = select.select([self.sock], [], [], timeout)
@@ -104,6 +159,7 @@ class WarmParent:
             doc["_fds"] = fds
         if "exit" in doc:
             self.exits[int(doc["exit"])] = (int(doc["status"]), float(doc["cpu"]))
+            self.children.discard(int(doc["exit"]))
         return doc
 
     def poll_ready(self, wait: float = 0.0) -> bool:
@@ -111,16 +167,17 @@ class WarmParent:
         if self.ready or self.failed:
             return self.ready
         deadline = time.monotonic() + wait
-        try:
-            while (doc := self._receive(max(0.0, deadline - time.monotonic()))) is not None:
-                if doc.get("ready"):
-                    self.ready = True
-                elif "failed" in doc:
-                    self.failed = str(doc["failed"])
-                if self.ready or self.failed:
-                    break
-        except (OSError, ValueError) as exc:
-            self.failed = f"the warm parent is gone ({exc})"
+        with self.lock:
+            try:
+                while (doc := self._receive(max(0.0, deadline - time.monotonic()))) is not None:
+                    if doc.get("ready"):
+                        self.ready = True
+                    elif "failed" in doc:
+                        self.failed = str(doc["failed"])
+                    if self.ready or self.failed:
+                        break
+            except (OSError, ValueError) as exc:
+                self.failed = f"the warm parent is gone ({exc})"
         if not self.ready and time.monotonic() - self.started > START_TIMEOUT:
             self.failed = "the warm parent was not ready in time"
         return self.ready
@@ -128,31 +185,39 @@ class WarmParent:
     def fork(self, request: dict[str, Any], fds: list[int]) -> WarmProcess:
         """Ask for a child running the launcher; raises :class:`WarmUnavailable`."""
         self.used = time.monotonic()
-        try:
-            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
-            deadline = time.monotonic() + REPLY_TIMEOUT
-            while (left := deadline - time.monotonic()) > 0:
-                doc = self._receive(left)
-                if doc is None:
-                    break
-                if "pid" in doc:
-                    return WarmProcess(int(doc["pid"]), self, doc["_fds"][0], doc.get("started"))
-                if "fallback" in doc:
-                    raise WarmUnavailable(str(doc["fallback"]))
-        except (OSError, ValueError) as exc:
-            self.failed = f"the warm parent is gone ({exc})"
-            raise WarmUnavailable(self.failed) from None
-        self.failed = "the warm parent did not answer in time"
-        raise WarmUnavailable(self.failed)
+        with self.lock:  # one request at a time: the reply is the next pid or fallback
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+                deadline = time.monotonic() + REPLY_TIMEOUT
+                while (left := deadline - time.monotonic()) > 0:
+                    doc = self._receive(left)
+                    if doc is None:
+                        break
+                    if "pid" in doc:
+                        pid = int(doc["pid"])
+                        self.children.add(pid)
+                        return WarmProcess(pid, self, doc["_fds"][0], doc.get("started"))
+                    if "fallback" in doc:
+                        raise WarmUnavailable(str(doc["fallback"]))
+            except (OSError, ValueError) as exc:
+                self.failed = f"the warm parent is gone ({exc})"
+                raise WarmUnavailable(self.failed) from None
+            self.failed = "the warm parent did not answer in time"
+            raise WarmUnavailable(self.failed)
 
     def exit_of(self, pid: int) -> tuple[int | None, float | None]:
         deadline = time.monotonic() + EXIT_TIMEOUT
-        try:
-            while pid not in self.exits and (left := deadline - time.monotonic()) > 0:
-                self._receive(left)
-        except (OSError, ValueError):
-            pass
-        found = self.exits.pop(pid, None)
+        while (left := deadline - time.monotonic()) > 0:
+            with self.lock:  # in short turns: other runs' tasks use this parent too
+                if pid in self.exits:
+                    break
+                try:
+                    self._receive(min(left, 0.05))
+                except (OSError, ValueError):
+                    break
+        with self.lock:
+            self.children.discard(pid)
+            found = self.exits.pop(pid, None)
         return found if found is not None else (None, None)
 
     def close(self) -> None:
@@ -170,32 +235,60 @@ class WarmParent:
 
 
 class WarmPool:
-    """The warm parents of one executor, by (tenant, interpreter, code package, environment)."""
+    """Warm parents by (tenant, interpreter, code package, environment): one executor's
+    (local runs), or a server's, shared by all its runs (``sealed``)."""
 
-    def __init__(self, folder: Path, limit: int = 2, wait: float = 0.0) -> None:
+    def __init__(self, folder: Path, limit: int = 2, wait: float = 0.0, *,
+                 sealed: bool = False, idle: float = IDLE_SECONDS) -> None:  # fmt: skip
         self.folder = folder
         self.limit = max(1, limit)
         self.wait = wait  # seconds a task waits for a starting parent before starting fresh
+        self.sealed = sealed
+        self.idle = idle  # seconds a parent without work lives on
         self._parents: dict[tuple[str, ...], WarmParent] = {}
+        self._leftovers: list[WarmParent] = []  # dropped with children running: folder kept
+        self._lock = threading.Lock()
+        if sealed:  # a server's: the folders of an earlier process's parents go
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o711)  # enterable by task users, never listable
+            for old in folder.glob(f"{SEALED_PREFIX}*"):
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
 
     def parent(self, key: tuple[str, ...], python: str, env: dict[str, str],
-               invocation: Path) -> WarmParent | None:  # fmt: skip
+               invocation: Path | None, sealed: Sealed | None = None) -> WarmParent | None:  # fmt: skip
         """The ready parent for ``key``; else None (one is started for the next task)."""
-        found = self._parents.get(key)
-        if found is not None:
-            if found.failed or found.proc.poll() is not None:
-                self._drop(key)
-                return None  # replaced below, for the next task
-            return found if found.poll_ready(self.wait) else None
-        for old in sorted(self._parents.values(), key=lambda p: p.used)[
-            : max(0, len(self._parents) - self.limit + 1)
-        ]:
-            self._drop(old.key)
-        started = self._parents[key] = self._start(key, python, env, invocation)
-        return started if self.wait and started.poll_ready(self.wait) else None
+        with self._lock:
+            self._remove_leftovers()
+            found = self._parents.get(key)
+            if found is not None:
+                if found.failed or found.proc.poll() is not None:
+                    self._drop(key)
+                    return None  # replaced below, for the next task
+            else:
+                excess = len(self._parents) - self.limit + 1
+                for old in sorted(self._parents.values(), key=lambda p: p.used):
+                    if excess <= 0:
+                        break
+                    # only an idle one, and not while another run's task is being forked
+                    if not old.children and old.lock.acquire(blocking=False):
+                        try:
+                            if not old.children:
+                                self._drop(old.key)
+                                excess -= 1
+                        finally:
+                            old.lock.release()
+                if excess > 0:
+                    return None  # every parent has tasks running: no room for another now
+                found = self._parents[key] = self._start(key, python, env, invocation, sealed)
+                if not self.wait:
+                    return None
+        return found if found.poll_ready(self.wait) else None
 
     def _start(self, key: tuple[str, ...], python: str, env: dict[str, str],
-               invocation: Path) -> WarmParent:  # fmt: skip
+               invocation: Path | None, sealed: Sealed | None) -> WarmParent:  # fmt: skip
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server_env = {k: v for k, v in env.items() if not k.startswith("ARGOSY_")}
         server_env.update({var: "1" for var in THREAD_VARS})  # no thread pools while importing
@@ -203,27 +296,95 @@ class WarmPool:
         # second thread is never forked
         server_env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
         server_env[ATTEMPT_ENV] = PLACEHOLDER  # a slot each child writes its attempt id into
-        server_env["ARGOSY_WARM_FIRST"] = str(invocation)
+        server_env[IDLE_ENV] = str(self.idle)
         self.folder.mkdir(parents=True, exist_ok=True)
-        _remove_orphaned_plaintext(self.folder)
-        log = self.folder / f"warm-{os.getpid()}-{len(self._parents)}-{int(time.time())}.log"
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                [python, "-c", SERVE, str(theirs.fileno())],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=self.folder,
-                env=server_env, pass_fds=(theirs.fileno(),), start_new_session=True,
-            )  # fmt: skip
-        theirs.close()
-        return WarmParent(key, proc, ours)
+        folder: Path | None = None
+        user: dict[str, Any] = {}
+        cwd = self.folder
+        if sealed is not None:
+            folder, home = self._sealed_folder(sealed)
+            cwd = home
+            server_env.update(HOME=str(home), TMPDIR=str(home))
+            server_env[SEALED_ENV] = json.dumps({
+                "code": sealed.code, "dir": str(folder / "code"), "paths": list(sealed.paths),
+                "module": sealed.module,
+            })  # fmt: skip
+            if sealed.uid is not None:  # before the interpreter starts: before any import
+                user = {"user": sealed.uid, "group": sealed.gid, "extra_groups": [],
+                        "umask": 0o077}  # fmt: skip
+            log = folder.with_name(folder.name + ".log")
+        else:
+            assert invocation is not None
+            server_env["ARGOSY_WARM_FIRST"] = str(invocation)
+            _remove_orphaned_plaintext(self.folder)
+            log = self.folder / f"warm-{os.getpid()}-{len(self._parents)}-{int(time.time())}.log"
+        try:
+            with open(log, "wb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as err:
+                proc = subprocess.Popen(
+                    [python, "-c", SERVE, str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=cwd,
+                    env=server_env, pass_fds=(theirs.fileno(),), start_new_session=True, **user,
+                )  # fmt: skip
+        except BaseException:
+            ours.close()
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+        return WarmParent(key, proc, ours, folder=folder)
+
+    def _sealed_folder(self, sealed: Sealed) -> tuple[Path, Path]:
+        """A sealed parent's folder (the server's, 0711, a random name) with its code (the
+        server's, readable by all who can reach it) and its home (the task uid's, 0700)."""
+        folder = self.folder / f"{SEALED_PREFIX}{secrets.token_hex(16)}"
+        folder.mkdir(mode=0o700)
+        try:
+            sealed.unpack(folder / "code")
+            for root, _dirs, files in os.walk(folder / "code"):
+                os.chmod(root, 0o755)
+                for name in files:
+                    path = os.path.join(root, name)
+                    if not os.path.islink(path):
+                        os.chmod(path, 0o644)
+            home = folder / "home"
+            home.mkdir(mode=0o700)
+            if sealed.uid is not None:
+                os.chown(home, sealed.uid, sealed.gid if sealed.gid is not None else -1)
+            os.chmod(folder, 0o711)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return folder, home
 
     def _drop(self, key: tuple[str, ...]) -> None:
         found = self._parents.pop(key, None)
         if found is not None:
             found.close()
+            if found.children:  # running tasks may still import from its code folder
+                self._leftovers.append(found)
+            else:
+                _remove_folder(found)
+
+    def _remove_leftovers(self) -> None:
+        for old in list(self._leftovers):
+            if not any(Path(f"/proc/{pid}").exists() for pid in old.children):
+                self._leftovers.remove(old)
+                _remove_folder(old)
 
     def close(self) -> None:
-        for key in list(self._parents):
-            self._drop(key)
+        with self._lock:
+            for key in list(self._parents):
+                self._drop(key)
+            for old in self._leftovers:
+                _remove_folder(old)
+            self._leftovers.clear()
+
+
+def _remove_folder(parent: WarmParent) -> None:
+    if parent.folder is not None:
+        shutil.rmtree(parent.folder, ignore_errors=True)
+        parent.folder.with_name(parent.folder.name + ".log").unlink(missing_ok=True)
 
 
 def _remove_orphaned_plaintext(folder: Path) -> None:
@@ -284,25 +445,72 @@ def _threads() -> int:
 
 def serve(fd: int) -> None:
     """The warm parent: import, say ready, then fork a child per request until idle."""
-    import shutil
-
+    sealed = os.environ.pop(SEALED_ENV, None)
+    if sealed is not None:  # first of all: no other process of the task uid may look inside
+        _set_not_dumpable()
     try:
-        _serve(fd)
+        _serve(fd, json.loads(sealed) if sealed is not None else None)
     finally:  # a parent killed outright leaves it: the next pool in this folder removes it
         shutil.rmtree(Path.cwd() / f"{PRIVATE_PREFIX}{os.getpid()}", ignore_errors=True)
 
 
-def _serve(fd: int) -> None:
+def _set_not_dumpable() -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+
+
+def _import_sealed(start: dict[str, Any], module: str) -> None:
+    """A sealed parent's import: the code the server unpacked for it, nothing else read."""
+    import importlib
+    import sys
+
+    from argosy.runtime import launcher
+
+    if start["code"] not in launcher.PRELOADED:
+        for rel in reversed(start["paths"]):
+            sys.path.insert(0, str(Path(start["dir"]) / rel))
+        launcher.PRELOADED[start["code"]] = start["dir"]
+    if module not in sys.modules:
+        importlib.import_module(module)
+
+
+def _import_task_client() -> None:
+    """What a server's launcher imports besides the step: the task store's client (httpx) and
+    the cipher, through the plugin registry (whose entry points are read once, here)."""
+    import importlib
+
+    from argosy import plugins
+    from argosy.stores.artifacts.task_http import SCHEME, tls_context
+
+    plugins.names(plugins.BYTE_STORES)  # what open_artifact_store looks a scheme up in
+    plugins.byte_store_class(f"{SCHEME}http")
+    tls_context()  # no secret in it: the system's CA bundle
+    for name in ("httpcore", "argosy.stores.encryption"):  # httpx imports httpcore lazily
+        importlib.import_module(name)
+
+
+def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
+    import signal
     import sys
     import traceback
 
-    _set_parent_death_signal()
+    if sealed is None:  # a local run's parent dies with its engine; a server's is shared by
+        _set_parent_death_signal()  # runs (threads) and exits when the server's socket closes
     started_by = os.getppid()
+    idle = float(os.environ.pop(IDLE_ENV, IDLE_SECONDS))
     sock = socket.socket(fileno=fd)
     try:
+        signal.alarm(int(START_TIMEOUT))  # an import that never ends ends the parent
         import argosy.runtime.launcher  # noqa: F401  (what every child runs)
 
-        _import_step(os.environ.pop("ARGOSY_WARM_FIRST"))
+        if sealed is not None:
+            _import_task_client()
+            _import_sealed(sealed, sealed["module"])
+        else:
+            _import_step(os.environ.pop("ARGOSY_WARM_FIRST"))
+        signal.alarm(0)
     except BaseException as exc:
         traceback.print_exc()
         sock.send(json.dumps({"failed": f"{type(exc).__name__}: {exc}"}).encode())
@@ -313,7 +521,7 @@ def _serve(fd: int) -> None:
     while True:
         if os.getppid() != started_by:
             return  # its engine is gone
-        if not children and time.monotonic() - idle_since > IDLE_SECONDS:
+        if not children and time.monotonic() - idle_since > idle:
             return
         watched: list[Any] = [sock, *children]
         ready, _, _ = select.select(watched, [], [], 1.0)
@@ -335,8 +543,8 @@ def _serve(fd: int) -> None:
         request = json.loads(data)
         sys.stdout.flush()  # nothing of the parent's may reach a child's output
         sys.stderr.flush()
-        reply = _fork(request, fds, sock)
-        for passed in fds:
+        reply = _fork(request, fds, sock, sealed)
+        for passed in fds:  # passed on unread (a sealed parent's: the invocation, environment)
             os.close(passed)
         if "pid" not in reply:
             sock.send(json.dumps(reply).encode())
@@ -350,11 +558,17 @@ def _serve(fd: int) -> None:
         idle_since = time.monotonic()
 
 
-def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
+          sealed: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     if len(request["attempt_id"]) != len(PLACEHOLDER):
         return {"fallback": "an attempt id of another length"}
+    if len(fds) != (5 if sealed is not None else 4):
+        return {"fallback": "not the descriptors this parent expects"}
     try:
-        _import_step(request["invocation"])
+        if sealed is not None:
+            _import_sealed(sealed, str(request["module"]))
+        else:
+            _import_step(request["invocation"])
     except BaseException as exc:  # the fresh interpreter reports it as the step's error
         return {"fallback": f"the step's module did not import here: {exc}"}
     if _threads() != 1:  # never fork a threaded process (a lock held elsewhere stays held)
@@ -388,7 +602,12 @@ def _become_task(request: dict[str, Any], fds: list[int], sock: socket.socket) -
     import sys
 
     sock.close()
-    stdin, stdout, stderr, status = fds
+    stdin, stdout, stderr, status = fds[:4]
+    env = request.get("env")
+    if len(fds) == 5:  # a sealed parent's child: its environment, which the parent never read
+        with os.fdopen(fds[4], "rb") as given:
+            env = json.loads(given.read())
+    assert isinstance(env, dict)
     wanted = {0: stdin, 1: stdout, 2: stderr, int(request["status_fd"]): status}
     high = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, 1000) for target, src in wanted.items()}
     keep = set(high.values())
@@ -411,17 +630,17 @@ def _become_task(request: dict[str, Any], fds: list[int], sock: socket.socket) -
         with contextlib.suppress(OSError, ValueError):
             signal.signal(sig, handler)
     os.chdir(request["cwd"])
-    env = request["env"]
     os.environ.clear()
     os.environ.update(env)
     _mark_environment_block(request["attempt_id"])
-    sys.argv = ["-c", request["invocation"]]
+    source = request.get("invocation") or "-"  # "-": on stdin, as a fresh task user's launcher
+    sys.argv = ["-c", source]
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()  # the parent's global generator is not a secret
         _thread_limits(int(env.get("OMP_NUM_THREADS") or 1))
     from argosy.runtime.launcher import main
 
-    code = main([request["invocation"]])
+    code = main([source])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
