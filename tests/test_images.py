@@ -192,3 +192,53 @@ def test_the_project_file_is_also_the_settings_file(ws: Workspace, tmp_path: Pat
     assert "from-project" in shown.stdout
     locked = ws.argosy("images", "lock", env={"ARGOSY_CONFIG": str(project)})
     assert locked.code == 2 and "cannot reach the registry of 127.0.0.1:1/a:dev" in locked.stderr
+
+
+def test_a_python_step_in_an_image_is_pinned_on_push(ws: Workspace) -> None:
+    """``@step(image=...)`` images are pinned from the lock file like container steps'; an
+    image without a digest that the lock file does not know is refused."""
+    digest = "sha256:" + "ab" * 32
+    (ws.root / "argosy.toml").write_text(
+        '[images.trainer]\ncontext = "."\nrepository = "registry.test/ml/trainer"\ntag = "v2"\n'
+    )
+    lock = {"reference": "registry.test/ml/trainer:v2", "digest": digest,
+            "pinned": f"registry.test/ml/trainer@{digest}"}  # fmt: skip
+    (ws.root / "argosy.lock.json").write_text(
+        json.dumps({"version": 1, "images": {"trainer": lock}})
+    )
+    ws.write(
+        """
+        from argosy import pipeline, step
+
+        @step(image="registry.test/ml/trainer:v2")
+        def fit(n: int) -> int:
+            return n
+
+        @step(image="localhost/somewhere:latest")
+        def loose(n: int) -> int:
+            return n
+
+        @pipeline
+        def pinned_py(n: int = 1) -> int:
+            return fit(n)
+
+        @pipeline
+        def unpinned_py(n: int = 1) -> int:
+            return loose(n)
+        """,
+        "py_images",
+    )
+    pushed = ws.argosy("pipelines", "push", "py_images.py:pinned_py", "--version", "v1")
+    assert pushed.code == 0, pushed.stderr
+    from argosy.client.local import LocalBackend
+    from argosy.config import load_settings
+
+    backend = LocalBackend(load_settings(home=ws.home))
+    spec = backend.get_version("pinned_py", "v1").spec or {}
+    backend.close()
+    assert spec["steps"]["fit"]["implementation"]["image"] == lock["pinned"]
+    refused = ws.argosy("pipelines", "push", "py_images.py:unpinned_py")
+    assert refused.code == 2
+    assert "step 'loose' uses image 'localhost/somewhere:latest', which has no digest" in (
+        refused.stderr
+    )

@@ -280,10 +280,8 @@ def pin_compiled(compiled: Any, allow_unpinned: bool) -> Any:
     """A compiled pipeline with its container images pinned from the project's lock file (the
     same object when it has no container step)."""
     from argosy.spec.compile import CompiledPipeline
-    from argosy.spec.models import ContainerImplementation
 
-    if not any(isinstance(s.implementation, ContainerImplementation)
-               for s in compiled.spec.steps.values()):  # fmt: skip
+    if not any(getattr(s.implementation, "image", None) for s in compiled.spec.steps.values()):
         return compiled
     file = project_file()
     locked = read_lock(load_project()) if file is not None and file.is_file() else {}
@@ -291,25 +289,28 @@ def pin_compiled(compiled: Any, allow_unpinned: bool) -> Any:
 
 
 def pin_spec(spec: Any, locked: dict[str, dict[str, str]], allow_unpinned: bool) -> Any:
-    """``spec`` with its container steps' images pinned from ``locked``; ``UsageError``
-    naming the step when one cannot be pinned (unless ``allow_unpinned``)."""
+    """``spec`` with the images of its container steps and of its Python steps in an image
+    pinned from ``locked``; ``UsageError`` naming the step when one cannot be pinned (unless
+    ``allow_unpinned``)."""
     from argosy.spec.models import ContainerImplementation
 
     steps = {}
     changed = False
     for name, step in spec.steps.items():
         impl = step.implementation
-        if isinstance(impl, ContainerImplementation):
-            pinned = pin(impl.image, locked)
+        image = getattr(impl, "image", None)
+        if image:
+            kind = "container step" if isinstance(impl, ContainerImplementation) else "step"
+            pinned = pin(image, locked)
             if pinned is None:
                 if not allow_unpinned:
                     raise UsageError(
-                        f"container step {name!r} uses image {impl.image!r}, which has no digest "
+                        f"{kind} {name!r} uses image {image!r}, which has no digest "
                         f"and is not in {LOCK_FILE}; pin it (image@sha256:...), list it in "
                         f"{PROJECT_FILE} and run 'argosy images lock', or push with "
                         "--allow-unpinned"
                     )
-            elif pinned != impl.image:
+            elif pinned != image:
                 step = step.model_copy(
                     update={"implementation": impl.model_copy(update={"image": pinned})}
                 )
