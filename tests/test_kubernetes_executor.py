@@ -5,6 +5,7 @@ scripted in the fake from the API reference; the real client code runs unchanged
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -395,6 +396,20 @@ def test_unknown_pool_is_refused_naming_the_pools(k8s: Harness) -> None:
     assert job["spec"]["template"]["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": "cpu"}
     ex.stop(a.attempt_id, Reason.CANCELLED)
     wait_exit(ex, a.attempt_id)
+
+
+def test_steps_it_cannot_run_yet_are_refused_creating_nothing(k8s: Harness) -> None:
+    ex = k8s.executor()
+    for implementation, why in (
+        ({"kind": "container", "image": "busybox", "command": ["true"]}, "container steps"),
+        ({"kind": "python", "image": "repo@sha256:" + "cd" * 32}, r"@step\(image=\.\.\.\)"),
+    ):  # fmt: skip
+        a = launch()
+        step = {"name": "train", "implementation": implementation}
+        a = dataclasses.replace(a, invocation=a.invocation.completed(step=step))
+        with pytest.raises(ExecutionError, match=why):
+            ex.start(a)
+        assert gone(k8s.fake, a.attempt_id)
 
 
 def test_api_errors_409_and_422(k8s: Harness) -> None:

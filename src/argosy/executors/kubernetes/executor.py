@@ -192,6 +192,12 @@ class KubernetesExecutor(Executor):
                 "run the command from a Python step in an image of your own, or use a local "
                 "executor for this pipeline"
             )
+        if (launch.invocation.step.get("implementation") or {}).get("image"):
+            raise ExecutionError(
+                f"{launch.node_path}: Python steps in an image of their own (@step(image=...)) "
+                "do not run on the Kubernetes executor yet (its pods run the deployment's "
+                "runtime image); use a local executor for this pipeline"
+            )
         pool = self._pool(launch.pool)
         if self.ledger.reserve(self.tenant, launch.cpu, launch.memory, launch.gpu) is None:
             raise NoRoomError(f"no room to start {launch.node_path}: the tenant's quota is used")
