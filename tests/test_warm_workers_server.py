@@ -15,6 +15,7 @@ import pwd
 import stat
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 from argosy.client.client import Client
@@ -83,11 +84,12 @@ MODULE = textwrap.dedent(
         raise RuntimeError("no invocation")
 
 
-    @step(cache=False)
+    @step(cache=False, secrets=["WARM_SECRET"])
     def probe(n: int) -> dict:
         parent = os.getppid()
         return {
             "n": n,
+            "secret": os.environ.get("WARM_SECRET"),
             "pid": os.getpid(),
             "parent": parent,
             "warm": b"argosy.executors.local.warm" in Path(f"/proc/{parent}/cmdline").read_bytes(),
@@ -165,6 +167,10 @@ def test_tenants_tasks_are_forked_from_parents_of_their_own_uid_that_hold_nothin
         with Client(server.url) as admin:
             admin.create_tenant("team-a")
             admin.create_tenant("team-b")
+        secrets = {t: f"secret-of-{t}-{uuid.uuid4().hex}" for t in ("team-a", "team-b")}
+        for tenant, value in secrets.items():
+            with Client(server.url, tenant=tenant) as client:
+                client.set_secret("WARM_SECRET", value)
         seen: dict[str, list[dict]] = {}
         for tenant in ("team-a", "team-b", "team-a"):  # the second team-a run reuses its parent
             with Client(server.url, tenant=tenant) as client:
@@ -174,9 +180,11 @@ def test_tenants_tasks_are_forked_from_parents_of_their_own_uid_that_hold_nothin
             seen.setdefault(tenant, []).extend(probes)
         parents = {p["parent"] for found in seen.values() for p in found}
         tokens = [p["token"].encode() for found in seen.values() for p in found]
+        tokens += [value.encode() for value in secrets.values()]
         # looked at from outside (root), while the parents still live
         environs = {pid: Path(f"/proc/{pid}/environ").read_bytes() for pid in parents}
         memory = {pid: _memory_holds(pid, tokens) for pid in parents}
+        assert _memory_holds(os.getpid(), tokens[:1]) == tokens[:1]  # the scan finds one held
         warm = open_home / "warm"
         folders = [f for f in warm.iterdir() if f.is_dir()]
         modes = {
@@ -207,6 +215,7 @@ def test_tenants_tasks_are_forked_from_parents_of_their_own_uid_that_hold_nothin
             assert p["umask"] == 0o077
             assert p["scratch_is_cwd"] and not p["fetched_code"]
             assert p["token"]  # it has its task token, which its parent never saw
+            assert p["secret"] == secrets[tenant]  # and its secret, likewise
             # the module's top level, run in the parent as the tenant's uid, cannot reach the
             # server's key file, database or state folder
             at_import = p["at_import"]
@@ -224,10 +233,10 @@ def test_tenants_tasks_are_forked_from_parents_of_their_own_uid_that_hold_nothin
     parents_of = {tenant: {p["parent"] for p in found} for tenant, found in seen.items()}
     assert len(parents_of["team-a"]) == len(parents_of["team-b"]) == 1, parents_of
     assert not parents_of["team-a"] & parents_of["team-b"]
-    # no task token in a parent's environment or anywhere in its memory
+    # no task token or secret in a parent's environment or anywhere in its memory
     for pid in parents:
         assert not [t for t in tokens if t in environs[pid]]
-        assert memory[pid] == [], f"parent {pid} holds a task token"
+        assert memory[pid] == [], f"parent {pid} holds a task token or secret"
     # the parents' folders: the server's (not listable), code the server's, homes the uid's
     assert modes["warm"] == 0o711
     assert modes["folders"] == {(0o711, 0)}
@@ -248,6 +257,7 @@ def test_the_off_switch_and_a_fresh_task_s_module_read_of_the_key_file_fails_ali
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
+            client.set_secret("WARM_SECRET", "fresh")
             client.push_pipeline(compiled)
         probes, passed = _run(server, "default")
     finally:
