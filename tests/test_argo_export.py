@@ -206,3 +206,30 @@ def test_python_step_entrypoint_runs_the_step(flows: Path, tmp_path: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((outputs / "output").read_text()) == 14
+
+
+def test_a_python_step_with_its_own_image_runs_in_it(tmp_path: Path) -> None:
+    own = "registry.example.com/ml/xgb@sha256:" + "34" * 32
+    path = tmp_path / f"argo_own_image_{uuid.uuid4().hex[:8]}.py"
+    path.write_text(
+        textwrap.dedent(f"""
+        from argosy import pipeline, step
+
+        @step(image="{own}")
+        def fit(n: int) -> int:
+            return n
+
+        @step
+        def report(n: int) -> int:
+            return n
+
+        @pipeline
+        def own_image(n: int = 1) -> int:
+            return report(fit(n))
+        """)
+    )
+    doc = workflow_template(spec_of(path, "own_image"), image=IMAGE)
+    strictly_valid(doc)
+    templates = {t["name"]: t for t in doc["spec"]["templates"][1:]}
+    assert templates["fit"]["container"]["image"] == own
+    assert templates["report"]["container"]["image"] == IMAGE

@@ -127,3 +127,29 @@ def test_an_exported_example_runs_again_with_the_native_outputs(
         return
     native = _run(backend, _compiled(target))
     assert again == native
+
+
+def test_a_python_step_with_its_own_image_runs_in_it(tmp_path: Path) -> None:
+    own = "registry.example/ml/xgb@sha256:" + "34" * 32
+    path = tmp_path / "kfp_own_image.py"
+    path.write_text(
+        textwrap.dedent(f"""
+        from argosy import pipeline, step
+
+        @step(image="{own}")
+        def fit(n: int) -> int:
+            return n
+
+        @step
+        def report(n: int) -> int:
+            return n
+
+        @pipeline
+        def own_image(n: int = 1) -> int:
+            return report(fit(n))
+        """)
+    )
+    spec = compile_pipeline(load_pipeline(f"{path}:own_image")).spec
+    executors = pipeline_spec(spec, image=IMAGE)[0]["deploymentSpec"]["executors"]
+    assert executors["exec-fit"]["container"]["image"] == own
+    assert executors["exec-report"]["container"]["image"] == IMAGE

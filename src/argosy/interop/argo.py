@@ -7,8 +7,9 @@ defaults), JSON-typed values between tasks (output parameters), files between co
 limit, ``nvidia.com/gpu``), node pools (node selector, tolerations, affinity from the same pool
 map as the Kubernetes executor), retries (``retryStrategy`` with exponential backoff),
 timeouts (``activeDeadlineSeconds``), conditions (``when``: comparisons with and/or/not) and
-fan-out (``withItems`` / ``withParam``). Python steps run in the runtime image through
-:mod:`argosy.interop.argo_step` (their code baked into the image by CI); values are JSON.
+fan-out (``withItems`` / ``withParam``). Python steps run in the runtime image (or their own,
+``@step(image=...)``) through :mod:`argosy.interop.argo_step` (their code and Argosy baked
+into the image by CI); values are JSON.
 
 Refused, with the node named (Argo has no equivalent, or Argosy's engine does it):
 sub-pipelines, ``one_of`` inputs, exit handlers, ``in``/``not in`` conditions, a fan-out's
@@ -128,7 +129,7 @@ def _step_template(step: StepSpec, image: str, pools: Mapping[str, Pool] | None)
         for n, spec in step.inputs.items():
             if not _is_json(spec.type):
                 raise _refuse(step.name, f"the {spec.type} input {n!r} of a Python step")
-        container["image"] = image
+        container["image"] = impl.image or image  # a step's own image: the project and Argosy in it
         container["command"] = ["python", "-m", "argosy.interop.argo_step"]
         container["args"] = [
             impl.module,

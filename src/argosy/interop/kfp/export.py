@@ -139,14 +139,15 @@ class _Exporter:
     def container(self, key: str, step: StepSpec) -> dict[str, Any]:
         impl = step.implementation
         if isinstance(impl, PythonImplementation):
-            if not self.image:
+            image = impl.image or self.image  # a step's own image: the project and Argosy in it
+            if not image:
                 raise KfpExportError(
                     "--target kfp needs the image Python steps run in (the project and Argosy "
                     "installed), pinned by digest: --image REPO@sha256:..."
                 )
             types = {n: [t.type, t.serializer] for n, t in step.outputs.items()}
             container: dict[str, Any] = {
-                "image": self.image,
+                "image": image,
                 "command": ["python3", "-m", "argosy.interop.kfp.entry"],
                 "args": ["--executor_input", "{{$}}", "--module", impl.module,
                          "--function", impl.function, "--returns", impl.returns,
