@@ -7,6 +7,7 @@ as ``scripts/install-test-deps.sh`` does); skipped otherwise, with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -182,7 +183,7 @@ PROBE = textwrap.dedent(
             (scratch / "fake.jsonl").write_text("forged")
             os.replace(scratch / "fake.jsonl", scratch.parent / "log.jsonl")
 
-        base = inv["store"]["url"].removeprefix("argosy-task+") + "/api/v1/task-store/"
+        base = inv["store"]["url"].removeprefix("argosy-task+") + "/api/v1/task-store"
         auth = {"Authorization": "Bearer " + inv["store"]["options"]["token"]}
         foreign = f"tenants/{inv['tenant']}/blobs/sha256/00/" + "0" * 64
         return {
@@ -484,8 +485,18 @@ def test_a_servers_containers_run_as_the_tenants_task_uid(
             run = c.wait(c.create_run("who").id, poll=0.2, timeout=180)
             assert run.status == "succeeded", (run.error, server.log()[-3000:])
             values = {(x.node_path, x.output_name): x.value for x in c.artifacts(run.id)}
+            attempts = {t.node_path: t.attempts[-1].id for t in c.tasks(run.id)}
     finally:
         server.stop()
+    # each launcher stored its outputs through the task store, with its own attempt's token
+    requests = [
+        json.loads(line) for line in server.log().splitlines() if '"event": "request"' in line
+    ]
+    for node, attempt in attempts.items():
+        mine = [r for r in requests if r["principal"] == f"task:{attempt}"]
+        paths = [r["path"] for r in mine]
+        assert paths and all(p.startswith("/api/v1/task-store") for p in paths), (node, paths)
+        assert any(r["method"] in ("PUT", "POST") and r["status"] < 300 for r in mine), node
     uid, gid = values[("whoami", "uid")], values[("whoami", "gid")]
     assert 720000 <= uid < 720000 + 65536 and gid == task_user.pw_gid  # the tenant's task uid
     assert values[("whoami", "secret")] == "container-secret-42"  # a file it can read
