@@ -336,3 +336,64 @@ def test_a_forked_task_s_tree_is_killed_at_its_timeout_and_its_parent_lives_on(
     while _processes_of(task_user.pw_uid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_of(task_user.pw_uid) == []  # and ends with the server
+
+
+CRASH = textwrap.dedent(
+    """
+    import os, signal, time
+    from pathlib import Path
+    from argosy import pipeline, step
+
+
+    def _where() -> list:
+        parent = os.getppid()
+        warm = b"argosy.executors.local.warm" in Path(f"/proc/{parent}/cmdline").read_bytes()
+        return [warm, parent]
+
+
+    @step(cache=False)
+    def kill_parent() -> list:
+        found = _where()
+        if found[0]:
+            os.kill(found[1], signal.SIGKILL)  # the tenant's own parent: same uid
+            while Path(f"/proc/{found[1]}/cmdline").read_bytes():
+                time.sleep(0.01)  # until it is a zombie (or gone)
+        return found
+
+
+    @step(cache=False)
+    def after(x: list, n: int) -> list:
+        return _where()
+
+
+    @pipeline
+    def crash():
+        first = after(kill_parent(), n=1)
+        after(first, n=2)
+    """
+)
+
+
+def test_a_crashed_parent_loses_no_task_and_is_replaced(
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "warm_crash_steps.py").write_text(CRASH)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_crash_steps.py'}:crash"))
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    server = start_server(open_home, env, python=task_python)
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            run = client.wait(client.create_run("crash").id, poll=0.2, timeout=120)
+            assert run.status == "succeeded", (run.error, server.log()[-3000:])
+            values = {a.node_path: a.value for a in client.artifacts(run.id)}
+    finally:
+        server.stop()
+    killed = values["kill_parent"]
+    assert killed[0], values  # it was forked, and killed its parent; its result still counts
+    assert not Path(f"/proc/{killed[1]}").exists()
+    # the next task starts fresh (or forked from a new parent); the one after is forked
+    # from a new parent
+    assert values["after-2"][0] and values["after-2"][1] != killed[1], values
