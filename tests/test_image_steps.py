@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -210,11 +211,18 @@ def test_image_and_packages_do_not_mix(ws: Workspace) -> None:
     assert res.code == 2 and "takes its packages from the image" in res.stderr
 
 
-def test_a_timeout_leaves_no_container(
+def test_cancel_timeout_and_memory_limit_leave_no_container(
     ws: Workspace, podman: dict[str, str], python_image: str
 ) -> None:
     path = ws.write(f'''
         from argosy import pipeline, step
+
+        @step(image="{python_image}")
+        def forever(n: int) -> int:
+            import time
+
+            time.sleep(600)
+            return n
 
         @step(image="{python_image}", timeout=4)
         def slow(n: int) -> int:
@@ -223,14 +231,44 @@ def test_a_timeout_leaves_no_container(
             time.sleep(120)
             return n
 
+        @step(image="{python_image}", memory="200Mi")
+        def hungry(n: int) -> int:
+            block = bytearray(600 * 2**20)  # written, so resident
+            return n + len(block)
+
+        @pipeline
+        def cancelled(n: int = 1) -> int:
+            return forever(n)
+
         @pipeline
         def stuck(n: int = 1) -> int:
             return slow(n)
+
+        @pipeline
+        def greedy(n: int = 1) -> int:
+            return hungry(n)
     ''', "stuck")  # fmt: skip
+    proc = ws.spawn("run", f"{path}:cancelled", "--output", "json", env=podman)
+    deadline = time.monotonic() + 60
+    while not _ours(podman):  # the container is up
+        assert time.monotonic() < deadline and proc.poll() is None, "no container started"
+        time.sleep(0.1)
+    run_id = ws.argosy("runs", "list", "--output", "json").json()["runs"][0]["id"]
+    assert ws.argosy("runs", "cancel", run_id, env=podman).code == 0
+    proc.communicate(timeout=120)
+    assert ws.argosy("runs", "show", run_id, "--output", "json").json()["status"] == "cancelled"
+    assert not _ours(podman)
+
     res = ws.argosy("run", f"{path}:stuck", "--output", "json", env=podman, timeout=300)
     assert res.code == 1, res.stderr
     task = tasks_by_node(res.json())["slow"]
     assert task["state"] == "failed" and task["reason"].startswith("timeout"), task
+    assert not _ours(podman)
+
+    res = ws.argosy("run", f"{path}:greedy", "--output", "json", env=podman, timeout=300)
+    assert res.code == 1, res.stderr
+    task = tasks_by_node(res.json())["hungry"]
+    assert task["reason"].startswith("memory_limit: the container used more than its memory"), task
     assert not _ours(podman)
 
 
