@@ -434,7 +434,13 @@ def test_tasks_of_different_tenants_run_as_different_uids_and_cannot_look_into_e
 
 
 CONTAINERS = """
+import os
+
 from argosy import container_step, pipeline, step
+
+if not os.path.isdir("/argosy"):  # imported outside a container: say by which process
+    with open("MARKER_FILE", "a") as marker:
+        marker.write(f"{os.getpid()} {os.getuid()}\\n")
 
 whoami = container_step(
     name="whoami", image="BUSYBOX_IMAGE",
@@ -470,11 +476,13 @@ def test_a_servers_containers_run_as_the_tenants_task_uid(
     through the task store with the attempt's token)."""
     folder = tmp_path / "project"
     folder.mkdir()
+    marker = tmp_path / "imported-by"
     source = CONTAINERS.replace("BUSYBOX_IMAGE", BUSYBOX).replace("PYTHON_IMAGE", python_image)
+    source = source.replace("MARKER_FILE", str(marker))
     (folder / "container_users.py").write_text(source)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'container_users.py'}:who"))
     env = {"ARGOSY_INSECURE_DEV": "true", "ARGOSY_TASK_USER": TASK_USER,
-           "ARGOSY_TASK_UID_BASE": "720000", **podman}  # fmt: skip
+           "ARGOSY_TASK_UID_BASE": "720000", "ARGOSY_WARM_WORKERS_WAIT": "30", **podman}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as admin:
@@ -497,6 +505,9 @@ def test_a_servers_containers_run_as_the_tenants_task_uid(
         paths = [r["path"] for r in mine]
         assert paths and all(p.startswith("/api/v1/task-store") for p in paths), (node, paths)
         assert any(r["method"] in ("PUT", "POST") and r["status"] < 300 for r in mine), node
+    # the step's module ran on the host only here, to compile it: never in a server process
+    # (a warm parent would run the tenant's code as the server's user)
+    assert marker.read_text().split() == [str(os.getpid()), str(os.getuid())]
     uid, gid = values[("whoami", "uid")], values[("whoami", "gid")]
     assert 720000 <= uid < 720000 + 65536 and gid == task_user.pw_gid  # the tenant's task uid
     assert values[("whoami", "secret")] == "container-secret-42"  # a file it can read

@@ -373,6 +373,8 @@ class LocalExecutor(Executor):
         opted_out = launch.env.get("ARGOSY_WARM", "1").lower() in ("0", "false", "no")
         if self.warm is None or launch.gpu or launch.invocation.kind != "python" or opted_out:
             return None
+        if _is_container(launch):  # a step in an image: its code runs there, never out here
+            return None
         impl = launch.invocation.step.get("implementation", {})
         key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")))
         if not self.warm.sealed:
