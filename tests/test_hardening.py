@@ -127,10 +127,12 @@ def _tar(path: Path, build: str) -> Path:
 
 @pytest.mark.parametrize(
     "build",
-    ["../outside.txt", "/tmp/argosy-abs-" + uuid.uuid4().hex, "data/../../x", "symlink",
-     "relative-symlink", "hardlink", "device", "fifo"],
+    ["../outside.txt", "absolute", "data/../../x", "symlink", "relative-symlink", "hardlink",
+     "device", "fifo"],
 )  # fmt: skip
 def test_directory_artifacts_refuse_tar_slip(tmp_path: Path, build: str) -> None:
+    if build == "absolute":  # named here: a test id must be the same in every worker
+        build = "/tmp/argosy-abs-" + uuid.uuid4().hex
     archive = _tar(tmp_path / "dir.tar", build)
     scratch = tmp_path / "scratch" / "inputs" / "data"
     with pytest.raises(UnsafeNameError):
