@@ -397,3 +397,57 @@ def test_a_crashed_parent_loses_no_task_and_is_replaced(
     # the next task starts fresh (or forked from a new parent); the one after is forked
     # from a new parent
     assert values["after-2"][0] and values["after-2"][1] != killed[1], values
+
+
+FORGED = textwrap.dedent(
+    """
+    import os
+    from argosy import pipeline, step
+
+    if os.environ.get("ARGOSY_ATTEMPT_ID") == "0" * 26:  # the top level, run in a warm parent
+        import argosy.executors.local.warm as warm
+
+        SERVER = os.getppid()
+
+        def forged(request, fds, sock, sealed):  # name the server as the task's process
+            return {"pid": SERVER}
+
+        warm._fork = forged
+
+
+    @step(cache=False, timeout=5)
+    def victim() -> int:
+        return 1
+
+
+    @pipeline
+    def forge():
+        victim()
+    """
+)
+
+
+def test_a_parent_that_names_another_process_as_its_child_is_refused(
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
+) -> None:
+    # a parent runs tenant code: a pid it made up would be sampled, and killed at a timeout or
+    # cancel, by the server (root); the server checks it is the parent's own new child
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "warm_forged_steps.py").write_text(FORGED)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_forged_steps.py'}:forge"))
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    server = start_server(open_home, env, python=task_python)
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            run = client.wait(client.create_run("forge").id, poll=0.2, timeout=60)
+            (task,) = client.tasks(run.id)
+        alive = server.alive()
+    finally:
+        server.stop()
+    assert run.status == "failed"
+    why = " ".join(a.error or "" for a in task.attempts) + (task.reason or "")
+    assert "the warm parent's reply was refused" in why, task
+    assert f"{server.process.pid} is not its child" in why, task
+    assert alive

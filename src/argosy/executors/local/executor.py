@@ -400,7 +400,9 @@ class LocalExecutor(Executor):
         code = launch.invocation.code
         if code is None:
             return None
-        user = self.run_as if self._isolated(launch) else None
+        if self.run_as is not None and not self._isolated(launch):
+            return None  # a parent as the server's user next to task users: never
+        user = self.run_as
         key = (*key, str(user.uid) if user else "server")  # never another uid's parent
         sealed = Sealed(
             uid=user.uid if user else None, gid=user.gid if user else None,
@@ -424,7 +426,7 @@ class LocalExecutor(Executor):
 
             seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
             fcntl.fcntl(given, fcntl.F_ADD_SEALS, seals)
-            return parent.fork(request, [*fds, given])
+            return parent.fork(request, [*fds, given], sealed.uid)
         except WarmUnavailable:
             return None
         finally:

@@ -59,6 +59,14 @@ with which it must never see another tenant's task. So:
   runs the launcher as a fresh task user's does (non-dumpable, its scratch as working folder)
   and uses the code the parent imported (``launcher.PRELOADED``) instead of fetching it again.
 
+The executor never takes a parent's word for which process is the task: the pid it names
+must be the parent's own child, in a session of its own, of the tenant's uid, and the
+descriptor with it that child's pidfd (``WarmParent._distrust``); else the attempt fails to
+start (``WarmRefused``) and the parent is dropped. A parent reaps a child only once the
+executor has checked it (``{"checked": pid}``), so a child that ends at once is still there to
+be looked at. Without this a parent's tenant code could name the server, or another tenant's
+task, and have the server sample and, at a timeout or cancel, kill that process tree.
+
 The parent's own Argosy code never reads a task token, a data key or a secret. Whatever the
 module's top-level code does in the parent (it runs there as the tenant's uid) is inherited by
 every child, but each of those children is a task running that same code of that same tenant,
@@ -85,6 +93,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argosy.errors import ExecutionError
+
 IDLE_SECONDS = 120.0  # a parent without work for this long exits
 WARM_PARENT_MEMORY = 2 * 2**30  # a parent with pandas and scikit-learn: ~0.3 GiB, and room
 START_TIMEOUT = 60.0  # a parent not ready after this long is given up
@@ -103,6 +113,11 @@ SERVE = "import sys;from argosy.executors.local.warm import serve;serve(int(sys.
 
 class WarmUnavailable(Exception):
     """This task cannot be forked from a warm parent now: start a fresh interpreter."""
+
+
+class WarmRefused(ExecutionError):
+    """A warm parent's reply named a process that is not its new child: the attempt fails to
+    start (its invocation may have been read by whatever the parent started)."""
 
 
 # -- the executor's side ---------------------------------------------------------------------------
@@ -182,8 +197,10 @@ class WarmParent:
             self.failed = "the warm parent was not ready in time"
         return self.ready
 
-    def fork(self, request: dict[str, Any], fds: list[int]) -> WarmProcess:
-        """Ask for a child running the launcher; raises :class:`WarmUnavailable`."""
+    def fork(self, request: dict[str, Any], fds: list[int], uid: int | None = None) -> WarmProcess:
+        """Ask for a child running the launcher; raises :class:`WarmUnavailable`, or
+        :class:`WarmRefused` when the reply does not name a new child of this parent (of
+        ``uid``, if given) in a session of its own with that child's pidfd."""
         self.used = time.monotonic()
         with self.lock:  # one request at a time: the reply is the next pid or fallback
             try:
@@ -194,9 +211,18 @@ class WarmParent:
                     if doc is None:
                         break
                     if "pid" in doc:
-                        pid = int(doc["pid"])
+                        pid, pidfd = int(doc["pid"]), doc["_fds"][0]
+                        why = self._distrust(pid, pidfd, uid)
+                        if why is not None:  # never watch, sample or kill a pid it names
+                            os.close(pidfd)
+                            self.failed = f"the warm parent's reply was refused: {why}"
+                            raise WarmRefused(self.failed)
+                        from argosy.runtime.processes import start_time
+
+                        started = start_time(pid)  # it cannot be reaped before "checked"
                         self.children.add(pid)
-                        return WarmProcess(pid, self, doc["_fds"][0], doc.get("started"))
+                        self.sock.send(json.dumps({"checked": pid}).encode())
+                        return WarmProcess(pid, self, pidfd, started)
                     if "fallback" in doc:
                         raise WarmUnavailable(str(doc["fallback"]))
             except (OSError, ValueError) as exc:
@@ -204,6 +230,29 @@ class WarmParent:
                 raise WarmUnavailable(self.failed) from None
             self.failed = "the warm parent did not answer in time"
             raise WarmUnavailable(self.failed)
+
+    def _distrust(self, pid: int, pidfd: int, uid: int | None) -> str | None:
+        """Why the child a parent names is not to be trusted (None: it is). A parent runs
+        tenant code: a pid it made up (the server's, another tenant's task) would otherwise be
+        sampled, and killed at a timeout, by the server."""
+        try:
+            info = Path(f"/proc/self/fdinfo/{pidfd}").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
+            session = os.getsid(pid)
+        except (OSError, ValueError) as exc:
+            return f"child {pid} cannot be looked at ({exc})"
+        fields = {k: v.split() for k, _, v in (line.partition(":") for line in status.splitlines())}
+        if fields.get("Pid") != [str(pid)] or [
+            line.split()[1:] for line in info.splitlines() if line.startswith("Pid:")
+        ] != [[str(pid)]]:
+            return f"the descriptor is not the pidfd of {pid}"
+        if fields.get("PPid") != [str(self.proc.pid)]:
+            return f"{pid} is not its child"
+        if uid is not None and fields.get("Uid") != [str(uid)] * 4:
+            return f"{pid} does not run as uid {uid}"
+        if session != pid:
+            return f"{pid} is not in a session of its own"
+        return None
 
     def exit_of(self, pid: int) -> tuple[int | None, float | None]:
         deadline = time.monotonic() + EXIT_TIMEOUT
@@ -517,11 +566,12 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
         return
     sock.send(b'{"ready": true}')
     children: dict[int, int] = {}  # pidfd -> pid
+    unchecked: dict[int, int] = {}  # pid -> pidfd: not reaped until the executor checked it
     idle_since = time.monotonic()
     while True:
         if os.getppid() != started_by:
             return  # its engine is gone
-        if not children and time.monotonic() - idle_since > idle:
+        if not children and not unchecked and time.monotonic() - idle_since > idle:
             return
         watched: list[Any] = [sock, *children]
         ready, _, _ = select.select(watched, [], [], 1.0)
@@ -541,6 +591,11 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
         if not data:
             return  # the executor closed its end
         request = json.loads(data)
+        if "checked" in request:  # the executor has checked the child: it may be reaped now
+            found = unchecked.pop(int(request["checked"]), None)
+            if found is not None:
+                children[found] = int(request["checked"])
+            continue
         sys.stdout.flush()  # nothing of the parent's may reach a child's output
         sys.stderr.flush()
         reply = _fork(request, fds, sock, sealed)
@@ -550,10 +605,7 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
             sock.send(json.dumps(reply).encode())
             continue
         pidfd = os.pidfd_open(reply["pid"])  # before any wait: the child cannot be reaped yet
-        children[pidfd] = reply["pid"]
-        from argosy.runtime.processes import start_time
-
-        reply["started"] = start_time(reply["pid"])
+        unchecked[reply["pid"]] = pidfd
         socket.send_fds(sock, [json.dumps(reply).encode()], [pidfd])
         idle_since = time.monotonic()
 
