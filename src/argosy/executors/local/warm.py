@@ -169,12 +169,31 @@ class WarmParent:
         data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 1)
         if not data:
             raise OSError("the warm parent closed its socket")
-        doc: dict[str, Any] = json.loads(data)
-        if fds:
+        try:
+            doc: dict[str, Any] = json.loads(data)
+            if not isinstance(doc, dict):
+                raise ValueError("not a message")
+        except ValueError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        if fds and "pid" in doc:
             doc["_fds"] = fds
-        if "exit" in doc:
-            self.exits[int(doc["exit"])] = (int(doc["status"]), float(doc["cpu"]))
-            self.children.discard(int(doc["exit"]))
+        else:  # a descriptor only ever comes with a child's pid
+            for fd in fds:
+                os.close(fd)
+            if "pid" in doc:
+                raise ValueError("a child's pid without its pidfd")
+        try:  # a parent runs tenant code: what it sends is checked, and only its own
+            if "pid" in doc:  # children's exits are kept (bounded)
+                doc["pid"] = int(doc["pid"])
+            if "exit" in doc and int(doc["exit"]) in self.children:
+                self.exits[int(doc["exit"])] = (int(doc["status"]), float(doc["cpu"]))
+                self.children.discard(int(doc["exit"]))
+        except (TypeError, KeyError, ValueError, OverflowError) as exc:
+            for fd in doc.pop("_fds", []):
+                os.close(fd)
+            raise ValueError(f"not a warm parent's message: {exc}") from None
         return doc
 
     def poll_ready(self, wait: float = 0.0) -> bool:
@@ -271,9 +290,13 @@ class WarmParent:
 
     def close(self) -> None:
         """End the parent: it exits by itself when its socket closes (removing its private
-        folder); one that does not within a second is terminated, then killed."""
+        folder); one that does not within a second is terminated, then killed. A sealed
+        parent (its folder is the server's to remove; it runs tenant code) is killed at once."""
         self.sock.close()
-        for stop in (None, self.proc.terminate, self.proc.kill):
+        stops = (None, self.proc.terminate, self.proc.kill) if self.folder is None else (
+            self.proc.kill,
+        )  # fmt: skip
+        for stop in stops:
             if stop is not None and self.proc.poll() is None:
                 stop()
             try:
