@@ -225,7 +225,8 @@ def test_tenants_tasks_are_forked_from_parents_of_their_own_uid_that_hold_nothin
             # nor given anything of the server's or of a task's: only a slot for the attempt id
             given = [k for k in at_import["environment"] if k.startswith(("ARGOSY_", "AWS_"))]
             assert given == ["ARGOSY_ATTEMPT_ID"], at_import["environment"]
-            assert at_import["attempt_slot"] == "0" * 26
+            slot = at_import["attempt_slot"]  # the parent's own marker, no attempt's id
+            assert len(slot) == 26 and slot == slot.lower() and int(slot, 16) >= 0, slot
             # another process of the uid (a task of the tenant) cannot look inside the parent
             for what in ("parent_environ", "parent_memory", "parent_cwd"):
                 assert p[what] == "PermissionError", (what, p[what])
@@ -404,7 +405,7 @@ FORGED = textwrap.dedent(
     import os
     from argosy import pipeline, step
 
-    if os.environ.get("ARGOSY_ATTEMPT_ID") == "0" * 26:  # the top level, run in a warm parent
+    if b"argosy.executors.local.warm" in open("/proc/self/cmdline", "rb").read():  # a parent
         import argosy.executors.local.warm as warm
 
         SERVER = os.getppid()
@@ -451,3 +452,66 @@ def test_a_parent_that_names_another_process_as_its_child_is_refused(
     assert "the warm parent's reply was refused" in why, task
     assert f"{server.process.pid} is not its child" in why, task
     assert alive
+
+
+STRAY = textwrap.dedent(
+    """
+    import os, subprocess
+    from argosy import pipeline, step
+
+    if b"argosy.executors.local.warm" in open("/proc/self/cmdline", "rb").read():  # a parent
+        # a process the module starts at import belongs to no task
+        subprocess.Popen(["sleep", "296.5"], start_new_session=True)
+
+
+    @step(cache=False)
+    def plain() -> int:
+        return 1
+
+
+    @pipeline
+    def stray():
+        plain()
+    """
+)
+
+
+def _sleepers() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == b"sleep\x00296.5\x00":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_what_a_module_starts_in_a_parent_ends_with_the_parent(
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "warm_stray_steps.py").write_text(STRAY)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_stray_steps.py'}:stray"))
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60",
+           "ARGOSY_WARM_WORKERS_IDLE": "1"}  # fmt: skip
+    server = start_server(open_home, env, python=task_python)
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            first = client.wait(client.create_run("stray").id, poll=0.2, timeout=60)
+            strays = _sleepers()
+            time.sleep(3.5)  # the parent idles out; the next task start ends what it left
+            second = client.wait(client.create_run("stray").id, poll=0.2, timeout=60)
+            after_idle = _sleepers()
+    finally:
+        server.stop()
+    assert first.status == second.status == "succeeded"
+    assert len(strays) == 1, strays  # started by the first parent
+    assert strays[0] not in after_idle  # ended with it
+    assert len(after_idle) == 1  # the second parent's
+    deadline = time.monotonic() + 10
+    while _sleepers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sleepers() == []  # and that one with the server

@@ -103,7 +103,10 @@ EXIT_TIMEOUT = 10.0  # seconds to wait for a child's exit status once its pidfd 
 MAX_MESSAGE = 256 * 1024
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
-PLACEHOLDER = "0" * 26  # an attempt id's length: overwritten in each child's environment block
+# a parent's ARGOSY_ATTEMPT_ID: an attempt id's length, overwritten in each child's environment
+# block; random per parent (lowercase hex: never an attempt id), so that what the module started
+# at import (processes that inherit it) can be found and ended with the parent
+MARKER_LENGTH = 26
 PRIVATE_PREFIX = "private-"  # + the parent's pid: its plaintext code package (encrypted stores)
 SEALED_PREFIX = "sealed-"  # + a random name: a sealed parent's folder (its code and home)
 SEALED_ENV = "ARGOSY_WARM_SEALED"  # a sealed parent's start document (no secret in it)
@@ -154,6 +157,7 @@ class WarmParent:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
     folder: Path | None = None  # a sealed parent's folder (removed when it is dropped)
+    marker: str | None = None  # its ARGOSY_ATTEMPT_ID, inherited by what its imports started
     ready: bool = False
     failed: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -301,9 +305,19 @@ class WarmParent:
                 stop()
             try:
                 self.proc.wait(1 if stop is None else 5)
-                return
+                break
             except subprocess.TimeoutExpired:
                 continue
+        self.end_strays()
+
+    def end_strays(self) -> None:
+        """Kill what the module started in the parent (at import, or later from a hook), which
+        belongs to no task: every process still carrying the parent's marker. Its tasks carry
+        their own attempt ids and are not touched."""
+        if self.marker is not None:
+            from argosy.runtime.processes import kill_tree
+
+            kill_tree(None, self.marker)
 
 
 class WarmPool:
@@ -334,12 +348,17 @@ class WarmPool:
         """The ready parent for ``key``; else None (one is started for the next task)."""
         with self._lock:
             self._remove_leftovers()
+            for gone in [
+                k for k, p in self._parents.items() if k != key and p.proc.poll() is not None
+            ]:
+                self._drop(gone)  # exited by itself (idle): what its imports started goes too
             found = self._parents.get(key)
-            if found is not None:
-                if found.failed or found.proc.poll() is not None:
-                    self._drop(key)
-                    return None  # replaced below, for the next task
-            else:
+            if found is not None and (found.failed or found.proc.poll() is not None):
+                self._drop(key)
+                if found.failed:
+                    return None  # (its imports failed, say): the next task starts another
+                found = None  # it exited (idle, or killed): replaced now
+            if found is None:
                 excess = len(self._parents) - self.limit + 1
                 for old in sorted(self._parents.values(), key=lambda p: p.used):
                     if excess <= 0:
@@ -367,7 +386,8 @@ class WarmPool:
         # pyarrow's (pandas') jemalloc starts a background thread on import: a parent with a
         # second thread is never forked
         server_env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
-        server_env[ATTEMPT_ENV] = PLACEHOLDER  # a slot each child writes its attempt id into
+        marker = secrets.token_hex(MARKER_LENGTH // 2)
+        server_env[ATTEMPT_ENV] = marker  # a slot each child writes its attempt id into
         server_env[IDLE_ENV] = str(self.idle)
         self.folder.mkdir(parents=True, exist_ok=True)
         folder: Path | None = None
@@ -404,7 +424,7 @@ class WarmPool:
             raise
         finally:
             theirs.close()
-        return WarmParent(key, proc, ours, folder=folder)
+        return WarmParent(key, proc, ours, folder=folder, marker=marker)
 
     def _sealed_folder(self, sealed: Sealed) -> tuple[Path, Path]:
         """A sealed parent's folder (the server's, 0711, a random name) with its code (the
@@ -526,6 +546,9 @@ def serve(fd: int) -> None:
         shutil.rmtree(Path.cwd() / f"{PRIVATE_PREFIX}{os.getpid()}", ignore_errors=True)
 
 
+_MARKER = ""  # this parent's ARGOSY_ATTEMPT_ID (its marker), which each child overwrites
+
+
 def _set_not_dumpable() -> None:
     import ctypes
 
@@ -570,8 +593,10 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
 
     if sealed is None:  # a local run's parent dies with its engine; a server's is shared by
         _set_parent_death_signal()  # runs (threads) and exits when the server's socket closes
+    global _MARKER
     started_by = os.getppid()
     idle = float(os.environ.pop(IDLE_ENV, IDLE_SECONDS))
+    _MARKER = os.environ.get(ATTEMPT_ENV, "")
     sock = socket.socket(fileno=fd)
     try:
         signal.alarm(int(START_TIMEOUT))  # an import that never ends ends the parent
@@ -635,7 +660,7 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
 
 def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
           sealed: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
-    if len(request["attempt_id"]) != len(PLACEHOLDER):
+    if len(request["attempt_id"]) != MARKER_LENGTH:
         return {"fallback": "an attempt id of another length"}
     if len(fds) != (5 if sealed is not None else 4):
         return {"fallback": "not the descriptors this parent expects"}
@@ -745,7 +770,7 @@ def _mark_environment_block(attempt_id: str) -> None:
         block = Path("/proc/self/environ").read_bytes()
     except (OSError, IndexError, ValueError):
         return
-    needle = f"{ATTEMPT_ENV}={PLACEHOLDER}".encode()
+    needle = f"{ATTEMPT_ENV}={_MARKER}".encode()
     at = block.find(needle)
     if at < 0 or start + at + len(needle) > end:
         return
