@@ -29,6 +29,10 @@ BOTH_BACKENDS = {"tests.test_engine", "tests.test_cli", "tests.test_cache",
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "postgresql: runs with the metadata in PostgreSQL")
+    # the CLI's tables fit COLUMNS: a test sets the width it checks (pytest-xdist's workers
+    # inherit COLUMNS=80 and LINES=24 from execnet)
+    for inherited in ("COLUMNS", "LINES"):
+        os.environ.pop(inherited, None)
 
 
 # -- no silent skips in CI ----------------------------------------------------------------------

@@ -60,6 +60,7 @@ LEAST_ROLE = {
     Action.RETRIEVAL_APPROVE: "owner", Action.LEGAL_HOLD_WRITE: "owner", Action.RUN_DELETE: "owner",
     Action.COST_READ: "viewer", Action.RETRIEVAL_REQUEST: "viewer",
     Action.MODEL_READ: "viewer", Action.MODEL_WRITE: "editor", Action.MODEL_PROMOTE: "editor",
+    Action.MODEL_APPROVE: "owner",
     Action.TENANT_CREATE: "P", Action.TENANT_ARCHIVE: "P", Action.TENANT_QUOTAS_WRITE: "P",
     Action.TENANT_LIST_ALL: "P", Action.AUDIT_READ_ALL: "P", Action.SCIM: "P",
     Action.METRICS_READ: "P", Action.COST_READ_ALL: "P", Action.GC: "P", Action.LIFECYCLE_RUN: "P",

@@ -37,7 +37,10 @@ class Request(BaseModel):
     """A request body: unknown fields are refused, and so is a NUL character in any text
     (PostgreSQL stores none: it would otherwise fail as a server error)."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)  # see Document
+    # built at import, unlike documents: FastAPI wraps a body model in Annotated[..., Body()],
+    # and a deferred build of that at the first request warned (pydantic's
+    # UnsupportedFieldAttributeWarning for Body's alias) — a server error under -W error
+    model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
@@ -49,8 +52,8 @@ class Request(BaseModel):
 class Document(BaseModel):
     """A response body: unknown fields are kept (forward compatible).
 
-    Documents (and requests) build their validators on first use, not at import: a command
-    uses a handful of the ~100, and building them all cost ~30 ms of every ``argosy run``.
+    Documents build their validators on first use, not at import: a command uses a handful
+    of the ~100, and building them all cost ~30 ms of every ``argosy run``.
     """
 
     model_config = ConfigDict(extra="allow", defer_build=True)
