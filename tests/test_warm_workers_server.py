@@ -515,3 +515,33 @@ def test_what_a_module_starts_in_a_parent_ends_with_the_parent(
     while _sleepers() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _sleepers() == []  # and that one with the server
+
+
+def test_what_a_killed_server_s_parents_left_is_ended_by_the_next_server(
+    task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "warm_stray_steps_2.py").write_text(STRAY)
+    compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_stray_steps_2.py'}:stray"))
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    server = start_server(open_home, env, python=task_python)
+    try:
+        with Client(server.url) as client:
+            client.push_pipeline(compiled)
+            run = client.wait(client.create_run("stray").id, poll=0.2, timeout=60)
+    finally:
+        server.kill()  # SIGKILL: its parents see their socket close and exit; nothing else
+    assert run.status == "succeeded"
+    time.sleep(1.5)
+    left = _sleepers()
+    assert len(left) == 1, left
+    again = start_server(open_home, env, python=task_python)
+    try:
+        deadline = time.monotonic() + 10
+        while _sleepers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        still = _sleepers()
+    finally:
+        again.stop()
+    assert still == []

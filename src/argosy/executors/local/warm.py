@@ -337,6 +337,7 @@ class WarmPool:
         if sealed:  # a server's: the folders of an earlier process's parents go
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o711)  # enterable by task users, never listable
+            _end_strays_in(folder)
             for old in folder.glob(f"{SEALED_PREFIX}*"):
                 if old.is_dir() and not old.is_symlink():
                     shutil.rmtree(old, ignore_errors=True)
@@ -471,6 +472,23 @@ class WarmPool:
             for old in self._leftovers:
                 _remove_folder(old)
             self._leftovers.clear()
+
+
+def _end_strays_in(folder: Path) -> None:
+    """Kill what an earlier server's parents (killed with it) left running: processes working
+    in a parent's home (what its module started); its tasks work in their scratch folders."""
+    from argosy.runtime.processes import kill_tree
+
+    prefix = str(folder.resolve() / SEALED_PREFIX)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(prefix):
+            kill_tree(int(entry.name))
 
 
 def _remove_folder(parent: WarmParent) -> None:
