@@ -25,9 +25,12 @@ install: $(STAMP)
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/argosy run examples/demo.py:breast_cancer
 
+# Two test processes (pytest-xdist; TEST_JOBS=1 for one): most tests wait on processes they
+# started, so two keep both cores busy. A file's tests stay together (its fixtures start once).
+TEST_JOBS ?= 2
 test: $(STAMP)
 	bash scripts/install-test-deps.sh
-	$(PY) -m pytest -m "not external and not live_k8s"
+	$(PY) -m pytest -m "not external and not live_k8s" -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples benchmarks

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from tests.conftest import Workspace
-from tests.test_container import IMAGE
+from tests.test_container import IMAGE, containers_of
 from tests.test_container import podman as podman  # the fixture: the image, CONTAINERS_CONF
 
 SECRET = "s3cr3t-value-0123456789"
@@ -22,18 +22,6 @@ def _podman(env: dict[str, str], *args: str) -> str:
     return subprocess.run(
         ["podman", *args], capture_output=True, text=True, env={**PATH, **env}, check=True
     ).stdout
-
-
-def _ours(env: dict[str, str], ws: Workspace) -> list[str]:
-    """The containers of this workspace's attempts that exist (other tests on this machine
-    may run containers of their own)."""
-    runs = ws.argosy("runs", "list", "--output", "json").json()["runs"]
-    mine = set()
-    for run in runs:
-        doc = ws.argosy("runs", "show", run["id"], "--output", "json").json()
-        mine |= {f"argosy-{a['id'].lower()}" for t in doc["tasks"] for a in t["attempts"]}
-    names = _podman(env, "ps", "--all", "--format", "{{.Names}}").split()
-    return [n for n in names if n in mine]
 
 
 def _get(ws: Workspace, ref: str) -> Any:
@@ -81,7 +69,7 @@ def test_a_container_step_is_confined(ws: Workspace, podman: dict[str, str]) -> 
     try:
         # while it runs: what the engine can tell about the container holds no secret
         deadline = time.monotonic() + 60
-        while not (names := _ours(podman, ws)):
+        while not (names := containers_of(ws, podman)):
             assert time.monotonic() < deadline and proc.poll() is None, "no container started"
             time.sleep(0.1)
         inspected = _podman(podman, "inspect", names[0])
@@ -105,7 +93,7 @@ def test_a_container_step_is_confined(ws: Workspace, podman: dict[str, str]) -> 
         "mode": "fast",
     }  # fmt: skip
     assert "eth0" in _get(ws, f"{run['id']}/online/nets")  # network=True: the default network
-    assert not _ours(podman, ws)
+    assert not containers_of(ws, podman)
     assert SECRET not in ws.argosy("logs", run["id"]).stdout
 
 
@@ -128,7 +116,7 @@ def test_the_memory_limit_kills_with_memory_limit(ws: Workspace, podman: dict[st
     attempt = res.json()["tasks"][0]["attempts"][0]
     assert attempt["reason"] == "memory_limit", attempt
     assert "the container used more than its memory limit (24" in attempt["error"]
-    assert not _ours(podman, ws)
+    assert not containers_of(ws, podman)
 
 
 def test_cancel_and_timeout_leave_no_container(ws: Workspace, podman: dict[str, str]) -> None:
@@ -154,16 +142,16 @@ def test_cancel_and_timeout_leave_no_container(ws: Workspace, podman: dict[str, 
     ''')
     proc = ws.spawn("run", f"{path}:cancelled", "--output", "json", env=podman)
     deadline = time.monotonic() + 60
-    while not _ours(podman, ws):
+    while not containers_of(ws, podman):
         assert time.monotonic() < deadline and proc.poll() is None, "no container started"
         time.sleep(0.1)
     run_id = ws.argosy("runs", "list", "--output", "json").json()["runs"][0]["id"]
     assert ws.argosy("runs", "cancel", run_id, env=podman).code == 0
     proc.communicate(timeout=120)
     assert ws.argosy("runs", "show", run_id, "--output", "json").json()["status"] == "cancelled"
-    assert not _ours(podman, ws)
+    assert not containers_of(ws, podman)
 
     res = ws.argosy("run", f"{path}:timed_out", "--output", "json", env=podman)
     assert res.code == 1
     assert res.json()["tasks"][0]["attempts"][0]["reason"] == "timeout"
-    assert not _ours(podman, ws)
+    assert not containers_of(ws, podman)

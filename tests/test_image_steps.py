@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import Workspace, outputs, tasks_by_node
 from tests.test_container import IMAGE as BUSYBOX
+from tests.test_container import containers_of
 from tests.test_container import podman as podman  # the fixture: CONTAINERS_CONF, busybox image
 
 PATH = {"PATH": "/usr/bin:/usr/sbin:/bin:/sbin"}
@@ -93,12 +94,6 @@ def python_image(podman: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     )
 
 
-def _ours(env: dict[str, str]) -> list[str]:
-    names = subprocess.run(["podman", "ps", "--all", "--format", "{{.Names}}"],
-                           capture_output=True, text=True, env={**PATH, **env}, check=True)  # fmt: skip
-    return [n for n in names.stdout.split() if n.startswith("argosy-")]
-
-
 PIPELINE = """
 from pathlib import Path
 
@@ -168,7 +163,7 @@ def test_a_python_step_runs_in_its_image(
     assert value["cwd"] == "/argosy/work"
     # the result flows back to a host step; nothing is left behind
     assert [t["state"] for t in doc["tasks"]] == ["succeeded"] * 3
-    assert not _ours(podman)
+    assert not containers_of(ws, podman)
     again = ws.argosy("run", f"{path}:boxed", "--output", "json", env=env, timeout=300)
     assert {t["node_path"]: t["state"] for t in again.json()["tasks"]}["inside"] == "cached"
 
@@ -192,7 +187,7 @@ def test_an_image_without_python_fails_the_task_naming_it(
     task = tasks_by_node(res.json())["nowhere"]
     assert task["state"] == "failed" and task["reason"].startswith("container_error: "), task
     assert f"image {BUSYBOX} has no python3 on its PATH" in task["reason"]
-    assert not _ours(podman)
+    assert not containers_of(ws, podman)
 
 
 def test_image_and_packages_do_not_mix(ws: Workspace) -> None:
@@ -250,26 +245,26 @@ def test_cancel_timeout_and_memory_limit_leave_no_container(
     ''', "stuck")  # fmt: skip
     proc = ws.spawn("run", f"{path}:cancelled", "--output", "json", env=podman)
     deadline = time.monotonic() + 60
-    while not _ours(podman):  # the container is up
+    while not containers_of(ws, podman):  # the container is up
         assert time.monotonic() < deadline and proc.poll() is None, "no container started"
         time.sleep(0.1)
     run_id = ws.argosy("runs", "list", "--output", "json").json()["runs"][0]["id"]
     assert ws.argosy("runs", "cancel", run_id, env=podman).code == 0
     proc.communicate(timeout=120)
     assert ws.argosy("runs", "show", run_id, "--output", "json").json()["status"] == "cancelled"
-    assert not _ours(podman)
+    assert not containers_of(ws, podman)
 
     res = ws.argosy("run", f"{path}:stuck", "--output", "json", env=podman, timeout=300)
     assert res.code == 1, res.stderr
     task = tasks_by_node(res.json())["slow"]
     assert task["state"] == "failed" and task["reason"].startswith("timeout"), task
-    assert not _ours(podman)
+    assert not containers_of(ws, podman)
 
     res = ws.argosy("run", f"{path}:greedy", "--output", "json", env=podman, timeout=300)
     assert res.code == 1, res.stderr
     task = tasks_by_node(res.json())["hungry"]
     assert task["reason"].startswith("memory_limit: the container used more than its memory"), task
-    assert not _ours(podman)
+    assert not containers_of(ws, podman)
 
 
 def _another_python() -> tuple[str, Path] | None:
@@ -311,4 +306,4 @@ def test_an_image_with_another_python_fails_the_task_naming_both_versions(
     mine = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert reason.startswith(f"container_error: image {image} has Python {theirs}, but this "
                              f"Argosy runs Python steps with Python {mine}"), reason  # fmt: skip
-    assert not _ours(podman)
+    assert not containers_of(ws, podman)

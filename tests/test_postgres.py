@@ -511,6 +511,14 @@ def flapping(n: int = 40) -> int:
 """
 
 
+def _a_task_started(store: MetadataStore) -> bool:
+    try:
+        with store.session() as s:
+            return s.scalar(select(Attempt.id).limit(1)) is not None
+    except ProgrammingError:  # the CLI has not made the tables yet
+        return False
+
+
 @pytest.mark.slow
 def test_short_outages_at_any_moment_lose_nothing_and_run_nothing_twice(
     ws: Workspace, pg_cluster: PostgresCluster, pg_url: str
@@ -525,7 +533,14 @@ def test_short_outages_at_any_moment_lose_nothing_and_run_nothing_twice(
         env={"ARGOSY_DATABASE_URL": pg_url},
     )  # fmt: skip
     try:
-        time.sleep(2.5)  # compiled, submitted and running
+        watch = MetadataStore.open(pg_url)  # until it is submitted and a task has started
+        try:
+            deadline = time.monotonic() + 120
+            while not _a_task_started(watch):
+                assert time.monotonic() < deadline and proc.poll() is None, "no task started"
+                time.sleep(0.1)
+        finally:
+            watch.close()
         for _ in range(5):
             if proc.poll() is not None:
                 break
@@ -551,3 +566,34 @@ def test_short_outages_at_any_moment_lose_nothing_and_run_nothing_twice(
             continue  # the map node itself runs no attempt
         ok = [a for a in step["attempts"] if a["state"] == "succeeded"]
         assert len(ok) == 1, f"{step['node']}: {step['attempts']}"
+
+
+def test_a_command_that_loses_the_database_midway_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A connection refused after the command opened the store (a real driver error from a
+    closed port) ends the CLI with one line and the store's exit code, not a traceback."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from argosy.cli import main as cli
+
+    nowhere = create_engine("postgresql+psycopg://argosy@127.0.0.1:1/gone")
+    try:
+        nowhere.connect()
+    except OperationalError as exc:
+        lost = exc
+
+    def command(prog_name: str) -> None:
+        raise lost
+
+    monkeypatch.setattr(cli, "app_for", lambda args: command)
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == StoreError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: the metadata database stopped")
+    assert "Connection refused" in err and "runs resume" in err
+    monkeypatch.setattr(cli, "app_for", lambda args: lambda prog_name: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else is not called a lost database
+        cli.main()

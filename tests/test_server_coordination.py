@@ -118,7 +118,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 def attempts_by_task(url: str, run_id: str) -> dict[str, list[Any]]:
     rows = sql(
         url,
-        "SELECT t.node_path, a.number, a.state, a.cause, a.started_at, a.finished_at "
+        "SELECT t.node_path, a.number, a.state, a.cause, a.started_at, a.finished_at, a.pid "
         "FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.run_id = :r "
         "ORDER BY t.node_path, a.number",
         r=run_id,
@@ -167,9 +167,9 @@ def test_kill_9_of_the_leading_server_mid_run_the_other_takes_over_and_finishes(
     second = servers("second")
     wait_for(lambda: second.ready(), 30, "the second server")
 
-    def live_second_task() -> Any:
+    def live_second_task() -> Any:  # running, and its process recorded (a moment later)
         attempts = attempts_by_task(pg_migrated_url, run.id).get("slow-2", [])
-        return attempts and attempts[-1].state == "running"
+        return attempts and attempts[-1].state == "running" and attempts[-1].pid
 
     wait_for(live_second_task, 30, "a live attempt of the second task")
     (orphan_pid,) = sql(

@@ -1121,6 +1121,15 @@ def main() -> None:
     except ArgosyError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        from argosy.errors import StoreError
+        from argosy.stores.metadata.db import lost_message
+
+        message = lost_message(exc)  # the database went away under a command
+        if message is None:
+            raise
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(StoreError.exit_code) from None
 
 
 def entry() -> None:

@@ -176,6 +176,18 @@ def retry(
             attempt += 1
 
 
+def lost_message(exc: BaseException) -> str | None:
+    """What to tell a user whose command lost the metadata database midway (a transient
+    error), or None for any other error."""
+    if not is_transient(exc):
+        return None
+    return (
+        f"the metadata database stopped answering ({error_summary(exc)}); what was committed "
+        "is kept: run the command again once it is back (a run it started continues with "
+        "'argosy runs resume RUN')"
+    )
+
+
 def error_summary(exc: BaseException) -> str:
     """The driver's message on one line, without SQLAlchemy's SQL and background links, nor
     libpq's "connection to server at ... failed:" preamble (messages name the host anyway)."""
