@@ -32,7 +32,9 @@ from tests.test_task_isolation import (
 
 __all__ = ["open_home", "task_python", "task_user"]  # fixtures, used by name
 
-UID_BASE = 700000
+# each test's tenants get uids of their own (base + N): with tests in parallel (pytest-xdist),
+# no test's "no process of this uid is left" sees another test's tasks
+UID_BASE = 750000
 
 MODULE = textwrap.dedent(
     """
@@ -254,7 +256,8 @@ def test_the_off_switch_and_a_fresh_task_s_module_read_of_the_key_file_fails_ali
     task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path
 ) -> None:
     compiled = _compiled(tmp_path / "project", open_home, "fresh_tenant_steps")
-    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS": "false"}
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS": "false",
+           "ARGOSY_TASK_UID_BASE": "760000"}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
@@ -267,7 +270,7 @@ def test_the_off_switch_and_a_fresh_task_s_module_read_of_the_key_file_fails_ali
     assert not (open_home / "warm").exists()
     for p in probes:
         assert not p["warm"] and p["at_import"]["pid"] == p["pid"], p  # a fresh interpreter
-        assert p["ids"]["Uid"] == [task_user.pw_uid] * 4
+        assert p["ids"]["Uid"] == [760000] * 4
         for what in ("read_key_file", "list_keys", "read_database", "list_home"):
             assert p["at_import"][what] == "PermissionError", (what, p["at_import"])
 
@@ -313,7 +316,8 @@ def test_a_forked_task_s_tree_is_killed_at_its_timeout_and_its_parent_lives_on(
     folder.mkdir()
     (folder / "warm_stuck_steps.py").write_text(STUCK.replace("__GATE__", repr(str(gate))))
     compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_stuck_steps.py'}:stuck_run"))
-    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60",
+           "ARGOSY_TASK_UID_BASE": "770000"}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
@@ -334,9 +338,9 @@ def test_a_forked_task_s_tree_is_killed_at_its_timeout_and_its_parent_lives_on(
     assert not escaped_alive  # the escaped 'sleep' was killed with the task
     assert parent_alive  # the parent serves the next task
     deadline = time.monotonic() + 10
-    while _processes_of(task_user.pw_uid) and time.monotonic() < deadline:
+    while _processes_of(770000) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_of(task_user.pw_uid) == []  # and ends with the server
+    assert _processes_of(770000) == []  # and ends with the server (the default tenant's uid)
 
 
 CRASH = textwrap.dedent(
@@ -382,7 +386,8 @@ def test_a_crashed_parent_loses_no_task_and_is_replaced(
     folder.mkdir()
     (folder / "warm_crash_steps.py").write_text(CRASH)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_crash_steps.py'}:crash"))
-    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60",
+           "ARGOSY_TASK_UID_BASE": "780000"}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
@@ -437,7 +442,8 @@ def test_a_parent_that_names_another_process_as_its_child_is_refused(
     folder.mkdir()
     (folder / "warm_forged_steps.py").write_text(FORGED)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_forged_steps.py'}:forge"))
-    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60",
+           "ARGOSY_TASK_UID_BASE": "790000"}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
@@ -495,7 +501,7 @@ def test_what_a_module_starts_in_a_parent_ends_with_the_parent(
     (folder / "warm_stray_steps.py").write_text(STRAY)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_stray_steps.py'}:stray"))
     env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60",
-           "ARGOSY_WARM_WORKERS_IDLE": "1"}  # fmt: skip
+           "ARGOSY_WARM_WORKERS_IDLE": "1", "ARGOSY_TASK_UID_BASE": "800000"}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
@@ -524,7 +530,8 @@ def test_what_a_killed_server_s_parents_left_is_ended_by_the_next_server(
     folder.mkdir()
     (folder / "warm_stray_steps_2.py").write_text(STRAY)
     compiled = compile_pipeline(load_pipeline(f"{folder / 'warm_stray_steps_2.py'}:stray"))
-    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60"}
+    env = {"ARGOSY_TASK_USER": TASK_USER, "ARGOSY_WARM_WORKERS_WAIT": "60",
+           "ARGOSY_TASK_UID_BASE": "810000"}  # fmt: skip
     server = start_server(open_home, env, python=task_python)
     try:
         with Client(server.url) as client:
