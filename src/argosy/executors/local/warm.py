@@ -17,7 +17,8 @@ fresh launcher would be, and then runs the launcher in process:
 - signal handlers back to a fresh interpreter's (what the step's module may have set at import);
 - the environment replaced by the task's, and ``ARGOSY_ATTEMPT_ID`` written into the process's
   original environment block too (``/proc/PID/environ``, which the sweeper and orphan recovery
-  read, shows that block, not ``os.environ``);
+  read, shows that block, not ``os.environ``), over the parent's own random marker — which
+  whatever the module started in the parent keeps, so that it is killed with the parent;
 - random seeds: Python's ``random`` reseeds itself at fork; numpy's global generator is reseeded;
 - the thread count of OpenBLAS/OpenMP raised to the task's CPUs (``threadpoolctl``, if present).
 
