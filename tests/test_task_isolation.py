@@ -183,7 +183,7 @@ PROBE = textwrap.dedent(
             (scratch / "fake.jsonl").write_text("forged")
             os.replace(scratch / "fake.jsonl", scratch.parent / "log.jsonl")
 
-        base = inv["store"]["url"].removeprefix("argosy-task+") + "/api/v1/task-store"
+        base = inv["store"]["url"].removeprefix("argosy-task+") + "/api/v1/task-store/"
         auth = {"Authorization": "Bearer " + inv["store"]["options"]["token"]}
         foreign = f"tenants/{inv['tenant']}/blobs/sha256/00/" + "0" * 64
         return {
