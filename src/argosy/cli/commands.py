@@ -355,7 +355,8 @@ def list_runs(
         return
     home = _state_folder(backend)
     if home is not None and home != Path.cwd().resolve() / ".argosy":
-        out.print(f"runs in the state folder {home}", highlight=False, markup=False)
+        # one line, cut to the width like the table (--wide: in full)
+        out.print(_clip(f"runs in the state folder {home}"), highlight=False, markup=False)
     table = table_of("run", "name", "pipeline", "status", "created", "parameters", "tags",
                      flexible=("name", "pipeline", "status", "parameters", "tags"))  # fmt: skip
     for r in runs:

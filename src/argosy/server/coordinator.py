@@ -111,8 +111,10 @@ class Coordinator:
         self.instance_id = context.instance_id
         self.clock = context.clock
         self.capacity = Capacity(cpu=s.max_cpus, memory=s.max_memory, gpu=s.max_gpus)
-        self._quotas: dict[str, dict[str, Any]] = {}  # tenant -> quotas, refreshed by heartbeat
-        self.ledger = CapacityLedger(self.capacity, quotas=self._quotas.get)
+        # tenant -> quotas, refreshed by heartbeat; replaced whole, never emptied in place (an
+        # admission that read it between a clear and an update saw no quota at all)
+        self._quotas: dict[str, dict[str, Any]] = {}
+        self.ledger = CapacityLedger(self.capacity, quotas=lambda t: self._quotas.get(t))
         self.instance_ttl = timedelta(seconds=s.lease_seconds)
         self.lease = LeaseHolder(
             context.metadata, SCHEDULER, self.instance_id, self.clock, s.lease_seconds
@@ -256,6 +258,12 @@ class Coordinator:
         if not self.draining:
             self.lease.acquire_or_renew()
 
+    def refresh_tenants(self) -> None:
+        """Read the tenants' quotas now (the instance that changed them applies them at once;
+        the others at their next heartbeat)."""
+        with self.ctx.metadata.session() as s:
+            self._refresh_tenants(s)
+
     def _refresh_tenants(self, s: Any) -> None:
         """Tenants' quotas, and what each tenant runs on other instances (for its quota)."""
         quotas = {
@@ -265,8 +273,7 @@ class Coordinator:
             )
             if q
         }
-        self._quotas.clear()
-        self._quotas.update(quotas)
+        self._quotas = quotas
         if not quotas:
             return
         elsewhere: dict[str, Usage] = {}

@@ -135,12 +135,15 @@ def set_quotas(
     context: ContextDep,
 ) -> api.Tenant:
     """Replace the tenant's quotas (platform admins): running tasks, CPU, memory, GPUs in use
-    at once. Server instances apply them within one heartbeat."""
+    at once. This instance applies them at once, the others within one heartbeat."""
     with context.metadata.session() as s:
         row = tb.get_tenant(s, tenant)
         assert row is not None
         row.quotas = body.model_dump(exclude_none=True) or None
-        return tenant_document(row)
+        document = tenant_document(row)
+    if context.coordinator is not None:
+        context.coordinator.refresh_tenants()
+    return document
 
 
 @me_router.get("/me", response_model=api.Me, summary="Who am I", responses=problem_responses(401))
