@@ -13,7 +13,7 @@ import socket
 import sqlite3
 import stat
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from argosy.spec.compile import compile_pipeline
 from argosy.spec.loader import load_pipeline
 from argosy.stores.metadata.attempts import is_current
 from argosy.stores.metadata.db import MetadataStore
-from argosy.stores.metadata.tables import Attempt, Task
+from argosy.stores.metadata.tables import Attempt, ServerInstance, Task
 from tests.conftest import Workspace, alive
 from tests.server_fixture import start_server
 
@@ -230,6 +230,17 @@ def test_an_instance_abandons_a_run_owned_elsewhere(tmp_path: Path) -> None:
             ):
                 assert time.monotonic() < deadline, server.log()[-3000:]
                 time.sleep(0.1)
+            # the other owner is a live instance (a dead one's runs the leader would release,
+            # and this instance would claim the run back)
+            store = MetadataStore.open(f"sqlite:///{home / 'argosy.db'}")
+            try:
+                with store.session() as s:
+                    later = datetime.now(UTC) + timedelta(hours=1)
+                    s.add(ServerInstance(id="another-instance", host="elsewhere", pid=1,
+                                         state="serving", started_at=later, heartbeat_at=later,
+                                         capacity={}))  # fmt: skip
+            finally:
+                store.close()
             with db:
                 db.execute("UPDATE runs SET owner = 'another-instance' WHERE id = ?", (run.id,))
             while "abandoning it here" not in server.log():

@@ -205,23 +205,41 @@ def test_kill_9_of_the_leading_server_mid_run_the_other_takes_over_and_finishes(
 
 
 def test_sigterm_drains_finishes_the_running_task_and_hands_the_run_over(
-    servers: Callable[..., ServerProcess], chain: CompiledPipeline, pg_migrated_url: str
+    servers: Callable[..., ServerProcess],
+    chain: CompiledPipeline,
+    pg_migrated_url: str,
+    tmp_path: Path,
 ) -> None:
+    """The second task is held at a gate until the instance records that it drains: it then
+    finishes there, and the third starts on the other instance."""
+    gate = tmp_path / "gate"
     first = servers("first", ARGOSY_SHUTDOWN_GRACE_SECONDS="30")
     wait_for(lambda: lease_owner(pg_migrated_url) == first.instance, 20, "the first leader")
     with Client(first.url) as client:
         client.push_pipeline(chain)
-        run = client.create_run("chain", parameters={"seconds": 2.0})
-    second = servers("second")
-    wait_for(lambda: second.ready(), 30, "the second server")
-    wait_for(lambda: attempts_by_task(pg_migrated_url, run.id).get("slow"), 20, "the first task")
+        run = client.create_run("chain", parameters={"seconds": 0.5, "gate": str(gate)})
+
+    def live_second_task() -> Any:
+        attempts = attempts_by_task(pg_migrated_url, run.id).get("slow-2", [])
+        return attempts and attempts[-1].state == "running" and attempts[-1].pid
+
+    wait_for(live_second_task, 30, "a live attempt of the second task")
     first.process.send_signal(signal.SIGTERM)
+
+    def draining() -> bool:
+        states = dict(sql(pg_migrated_url, "SELECT id, state FROM server_instances"))
+        return bool(states.get(first.instance) == "draining")
+
+    wait_for(draining, 30, "the first instance draining")
+    gate.touch()
     assert first.process.wait(60) == 0  # a clean exit after draining
 
     by_first = attempts_by_task(pg_migrated_url, run.id)
-    assert [a.state for a in by_first["slow"]] == ["succeeded"]  # finished, not killed
+    assert [a.state for a in by_first["slow-2"]] == ["succeeded"]  # finished, not killed
     assert "slow-3" not in by_first  # no new task was started while draining
-    assert lease_owner(pg_migrated_url) in (None, second.instance)  # released at once
+    assert lease_owner(pg_migrated_url) is None  # released at once
+    assert owner_of(pg_migrated_url, run.id) is None  # and so is the run
+    second = servers("second")  # (only now: a run it took over could start slow-3 above)
 
     with Client(second.url) as client:
         done = client.wait(run.id, poll=0.2, timeout=90)

@@ -176,11 +176,11 @@ class Coordinator:
             self._stopped = True
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.draining = True
-        self._set_state("draining")
         with self._lock:
             drives = list(self._drives.values())
         for d in drives:
             d.engine.draining = True
+        self._set_state("draining")  # recorded once no engine here starts another task
         if drives:
             log.info("draining: %d run(s) have %.0f s for their running tasks", len(drives), grace)
         deadline = time.monotonic() + grace
