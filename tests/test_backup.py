@@ -117,6 +117,11 @@ def test_backup_taken_during_a_run_restores_identical_runs_tasks_artifacts_and_l
     engine = ws.spawn("run", f"{ws.write(PIPELINE)}:p", "-p", f"gate={gate}", "-o", "json")
     try:
         wait_for(gate / "slow-started")
+        deadline = time.monotonic() + 60  # and the engine has recorded its process (a moment
+        while not [a for a in raw_rows(source_db)["attempts"]  # after it started)
+                   if a["state"] == "running" and a["pid"]]:  # fmt: skip
+            assert time.monotonic() < deadline, "the attempt's process was never recorded"
+            time.sleep(0.05)
         before = raw_rows(source_db)
         res = ws.argosy("admin", "backup", str(tmp_path / "nightly.tar"), "-o", "json")
         after_backup = raw_rows(source_db)

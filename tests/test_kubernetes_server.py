@@ -290,7 +290,10 @@ def test_a_new_server_adopts_the_pod_of_one_that_stopped(
     assert values == {"steady": "done"}
     assert len(created(fake, "jobs")) == 1  # adopted, not started again
     assert len(attempts) == 1, attempts
-    fake.wait_for(lambda: not left(fake), timeout=30)
+    try:
+        fake.wait_for(lambda: not left(fake), timeout=30)
+    except AssertionError:
+        raise AssertionError(f"left behind: {left(fake)}; {second.log()[-3000:]}") from None
 
 
 def test_two_replicas_behind_one_service_serve_each_others_pods(
