@@ -845,8 +845,9 @@ def bench_api(runs: int, requests: int, submissions: int) -> tuple[Table, list[C
     t.notes = [
         "PostgreSQL 15 and the server on this host, HTTP keep-alive; the client's view (JSON "
         "decoded). The tail column names its percentile: p99 of the list requests; p90 of the "
-        "submissions, whose target is on the median. Submission to start is dominated by the "
-        "instances' look at the run queue (`ARGOSY_POLL_INTERVAL`) plus the engine's start."
+        "submissions, whose target is on the median. A submitted run wakes the instance at once "
+        "(PostgreSQL NOTIFY in the transaction that queues it; the queue is still looked at "
+        "every `ARGOSY_SCHEDULER_INTERVAL` as a fallback): what remains is the engine's start."
     ]
     return t, checks, doc
 
