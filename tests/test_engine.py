@@ -80,14 +80,16 @@ def first(n: int) -> int:
 @step
 def slow(x: int, gate: str) -> int:
     # holds until the test releases it, so the engine can be killed while it runs
-    Path(gate, "slow-started").write_text(str(os.getpid()))
+    Path(gate, "slow-started.tmp").write_text(str(os.getpid()))
+    os.replace(Path(gate, "slow-started.tmp"), Path(gate, "slow-started"))  # whole, at once
     while not Path(gate, "release").exists():
         time.sleep(0.05)
     return x + 1
 
 @step
 def quick(x: int, gate: str) -> int:
-    Path(gate, "quick-started").write_text(str(os.getpid()))
+    Path(gate, "quick-started.tmp").write_text(str(os.getpid()))
+    os.replace(Path(gate, "quick-started.tmp"), Path(gate, "quick-started"))  # whole, at once
     while not Path(gate, "release").exists():
         time.sleep(0.05)
     return x + 100
