@@ -480,7 +480,7 @@ class LocalBackend(LocalOperations):
     def set_promotion_policy(self, body: api.PromotionPolicyUpdate) -> api.PromotionPolicy:
         from argosy.service import promotions
 
-        return promotions.set_policy(self.ctx, body, self._now())
+        return promotions.set_policy(self.ctx, body)
 
     def demote_model(self, name: str, alias: str, reason: str | None) -> api.AliasEvent:
         from argosy.service import models

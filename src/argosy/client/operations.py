@@ -163,7 +163,7 @@ class LocalOperations:
     def set_retention(self, update: api_ops.RetentionPolicyUpdate) -> api_ops.RetentionPolicy:
         from argosy.service import retention
 
-        return retention.set_policy(self.ctx, update, self.settings, self._now())
+        return retention.set_policy(self.ctx, update, self.settings)
 
     def list_holds(self) -> list[api_ops.LegalHold]:
         from argosy.service import retention

@@ -21,7 +21,6 @@ from sqlalchemy import select
 from argosy import api
 from argosy.auth import audit
 from argosy.errors import NotFoundError
-from argosy.ids import new_id
 from argosy.service import approvals, models
 from argosy.service.context import ServiceContext
 from argosy.service.documents import must_utc
@@ -44,19 +43,13 @@ def get_policy(ctx: ServiceContext) -> api.PromotionPolicy:
     )  # fmt: skip
 
 
-def set_policy(
-    ctx: ServiceContext, body: api.PromotionPolicyUpdate, now: datetime
-) -> api.PromotionPolicy:
+def set_policy(ctx: ServiceContext, body: api.PromotionPolicyUpdate) -> api.PromotionPolicy:
     """Set the fields given in the tenant's ``promotions`` setting (owners)."""
     for alias in body.approval or []:
         models.check_alias(alias)
     with ctx.metadata.session() as s:
-        row = s.scalar(select(Tenant).where(Tenant.name == ctx.tenant).with_for_update())
-        if row is None:  # local mode: the one tenant gets its row now
-            row = Tenant(id=new_id(), tenant=ctx.tenant, name=ctx.tenant, created_at=now,
-                         created_by=ctx.actor, display_name=None, archived_at=None,
-                         settings={}, quotas=None, task_uid=None)  # fmt: skip
-            s.add(row)
+        q.ensure_tenant(s, ctx.tenant, ctx.actor)  # local mode: the one tenant's row, now
+        row = s.scalars(select(Tenant).where(Tenant.name == ctx.tenant).with_for_update()).one()
         settings = dict(row.settings or {})
         current = dict(settings.get(SETTING) or {})
         given = body.model_dump(exclude_unset=True, exclude_none=True)

@@ -23,6 +23,7 @@ from argosy.service import approvals, search
 from argosy.service.context import ServiceContext
 from argosy.stores.archive import cold_tier
 from argosy.stores.metadata import runs as q
+from argosy.stores.metadata.runs import ensure_tenant
 from argosy.stores.metadata.tables import Approval, Artifact, BlobTier, LegalHold, Tenant
 
 KIND = "retrieval"
@@ -38,16 +39,12 @@ def get_policy(ctx: ServiceContext, defaults: Any) -> api_ops.RetentionPolicy:
 
 
 def set_policy(
-    ctx: ServiceContext, body: api_ops.RetentionPolicyUpdate, defaults: Any, now: datetime
+    ctx: ServiceContext, body: api_ops.RetentionPolicyUpdate, defaults: Any
 ) -> api_ops.RetentionPolicy:
     """Set the fields given (an explicit null: never) in the tenant's ``retention`` setting."""
     with ctx.metadata.session() as s:
-        row = s.scalar(select(Tenant).where(Tenant.name == ctx.tenant).with_for_update())
-        if row is None:  # local mode: the one tenant gets its row now
-            row = Tenant(id=new_id(), tenant=ctx.tenant, name=ctx.tenant, created_at=now,
-                         created_by=ctx.actor, display_name=None, archived_at=None,
-                         settings={}, quotas=None, task_uid=None)  # fmt: skip
-            s.add(row)
+        ensure_tenant(s, ctx.tenant, ctx.actor)  # local mode: the one tenant's row, now
+        row = s.scalars(select(Tenant).where(Tenant.name == ctx.tenant).with_for_update()).one()
         settings = dict(row.settings or {})
         current = dict(settings.get("retention") or {})
         current.update(body.model_dump(exclude_unset=True))

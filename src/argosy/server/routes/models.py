@@ -303,6 +303,4 @@ def set_promotion_policy(
     context: ContextDep,
 ) -> api.PromotionPolicy:
     """The fields given replace the tenant's (``approval: []``: every alias moves at once)."""
-    return promotions.set_policy(
-        service_context(context, tenant, principal), body, context.clock.now()
-    )
+    return promotions.set_policy(service_context(context, tenant, principal), body)

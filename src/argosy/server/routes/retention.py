@@ -43,9 +43,7 @@ def set_policy(
     context: ContextDep,
 ) -> api_ops.RetentionPolicy:
     """The fields given replace the tenant's (``null``: never)."""
-    return retention.set_policy(
-        service_context(context, tenant, principal), body, context.settings, context.clock.now()
-    )
+    return retention.set_policy(service_context(context, tenant, principal), body, context.settings)
 
 
 @router.get(
