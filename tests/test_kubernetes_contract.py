@@ -246,10 +246,15 @@ def test_cancel_ends_the_running_attempt(setup: Setup) -> None:
 
 
 # -- Kubernetes only: a run handed over to another engine keeps its pod -------------------------
-def test_kubernetes_a_new_engine_adopts_the_pod_of_an_abandoned_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pod_ends", ["after_the_handover", "before_the_handover"])
+def test_kubernetes_a_new_engine_adopts_the_pod_of_an_abandoned_run(
+    tmp_path: Path, pod_ends: str
+) -> None:
     """A draining server abandons the run (stop with engine_lost): the pod keeps running; the
     next engine (its own client and watch, nothing in memory) adopts it by label instead of
-    starting the attempt again, and the run succeeds with one attempt and one Job."""
+    starting the attempt again, and the run succeeds with one attempt and one Job. When the
+    pod finished before the next engine came (a slow restart), its result is taken as it is
+    and its Job, pod and Secret are still removed (they were left behind before)."""
     first_setup = _setup("kubernetes", tmp_path)
     setup = next(first_setup)
     assert setup.fake is not None
@@ -275,6 +280,10 @@ def test_kubernetes_a_new_engine_adopts_the_pod_of_an_abandoned_run(tmp_path: Pa
         old = setup.engine.executor
         assert isinstance(old, KubernetesExecutor)
         old.watches.stop()
+        if pod_ends == "before_the_handover":
+            setup.fake.wait_for(
+                lambda: [p["status"].get("phase") for p in setup.fake.pods()] == ["Succeeded"]
+            )  # type: ignore[union-attr]
         client = KubernetesClient.for_url(setup.fake.url)
         successor = KubernetesExecutor(
             setup.engine.store,
@@ -303,5 +312,8 @@ def test_kubernetes_a_new_engine_adopts_the_pod_of_an_abandoned_run(tmp_path: Pa
         assert [(n, st) for n, st, _, _ in setup.attempts(run_id)] == [("steady", "succeeded")]
         created = [o for _, p, _, kind, o in setup.fake.history if p == "jobs" and kind == "ADDED"]
         assert len(created) == 1  # adopted, never started twice
+        setup.fake.wait_for(
+            lambda: not any(setup.fake.items(k) for k in ("jobs", "pods", "secrets"))
+        )  # type: ignore[union-attr]
     finally:
         first_setup.close()

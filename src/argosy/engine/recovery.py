@@ -1,7 +1,8 @@
 """Recovery: settle the attempts the database has as ``running`` that no live engine watches.
 
 Two cases. When an engine takes over a run whose engine died, each such attempt is either
-finished (its result record is in the artifact store: adopted as it is), still running where
+finished (its result record is in the artifact store: adopted as it is, and what it left —
+a pod's Job and Secret, stray processes — removed), still running where
 the executor can watch it again (a pod: live again, not re-run), or still running without
 its engine — then it is killed, found by its recorded host, process group and start
 time or by the attempt id in its processes' environment, and settled as ``engine_lost`` (a
@@ -45,16 +46,19 @@ class Recovery:
                 self.run.live[attempt.id] = node
                 view.attempt_id = attempt.id
                 continue
+            identity = None
+            if attempt.pid is not None and attempt.host is not None:
+                identity = ProcessIdentity(attempt.host, attempt.pid, attempt.pgid or attempt.pid,
+                                           attempt.process_started)  # fmt: skip
             if record is None:
-                identity = None
-                if attempt.pid is not None and attempt.host is not None:
-                    identity = ProcessIdentity(attempt.host, attempt.pid, attempt.pgid or attempt.pid,
-                                               attempt.process_started)  # fmt: skip
                 executor.end_orphan(attempt.id, identity)
                 record = self.attempts.result(
                     attempt.id, node, attempt.number
                 )  # it may have just ended
-            self._adopt(attempt, node, record)
+                self._adopt(attempt, node, record)
+            else:  # finished while no engine watched: its log first, then what it left behind
+                self._adopt(attempt, node, record)  # (a pod's Job and Secret, stray processes)
+                executor.end_orphan(attempt.id, identity)
 
     def adopt_unlaunched(self) -> None:
         """After an outage: end and settle attempts the database has as running that this
