@@ -237,6 +237,17 @@ class Settings(BaseSettings):
         description="with task_user: each tenant's tasks run as their own uid, this + N "
         "(N allocated per tenant), so tasks of different tenants never share an OS user",
     )  # fmt: skip
+    container_mode: Literal["auto", "rootful", "rootless"] = Field(
+        default="auto",
+        description="how container steps run: rootful podman with a user namespace (the server "
+        "is root), rootless podman (it is not; a memory limit needs cgroup v2 memory "
+        "delegated to its user), or auto: rootful as root, else rootless (docs/security.md)",
+    )
+    container_uid_base: int = Field(
+        default=1_000_000_000, ge=100_000_000, le=2**32 - 2 - 65536,
+        description="rootful containers without a task user: their ids 0-65535 are host ids "
+        "from this one (never the host's root or a task uid)",
+    )  # fmt: skip
     # -- the Kubernetes executor (executors/kubernetes; docs/deploy-kubernetes.md)
     executor: Literal["local", "kubernetes"] = Field(
         default="local", description="what runs a server's tasks: local processes or pods"
