@@ -203,6 +203,8 @@ POST   {T}/triggers                                       -    -      y      y  
 GET    {T}/triggers                                       -    y      y      y       -       y     -
 GET    {T}/triggers/{{name}}                              -    y      y      y       -       y     -
 DELETE {T}/triggers/{{name}}                              -    -      y      y       -       y     -
+POST   {T}/triggers/{{name}}/pause                        -    -      y      y       -       y     -
+POST   {T}/triggers/{{name}}/resume                       -    -      y      y       -       y     -
 GET    {T}/triggers/{{name}}/fires                        -    y      y      y       -       y     -
 POST   {T}/triggers/{{name}}/webhook                      y    y      y      y       y       y     y
 GET    {T}/kfp/apis/v2beta1/healthz                        y    y      y      y       y       y     y
@@ -624,6 +626,8 @@ class World:
             case "DELETE", "/triggers/{name}":
                 values["name"] = self.trigger() if fresh else self.hook
                 success = (204,)
+            case ("POST", "/triggers/{name}/pause") | ("POST", "/triggers/{name}/resume"):
+                values["name"] = self.trigger() if fresh else self.hook
             case "POST", "/triggers/{name}/webhook":
                 values["name"] = self.hook
                 body = b'{"from": "matrix"}'

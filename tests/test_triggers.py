@@ -163,6 +163,13 @@ def test_trigger_mistakes_are_refused(tmp_path: Path) -> None:
             {"kind": "run_succeeded", "source": {"pipeline": "downstream"}}, "forever"
         ),
         "a webhook without a secret": ({"kind": "webhook", "source": {"model": "x"}}, "secret"),
+        "artifact:downstream/use/output->downstream": (
+            {"kind": "artifact", "source": {"artifact": "downstream/use/output"}}, "forever"
+        ),
+        "an artifact name without its node": (
+            {"kind": "artifact", "source": {"artifact": "downstream/output"}},
+            "PIPELINE/NODE/OUTPUT",
+        ),
         "a binding the event lacks": (
             {"kind": "webhook", "source": {"secret": "S"}, "bindings": {"n": "outputs.x"}},
             "offers body.",
@@ -173,3 +180,65 @@ def test_trigger_mistakes_are_refused(tmp_path: Path) -> None:
                        json={"name": "t", "pipeline": "downstream", **fields})  # fmt: skip
         assert r.status_code == 422 and says in r.json()["detail"], why
     a.stop(timeout=20)
+
+
+def test_a_named_artifact_trigger_fires_on_new_content_and_pauses(
+    tmp_path: Path, ws: Workspace
+) -> None:
+    """``--on artifact:upstream/make/output`` starts one run per new content of that artifact:
+    the same bytes again (a cached re-run) start nothing. A paused trigger refuses webhook
+    deliveries (409) and acts on no event; once resumed, an artifact made while it was paused
+    never fires it, the next new one does. Pause and resume go through the CLI."""
+    a = start_server(tmp_path / "server", {"ARGOSY_SCHEDULER_INTERVAL": "0.2"})
+    try:
+        client = Client(a.url, tenant="default")
+        (tmp_path / "trigger_pipes_3.py").write_text(PIPES)
+        for name in ("upstream", "downstream"):
+            client.push_pipeline(
+                compile_pipeline(load_pipeline(f"{tmp_path / 'trigger_pipes_3.py'}:{name}"))
+            )
+        made = ws.argosy("triggers", "create", "on-data", "--on", "artifact:upstream/make/output",
+                         "--pipeline", "downstream", "--bind", "n=value", "--server", a.url)  # fmt: skip
+        assert made.code == 0, made.stderr
+        httpx.put(f"{a.api}/secrets/HOOK_SECRET", json={"value": "s3cret-hook"}, timeout=30)
+        client.create_trigger(
+            TriggerCreate(name="hook", kind="webhook", source={"secret": "HOOK_SECRET"},
+                          pipeline="downstream")
+        )  # fmt: skip
+
+        def upstream(x: int) -> str:
+            run_id = client.create_run("upstream", parameters={"x": x}).id
+            assert client.wait(run_id, poll=0.1, timeout=120).status == "succeeded"
+            return run_id
+
+        def fired_for() -> list[int]:
+            runs = [client.get_run(f.run_id) for f in client.trigger_fires("on-data") if f.run_id]
+            return sorted(r.parameters["n"] for r in runs)
+
+        upstream(7)
+        _until(lambda: fired_for() == [7])
+        upstream(7)  # the same content (a cache hit): no new version
+        upstream(8)
+        _until(lambda: fired_for() == [7, 8])
+
+        for name in ("on-data", "hook"):
+            paused = ws.argosy("triggers", "pause", name, "--server", a.url)
+            assert paused.code == 0 and f"trigger {name} paused" in paused.stderr, paused.stderr
+        assert client.get_trigger("on-data").paused
+        body = b'{"n": 1}'
+        hook_path = client.get_trigger("hook").webhook_path or ""
+        r = httpx.post(a.url + hook_path, content=body,
+                       headers=sign("s3cret-hook", body, "d-1"), timeout=30)  # fmt: skip
+        assert r.status_code == 409 and r.json()["code"] == "trigger_paused", r.text
+        upstream(9)  # made while paused: never fires, not even after the resume
+        resumed = ws.argosy("triggers", "resume", "on-data", "--server", a.url)
+        assert resumed.code == 0, resumed.stderr
+        after = client.get_trigger("on-data")
+        assert not after.paused and after.resumed_at is not None
+        upstream(10)
+        _until(lambda: 10 in fired_for())
+        assert fired_for() == [7, 8, 10]
+        events = {f.event for f in client.trigger_fires("on-data")}
+        assert all(e.startswith("artifact:") for e in events) and len(events) == 3
+    finally:
+        a.stop(timeout=20)

@@ -2,9 +2,10 @@
 they are acted on by the server).
 
 ``--on`` says which event: ``run-succeeded:PIPELINE``, ``webhook:SECRET`` (the tenant secret
-that signs deliveries) or ``model:MODEL`` (a new version registered). ``--bind PARAM=WHERE``
-takes a parameter's value from the event (``outputs.NAME``, ``run.id``, ``body.FIELD``,
-``version``, ``artifact``, ...).
+that signs deliveries), ``model:MODEL`` (a new version registered) or
+``artifact:PIPELINE/NODE/OUTPUT`` (the named artifact made with new content).
+``--bind PARAM=WHERE`` takes a parameter's value from the event (``outputs.NAME``, ``run.id``,
+``body.FIELD``, ``version``, ``artifact``, ``digest``, ``value``, ...).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from argosy.cli.options import Format, OutputOpt, ServerOpt
 if TYPE_CHECKING:
     from argosy.client.client import Client
 
-KINDS = {"run-succeeded": "run_succeeded", "webhook": "webhook", "model": "model_version"}
+KINDS = {
+    "run-succeeded": "run_succeeded", "webhook": "webhook", "model": "model_version",
+    "artifact": "artifact",
+}  # fmt: skip
+EVENTS = "run-succeeded:PIPELINE, webhook:SECRET, model:MODEL or artifact:PIPELINE/NODE/OUTPUT"
 
 
 def _event(on: str) -> tuple[str, dict[str, str]]:
@@ -27,9 +32,7 @@ def _event(on: str) -> tuple[str, dict[str, str]]:
 
     kind, sep, what = on.partition(":")
     if not sep or kind not in KINDS or not what:
-        raise UsageError(
-            f"--on {on!r}: write run-succeeded:PIPELINE, webhook:SECRET or model:MODEL"
-        )
+        raise UsageError(f"--on {on!r}: write {EVENTS}")
     found = KINDS[kind]
     from argosy.service.triggers import SOURCE_KEYS
 
@@ -137,7 +140,7 @@ def register(app: typer.Typer, remote: Any, param_file_loader: Any) -> None:
             typer.Option(
                 "--on",
                 metavar="EVENT",
-                help="run-succeeded:PIPELINE, webhook:SECRET or model:MODEL",
+                help=EVENTS,
             ),
         ],
         pipeline: Annotated[
@@ -182,6 +185,32 @@ def register(app: typer.Typer, remote: Any, param_file_loader: Any) -> None:
         client = remote(server, "triggers show")
         with client:
             show(client, name, output == Format.json)
+
+    @triggers_app.command("pause")
+    def triggers_pause(
+        name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
+    ) -> None:
+        """Stop acting on events (webhook deliveries are refused meanwhile)."""
+        from argosy.cli.commands import err
+
+        client = remote(server, "triggers pause")
+        with client:
+            client.pause_trigger(name)
+        err.print(f"trigger {name} paused", highlight=False)
+
+    @triggers_app.command("resume")
+    def triggers_resume(
+        name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
+    ) -> None:
+        """Act on events again; those from while it was paused never fire it."""
+        from argosy.cli.commands import err
+
+        client = remote(server, "triggers resume")
+        with client:
+            client.resume_trigger(name)
+        err.print(
+            f"trigger {name} resumed (events while paused are not caught up)", highlight=False
+        )
 
     @triggers_app.command("delete")
     def triggers_delete(

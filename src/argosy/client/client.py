@@ -824,6 +824,16 @@ class Client:
     def get_trigger(self, name: str) -> models.Trigger:
         return self._one(models.Trigger, "GET", self._t(f"/triggers/{name}"))
 
+    def pause_trigger(self, name: str) -> models.Trigger:
+        return self._one(
+            models.Trigger, "POST", self._t(f"/triggers/{name}/pause"), idempotent=True
+        )
+
+    def resume_trigger(self, name: str) -> models.Trigger:
+        return self._one(
+            models.Trigger, "POST", self._t(f"/triggers/{name}/resume"), idempotent=True
+        )
+
     def delete_trigger(self, name: str) -> None:
         self._send("DELETE", self._t(f"/triggers/{name}"))
 

@@ -1,12 +1,15 @@
-"""Triggers: run a pipeline when a run of another succeeds, when a signed webhook arrives, or
-when a new version of a registered model appears.
+"""Triggers: run a pipeline when a run of another succeeds, when a signed webhook arrives,
+when a new version of a registered model appears, or when a named artifact
+(``PIPELINE/NODE/OUTPUT``) gets new content.
 
 Each event a trigger acts on is written once into ``trigger_fires`` (unique on trigger and
-event key: ``run:<id>``, ``webhook:<delivery id>``, ``model:<version id>``) in the same
-transaction as the run it creates, so an event starts exactly one run however many server
-instances see it, and a replayed webhook delivery starts none. Run and model events are found
-by :func:`scan` (the leading server instance calls it at every scheduler tick; any instance
-may: the unique key decides); a webhook fires in its request.
+event key: ``run:<id>``, ``webhook:<delivery id>``, ``model:<version id>``,
+``artifact:<artifact id>``) in the same transaction as the run it creates, so an event starts
+exactly one run however many server instances see it, and a replayed webhook delivery starts
+none. Run, model and artifact events are found by :func:`scan` (every instance calls it at
+each scheduler tick: the unique key decides); a webhook fires in its request. A paused
+trigger acts on nothing; once resumed, events from while it was paused never fire it (as a
+schedule's missed fires are not caught up).
 
 The run is created as the trigger's creator (``created_by``), tagged ``trigger=<name>``, and
 linked to the trigger (``Run.trigger_id``); it belongs to the trigger's tenant, as does
@@ -50,12 +53,23 @@ from argosy.stores.metadata.tables import (
 log = logging.getLogger("argosy.triggers")
 
 OVERLAP = timedelta(minutes=5)  # events are looked for this far behind the watermark
-SOURCE_KEYS = {"run_succeeded": "pipeline", "webhook": "secret", "model_version": "model"}
+SOURCE_KEYS = {
+    "run_succeeded": "pipeline", "webhook": "secret", "model_version": "model",
+    "artifact": "artifact",
+}  # fmt: skip
 BINDING_ROOTS = {
     "run_succeeded": ("outputs.", "run.id", "run.parameters."),
     "webhook": ("body.",),
     "model_version": ("model", "version", "artifact", "run.id"),
+    "artifact": ("artifact", "digest", "value", "run.id"),
 }
+EXAMPLES = {
+    "pipeline": "train",
+    "secret": "DEPLOY_HOOK",
+    "model": "churn",
+    "artifact": "ingest/clean/output",
+}
+SCANNED = ("run_succeeded", "model_version", "artifact")  # found by scan(), not pushed
 
 
 # -- documents ---------------------------------------------------------------------------------
@@ -67,6 +81,7 @@ def _document(session: Session, t: Trigger) -> api.Trigger:
         version=t.version, parameters=dict(t.parameters), bindings=dict(t.bindings),
         paused=t.paused, webhook_path=hook if t.kind == "webhook" else None,
         created_at=must_utc(t.created_at), created_by=t.created_by,
+        resumed_at=must_utc(t.resumed_at) if t.resumed_at is not None else None,
     )  # fmt: skip
 
 
@@ -96,7 +111,7 @@ def create_trigger(ctx: ServiceContext, body: api.TriggerCreate, now: datetime) 
     if set(body.source) != {key} or not body.source[key]:
         raise UsageError(
             f"a {body.kind} trigger's source is {{{key!r}: ...}}, e.g. "
-            f'{{"{key}": "{"train" if key == "pipeline" else "name"}"}}',
+            f'{{"{key}": "{EXAMPLES[key]}"}}',
             code="invalid_trigger",
         )
     for param, where in body.bindings.items():
@@ -106,7 +121,12 @@ def create_trigger(ctx: ServiceContext, body: api.TriggerCreate, now: datetime) 
                 f"binding {param}={where!r}: a {body.kind} event offers {', '.join(roots)}",
                 code="invalid_trigger",
             )
-    if body.kind == "run_succeeded" and body.source["pipeline"] == body.pipeline:
+    watched = (
+        body.source["pipeline"] if body.kind == "run_succeeded"
+        else _artifact_name(body.source["artifact"])[0] if body.kind == "artifact"
+        else None
+    )  # fmt: skip
+    if watched == body.pipeline:
         raise UsageError(
             f"trigger {body.name!r} would run {body.pipeline!r} whenever {body.pipeline!r} "
             "succeeds, forever; run another pipeline",
@@ -117,8 +137,8 @@ def create_trigger(ctx: ServiceContext, body: api.TriggerCreate, now: datetime) 
             pipeline = q.get_pipeline(session, ctx.tenant, body.pipeline)
             if body.version is not None:
                 q.resolve_version(session, ctx.tenant, body.pipeline, body.version)
-            if body.kind == "run_succeeded":
-                q.get_pipeline(session, ctx.tenant, body.source["pipeline"])
+            if watched is not None:
+                q.get_pipeline(session, ctx.tenant, watched)
             if session.scalar(
                 select(Trigger.id).where(Trigger.tenant == ctx.tenant, Trigger.name == body.name)
             ):
@@ -162,6 +182,19 @@ def list_triggers(
 def get_trigger(ctx: ServiceContext, name: str) -> api.Trigger:
     with ctx.metadata.session() as session:
         return _document(session, _get(session, ctx.tenant, name))
+
+
+def set_paused(ctx: ServiceContext, name: str, paused: bool, now: datetime) -> api.Trigger:
+    """Pause (act on no event) or resume (idempotent both ways). Resuming records ``now``:
+    events from while the trigger was paused never fire it, and a webhook delivery to a
+    paused trigger is refused (409), so its sender can retry it after the resume."""
+    with ctx.metadata.session() as session:
+        row = _get(session, ctx.tenant, name)
+        if paused != row.paused:
+            row.paused = paused
+            if not paused:
+                row.resumed_at = row.watermark = now
+        return _document(session, row)
 
 
 def delete_trigger(ctx: ServiceContext, name: str) -> None:
@@ -315,9 +348,7 @@ def scan(
     created = 0
     with metadata.session() as session:
         ids = session.scalars(
-            select(Trigger.id).where(
-                Trigger.paused.is_(False), Trigger.kind.in_(("run_succeeded", "model_version"))
-            )
+            select(Trigger.id).where(Trigger.paused.is_(False), Trigger.kind.in_(SCANNED))
         ).all()
     for trigger_id in ids:
         try:
@@ -344,8 +375,11 @@ def _scan_one(
         )
     )
     created = 0
+    floor = max(t for t in (q.as_utc(trigger.created_at), q.as_utc(trigger.resumed_at)) if t)
     events: list[tuple[str, dict[str, Any]]] = []
-    if trigger.kind == "run_succeeded":
+    if trigger.kind == "artifact":
+        events = _artifact_events(session, trigger, since, floor, now, store)
+    elif trigger.kind == "run_succeeded":
         source = session.scalar(
             select(Pipeline.id).where(
                 Pipeline.tenant == trigger.tenant, Pipeline.name == trigger.source["pipeline"]
@@ -360,10 +394,9 @@ def _scan_one(
             )
             .order_by(Run.finished_at)
         ).all()  # fmt: skip
-        created_after = q.as_utc(trigger.created_at)
         for run in runs:
             finished = q.as_utc(run.finished_at)
-            if created_after is not None and finished is not None and finished < created_after:
+            if finished is not None and finished < floor:
                 continue
             events.append((f"run:{run.id}", _run_event(session, run, store)))
     else:
@@ -376,7 +409,7 @@ def _scan_one(
         versions = session.scalars(
             select(ModelVersionRow)
             .where(ModelVersionRow.model_id == model, ModelVersionRow.created_at > since)
-            .where(ModelVersionRow.created_at >= trigger.created_at)
+            .where(ModelVersionRow.created_at >= floor)
             .order_by(ModelVersionRow.version)
         ).all()
         for v in versions:
@@ -400,3 +433,63 @@ def _scan_one(
             created += 1
     trigger.watermark = now
     return created
+
+
+def _artifact_name(name: str) -> tuple[str, str, str]:
+    """``PIPELINE/NODE/OUTPUT`` (a node path may hold ``/`` itself) -> its three parts."""
+    pipeline, _, rest = name.partition("/")
+    node, _, output = rest.rpartition("/")
+    if not (pipeline and node and output):
+        raise UsageError(
+            f"artifact {name!r}: name it PIPELINE/NODE/OUTPUT, e.g. ingest/clean/output "
+            "(argosy artifacts list shows them)",
+            code="invalid_trigger",
+        )
+    return pipeline, node, output
+
+
+def _artifact_events(
+    session: Session,
+    trigger: Trigger,
+    since: datetime,
+    floor: datetime,
+    now: datetime,
+    store: ArtifactStore | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """New versions of the named artifact: each one whose content differs from the artifact
+    of the same name before it (a re-run or a cache hit with the same bytes is not one)."""
+    pipeline_name, node, output = _artifact_name(trigger.source["artifact"])
+    pipeline = session.scalar(
+        select(Pipeline.id).where(Pipeline.tenant == trigger.tenant, Pipeline.name == pipeline_name)
+    )
+    named = (
+        select(Artifact)
+        .join(Run, Run.id == Artifact.run_id)
+        .where(
+            Artifact.tenant == trigger.tenant, Run.pipeline_id == pipeline,
+            Artifact.node_path == node, Artifact.output_name == output,
+        )
+    )  # fmt: skip
+    found = session.scalars(
+        named.where(Artifact.created_at > since, Artifact.created_at <= now).order_by(Artifact.id)
+    ).all()
+    events: list[tuple[str, dict[str, Any]]] = []
+    for art in found:
+        made = q.as_utc(art.created_at)
+        if made is not None and made < floor:
+            continue
+        before = session.scalar(
+            named.where(Artifact.id < art.id).order_by(Artifact.id.desc()).limit(1)
+        )
+        if before is not None and before.sha256 == art.sha256:
+            continue  # the same content again
+        ref = f"{art.run_id}/{art.node_path}/{art.output_name}"
+        value = artifact_value(art, store)
+        event = {
+            "artifact": ref,
+            "digest": art.sha256,
+            "value": value if value is not None else ref,
+            "run": {"id": art.run_id},
+        }
+        events.append((f"artifact:{art.id}", event))
+    return events

@@ -79,6 +79,42 @@ def get_trigger(
     return triggers.get_trigger(service_context(context, tenant, principal), name)
 
 
+@router.post(
+    "/triggers/{name}/pause",
+    response_model=api.Trigger,
+    summary="Pause a trigger",
+    responses=problem_responses(404),
+)
+def pause_trigger(
+    name: TriggerNamePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_WRITE)],
+    context: ContextDep,
+) -> api.Trigger:
+    """Act on no event (idempotent); webhook deliveries are refused with 409 meanwhile."""
+    return triggers.set_paused(
+        service_context(context, tenant, principal), name, True, context.clock.now()
+    )
+
+
+@router.post(
+    "/triggers/{name}/resume",
+    response_model=api.Trigger,
+    summary="Resume a trigger",
+    responses=problem_responses(404),
+)
+def resume_trigger(
+    name: TriggerNamePath,
+    tenant: TenantDep,
+    principal: Annotated[Principal, Allowed(Action.SCHEDULE_WRITE)],
+    context: ContextDep,
+) -> api.Trigger:
+    """Act on events again (idempotent); events from while it was paused never fire it."""
+    return triggers.set_paused(
+        service_context(context, tenant, principal), name, False, context.clock.now()
+    )
+
+
 @router.delete(
     "/triggers/{name}",
     status_code=204,

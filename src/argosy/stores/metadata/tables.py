@@ -580,19 +580,20 @@ class ModelAliasEvent(_Row, Base):
 
 class Trigger(_Row, Base):
     """A rule that runs a pipeline on an event: another pipeline's run succeeded, a signed
-    webhook arrived, a new version of a model (or a named artifact) appeared."""
+    webhook arrived, a new version of a model or of a named artifact appeared."""
 
     __tablename__ = "triggers"
     __table_args__ = (UniqueConstraint("tenant", "name"),)
     name: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(32))  # run_succeeded | webhook | model_version
-    source: Mapped[dict[str, Any]]  # {pipeline} | {secret} | {model} (what it watches)
+    kind: Mapped[str] = mapped_column(String(32))  # run_succeeded|webhook|model_version|artifact
+    source: Mapped[dict[str, Any]]  # {pipeline} | {secret} | {model} | {artifact} (it watches)
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id"))  # what it runs
     version: Mapped[str | None] = mapped_column(String(255))  # None: the newest at each fire
     parameters: Mapped[dict[str, Any]]  # static values
     bindings: Mapped[dict[str, Any]]  # parameter -> where its value comes from in the event
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     watermark: Mapped[datetime | None]  # events up to here have been looked at
+    resumed_at: Mapped[datetime | None]  # events before it (made while paused) never fire it
 
 
 class TriggerFire(_Row, Base):
