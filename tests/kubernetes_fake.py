@@ -22,10 +22,14 @@ so the executor's real client code runs against it unchanged:
 
 Behind it, simplified controllers: a Job controller (one pod per Job, status and conditions,
 ``activeDeadlineSeconds``), and per pod a *behaviour* standing in for the scheduler and the
-kubelet. The default behaviour, :class:`Run`, really runs the container's command as a local
-process: the image's ``python`` is this interpreter, and each volume (Secret, emptyDir) is a
-temporary folder that replaces its mount path in the command, arguments, environment and
-working directory. Scripted behaviours reproduce what a cluster reports when the scheduler
+kubelet. The default behaviour, :class:`Run`, really runs the pod's init containers, in
+order, and then its container's command as local processes: an image's ``python``/``python3``
+is ``python`` (this interpreter) unless ``images`` names another interpreter for that image
+(or none: the container then cannot start, as containerd's ``StartError``), and each volume
+(Secret, emptyDir) is a temporary folder, shared by the containers that mount it, that
+replaces its mount path in the command, arguments, environment and working directory; a
+container that fails gets the end of its log as its termination message where its
+``terminationMessagePolicy`` is ``FallbackToLogsOnError``. Scripted behaviours reproduce what a cluster reports when the scheduler
 cannot place a pod, an image cannot be pulled, the kernel OOM-kills a container, a pod is
 evicted, a node is lost, a container exits with a code or is killed by a signal.
 """
@@ -169,11 +173,15 @@ class FakeKubernetes:
         validate: bool = True,
         bookmark_seconds: float = 0.5,
         python: str = sys.executable,
+        images: dict[str, str | None] | None = None,
     ) -> None:
         self.behaviour = behaviour or (lambda pod: Run())
         self.validate = validate
         self.bookmark_seconds = bookmark_seconds
         self.python = python
+        # image -> the interpreter its "python"/"python3" is here (None: the image has none);
+        # an image not named runs ``python``
+        self.images = dict(images or {})
         self.objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self.version = 1000
         self.history: list[tuple[int, str, str | None, str, dict[str, Any]]] = []
@@ -950,7 +958,9 @@ def _running(fake: FakeKubernetes, ns: str, name: str) -> str:
 
 
 class Run:
-    """Schedule the pod and run its container's command as a local process."""
+    """Schedule the pod and run its containers' commands as local processes: the init
+    containers one after the other (each must exit 0, as with ``restartPolicy: Never``), then
+    the container. Volumes are folders per pod, shared by the containers that mount them."""
 
     def __init__(self, schedule_delay: float = 0.0) -> None:
         self.schedule_delay = schedule_delay
@@ -965,62 +975,133 @@ class Run:
         pod = fake.get("pods", ns, name)
         if pod is None:
             return
-        container = pod["spec"]["containers"][0]
-        mounts: dict[str, str] = {}
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
-        for mount in container.get("volumeMounts") or []:
+        folders: dict[str, str] = {}  # volume name -> its folder on this machine
+        for index, init in enumerate(pod["spec"].get("initContainers") or []):
+            if index == 0:
+                _initializing(fake, ns, name)
+            prepared = _prepare(fake, runtime, ns, name, init, volumes, folders)
+            if prepared is None:
+                return
+            argv, env, cwd = prepared
+            _init_status(fake, ns, name, index, {"running": {"startedAt": now_rfc3339()}})
+            lines: list[tuple[str, str]] = []
+            started = now_rfc3339()
+            code = _run_process(runtime, argv, env, cwd, lines)
+            message: str | None
+            if code is None:  # no such command in the image
+                code, reason, message = 128, "StartError", _start_error(argv[0])
+            else:
+                reason = "Completed" if code == 0 else "Error"
+                message = _fallback_message(init, lines) if code else None
+            terminated: dict[str, Any] = {
+                "exitCode": code, "reason": reason, "startedAt": started,
+                "finishedAt": now_rfc3339(),
+            }  # fmt: skip
+            if message:
+                terminated["message"] = message
+            _init_status(fake, ns, name, index, {"terminated": terminated})
+            if code != 0 or runtime.stop.is_set():
+                fake.update("pods", ns, name, lambda p: p["status"].update(phase="Failed"))
+                fake.pod_ended(ns, name)
+                return
+        container = pod["spec"]["containers"][0]
+        prepared = _prepare(fake, runtime, ns, name, container, volumes, folders)
+        if prepared is None:
+            return
+        argv, env, cwd = prepared
+        started = _running(fake, ns, name)
+        code = _run_process(runtime, argv, env, cwd, runtime.log)
+        if code is None:  # the image has no such command: created, never started
+            _terminate(fake, ns, name, 128, "StartError", _start_error(argv[0]), started=started)
+            return
+        exit_code = 128 - code if code < 0 else code
+        said = _fallback_message(container, runtime.log) if exit_code else None
+        _terminate(
+            fake, ns, name, exit_code, "Completed" if exit_code == 0 else "Error", said,
+            started=started,
+        )  # fmt: skip
+
+
+def _prepare(
+    fake: FakeKubernetes,
+    runtime: PodRuntime,
+    ns: str,
+    name: str,
+    container: dict[str, Any],
+    volumes: dict[str, dict[str, Any]],
+    folders: dict[str, str],
+) -> tuple[list[str], dict[str, str], str] | None:
+    """A container's command, environment and working directory with its mount paths made
+    this machine's folders (its volumes' contents written first); None when a Secret it
+    mounts is missing (the container stays in CreateContainerConfigError until deleted)."""
+    mounts: dict[str, str] = {}
+    for mount in container.get("volumeMounts") or []:
+        if mount["name"] not in folders:
             folder = tempfile.mkdtemp(prefix=f"fake-kubelet-{mount['name']}-")
             runtime.folders.append(folder)
-            mounts[mount["mountPath"]] = folder
+            folders[mount["name"]] = folder
+        mounts[mount["mountPath"]] = folders[mount["name"]]
 
-        def host(text: str) -> str:
-            for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                if text == path or text.startswith(path + "/"):
-                    return folder + text[len(path) :]
-            return text
+    def host(text: str) -> str:
+        for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+            if text == path or text.startswith(path + "/"):
+                return folder + text[len(path) :]
+        return text
 
-        def host_paths_in(data: bytes) -> bytes:
-            """No mount namespaces here: a mount path named inside a file (the invocation's
-            scratch folder) becomes the pod's own folder too, so pods never share one."""
-            text = data.decode("utf-8", "replace")
-            for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                text = re.sub(re.escape(json.dumps(path)[:-1]) + r'(?=["/])', '"' + folder, text)
-            return text.encode()
+    def host_paths_in(data: bytes) -> bytes:
+        """No mount namespaces here: a mount path named inside a file (the invocation's
+        scratch folder) becomes the pod's own folder too, so pods never share one."""
+        text = data.decode("utf-8", "replace")
+        for path, folder in sorted(mounts.items(), key=lambda m: -len(m[0])):
+            text = re.sub(re.escape(json.dumps(path)[:-1]) + r'(?=["/])', '"' + folder, text)
+        return text.encode()
 
-        for mount in container.get("volumeMounts") or []:
-            volume = volumes[mount["name"]]
-            folder = mounts[mount["mountPath"]]
-            if "secret" in volume:
-                secret = fake.get("secrets", ns, volume["secret"]["secretName"])
-                if secret is None:
-                    missing = f'secret "{volume["secret"]["secretName"]}" not found'
-                    waiting = {"reason": "CreateContainerConfigError", "message": missing}
-                    fake.update(
-                        "pods",
-                        ns,
-                        name,
-                        lambda p, waiting=waiting: p["status"].update(  # type: ignore[misc]
-                            containerStatuses=[_status(p, {"waiting": waiting})]
-                        ),
-                    )
-                    runtime.stop.wait()
-                    return
-                for item in volume["secret"].get("items") or [
-                    {"key": k, "path": k} for k in secret.get("data") or {}
-                ]:
-                    target = Path(folder) / item["path"]
-                    target.write_bytes(host_paths_in(base64.b64decode(secret["data"][item["key"]])))
+    for mount in container.get("volumeMounts") or []:
+        volume = volumes[mount["name"]]
+        folder = mounts[mount["mountPath"]]
+        if "secret" in volume:
+            secret = fake.get("secrets", ns, volume["secret"]["secretName"])
+            if secret is None:
+                missing = f'secret "{volume["secret"]["secretName"]}" not found'
+                waiting = {"reason": "CreateContainerConfigError", "message": missing}
+                fake.update(
+                    "pods",
+                    ns,
+                    name,
+                    lambda p, waiting=waiting: p["status"].update(  # type: ignore[misc]
+                        containerStatuses=[_status(p, {"waiting": waiting})]
+                    ),
+                )
+                runtime.stop.wait()
+                return None
+            for item in volume["secret"].get("items") or [
+                {"key": k, "path": k} for k in secret.get("data") or {}
+            ]:
+                target = Path(folder) / item["path"]
+                target.write_bytes(host_paths_in(base64.b64decode(secret["data"][item["key"]])))
 
-        argv = [
-            host(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]
-        ]
-        if argv and argv[0] == "python":
-            argv[0] = fake.python
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-        for var in container.get("env") or []:
-            env[var["name"]] = host(str(var.get("value", "")))
-        cwd = host(container.get("workingDir") or "/")
-        started = _running(fake, ns, name)
+    argv = [host(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if argv and argv[0] in ("python", "python3"):  # the image's Python: see ``images``
+        argv[0] = fake.images.get(container["image"], fake.python) or ""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for var in container.get("env") or []:
+        env[var["name"]] = host(str(var.get("value", "")))
+    return argv, env, host(container.get("workingDir") or "/")
+
+
+def _run_process(
+    runtime: PodRuntime,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    log: list[tuple[str, str]],
+) -> int | None:
+    """Run one container's command until it ends or the pod is stopped (SIGTERM, then SIGKILL
+    after 5 s); its output lines go to ``log``. None when the command does not exist."""
+    if not argv or not argv[0]:
+        return None
+    try:
         proc = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -1029,30 +1110,82 @@ class Run:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    except FileNotFoundError:
+        return None
 
-        def read() -> None:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                runtime.log.append((now_nano(), raw.decode("utf-8", "replace").rstrip("\n")))
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            log.append((now_nano(), raw.decode("utf-8", "replace").rstrip("\n")))
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        while proc.poll() is None:
-            if runtime.stop.wait(0.02):
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                break
-        reader.join(5)
-        code = proc.returncode
-        exit_code = 128 - code if code < 0 else code
-        _terminate(
-            fake, ns, name, exit_code, "Completed" if exit_code == 0 else "Error", started=started
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        if runtime.stop.wait(0.02):
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            break
+    reader.join(5)
+    return proc.returncode
+
+
+def _start_error(command: str) -> str:
+    """What containerd reports for a container whose command is not in its image."""
+    return (
+        "failed to create containerd task: failed to create shim task: OCI runtime create "
+        "failed: runc create failed: unable to start container process: exec: "
+        f'"{command or "python3"}": executable file not found in $PATH: unknown'
+    )
+
+
+def _fallback_message(container: dict[str, Any], log: list[tuple[str, str]]) -> str | None:
+    """``terminationMessagePolicy: FallbackToLogsOnError``: a container that failed without
+    writing its termination message file gets the end of its log (80 lines, 2048 bytes)."""
+    if container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return None
+    text = "\n".join(line for _, line in log[-80:])
+    return text.encode()[-2048:].decode("utf-8", "replace") or None
+
+
+def _initializing(fake: FakeKubernetes, ns: str, name: str) -> None:
+    """The container waits for the init containers (the pod's Initialized condition)."""
+
+    def wait(p: dict[str, Any]) -> None:
+        p["status"]["containerStatuses"] = [_status(p, {"waiting": {"reason": "PodInitializing"}})]
+        p["status"]["conditions"] = [
+            *(p["status"].get("conditions") or []),
+            {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized",
+             "lastTransitionTime": now_rfc3339()},
+        ]  # fmt: skip
+
+    fake.update("pods", ns, name, wait)
+
+
+def _init_status(
+    fake: FakeKubernetes, ns: str, name: str, index: int, state: dict[str, Any]
+) -> None:
+    def put(p: dict[str, Any]) -> None:
+        inits = p["spec"].get("initContainers") or []
+        statuses = p["status"].setdefault("initContainerStatuses", [])
+        while len(statuses) < len(inits):
+            c = inits[len(statuses)]
+            statuses.append(
+                {"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+                 "restartCount": 0, "started": False, "state": {"waiting": {
+                     "reason": "PodInitializing"}}}
+            )  # fmt: skip
+        statuses[index].update(
+            state=state,
+            started="running" in state,
+            ready="terminated" in state and state["terminated"]["exitCode"] == 0,
         )
+
+    fake.update("pods", ns, name, put)
 
 
 class Script:
@@ -1263,3 +1396,33 @@ def _close_after(pumps: list[threading.Thread], *sockets: socket.socket) -> None
         pump.join()
     for sock in sockets:
         sock.close()
+
+
+# -- interpreters standing in for images' Pythons -----------------------------------------------
+def plain_python() -> str:
+    """The interpreter the test venv was made from: this Python's version, without Argosy
+    installed (a step image's ``python3`` that has only the standard library and its own
+    packages)."""
+    for candidate in (getattr(sys, "_base_executable", ""), f"{sys.base_prefix}/bin/python3"):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return sys.executable
+
+
+def other_python() -> str | None:
+    """An interpreter of another minor version on this machine (a pyenv build), if any."""
+    import glob
+
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    roots = sorted({*glob.glob("/root/.pyenv/versions/3.*"), *glob.glob(os.path.expanduser(
+        "~/.pyenv/versions/3.*"))})  # fmt: skip
+    for prefix in roots:
+        version = ".".join(Path(prefix).name.split(".")[:2])
+        binary = f"{prefix}/bin/python{version}"
+        if version != mine and os.path.isfile(binary):
+            return binary
+    for minor in range(8, 20):
+        found = shutil.which(f"python3.{minor}")
+        if found and f"3.{minor}" != mine:
+            return found
+    return None

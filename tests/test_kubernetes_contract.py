@@ -9,6 +9,7 @@ and the clean-up work end to end, short of a real cluster (``tests/live_k8s/`` f
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import threading
@@ -33,7 +34,7 @@ from argosy.spec.loader import load_pipeline
 from argosy.states import Reason, RunStatus
 from argosy.stores.artifacts.blobs import open_artifact_store
 from argosy.stores.metadata.db import MetadataStore
-from argosy.stores.metadata.tables import Attempt, Task
+from argosy.stores.metadata.tables import Artifact, Attempt, Task
 from tests import kubernetes_fake as fk
 
 IMPLEMENTATIONS = ["local", "kubernetes"]
@@ -317,3 +318,100 @@ def test_kubernetes_a_new_engine_adopts_the_pod_of_an_abandoned_run(
         )  # type: ignore[union-attr]
     finally:
         first_setup.close()
+
+
+# -- Kubernetes only: a Python step in an image of its own ----------------------------------
+IMAGE_STEPS = textwrap.dedent(
+    """
+    import sys
+    from argosy import pipeline, step
+
+    @step(image="registry.example.com/ml/plain@sha256:" + "ee" * 32)
+    def where(n: int) -> dict:
+        import argosy
+        return {"python": sys.executable, "argosy": argosy.__file__, "doubled": n * 2}
+
+    @step
+    def total(info: dict) -> int:
+        return info["doubled"] + 1
+
+    @pipeline
+    def in_image(n: int = 4) -> int:
+        return total(info=where(n=n))
+
+    @step(image="registry.example.com/ml/other-python@sha256:" + "ff" * 32)
+    def elsewhere() -> int:
+        return 1
+
+    @pipeline
+    def wrong_python() -> int:
+        return elsewhere()
+    """
+)
+
+
+def test_kubernetes_a_step_in_its_own_image_runs_with_the_runtime_copied_in(
+    tmp_path: Path,
+) -> None:
+    """The pod of a step in its own image: an init container in the runtime image copies the
+    Argosy runtime into an emptyDir; the step's image (here a Python with no Argosy
+    installed) runs the launcher from that copy, mounted read-only, and its output flows on.
+    An image whose Python is another minor version fails the task at once with one line
+    naming the image and both Pythons. Nothing is left behind either way."""
+    other = fk.other_python()
+    if other is None:  # never skipped where CI is set: the mismatch is half of this test
+        if os.environ.get("CI"):
+            pytest.fail("no Python of another minor version on this machine (pyenv)")
+        pytest.skip("no Python of another minor version on this machine")
+    plain = fk.plain_python()
+    steps = _setup("kubernetes", tmp_path)
+    setup = next(steps)
+    flows = setup.flows.parent / f"images_{uuid.uuid4().hex[:12]}.py"  # a module of its own
+    flows.write_text(IMAGE_STEPS)
+    assert setup.fake is not None
+    fake = setup.fake
+    fake.images["registry.example.com/ml/plain@sha256:" + "ee" * 32] = plain
+    fake.images["registry.example.com/ml/other-python@sha256:" + "ff" * 32] = other
+    try:
+        setup.flows = flows
+        run_id = setup.run("in_image", n=5)
+        assert setup.engine.execute(run_id) == RunStatus.SUCCEEDED
+        with setup.metadata.session() as s:
+            rows = s.execute(
+                select(Artifact.node_path, Artifact.value).where(Artifact.run_id == run_id)
+            ).all()
+        values: dict[str, Any] = {node: value for node, value in rows}
+        info = values["where"]["json"]
+        assert info["python"] == plain and info["doubled"] == 10
+        assert "fake-kubelet-runtime-" in info["argosy"]  # the copy, not an installed Argosy
+        assert values["total"] == {"json": 11}
+        [pod, _] = [o for _, p, _, kind, o in fake.history if p == "pods" and kind == "ADDED"]
+        [init] = pod["spec"]["initContainers"]
+        [main] = pod["spec"]["containers"]
+        assert (
+            init["image"] == IMAGE and init["command"][-1] == "argosy.executors.kubernetes.bundle"
+        )
+        assert main["image"] == "registry.example.com/ml/plain@sha256:" + "ee" * 32
+        assert main["command"] == ["python3", "/opt/argosy/boot.py"]
+        assert {"name": "runtime", "mountPath": "/opt/argosy", "readOnly": True} in main[
+            "volumeMounts"
+        ]
+
+        started = time.monotonic()
+        run_id = setup.run("wrong_python")
+        assert setup.engine.execute(run_id) == RunStatus.FAILED
+        [(_, state, reason, error)] = setup.attempts(run_id)
+        assert (state, reason) == ("failed", Reason.CONTAINER_ERROR)
+        theirs = ".".join(Path(other).name.removeprefix("python").split(".")[:2])
+        mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+        assert error is not None and "\n" not in error
+        assert error.startswith(
+            f"image registry.example.com/ml/other-python@sha256:{'ff' * 32} has Python {theirs}."
+        )
+        assert f"built for cpython {mine}" in error and error.endswith(
+            f"use an image with Python {mine}"
+        )
+        assert time.monotonic() - started < 15
+        fake.wait_for(lambda: not any(fake.items(k) for k in ("jobs", "pods", "secrets")))
+    finally:
+        steps.close()

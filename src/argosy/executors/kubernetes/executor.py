@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from argosy.errors import ExecutionError, NoRoomError, StoreError, UsageError
 from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
-from argosy.executors.kubernetes import manifests
+from argosy.executors.kubernetes import bundle, manifests
 from argosy.executors.kubernetes.client import KubernetesApiError, KubernetesClient
 from argosy.executors.kubernetes.manifests import ATTEMPT_LABEL, JobOptions, Pool
 from argosy.executors.kubernetes.watch import NamespaceWatch, PodSummary, PodWatches
@@ -69,6 +69,9 @@ IMAGE_PULL_FAILURES = {
 CONTAINER_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 NODE_LOST = {"NodeLost", "Shutdown", "Terminated", "NodeShutdown", "UnexpectedAdmissionError"}
 EVICTIONS = {"EvictionByEvictionAPI", "PreemptionByScheduler", "TerminationByKubelet"}
+# the container was created but could not be started (containerd: "StartError", with runc's
+# "exec: ... executable file not found in $PATH"; docker: "ContainerCannotRun")
+START_FAILURES = {"StartError", "ContainerCannotRun"}
 STOP_REPORT_AFTER = manifests.STOP_GRACE_SECONDS + 15.0  # report a stopped attempt by then
 
 
@@ -96,6 +99,7 @@ class _Attempt:
     published_at: float = 0.0
     published_size: int = 0
     reserved: bool = True
+    step_image: str | None = None  # a Python step in an image of its own (bundle.py)
 
 
 class KubernetesExecutor(Executor):
@@ -192,12 +196,12 @@ class KubernetesExecutor(Executor):
                 "run the command from a Python step in an image of your own, or use a local "
                 "executor for this pipeline"
             )
-        if (launch.invocation.step.get("implementation") or {}).get("image"):
-            raise ExecutionError(
-                f"{launch.node_path}: Python steps in an image of their own (@step(image=...)) "
-                "do not run on the Kubernetes executor yet (its pods run the deployment's "
-                "runtime image); use a local executor for this pipeline"
-            )
+        step_image = (launch.invocation.step.get("implementation") or {}).get("image")
+        if step_image:
+            try:
+                manifests.check_pinned(str(step_image))
+            except UsageError as exc:
+                raise ExecutionError(f"{launch.node_path}: {exc}") from None
         pool = self._pool(launch.pool)
         if self.ledger.reserve(self.tenant, launch.cpu, launch.memory, launch.gpu) is None:
             raise NoRoomError(f"no room to start {launch.node_path}: the tenant's quota is used")
@@ -212,6 +216,11 @@ class KubernetesExecutor(Executor):
         invocation = launch.invocation.completed(
             scratch=f"{manifests.SCRATCH}/work", cache_dir=f"{manifests.SCRATCH}/cache"
         )
+        step = invocation.step
+        step_image = (step.get("implementation") or {}).get("image") or None
+        if step_image:  # the pod runs in that image: there, the launcher runs the step itself
+            implementation = {**step["implementation"], "image": None}
+            invocation = invocation.completed(step={**step, "implementation": implementation})
         if self.store.cipher is not None:  # the tenant's data keys, never the KEK
             invocation = invocation.completed(encryption=self.store.cipher.task_document())
         doc = invocation.to_json()
@@ -236,6 +245,7 @@ class KubernetesExecutor(Executor):
             log_key=launch.log_key,
             options=options,
             pipeline=launch.pipeline,
+            step_image=str(step_image) if step_image else None,
         )
         name = job["metadata"]["name"]
         secret = manifests.attempt_secret(
@@ -250,6 +260,7 @@ class KubernetesExecutor(Executor):
             launch.memory,
             launch.gpu,
             launch.timeout,
+            step_image=str(step_image) if step_image else None,
         )
         try:
             self._create(secret, launch.attempt_id)
@@ -310,6 +321,7 @@ class KubernetesExecutor(Executor):
         gpu: int,
         timeout: float | None,
         elapsed: float = 0.0,
+        step_image: str | None = None,
     ) -> _Attempt:
         now = time.monotonic() - elapsed
         path = self._work / f"{attempt_id}.jsonl"
@@ -326,6 +338,7 @@ class KubernetesExecutor(Executor):
             deadline=now + timeout if timeout else None,
             log_path=path,
             log=path.open("a", encoding="utf-8"),
+            step_image=step_image,
         )
         with self._cond:
             self._attempts[attempt_id] = attempt
@@ -389,12 +402,8 @@ class KubernetesExecutor(Executor):
             )
             return self._check(a)
         if pod is not None and pod.waiting_reason in CONTAINER_FAILURES:
-            self._stop(
-                a,
-                Reason.CONTAINER_ERROR,
-                f"the container cannot start: "
-                f"{pod.waiting_reason}: {pod.waiting_message or ''}".rstrip(": "),
-            )
+            detail = f"{pod.waiting_reason}: {pod.waiting_message or ''}".rstrip(": ")
+            self._stop(a, Reason.CONTAINER_ERROR, _cannot_start(a.step_image, detail))
             return self._check(a)
         if (pod is None or pod.unschedulable) and now - a.created >= self.unschedulable_seconds:
             waited = f"{self.unschedulable_seconds:g} s"
@@ -477,6 +486,27 @@ class KubernetesExecutor(Executor):
                     "deleted from outside Argosy)"
                 ),
             )
+        if pod.init_failed is not None:
+            i = pod.init_failed
+            said = (i.message or "").strip().splitlines()
+            return (
+                exit_code,
+                sig,
+                Reason.CONTAINER_ERROR,
+                (
+                    f"the init container that copies the Argosy runtime into the pod "
+                    f"({manifests.INIT_CONTAINER}, image {self.image}) failed "
+                    f"({i.reason or 'Error'}, exit {i.exit_code})"
+                    + (f": {said[-1]}" if said else "")
+                ),
+            )
+        if t is not None and t.reason in START_FAILURES:
+            why = f"{t.reason}: {t.message or ''}".rstrip(": ")
+            return exit_code, sig, Reason.CONTAINER_ERROR, _cannot_start(a.step_image, why)
+        if t is not None and a.step_image and t.exit_code == bundle.WRONG_PYTHON:
+            line = _boot_line(t.message, a.tail)
+            if line is not None:  # the image's Python is not the runtime's
+                return exit_code, sig, Reason.CONTAINER_ERROR, line
         if t is not None and t.reason == "OOMKilled":
             return (
                 None,
@@ -627,8 +657,11 @@ class KubernetesExecutor(Executor):
         meta = job["metadata"]
         annotations = meta.get("annotations") or {}
         timeout_text = annotations.get(f"{manifests.GROUP}/timeout") or ""
-        container = job["spec"]["template"]["spec"]["containers"][0]
+        pod_spec = job["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
         requests = (container.get("resources") or {}).get("requests") or {}
+        inits = [c.get("name") for c in pod_spec.get("initContainers") or []]
+        step_image = container.get("image") if manifests.INIT_CONTAINER in inits else None
         started = _parse_time(meta.get("creationTimestamp"))
         elapsed = max(0.0, time.time() - started) if started else 0.0
         secrets = self._secret_values(meta["name"])
@@ -647,6 +680,7 @@ class KubernetesExecutor(Executor):
             gpu,
             float(timeout_text) if timeout_text else None,
             elapsed,
+            step_image=step_image,
         )
         attempt.reserved = reserved
         known = self._namespace_watch().get(attempt_id)
@@ -834,6 +868,27 @@ def _process_ledger(quotas: Callable[[str], Mapping[str, Any] | None] | None) ->
 def _process_work_dir() -> Path:
     work: Path = _per_process("work", lambda: Path(tempfile.mkdtemp(prefix="argosy-k8s-")))
     return work
+
+
+def _cannot_start(step_image: str | None, detail: str) -> str:
+    """The error of a container that could not start; for a step in an image of its own the
+    likely cause first (``python3`` is what that container runs)."""
+    if step_image and "python3" in detail:
+        return (
+            f"image {step_image} has no python3 on its PATH (the container could not start: "
+            f"{detail}): a Python step in an image needs python3 there, of the runtime image's "
+            "Python version"
+        )
+    return f"the container cannot start: {detail}"
+
+
+def _boot_line(message: str | None, tail: Iterable[str]) -> str | None:
+    """The boot script's one line (``bundle.MARK``) from the termination message (the log's
+    end, ``FallbackToLogsOnError``) or the log tail, without its mark."""
+    for text in [*(message or "").splitlines()[::-1], *list(tail)[::-1]]:
+        if text.startswith(bundle.MARK):
+            return text[len(bundle.MARK) :].strip()
+    return None
 
 
 def _parse_ns(stamp: str) -> int | None:

@@ -1,7 +1,9 @@
 """What the Kubernetes executor creates, as plain documents (dicts), with no API calls.
 
 - :func:`attempt_job` and :func:`attempt_secret`: one ``batch/v1`` Job and one Secret per
-  attempt, in the tenant's namespace;
+  attempt, in the tenant's namespace; a Python step in an image of its own
+  (``@step(image=...)``) gets an init container that copies the Argosy runtime into the pod
+  (``bundle.py``) and runs in its image with that copy mounted read-only;
 - :func:`tenant_namespace`: what a tenant's namespace holds (Namespace, ServiceAccount,
   RoleBinding, ResourceQuota, LimitRange, NetworkPolicy), rendered by
   ``argosy admin tenant-namespace`` from the tenant's Argosy quota.
@@ -31,6 +33,8 @@ SELECTOR = "app.kubernetes.io/managed-by=argosy,app.kubernetes.io/component=task
 ATTEMPT_LABEL = f"{GROUP}/attempt"
 
 CONTAINER = "step"
+INIT_CONTAINER = "argosy-runtime"  # copies the runtime for a step in an image of its own
+RUNTIME_DIR = "/opt/argosy"  # emptyDir: that copy (read-only in the step's container)
 SCRATCH = "/scratch"  # emptyDir: the only writable place (the root filesystem is read-only)
 ATTEMPT_DIR = "/var/run/argosy/attempt"  # the invocation (task token, data keys), read-only
 SECRETS_DIR = "/var/run/argosy/secrets"  # the step's declared secrets, one file each
@@ -238,9 +242,18 @@ def attempt_job(
     log_key: str,
     options: JobOptions,
     pipeline: str = "",
+    step_image: str | None = None,
 ) -> dict[str, Any]:
     """The attempt's Job: one pod, no retries of its own (the engine retries), a deadline
-    from the step's timeout, garbage-collected ``ttl_seconds`` after it finished."""
+    from the step's timeout, garbage-collected ``ttl_seconds`` after it finished.
+
+    With ``step_image`` (a Python step in an image of its own) the pod's init container runs
+    the runtime image and copies the Argosy runtime into an emptyDir; the step's container
+    runs ``step_image`` with it mounted read-only and the image's ``python3`` on the copy's
+    boot script (``bundle.py``), which checks that Python before the launcher runs. Both
+    containers get the same security context; the init container the step's CPU and memory
+    but no GPU (a pod's request is the larger of its init containers' and its containers'
+    sum, so the pod still asks for exactly what the step asks)."""
     name = job_name(attempt_id)
     pool = options.pool
     labels = _labels(tenant, pipeline, invocation, pool.name if pool else None)
@@ -292,6 +305,29 @@ def attempt_job(
                 },
             }
         )
+    container_resources = resources(cpu, memory, gpu, options.memory_margin)
+    command = ["python", "-m", "argosy.runtime.launcher"]
+    args = [f"{ATTEMPT_DIR}/{INVOCATION}"]
+    init_containers: list[dict[str, Any]] = []
+    if step_image is not None:
+        volumes.append({"name": "runtime", "emptyDir": {}})
+        mounts.append({"name": "runtime", "mountPath": RUNTIME_DIR, "readOnly": True})
+        command = ["python3", f"{RUNTIME_DIR}/boot.py"]
+        args = [step_image, f"{ATTEMPT_DIR}/{INVOCATION}"]
+        init_containers.append(
+            {
+                "name": INIT_CONTAINER,
+                "image": options.image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-m", "argosy.executors.kubernetes.bundle"],
+                "args": [RUNTIME_DIR],
+                "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                "resources": resources(cpu, memory, 0, options.memory_margin),
+                "securityContext": container_security(),
+                "volumeMounts": [{"name": "runtime", "mountPath": RUNTIME_DIR}],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        )
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": options.service_account,
@@ -304,13 +340,13 @@ def attempt_job(
         "containers": [
             {
                 "name": CONTAINER,
-                "image": options.image,
+                "image": step_image or options.image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-m", "argosy.runtime.launcher"],
-                "args": [f"{ATTEMPT_DIR}/{INVOCATION}"],
+                "command": command,
+                "args": args,
                 "workingDir": SCRATCH,
                 "env": [{"name": k, "value": v} for k, v in variables.items()],
-                "resources": resources(cpu, memory, gpu, options.memory_margin),
+                "resources": container_resources,
                 "securityContext": container_security(),
                 "volumeMounts": mounts,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -318,6 +354,8 @@ def attempt_job(
         ],
         "volumes": volumes,
     }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
     if pool is not None:
         if pool.node_selector:
             pod_spec["nodeSelector"] = dict(pool.node_selector)

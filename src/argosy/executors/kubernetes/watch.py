@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from argosy.executors.kubernetes.client import KubernetesClient, WatchExpired
-from argosy.executors.kubernetes.manifests import ATTEMPT_LABEL, CONTAINER, SELECTOR
+from argosy.executors.kubernetes.manifests import (
+    ATTEMPT_LABEL,
+    CONTAINER,
+    INIT_CONTAINER,
+    SELECTOR,
+)
 
 log = logging.getLogger("argosy.executors.kubernetes")
 
@@ -55,6 +60,7 @@ class PodSummary:
     running_since: str | None = None
     terminated: Terminated | None = None
     image: str | None = None
+    init_failed: Terminated | None = None  # the init container that copies the runtime failed
 
     def gone(self) -> PodSummary:
         return PodSummary(
@@ -73,6 +79,7 @@ class PodSummary:
             self.running_since,
             self.terminated,
             self.image,
+            self.init_failed,
         )
 
 
@@ -113,6 +120,27 @@ def summarize(pod: dict[str, Any], deleted: bool = False) -> PodSummary | None:
                 t.get("startedAt"),
                 t.get("finishedAt"),
             )
+    init_failed = None
+    for c in status.get("initContainerStatuses") or []:
+        if c.get("name") != INIT_CONTAINER:
+            continue
+        state = c.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating") and (
+            waiting_reason in (None, "PodInitializing", "ContainerCreating")
+        ):  # the step's container waits for it: what keeps the pod back is the init's
+            waiting_reason, waiting_message = waiting.get("reason"), waiting.get("message")
+            image = c.get("image")
+        t = state.get("terminated")
+        if t and int(t.get("exitCode", 0)) != 0:
+            init_failed = Terminated(
+                int(t.get("exitCode", 0)),
+                t.get("signal"),
+                t.get("reason"),
+                t.get("message"),
+                t.get("startedAt"),
+                t.get("finishedAt"),
+            )
     if image is None:
         for c in (pod.get("spec") or {}).get("containers") or []:
             if c.get("name") == CONTAINER:
@@ -133,6 +161,7 @@ def summarize(pod: dict[str, Any], deleted: bool = False) -> PodSummary | None:
         running_since=running_since,
         terminated=terminated,
         image=image,
+        init_failed=init_failed,
     )
 
 
