@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -561,3 +565,157 @@ def _record(store: ArtifactStore, key: str) -> str:
         return ""
     with stream:
         return stream.read().decode()
+
+
+# -- a Python step in an image of its own: the runtime copied into the pod ----------------------
+STEP_IMAGE = "registry.example.com/ml/xgb@sha256:" + "cd" * 32
+
+
+def image_launch(**options: Any) -> AttemptLaunch:
+    a = launch(**options)
+    step = {"name": "train", "implementation": {"kind": "python", "image": STEP_IMAGE}}
+    return dataclasses.replace(a, invocation=a.invocation.completed(step=step))
+
+
+def test_the_runtime_copy_is_all_the_launcher_imports_at_task_time(tmp_path: Path) -> None:
+    """What the init container copies suffices, with nothing else: under ``python -S`` (no
+    site-packages at all) a Python without Argosy imports the launcher, the step SDK,
+    encryption at rest (cryptography's compiled modules) and the task store's client (found
+    through the copied entry points, as ``argosy-task+http://``), all from the copy."""
+    from argosy.executors.kubernetes import bundle
+
+    done = bundle.write_bundle(tmp_path / "runtime")
+    assert done["distributions"].keys() >= {"httpx", "httpcore", "h11", "cryptography", "cffi"}
+    assert "pydantic" not in done["distributions"]
+    assert any(c.startswith("_cffi_backend.") for c in done["compiled"])
+    assert not list((tmp_path / "runtime").rglob("*.pyc"))
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        sys.path.insert(0, sys.argv[1] + "/lib")
+        sys.path.append(sys.argv[1] + "/site")
+        import argosy.runtime.launcher
+        from argosy import pipeline, step
+        from argosy.stores.artifacts.blobs import open_artifact_store
+        from argosy.stores.encryption import ObjectCipher
+        store = open_artifact_store("argosy-task+http://argosy:8080", "t", {"token": "x"})
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        AESGCM(bytes(32)).encrypt(bytes(12), b"x", None)
+        third = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
+        print(json.dumps({m: getattr(sys.modules[m], "__file__", None) or "" for m in third}))
+        """
+    )
+    out = subprocess.run(
+        [fk.plain_python(), "-S", "-c", probe, str(tmp_path / "runtime")],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    files = json.loads(out.stdout)
+    assert {"argosy", "httpx", "cryptography"} <= files.keys()
+    outside = {m: f for m, f in files.items() if f and not f.startswith(str(tmp_path))}
+    assert not outside, f"imported from outside the copy: {outside}"
+
+
+def test_the_boot_refuses_a_python_of_another_abi_before_importing_anything(
+    tmp_path: Path,
+) -> None:
+    """Same version, other ABI (here: the runtime built for musl on arm64): the boot exits
+    86 with its one line, without importing Argosy (whose compiled dependencies would not
+    load there)."""
+    from argosy.executors.kubernetes import bundle
+
+    bundle.write_bundle(tmp_path / "runtime")
+    manifest = json.loads((tmp_path / "runtime" / bundle.MANIFEST).read_text())
+    mine = manifest["soabi"]
+    manifest["soabi"] = (
+        f"cpython-{sys.version_info.major}{sys.version_info.minor}-aarch64-linux-musl"
+    )
+    (tmp_path / "runtime" / bundle.MANIFEST).write_text(json.dumps(manifest))
+    started = time.monotonic()
+    out = subprocess.run(
+        [fk.plain_python(), str(tmp_path / "runtime" / "boot.py"), STEP_IMAGE, "/nonexistent"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert out.returncode == bundle.WRONG_PYTHON
+    [line] = out.stderr.splitlines()
+    version = "{}.{}.{}".format(*sys.version_info[:3])
+    assert line == (
+        f"{bundle.MARK}image {STEP_IMAGE} has Python {version} built for {mine}, but the Argosy "
+        f"runtime in the pod is built for cpython {sys.version_info.major}."
+        f"{sys.version_info.minor} ({manifest['soabi']}; its compiled dependencies too): use an "
+        f"image with Python {sys.version_info.major}.{sys.version_info.minor}"
+    )
+    assert took < 5  # the interpreter's start and a JSON read
+
+
+def test_an_image_without_python3_fails_with_container_error(k8s: Harness) -> None:
+    """containerd cannot start the step's container (StartError, exit 128): the attempt
+    fails at once with container_error naming the image; nothing is left behind."""
+    k8s.fake.images[STEP_IMAGE] = None
+    ex = k8s.executor()
+    a = image_launch()
+    k8s.behaviours[a.attempt_id] = fk.Run()
+    ex.start(a)
+    ended = wait_exit(ex, a.attempt_id)
+    assert ended.reason == Reason.CONTAINER_ERROR
+    assert ended.message is not None and ended.message.startswith(
+        f"image {STEP_IMAGE} has no python3 on its PATH (the container could not start: "
+        "StartError: failed to create containerd task"
+    )
+    k8s.fake.wait_for(lambda: gone(k8s.fake, a.attempt_id))
+
+
+def test_a_failed_runtime_copy_fails_with_container_error(k8s: Harness) -> None:
+    """The init container fails (here the runtime image's Python has no Argosy): the pod
+    fails before the step's container starts, and the attempt says which container failed
+    and its last words."""
+    k8s.fake.images[IMAGE] = fk.plain_python()
+    ex = k8s.executor()
+    a = image_launch()
+    k8s.behaviours[a.attempt_id] = fk.Run()
+    ex.start(a)
+    ended = wait_exit(ex, a.attempt_id)
+    assert ended.reason == Reason.CONTAINER_ERROR
+    assert ended.message is not None
+    assert ended.message.startswith(
+        f"the init container that copies the Argosy runtime into the pod (argosy-runtime, "
+        f"image {IMAGE}) failed (Error, exit 1): "
+    )
+    assert "No module named 'argosy'" in ended.message
+    [pod] = [o for _, p, _, kind, o in k8s.fake.history if p == "pods" and kind == "ADDED"]
+    k8s.fake.wait_for(lambda: gone(k8s.fake, a.attempt_id))
+    assert pod["spec"]["containers"][0]["image"] == STEP_IMAGE
+
+
+def test_a_new_executor_adopting_an_image_step_still_names_a_wrong_python(
+    k8s: Harness,
+) -> None:
+    """After a handover the next executor knows the pod runs a step image (from the Job's
+    init container), so a Python of another version is still reported as such."""
+    other = fk.other_python()
+    if other is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Python of another minor version on this machine (pyenv)")
+        pytest.skip("no Python of another minor version on this machine")
+    k8s.fake.images[STEP_IMAGE] = other
+    before = k8s.executor()
+    a = image_launch()
+    k8s.behaviours[a.attempt_id] = fk.Run(schedule_delay=1.0)
+    before.start(a)
+    before.stop(a.attempt_id, Reason.ENGINE_LOST)
+    [handed] = before.poll(1.0)
+    assert handed.reason == Reason.ENGINE_LOST
+    after = k8s.executor()
+    assert after.adopt(a.attempt_id, a.log_key)
+    exits: list[AttemptExit] = []
+    end = time.monotonic() + 20
+    while not exits and time.monotonic() < end:
+        exits = after.poll(0.2)
+    [ended] = exits
+    assert ended.reason == Reason.CONTAINER_ERROR
+    assert ended.message is not None and ended.message.startswith(
+        f"image {STEP_IMAGE} has Python 3."
+    )
+    assert ended.exit_code == 86
+    k8s.fake.wait_for(lambda: gone(k8s.fake, a.attempt_id))

@@ -133,6 +133,56 @@ def test_security_context_is_strict() -> None:
     assert all(m.get("readOnly") for p, m in mounts.items() if p != manifests.SCRATCH)
 
 
+STEP_IMAGE = "registry.example.com/ml/xgb@sha256:" + "cd" * 32
+
+
+def test_a_step_in_its_own_image_gets_an_init_container_that_copies_the_runtime() -> None:
+    """The Job of ``@step(image=...)``: the init container runs the runtime image and copies
+    the runtime into an emptyDir; the step's container runs the step's image with that copy
+    mounted read-only, its python3 on the boot script; both as strictly confined as ever,
+    the GPU and the pool with the step; the pod asks for what the step asks (an init
+    container's request counts only if it is the larger). Validates against 1.33."""
+    doc = job(step_image=STEP_IMAGE)
+    valid(doc)
+    pod = doc["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    [main] = pod["containers"]
+    assert init["name"] == manifests.INIT_CONTAINER and init["image"] == IMAGE
+    assert init["command"] == ["python", "-m", "argosy.executors.kubernetes.bundle"]
+    assert init["args"] == [manifests.RUNTIME_DIR]
+    assert init["volumeMounts"] == [{"name": "runtime", "mountPath": manifests.RUNTIME_DIR}]
+    assert main["image"] == STEP_IMAGE
+    assert main["command"] == ["python3", f"{manifests.RUNTIME_DIR}/boot.py"]
+    assert main["args"] == [STEP_IMAGE, f"{manifests.ATTEMPT_DIR}/{manifests.INVOCATION}"]
+    assert {"name": "runtime", "mountPath": manifests.RUNTIME_DIR, "readOnly": True} in main[
+        "volumeMounts"
+    ]
+    assert {"name": "runtime", "emptyDir": {}} in pod["volumes"]
+    for container in (init, main):
+        assert container["securityContext"] == manifests.container_security()
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert main["resources"] == job()["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" in main["resources"]["limits"]
+    assert init["resources"] == {
+        "requests": {"cpu": "2500m", "memory": "3072Mi"},
+        "limits": {"memory": "3840Mi"},
+    }  # the step's CPU and memory, no GPU
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
+    assert pod["securityContext"] == manifests.pod_security()
+    mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
+    assert all(m.get("readOnly") for p, m in mounts.items() if p != manifests.SCRATCH)
+    # everything else is the same Job as a step in the runtime image
+    plain = job()
+    assert {
+        k: v for k, v in pod.items() if k not in ("initContainers", "containers", "volumes")
+    } == {
+        k: v
+        for k, v in plain["spec"]["template"]["spec"].items()
+        if k not in ("containers", "volumes")
+    }
+    assert main["env"] == plain["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
 def test_secrets_are_files_never_environment_variables() -> None:
     doc = job()
     container = doc["spec"]["template"]["spec"]["containers"][0]
