@@ -445,10 +445,13 @@ if not os.path.isdir("/argosy"):  # imported outside a container: say by which p
 whoami = container_step(
     name="whoami", image="BUSYBOX_IMAGE",
     command=["sh", "-c", "id -u > {{outputs.uid.path}}; id -g > {{outputs.gid.path}}; "
+             "cat /proc/self/uid_map > {{outputs.uid_map.path}}; "
+             "cat /proc/self/gid_map > {{outputs.gid_map.path}}; "
              "cat /run/secrets/HOOK_TOKEN > {{outputs.secret.path}}; "
              "ls -A /argosy | tr '\\\\n' ' ' > {{outputs.seen.path}}"],
-    outputs={"uid": int, "gid": int, "secret": str, "seen": str},
+    outputs={"uid": int, "gid": int, "uid_map": str, "gid_map": str, "secret": str, "seen": str},
     secrets=["HOOK_TOKEN"],
+    env={"ARGOSY_CONTAINER_USER": "0:0"},  # a step naming another user changes nothing
 )
 
 
@@ -456,7 +459,8 @@ whoami = container_step(
 def in_image(n: int) -> list:
     import json, os
     store = json.loads(open("/argosy/invocation.json").read())["store"]
-    return [os.getuid(), os.getgid(), sorted(os.listdir("/argosy")), n, store]
+    mapped = open("/proc/self/uid_map").read().split()
+    return [os.getuid(), os.getgid(), sorted(os.listdir("/argosy")), n, store, mapped]
 
 
 @pipeline
@@ -470,10 +474,12 @@ def test_a_servers_containers_run_as_the_tenants_task_uid(
     task_user: pwd.struct_passwd, task_python: str, open_home: Path, tmp_path: Path,
     podman: dict[str, str], python_image: str,
 ) -> None:  # fmt: skip
-    """Rootful podman with ``--user UID:GID``: a container step and a Python step in an image
-    of a tenant run as that tenant's task uid (not root, not nobody, not the server); they
-    see only their scratch folder (the launcher, as the server, reads and writes the artifacts
-    through the task store with the attempt's token)."""
+    """Rootful podman in a user namespace that holds only the tenant's task uid and gid
+    (``--uidmap 0:UID:1``): a container step and a Python step in an image of a tenant run
+    as that tenant's task uid on the host (not root, not nobody, not the server) — inside,
+    the namespace's uid 0 without capabilities; they see only their scratch folder (the
+    launcher, as the server, reads and writes the artifacts through the task store with the
+    attempt's token)."""
     folder = tmp_path / "project"
     folder.mkdir()
     marker = tmp_path / "imported-by"
@@ -508,12 +514,15 @@ def test_a_servers_containers_run_as_the_tenants_task_uid(
     # the step's module ran on the host only here, to compile it: never in a server process
     # (a warm parent would run the tenant's code as the server's user)
     assert marker.read_text().split() == [str(os.getpid()), str(os.getuid())]
-    uid, gid = values[("whoami", "uid")], values[("whoami", "gid")]
+    assert (values[("whoami", "uid")], values[("whoami", "gid")]) == (0, 0)  # the namespace's
+    uid_map, gid_map = values[("whoami", "uid_map")].split(), values[("whoami", "gid_map")].split()
+    uid, gid = int(uid_map[1]), int(gid_map[1])  # ... whose only id is the host's task uid
+    assert uid_map == ["0", str(uid), "1"] and gid_map == ["0", str(gid), "1"]
     assert 720000 <= uid < 720000 + 65536 and gid == task_user.pw_gid  # the tenant's task uid
     assert values[("whoami", "secret")] == "container-secret-42"  # a file it can read
     # its scratch folder only (.cache: its inputs, decrypted by the launcher)
     assert set(values[("whoami", "seen")].split()) <= {".cache", "inputs", "outputs", "tmp"}
     in_image = values[("in_image", "output")]
-    assert in_image[:2] == [uid, gid] and in_image[3] == 5
+    assert in_image[:2] == [0, 0] and in_image[5] == uid_map and in_image[3] == 5
     assert {"invocation.json", "work", "cache"} <= set(in_image[2])  # the staged folder
     assert in_image[4] == {"url": "/argosy/store", "options": {}}  # no task token in there

@@ -85,6 +85,7 @@ ENV_ALLOW = (
     "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CA_BUNDLE",
 )  # fmt: skip
+PLATFORM_ENV = ("ARGOSY_CONTAINER_MODE", "ARGOSY_CONTAINER_UID_BASE")  # container settings
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
 CONTAINER_USER_ENV = "ARGOSY_CONTAINER_USER"  # a container's UID:GID (runtime/container.py)
@@ -243,11 +244,17 @@ class LocalExecutor(Executor):
         if self._isolated(launch):
             assert self.run_as is not None
             env.update(HOME=str(scratch), USER=self.run_as.name, LOGNAME=self.run_as.name)
+        env.update(launch.env)
+        env.update(launch.secrets)
+        # What the platform decides comes last: a step's env or a secret named like one of
+        # these (ARGOSY_CONTAINER_USER=<another tenant's uid>) must never override it.
+        for name in (ISOLATED_ENV, CONTAINER_USER_ENV, *PLATFORM_ENV):
+            env.pop(name, None)
+        env.update({k: os.environ[k] for k in PLATFORM_ENV if k in os.environ})
+        if self._isolated(launch):
             env[ISOLATED_ENV] = "1"  # the launcher makes itself non-dumpable
         elif self.run_as is not None:  # a container: its processes run as the task uid
             env[CONTAINER_USER_ENV] = f"{self.run_as.uid}:{self.run_as.gid}"
-        env.update(launch.env)
-        env.update(launch.secrets)
         env.update(
             {
                 processes.ATTEMPT_ENV: launch.attempt_id,
