@@ -12,8 +12,14 @@ from the one watch of that namespace (``watch.py``), never by polling. It ends a
 - on ``stop`` (cancel): the Job is deleted with foreground propagation.
 
 What the pod became maps to the engine's reasons: ``memory_limit`` (OOMKilled), ``evicted``,
-``node_lost``, ``timeout`` (deadline exceeded), ``image_pull``, ``unschedulable``, or the
-container's exit code / signal (the launcher's result record decides success, as locally).
+``node_lost``, ``timeout`` (deadline exceeded), ``image_pull``, ``unschedulable``,
+``container_error`` (not created or started; the runtime copy failed; a step image's Python
+is not the runtime's: ``bundle.py``), or the container's exit code / signal (the launcher's
+result record decides success, as locally).
+
+A Python step in an image of its own (``@step(image=...)``, pinned by digest) runs in that
+image, with the Argosy runtime copied in by an init container (``manifests.attempt_job``,
+``bundle.py``); its invocation names no image, so the launcher there runs the step itself.
 
 The log is read from the API server while the pod runs and copied to the attempt's log
 record every ``live_log_interval`` seconds and at the end, so it outlives the pod. The Job,
