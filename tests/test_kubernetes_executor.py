@@ -719,3 +719,32 @@ def test_a_new_executor_adopting_an_image_step_still_names_a_wrong_python(
     )
     assert ended.exit_code == 86
     k8s.fake.wait_for(lambda: gone(k8s.fake, a.attempt_id))
+
+
+def test_a_runtime_image_that_cannot_be_pulled_is_named_by_the_pods_summary() -> None:
+    """While the init container waits on its image, the step's container waits on it
+    (PodInitializing): the summary names the init container's image and the registry's words,
+    so the attempt fails with image_pull naming the runtime image."""
+    from argosy.executors.kubernetes.watch import summarize
+
+    pod = {
+        "metadata": {"name": "p", "labels": {"argosy.dev/attempt": "a1"}},
+        "spec": {"containers": [{"name": "step", "image": STEP_IMAGE}]},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {"name": "argosy-runtime", "image": IMAGE, "state": {"waiting": {
+                    "reason": "ErrImagePull", "message": "manifest unknown"}}},
+            ],
+            "containerStatuses": [
+                {"name": "step", "image": STEP_IMAGE,
+                 "state": {"waiting": {"reason": "PodInitializing"}}},
+            ],
+        },
+    }  # fmt: skip
+    summary = summarize(pod)
+    assert summary is not None
+    assert (summary.waiting_reason, summary.waiting_message, summary.image) == (
+        "ErrImagePull", "manifest unknown", IMAGE,
+    )  # fmt: skip
+    assert summary.init_failed is None
