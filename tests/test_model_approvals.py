@@ -6,15 +6,23 @@ both), a denied or expired request moves nothing, and both homes give the same d
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from argosy import api
 from argosy.api import API_PREFIX
+from argosy.service import ServiceContext, approvals, promotions
+from argosy.stores.metadata.tables import Approval, AuditEvent, RegisteredModel
 from tests.conftest import Workspace
 from tests.oidc_issuer import OidcIssuer
 from tests.oidc_issuer import oidc_issuer as oidc_issuer  # the fixture
@@ -189,3 +197,154 @@ def test_production_needs_a_second_owner_locally_and_on_a_server(
 def test_a_policy_names_valid_aliases(ws: Workspace, alias: str) -> None:
     res = ws.argosy("models", "policy", "--approval", alias)
     assert res.code == 2 and "is no alias name" in res.stderr
+
+
+# -- one pending request per move, held by the database ----------------------------------------
+BACKENDS = [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgresql)]
+ALIASES = ("production", "champion", "gold")  # all reserved: 2 versions x 3 aliases = 6 moves
+
+
+@pytest.fixture(params=BACKENDS)
+def registered(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
+    """A state folder (SQLite, or a database of the test PostgreSQL server) holding model
+    ``m`` with versions 1 and 2, whose tenant reserves three aliases for approval."""
+    url = request.getfixturevalue("pg_migrated_url") if request.param == "postgresql" else None
+    ws = Workspace(tmp_path / "proj", tmp_path / "state", url)
+    ws.root.mkdir()
+    ws.write(PIPES, "approved_models")
+    run = ws.argosy("run", "approved_models.py:two", "-q", "--output", "json")
+    assert run.code == 0, run.stderr
+    for node in ("a", "b"):
+        done = ws.argosy("models", "register", "m", f"{run.json()['id']}/{node}")
+        assert done.code == 0, done.stderr
+    policy = ws.argosy("models", "policy", *(f"--approval={a}" for a in ALIASES))
+    assert policy.code == 0, policy.stderr
+    return ws
+
+
+def _pending(ws: Workspace) -> list[tuple[str, str, str | None]]:
+    """(created_by, detail, subject) of every pending promotion request, straight from the DB."""
+    local = ws.local()
+    with local.metadata.session() as s:
+        rows = s.scalars(select(Approval).where(Approval.state == "pending")).all()
+        return sorted((r.created_by, str(r.detail), r.subject) for r in rows)
+
+
+def _at_once(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """The ``calls``, each in a thread of its own, released together by a barrier; their
+    results, in order."""
+    n = len(calls)
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_two_identical_requests_sent_at_once_to_a_server_make_one(
+    registered: Workspace, tmp_path: Path
+) -> None:
+    """Two clients PUT the same production promotion at the same moment, six times (each a
+    move of its own): both get 202 and the same request, and the database holds one."""
+    ws = registered
+    env = {"ARGOSY_DATABASE_URL": ws.database_url} if ws.database_url else {}
+    server = start_server(ws.home, env, stderr_path=tmp_path / "server.log")
+    try:
+        base = f"{server.api}/models/m/aliases"
+        moves = [(alias, version) for alias in ALIASES for version in (1, 2)]
+        for alias, version in moves:
+            body = {"version": version, "reason": "race"}
+            with httpx.Client(timeout=60) as c1, httpx.Client(timeout=60) as c2:
+                puts = [partial(c.put, f"{base}/{alias}", json=body) for c in (c1, c2)]
+                answers = _at_once(puts)
+            assert [r.status_code for r in answers] == [202, 202], [r.text for r in answers]
+            ids = {r.json()["id"] for r in answers}
+            assert len(ids) == 1, (alias, version, ids)
+        pending = _pending(ws)
+        assert len(pending) == len(moves), pending
+        assert {p[2] for p in pending} == {f"{a}:{v}" for a, v in moves}
+    finally:
+        server.stop(timeout=20)
+
+
+def test_the_database_keeps_one_pending_request_when_both_looked_first(
+    registered: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race made certain: both callers look for a pending request before either has
+    inserted one (both see none), then both insert. The partial unique index refuses the
+    second insert, which then answers with the first request — here asked by two different
+    owners, so the second ask is an audit event naming the first requester."""
+    ws = registered
+    local = ws.local()
+    tenant = local.settings.tenant
+
+    def ctx(actor: str) -> ServiceContext:
+        return ServiceContext(metadata=local.metadata, store=local.store, tenant=tenant,
+                              actor=actor, attempts_dir=local.settings.attempts_dir)  # fmt: skip
+
+    looked = threading.Barrier(2)
+    real = approvals.pending_for
+    first_look: set[int] = set()
+
+    def pending_for(*args: Any) -> Any:
+        found = real(*args)
+        me = threading.get_ident()
+        if me not in first_look:  # each thread's first look waits for the other's
+            first_look.add(me)
+            assert found is None
+            looked.wait(timeout=30)
+        return found
+
+    now = datetime.now(UTC)
+    users = ("olga", "bob")
+    body = api.ModelPromote(version=1, reason="both")
+    with monkeypatch.context() as patched:
+        patched.setattr(approvals, "pending_for", pending_for)
+        docs = _at_once(
+            [partial(promotions.promote, ctx(u), "m", "production", body, now) for u in users]
+        )
+    assert all(isinstance(d, api.PromotionRequest) for d in docs)
+    assert docs[0].id == docs[1].id and docs[0].state == "pending"
+    first = docs[0].requested_by
+    assert first in users and docs[1].requested_by == first
+    assert _pending(ws) == [(first, str({"model": "m", "alias": "production", "version": 1}),
+                             "production:1")]  # fmt: skip
+
+    # the second person's ask is kept, naming whose request it joined
+    with local.metadata.session() as s:
+        asks = s.scalars(select(AuditEvent).where(AuditEvent.action == "promotion.request")).all()
+        kept = sorted((e.actor, (e.detail or {}).get("pending_by")) for e in asks)
+    second = next(u for u in users if u != first)
+    assert kept == sorted([(first, None), (second, first)])
+
+    # the database itself refuses a second pending request for the move, whoever inserts it
+    with pytest.raises(IntegrityError):
+        approvals.request(ctx("carl"), "promotion", "model", _model_id(ws), "", now,
+                          subject="production:1")  # fmt: skip
+    # once decided, the same move can be asked for again
+    decided = promotions.decide(ctx(second), docs[0].id, api.PromotionDecision(approve=False),
+                                now)  # fmt: skip
+    assert decided.state == "denied"
+    again = promotions.promote(ctx("olga"), "m", "production", body, now)
+    assert isinstance(again, api.PromotionRequest) and again.id != docs[0].id
+
+
+def _model_id(ws: Workspace) -> str:
+    with ws.local().metadata.session() as s:
+        found = s.scalar(select(RegisteredModel.id).where(RegisteredModel.name == "m"))
+        assert found is not None
+        return found

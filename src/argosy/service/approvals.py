@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from argosy.auth import audit
@@ -29,14 +30,17 @@ from argosy.stores.metadata.tables import Approval
 def request(
     ctx: ServiceContext, kind: str, target_kind: str, target_id: str, reason: str,
     now: datetime, detail: dict[str, Any] | None = None, expires_at: datetime | None = None,
+    subject: str | None = None,
 ) -> Approval:  # fmt: skip
     """A pending request of ``kind`` about ``target``, by the context's actor (undecided at
-    ``expires_at``, it expires)."""
+    ``expires_at``, it expires). With a ``subject``, the database refuses a second pending
+    request of the same kind, target and subject (``IntegrityError``; :func:`request_once`
+    turns it into the request that exists)."""
     with ctx.metadata.session() as s:
         row = Approval(
             id=new_id(), tenant=ctx.tenant, created_at=now, created_by=ctx.actor, kind=kind,
             target_kind=target_kind, target_id=target_id, reason=reason, state="pending",
-            detail=detail, expires_at=expires_at,
+            detail=detail, expires_at=expires_at, subject=subject,
         )  # fmt: skip
         s.add(row)
         audit.record(
@@ -45,6 +49,42 @@ def request(
                                                 "reason": reason},
         )  # fmt: skip
     return row
+
+
+def pending_for(ctx: ServiceContext, kind: str, target_id: str, subject: str) -> Approval | None:
+    """The pending request of ``kind`` about ``target_id`` and ``subject``: at most one."""
+    with ctx.metadata.session() as s:
+        return s.scalar(
+            select(Approval).where(
+                Approval.tenant == ctx.tenant, Approval.kind == kind,
+                Approval.target_id == target_id, Approval.subject == subject,
+                Approval.state == "pending",
+            )
+        )  # fmt: skip
+
+
+def request_once(
+    ctx: ServiceContext, kind: str, target_kind: str, target_id: str, subject: str,
+    reason: str, now: datetime, detail: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[Approval, bool]:  # fmt: skip
+    """The one pending request of ``kind`` about ``target_id`` and ``subject``: the one that
+    exists (whoever asked for it), else a new one by the context's actor; and whether it is
+    new. Two callers at once create one: the partial unique index
+    ``uq_approvals_pending_subject`` refuses the second insert, which then reads the first."""
+    for _ in range(3):  # the existing one may be decided between the refusal and the read
+        found = pending_for(ctx, kind, target_id, subject)
+        if found is not None:
+            return found, False
+        try:
+            return request(ctx, kind, target_kind, target_id, reason, now, detail,
+                           expires_at=expires_at, subject=subject), True  # fmt: skip
+        except IntegrityError:
+            continue
+    raise ConflictError(
+        f"the {kind} request for {subject} changed three times while asking; ask again",
+        code="busy",
+    )
 
 
 def get(ctx: ServiceContext, kind: str, approval_id: str) -> Approval:

@@ -8,8 +8,14 @@ other than the requester approves it — the alias moves in the same transaction
 event names the requester and the approver — or denies it. A request undecided after
 ``expire_after_days`` expires. Denied or expired, nothing moves. Other aliases move at once.
 
-The same requester asking again for the same move gets their pending request back (a retried
-PUT or a repeated CI step creates no second request).
+There is at most one pending request per move (model, alias, version), held by the database
+(a partial unique index on the request's subject, ``ALIAS:VERSION``): the same requester asking
+again gets their pending request back (a retried PUT, a repeated CI step, or two sent at the
+same moment), and so does a *different* person asking for the same move — the request keeps
+its first requester, the second ask is an audit event of its own (``promotion.request`` naming
+``pending_by``), and the second person, not being the requester, may approve it if they are an
+owner (two people agreed). A move to another version, or to another alias, is a request of its
+own.
 """
 
 from __future__ import annotations
@@ -103,17 +109,28 @@ def promote(
             )
         model_id, version = model.id, target.version
     approvals.expire_due(ctx, KIND, now)
-    for pending in approvals.list_of(ctx, KIND, "pending"):
-        d = pending.detail or {}
-        same = (d.get("model"), d.get("alias"), d.get("version")) == (name, alias, version)
-        if same and pending.created_by == ctx.actor:
-            return _document(ctx, pending)
     detail = {"model": name, "alias": alias, "version": version}
     deadline = now + timedelta(days=policy.expire_after_days)
-    row = approvals.request(
-        ctx, KIND, "model", model_id, body.reason or "", now, detail, expires_at=deadline
-    )
+    row, created = approvals.request_once(
+        ctx, KIND, "model", model_id, subject(alias, version), body.reason or "", now, detail,
+        expires_at=deadline,
+    )  # fmt: skip
+    if not created and row.created_by != ctx.actor:
+        # another person asked for the same move: theirs is the request (one per move); this
+        # ask is kept in the audit log, and whoever asked second may decide it if an owner
+        with ctx.metadata.session() as s:
+            audit.record(
+                s, actor=ctx.actor, actor_kind="user", action=f"{KIND}.request",
+                tenant=ctx.tenant, resource=f"{KIND}/{row.id}",
+                detail={"target": f"model/{model_id}", "reason": body.reason or "",
+                        "pending_by": row.created_by},
+            )  # fmt: skip
     return _document(ctx, row)
+
+
+def subject(alias: str, version: int) -> str:
+    """What a promotion request asks of its model (one pending request per subject)."""
+    return f"{alias}:{version}"
 
 
 def decide(

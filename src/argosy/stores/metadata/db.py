@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from argosy.errors import StoreError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0012"  # newest revision in migrations/versions; checked cheaply before running Alembic
+HEAD = "0013"  # newest revision in migrations/versions; checked cheaply before running Alembic
 
 log = logging.getLogger("argosy.metadata")
 T = TypeVar("T")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -460,10 +461,25 @@ class Approval(_Row, Base):
     """A request that a tenant owner other than the requester approves or denies (one
     approval service: retrievals of archived data, promotions of a model to an alias that
     needs approval). ``expires_at``: while pending, the request expires then if undecided
-    (promotions); once approved, what the approval grants ends then (a retrieval's window)."""
+    (promotions); once approved, what the approval grants ends then (a retrieval's window).
+    ``subject``: what exactly is asked about the target, where a kind allows one pending
+    request per ask (a promotion: ``ALIAS:VERSION`` of the model ``target_id``); the partial
+    unique index keeps two pending requests for it from existing at once, whoever asks."""
 
     __tablename__ = "approvals"
-    __table_args__ = (Index("ix_approvals_tenant_kind_state", "tenant", "kind", "state"),)
+    __table_args__ = (
+        Index("ix_approvals_tenant_kind_state", "tenant", "kind", "state"),
+        Index(
+            "uq_approvals_pending_subject",
+            "tenant",
+            "kind",
+            "target_id",
+            "subject",
+            unique=True,
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
     kind: Mapped[str] = mapped_column(String(32))  # retrieval | promotion
     target_kind: Mapped[str] = mapped_column(String(16))
     target_id: Mapped[str] = mapped_column(String(26))
@@ -474,6 +490,7 @@ class Approval(_Row, Base):
     comment: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None]
     detail: Mapped[dict[str, Any] | None]
+    subject: Mapped[str | None] = mapped_column(String(255))
 
 
 class BlobTier(_Row, Base):
