@@ -46,7 +46,9 @@ def images_lock(
     output: OutputOpt = Format.text,
 ) -> None:
     """Ask each image's registry for the digest its tag points at and write argosy.lock.json;
-    'argosy pipelines push' pins container steps with it."""
+    'argosy pipelines push' pins container steps with it. Private registries: the credentials
+    of 'podman login' / 'docker login' (REGISTRY_AUTH_FILE, then podman's and docker's auth
+    files); a registry that still refuses exits 3."""
     from argosy.cli.commands import emit_json, err
     from argosy.ops import images
 

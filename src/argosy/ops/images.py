@@ -19,12 +19,18 @@ beside ``argosy.toml``. ``argosy pipelines push`` then replaces every container 
 that names a locked image (by its name, ``repository:tag`` or ``repository``) with
 ``repository@sha256:...``, and refuses a step whose image has no digest unless given
 ``--allow-unpinned``: the pushed version records exactly what will run.
+
+``lock`` authenticates to private registries with the credentials podman/docker use (their
+auth files, in podman's order) through the OCI distribution / Docker registry auth flow
+(:mod:`argosy.ops.registry_auth`); a registry that still refuses, on lock or push, is one line
+and exit 3 (:class:`~argosy.ops.registry_auth.RegistryAuthError`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -48,6 +54,8 @@ MANIFEST_TYPES = ", ".join(
     )
 )
 DIGEST_PREFIX = "@sha256:"
+# what podman/buildah/docker say when a registry refuses a push for want of credentials
+AUTH_REFUSED = re.compile(r"unauthorized|authentication required|denied|\b401\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -208,31 +216,61 @@ def push_image(project: Project, tool: str, reference: str) -> str | None:
             argv += ["--digestfile", str(digest_file)]
             if _insecure(project, reference):
                 argv.append("--tls-verify=false")
-        _run([*argv, reference], f"pushing {reference}")
+        try:
+            _run([*argv, reference], f"pushing {reference}")
+        except UsageError as exc:
+            if AUTH_REFUSED.search(str(exc)):
+                from argosy.ops.registry_auth import RegistryAuthError
+
+                host = _host(reference.rpartition(":")[0])
+                tail = str(exc).partition("): ")[2] or str(exc)
+                said = tail.rsplit(" | ", 1)[-1].removeprefix("Error: ")  # the tool's last line
+                raise RegistryAuthError(
+                    f"registry {host} refused to let {Path(tool).name} push {reference} "
+                    f"({said}); log in with '{Path(tool).name} login {host}' (or set "
+                    "REGISTRY_AUTH_FILE) and check that the account may push there",
+                    code="registry_auth",
+                ) from None
+            raise
         return digest_file.read_text().strip() if digest_file.is_file() else None
 
 
+def _repository_path(repository: str, host: str) -> str:
+    path = repository[len(host) + 1 :] if repository.startswith(host + "/") else repository
+    if host == "docker.io" and "/" not in path:
+        path = f"library/{path}"
+    return path
+
+
 def resolve_digest(project: Project, reference: str, timeout: float = 30) -> str:
-    """The digest ``repository:tag`` points at in its registry (OCI distribution API)."""
+    """The digest ``repository:tag`` points at in its registry (OCI distribution API), with
+    the credentials podman/docker use (:mod:`argosy.ops.registry_auth`)."""
     import httpx
+
+    from argosy.ops import registry_auth
 
     repository, _, tag = reference.rpartition(":")
     host = _host(repository)
-    path = repository[len(host) + 1 :] if repository.startswith(host + "/") else repository
+    path = _repository_path(repository, host)
     scheme = "http" if _insecure(project, repository) else "https"
-    url = f"{scheme}://{host}/v2/{path}/manifests/{tag}"
+    endpoint = "registry-1.docker.io" if host == "docker.io" else host
+    url = f"{scheme}://{endpoint}/v2/{path}/manifests/{tag}"
+    credential, files = registry_auth.find_credential(host, path)
+    auth = registry_auth.RegistryAuth(credential, f"repository:{path}:pull")
     try:
-        response = httpx.head(url, headers={"Accept": MANIFEST_TYPES}, timeout=timeout)
+        with httpx.Client(auth=auth, timeout=timeout) as client:
+            response = client.head(url, headers={"Accept": MANIFEST_TYPES})
     except httpx.HTTPError as exc:
         raise UsageError(f"cannot reach the registry of {reference} ({url}): {exc}") from None
+    if response.status_code in (401, 403):
+        raise registry_auth.RegistryAuthError(
+            registry_auth.refusal(reference, host, auth, files, response.status_code),
+            code="registry_auth",
+        )
     if response.status_code == 404:
         raise UsageError(
             f"{reference} is not in its registry ({url} answered 404); build and push it first "
             "(argosy images build --push)"
-        )
-    if response.status_code in (401, 403):
-        raise UsageError(
-            f"the registry refused to say what {reference} is ({response.status_code})"
         )
     digest = str(response.headers.get("Docker-Content-Digest", ""))
     if response.status_code != 200 or not digest.startswith("sha256:"):
