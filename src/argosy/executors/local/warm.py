@@ -65,7 +65,9 @@ must be the parent's own child, in a session of its own, of the tenant's uid, an
 descriptor with it that child's pidfd (``WarmParent._distrust``); else the attempt fails to
 start (``WarmRefused``) and the parent is dropped. A parent reaps a child only once the
 executor has checked it (``{"checked": pid}``), so a child that ends at once is still there to
-be looked at. Without this a parent's tenant code could name the server, or another tenant's
+be looked at; and the child runs the task only then (it waits on a pipe the parent writes when
+told ``checked``), so a parent that dies between the fork and the check — its child no longer
+its child — leaves a child that never ran and ends by itself: the attempt starts fresh. Without this a parent's tenant code could name the server, or another tenant's
 task, and have the server sample and, at a timeout or cancel, kill that process tree.
 
 The parent's own Argosy code never reads a task token, a data key or a secret. Whatever the
@@ -239,6 +241,9 @@ class WarmParent:
                         why = self._distrust(pid, pidfd, uid)
                         if why is not None:  # never watch, sample or kill a pid it names
                             os.close(pidfd)
+                            if self.proc.poll() is not None:  # it died (crashed) meanwhile:
+                                self.failed = f"the warm parent died ({why})"  # its child
+                                raise WarmUnavailable(self.failed)  # never ran: start fresh
                             self.failed = f"the warm parent's reply was refused: {why}"
                             raise WarmRefused(self.failed)
                         from argosy.runtime.processes import start_time
@@ -634,6 +639,7 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     sock.send(b'{"ready": true}')
     children: dict[int, int] = {}  # pidfd -> pid
     unchecked: dict[int, int] = {}  # pid -> pidfd: not reaped until the executor checked it
+    gates: dict[int, int] = {}  # pid -> the pipe its child waits on before running the task
     idle_since = time.monotonic()
     while True:
         if os.getppid() != started_by:
@@ -658,10 +664,16 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
         if not data:
             return  # the executor closed its end
         request = json.loads(data)
-        if "checked" in request:  # the executor has checked the child: it may be reaped now
-            found = unchecked.pop(int(request["checked"]), None)
+        if "checked" in request:  # the executor has checked the child: it may run, and be
+            checked = int(request["checked"])  # reaped
+            found = unchecked.pop(checked, None)
             if found is not None:
-                children[found] = int(request["checked"])
+                children[found] = checked
+            gate = gates.pop(checked, None)
+            if gate is not None:
+                with contextlib.suppress(OSError):
+                    os.write(gate, b"1")
+                os.close(gate)
             continue
         sys.stdout.flush()  # nothing of the parent's may reach a child's output
         sys.stderr.flush()
@@ -673,6 +685,8 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
             continue
         pidfd = os.pidfd_open(reply["pid"])  # before any wait: the child cannot be reaped yet
         unchecked[reply["pid"]] = pidfd
+        if (gate := reply.pop("_go", None)) is not None:
+            gates[reply["pid"]] = gate
         socket.send_fds(sock, [json.dumps(reply).encode()], [pidfd])
         idle_since = time.monotonic()
 
@@ -693,13 +707,18 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
     if _threads() != 1:  # never fork a threaded process (a lock held elsewhere stays held)
         return {"fallback": f"the warm parent holds {_threads()} threads"}
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         try:
             os.close(ready_r)
+            os.close(go_w)
             os.setsid()
             os.write(ready_w, b"1")
             os.close(ready_w)
+            if os.read(go_r, 1) != b"1":  # the parent died before the executor checked it
+                os._exit(0)
+            os.close(go_r)
             _become_task(request, fds, sock)
         except BaseException:
             import traceback
@@ -707,11 +726,13 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
             traceback.print_exc()
             os._exit(1)
     os.close(ready_w)
+    os.close(go_r)
     got = os.read(ready_r, 1)  # its own process group exists before anyone may signal it
     os.close(ready_r)
     if not got:
+        os.close(go_w)
         return {"fallback": "the forked child ended at once"}
-    return {"pid": pid}
+    return {"pid": pid, "_go": go_w}
 
 
 def _become_task(request: dict[str, Any], fds: list[int], sock: socket.socket) -> None:
