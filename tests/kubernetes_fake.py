@@ -466,13 +466,13 @@ class FakeKubernetes:
             "jobs", ns, job_name, lambda j: j["status"].update(active=1, startTime=now_rfc3339())
         )
         runtime = PodRuntime()
-        with self.lock:
-            self.runtimes[(ns, name)] = runtime
         behaviour = self.behaviour(created)
         runtime.thread = threading.Thread(
             target=self._kubelet, args=(behaviour, ns, name), daemon=True
         )
-        runtime.thread.start()
+        with self.lock:  # close() never sees a runtime whose thread has not started
+            self.runtimes[(ns, name)] = runtime
+            runtime.thread.start()
 
     def _kubelet(self, behaviour: Behaviour, ns: str, name: str) -> None:
         try:
