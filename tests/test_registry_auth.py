@@ -384,14 +384,9 @@ def test_a_pinned_container_step_pulls_its_image_by_digest(
     ws = Workspace(Path(pushed["proj"]), Path(pushed["home"]))
     env = {k: v for k, v in pushed.items() if k.isupper()}
     podman_env = {**os.environ, **env}
-    # the local executor passes a step's launcher HOME (and CONTAINERS_CONF) but neither
-    # REGISTRY_AUTH_FILE nor CONTAINERS_REGISTRIES_CONF: the step's podman finds the registry
-    # settings and the credentials where podman looks in HOME
-    home = Path(pushed["root"]) / "home"
-    (home / ".config" / "containers").mkdir(parents=True, exist_ok=True)
-    shutil.copy(env.pop("CONTAINERS_REGISTRIES_CONF"), home / ".config/containers/registries.conf")
-    shutil.copy(env.pop("REGISTRY_AUTH_FILE"), home / ".config/containers/auth.json")
-    env["HOME"] = str(home)
+    # the step's podman gets REGISTRY_AUTH_FILE and CONTAINERS_REGISTRIES_CONF (the loopback
+    # registry is plain HTTP) from the argosy process: the same credentials as images lock
+    assert {"REGISTRY_AUTH_FILE", "CONTAINERS_REGISTRIES_CONF"} <= set(env)
     pinned = f"{registry.host}/ml/prep@{pushed['digest']}"
     for ref in (f"{registry.host}/ml/prep:v1", pinned):
         subprocess.run(
