@@ -12,15 +12,14 @@ import json
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from argosy.client.client import Client
 from tests import kubernetes_fake as fk
-from tests.server_fixture import ServerProcess, start_server
-from tests.test_kubernetes_server import created, kubernetes_env, left, push, write_kubeconfig
+from tests.server_fixture import ServerProcess
+from tests.test_kubernetes_server import created, left, push
+from tests.test_kubernetes_server import fake as fake  # the fixtures: the fake cluster and
+from tests.test_kubernetes_server import server as server  # a server whose tasks are pods on it
 
 STEP_IMAGE = "registry.example.com/ml/plain@sha256:" + "a1" * 32
 
@@ -45,20 +44,6 @@ PIPELINE = textwrap.dedent(
         return where(xs=make(n=n))
     """
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[fk.FakeKubernetes]:
-    with fk.FakeKubernetes(behaviour=lambda pod: fk.Run()) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def server(fake: fk.FakeKubernetes, tmp_path: Path) -> Iterator[ServerProcess]:
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", fake.url)
-    started = start_server(tmp_path / "home", kubernetes_env(kubeconfig))
-    yield started
-    started.stop(timeout=30)
 
 
 def test_a_step_in_its_own_image_runs_through_the_server_from_the_copied_runtime(

@@ -186,31 +186,31 @@ def register(app: typer.Typer, remote: Any, param_file_loader: Any) -> None:
         with client:
             show(client, name, output == Format.json)
 
+    def set_paused(name: str, paused: bool, server: str | None) -> None:
+        from argosy.cli.commands import err
+
+        client = remote(server, "triggers pause" if paused else "triggers resume")
+        with client:
+            if paused:
+                client.pause_trigger(name)
+            else:
+                client.resume_trigger(name)
+        said = "paused" if paused else "resumed (events while paused are not caught up)"
+        err.print(f"trigger {name} {said}", highlight=False)
+
     @triggers_app.command("pause")
     def triggers_pause(
         name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
     ) -> None:
         """Stop acting on events (webhook deliveries are refused meanwhile)."""
-        from argosy.cli.commands import err
-
-        client = remote(server, "triggers pause")
-        with client:
-            client.pause_trigger(name)
-        err.print(f"trigger {name} paused", highlight=False)
+        set_paused(name, True, server)
 
     @triggers_app.command("resume")
     def triggers_resume(
         name: Annotated[str, typer.Argument(metavar="NAME")], server: ServerOpt = None
     ) -> None:
         """Act on events again; those from while it was paused never fire it."""
-        from argosy.cli.commands import err
-
-        client = remote(server, "triggers resume")
-        with client:
-            client.resume_trigger(name)
-        err.print(
-            f"trigger {name} resumed (events while paused are not caught up)", highlight=False
-        )
+        set_paused(name, False, server)
 
     @triggers_app.command("delete")
     def triggers_delete(

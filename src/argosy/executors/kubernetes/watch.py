@@ -83,6 +83,14 @@ class PodSummary:
         )
 
 
+def _terminated(t: dict[str, Any]) -> Terminated:
+    """A container status's ``terminated`` state."""
+    return Terminated(
+        int(t.get("exitCode", 0)), t.get("signal"), t.get("reason"), t.get("message"),
+        t.get("startedAt"), t.get("finishedAt"),
+    )  # fmt: skip
+
+
 def summarize(pod: dict[str, Any], deleted: bool = False) -> PodSummary | None:
     """The summary of a pod document (None for a pod that is not an Argosy task's)."""
     meta = pod.get("metadata") or {}
@@ -111,15 +119,7 @@ def summarize(pod: dict[str, Any], deleted: bool = False) -> PodSummary | None:
         if "running" in state:
             running_since = state["running"].get("startedAt")
         if "terminated" in state:
-            t = state["terminated"]
-            terminated = Terminated(
-                int(t.get("exitCode", 0)),
-                t.get("signal"),
-                t.get("reason"),
-                t.get("message"),
-                t.get("startedAt"),
-                t.get("finishedAt"),
-            )
+            terminated = _terminated(state["terminated"])
     init_failed = None
     for c in status.get("initContainerStatuses") or []:
         if c.get("name") != INIT_CONTAINER:
@@ -133,14 +133,7 @@ def summarize(pod: dict[str, Any], deleted: bool = False) -> PodSummary | None:
             image = c.get("image")
         t = state.get("terminated")
         if t and int(t.get("exitCode", 0)) != 0:
-            init_failed = Terminated(
-                int(t.get("exitCode", 0)),
-                t.get("signal"),
-                t.get("reason"),
-                t.get("message"),
-                t.get("startedAt"),
-                t.get("finishedAt"),
-            )
+            init_failed = _terminated(t)
     if image is None:
         for c in (pod.get("spec") or {}).get("containers") or []:
             if c.get("name") == CONTAINER:
