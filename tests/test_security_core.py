@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from argosy.auth.policy import Action, Binding, Role, authorize, role_in
 from argosy.auth.principal import Principal
 from argosy.auth.task_credentials import TaskClaims, TaskGrants, TaskTokenError, TaskTokens
 from argosy.auth.tokens import (
+    MAX_CHAIN,
+    TOKEN_SUBJECT,
     InvalidApiToken,
     check_lifetime,
     create_token,
@@ -33,13 +35,15 @@ from argosy.auth.tokens import (
     is_api_token,
     parse_lifetime,
     resolve,
+    revoke_minted,
     revoke_token,
 )
 from argosy.errors import IntegrityError, NotFoundError, UsageError
+from argosy.ids import new_id
 from argosy.stores.artifacts.blobs import open_artifact_store
 from argosy.stores.keys import LocalKeyProvider, TenantKeys
 from argosy.stores.metadata.db import MetadataStore
-from argosy.stores.metadata.tables import Attempt, Task
+from argosy.stores.metadata.tables import ApiToken, Attempt, RoleBinding, Task, User
 from argosy.stores.secrets import MAX_VALUE_BYTES, TenantSecrets
 
 with warnings.catch_warnings():  # Starlette asks for httpx2, which is not installed here
@@ -451,3 +455,95 @@ def test_tokens_are_stored_hashed_and_resolve_to_their_role(metadata: MetadataSt
         revoke_token(s, "team", row.id, now)
     with metadata.session() as s, pytest.raises(InvalidApiToken, match="revoked"):
         resolve(s, token, now)
+
+
+def test_token_chains_act_with_the_lowest_role_and_die_with_any_link(
+    metadata: MetadataStore,
+) -> None:
+    """Tokens minted by tokens (issue 13), in-process so mutants of the chain rules are
+    reached: a token acts with the lowest role along its chain and its user's standing now;
+    a revoked or expired link, a link of another tenant, a missing or looping parent, a chain
+    longer than MAX_CHAIN and a deactivated user each void it; revoking a token revokes
+    everything it minted; last use is written at most once a minute."""
+    now = datetime.now(UTC)
+    day = timedelta(days=1)
+
+    def mint(s: Any, by: str, role: Role, tenant: str = "team") -> tuple[ApiToken, str]:
+        return create_token(s, tenant=tenant, name="t", role=role, lifetime=day,
+                            created_by=by, creator_role=None, now=now)  # fmt: skip
+
+    def role_of(token: str, at: datetime = now) -> str | None:
+        with metadata.session() as s:
+            return resolve(s, token, at).token_role
+
+    def void(token: str, says: str) -> None:
+        with metadata.session() as s, pytest.raises(InvalidApiToken, match=says):
+            resolve(s, token, now)
+
+    with metadata.session() as s:
+        binding = RoleBinding(id=new_id(), tenant="team", created_at=now, created_by="t",
+                              role="owner", subject_kind="user", subject="olga")  # fmt: skip
+        s.add(binding)
+        a, a_token = mint(s, "olga", Role.owner)
+        b, b_token = mint(s, TOKEN_SUBJECT + a.id, Role.editor)
+        c, c_token = mint(s, TOKEN_SUBJECT + b.id, Role.owner)  # above its parent's role
+        ids = {"a": a.id, "b": b.id, "c": c.id}
+    assert [role_of(t) for t in (a_token, b_token, c_token)] == ["owner", "editor", "editor"]
+
+    with metadata.session() as s:  # the user's standing now caps the whole chain
+        s.get_one(RoleBinding, binding.id).role = "viewer"
+    assert [role_of(t) for t in (a_token, b_token, c_token)] == ["viewer", "viewer", "viewer"]
+    with metadata.session() as s:
+        s.delete(s.get_one(RoleBinding, binding.id))
+    assert role_of(c_token) is None  # valid, but no role left: every action refused
+
+    with metadata.session() as s:  # last use: written at most once a minute
+        assert s.get_one(ApiToken, ids["c"]).last_used_at is not None
+        s.get_one(ApiToken, ids["c"]).last_used_at = now
+    for later, written in ((30, now), (61, now + timedelta(seconds=61))):
+        role_of(c_token, now + timedelta(seconds=later))
+        with metadata.session() as s:
+            used = s.get_one(ApiToken, ids["c"]).last_used_at
+            assert used is not None and used.replace(tzinfo=UTC) == written, later
+
+    with metadata.session() as s:  # an expired parent voids its children, not its parent
+        s.get_one(ApiToken, ids["b"]).expires_at = now - timedelta(seconds=1)
+    void(b_token, r"expired at")
+    void(c_token, r"is void \(token .* of the chain that created it has expired\)")
+    role_of(a_token)
+    with metadata.session() as s:
+        s.get_one(ApiToken, ids["b"]).expires_at = now + day
+        s.get_one(ApiToken, ids["b"]).tenant = "other"
+    void(c_token, "is of another tenant")
+    with metadata.session() as s:
+        s.get_one(ApiToken, ids["b"]).tenant = "team"
+        s.add(User(id=new_id(), external_id="olga", user_name="olga", active=False,
+                   created_at=now, updated_at=now))  # fmt: skip
+    void(c_token, "belongs to a deactivated user")
+    void(a_token, "belongs to a deactivated user")
+    with metadata.session() as s:
+        s.execute(update(User).where(User.external_id == "olga").values(active=True))
+
+    with metadata.session() as s:  # a revoked parent voids what it minted ...
+        s.get_one(ApiToken, ids["a"]).revoked_at = now
+    void(a_token, "was revoked; create a new one")
+    void(c_token, r"is void \(token .* was revoked\)")
+    with metadata.session() as s:  # ... and revoking it revokes those too, at any depth
+        revoke_token(s, "team", ids["a"], now)
+        assert all(s.get_one(ApiToken, i).revoked_at is not None for i in ids.values())
+        assert revoke_minted(s, [ids["a"]], now) == 0  # revoked already: none counted again
+    void(c_token, "was revoked; create a new one")
+
+    with metadata.session() as s:  # broken chains: a missing parent, a loop, too long
+        _, orphan_token = mint(s, TOKEN_SUBJECT + "01NOSUCHTOKEN0000000000000", Role.viewer)
+        loop, loop_token = mint(s, "olga", Role.viewer)
+        loop.created_by = TOKEN_SUBJECT + loop.id
+        chain, chain_tokens = mint(s, "olga", Role.viewer), []
+        for _ in range(MAX_CHAIN):
+            chain = mint(s, TOKEN_SUBJECT + chain[0].id, Role.viewer)
+            chain_tokens.append(chain[1])
+        fresh = [mint(s, "olga", Role.viewer) for _ in range(2)]
+        assert revoke_minted(s, [fresh[0][0].id, fresh[1][0].id], now) == 0  # minted nothing
+    for token in (orphan_token, loop_token, chain_tokens[-1]):
+        void(token, "the token that created it is gone")
+    assert role_of(chain_tokens[MAX_CHAIN - 2]) is None  # MAX_CHAIN links: still accepted
