@@ -358,9 +358,12 @@ def test_secrets_round_trip_and_refuse_bad_names_sizes_and_copies(
 ) -> None:
     keys = TenantKeys(metadata, LocalKeyProvider(tmp_path / "kek"))
     secrets = TenantSecrets(metadata, keys)
-    row = secrets.put("team", "HF_TOKEN", "v1", "olga")
+    plain = "hf-plaintext-v1"  # long enough never to turn up in random ciphertext by chance
+    row = secrets.put("team", "HF_TOKEN", plain, "olga")
     assert (row.name, row.created_by, row.updated_by) == ("HF_TOKEN", "olga", "olga")
-    assert "v1" not in row.ciphertext and len(base64.b64decode(row.ciphertext)) == 12 + 2 + 16
+    sealed = base64.b64decode(row.ciphertext)
+    assert plain not in row.ciphertext and plain.encode() not in sealed
+    assert len(sealed) == 12 + len(plain) + 16  # nonce, ciphertext, tag
     again = secrets.put("team", "HF_TOKEN", "v2", "ed")
     assert again.id == row.id and again.updated_by == "ed" and again.created_by == "olga"
     secrets.put("team", "A_FIRST", "a", "olga")
