@@ -86,6 +86,7 @@ def _flow(ws: Workspace, as_: As, server: list[str], editor: str | None) -> dict
     assert ok("olga", "models", "show", "m")["aliases"] == {"staging": 1}
     text = cli("olga", "models", "promote", "m", "1", "--alias", "production")
     assert text.code == 0 and f"argosy models approve {asked['id']}" in text.stderr
+    assert "asked by olga" in text.stderr
     pending = ok("bob", "models", "requests", "--state", "pending")["requests"]
     assert [r["id"] for r in pending] == [asked["id"]]
 

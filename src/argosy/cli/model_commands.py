@@ -133,9 +133,9 @@ def promote(
         return
     if isinstance(event, api.PromotionRequest):
         _say(
-            f"{name}@{alias} needs approval: request {event.id} (version {event.version}) is "
-            f"pending until {iso(event.expires_at)}; another owner approves it with: "
-            f"argosy models approve {event.id}"
+            f"{name}@{alias} needs approval: request {event.id} (version {event.version}, "
+            f"asked by {event.requested_by}) is pending until {iso(event.expires_at)}; another "
+            f"owner approves it with: argosy models approve {event.id}"
         )
         return
     was = f" (was {event.previous_version})" if event.previous_version else ""
