@@ -304,5 +304,36 @@ def test_the_mode_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert container.uid_base() == 2_000_000_000
 
 
+def test_the_mode_comes_from_the_settings_file_and_no_step_env_changes_it(
+    ws: Workspace, podman: dict[str, str], tmp_path: Path
+) -> None:
+    """``container_mode`` in the ``ARGOSY_CONFIG`` file reaches the launcher (the executor
+    passes the setting, not its own environment), and a step's ``env`` naming another mode
+    changes nothing: as root, ``rootless`` is refused at start with its one line."""
+    if os.geteuid() != 0:
+        pytest.fail("the refusal of rootless mode is a root launcher's: CI runs as root")
+    config = tmp_path / "argosy-settings.toml"
+    config.write_text('container_mode = "rootless"\n')
+    path = ws.write(f"""
+        from argosy import container_step, pipeline
+
+        echo = container_step(name="echo", image="{IMAGE}", command=["true"],
+                              env={{"ARGOSY_CONTAINER_MODE": "rootful"}})
+
+        @pipeline
+        def p():
+            echo()
+    """)
+    res = ws.argosy("run", str(path), "--output", "json",
+                    env={**podman, "ARGOSY_CONFIG": str(config)})  # fmt: skip
+    (task,) = json.loads(res.stdout)["tasks"]
+    attempt = task["attempts"][0]
+    assert attempt["reason"] == "container_error", attempt
+    assert (
+        "ARGOSY_CONTAINER_MODE=rootless needs a server that does not run as root"
+        in (attempt["error"])
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))

@@ -13,6 +13,7 @@ import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,38 +31,52 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    """A docker-registry (distribution 2.8) on 127.0.0.1: its host:port."""
+@contextmanager
+def running_registry(root: Path, extra: str = "", ready: int = 200) -> Iterator[str]:
+    """A docker-registry (distribution 2.8) on 127.0.0.1 with its data in ``root``, ``extra``
+    YAML appended to its configuration (e.g. ``auth:``); its host:port once ``/v2/`` answers
+    ``ready`` (401 with auth). Its log is ``root/registry.log``."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is not installed: run 'make test' (install-test-deps.sh)")
     port = _free_port()
-    config = tmp_path / "registry.yml"
+    config = root / "registry.yml"
     config.write_text(
         textwrap.dedent(f"""
         version: 0.1
+        log: {{level: info}}
         storage:
-          filesystem: {{rootdirectory: {tmp_path / "registry-data"}}}
+          filesystem: {{rootdirectory: {root / "registry-data"}}}
           delete: {{enabled: true}}
         http: {{addr: "127.0.0.1:{port}"}}
     """)
+        + textwrap.dedent(extra)
     )
-    log = (tmp_path / "registry.log").open("wb")
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    log = root / "registry.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=out)
     host = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://{host}/v2/", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "the registry did not start"
-        time.sleep(0.1)
-    yield host
-    proc.terminate()
-    proc.wait(10)
+    try:
+        while True:
+            try:
+                if httpx.get(f"http://{host}/v2/", timeout=2).status_code == ready:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield host
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A docker-registry (distribution 2.8) on 127.0.0.1: its host:port."""
+    with running_registry(tmp_path) as host:
+        yield host
 
 
 def _image(folder: Path, marker: str) -> None:

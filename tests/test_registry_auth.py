@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import textwrap
 import threading
 import time
 import uuid
@@ -41,20 +40,12 @@ from cryptography.x509.oid import NameOID
 from argosy.ops import registry_auth
 from argosy.ops.registry_auth import Credential, RegistryAuth, auth_files, find_credential
 from tests.conftest import Workspace, outputs
+from tests.test_images import running_registry
 
 PATH = "/usr/bin:/usr/sbin:/bin:/sbin"
 USER, PASSWORD = "alice", "s3cret-Pa55"  # the one account the token service knows
 IDENTITY_TOKEN = "idt-" + "7" * 24  # alice's OAuth2 refresh token
 SERVICE, ISSUER = "argosy-test-registry", "argosy-test-token-service"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def libtrust_key_id(key: rsa.RSAPublicKey) -> str:
@@ -162,51 +153,24 @@ def _self_signed(key: rsa.RSAPrivateKey) -> bytes:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """docker-registry on 127.0.0.1 with token auth, and its token service."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed: run 'make test' (install-test-deps.sh)")
     root = tmp_path_factory.mktemp("token-registry")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (root / "signer.pem").write_bytes(_self_signed(key))
     tokens = TokenService(key)
     token_server = _serve_tokens(tokens)
     tokens.url = f"http://127.0.0.1:{token_server.server_address[1]}/token"
-    port = _free_port()
-    config = root / "registry.yml"
-    config.write_text(
-        textwrap.dedent(f"""
-        version: 0.1
-        log: {{level: info}}
-        storage:
-          filesystem: {{rootdirectory: {root / "data"}}}
-          delete: {{enabled: true}}
-        http: {{addr: "127.0.0.1:{port}"}}
+    auth = f"""
         auth:
           token:
             realm: {tokens.url}
             service: {SERVICE}
             issuer: {ISSUER}
             rootcertbundle: {root / "signer.pem"}
-    """)
-    )
-    log = root / "registry.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "serve", str(config)], stdout=out, stderr=out)
-    host = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://{host}/v2/", timeout=2).status_code == 401:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
+    """
     try:
-        yield Registry(host, tokens, root, log)
+        with running_registry(root, auth, ready=401) as host:
+            yield Registry(host, tokens, root, root / "registry.log")
     finally:
-        proc.terminate()
-        proc.wait(10)
         token_server.shutdown()
 
 

@@ -45,6 +45,13 @@ def downstream(n: int = 0, who: str = "", version: int = 0) -> int:
 """
 
 
+def _push(client: Client, folder: Path, module: str, *names: str) -> None:
+    """Push ``names`` from PIPES, written as ``module`` (one module name per import)."""
+    (folder / f"{module}.py").write_text(PIPES)
+    for name in names:
+        client.push_pipeline(compile_pipeline(load_pipeline(f"{folder / module}.py:{name}")))
+
+
 def _until(what: Any, timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -61,11 +68,7 @@ def test_each_event_starts_exactly_one_run_on_two_instances(
     a = server_env.start(ARGOSY_SCHEDULER_INTERVAL="0.3")
     b = server_env.start(ARGOSY_SCHEDULER_INTERVAL="0.3")
     client = Client(a.url, tenant="default")
-    (tmp_path / "trigger_pipes.py").write_text(PIPES)
-    for name in ("upstream", "downstream"):
-        client.push_pipeline(
-            compile_pipeline(load_pipeline(f"{tmp_path / 'trigger_pipes.py'}:{name}"))
-        )
+    _push(client, tmp_path, "trigger_pipes", "upstream", "downstream")
 
     # run succeeded -> downstream with the upstream's output (created through the CLI)
     made = ws.argosy("triggers", "create", "after-upstream", "--on", "run-succeeded:upstream",
@@ -154,10 +157,7 @@ def test_each_event_starts_exactly_one_run_on_two_instances(
 def test_trigger_mistakes_are_refused(tmp_path: Path) -> None:
     a = start_server(tmp_path / "server")  # SQLite, a folder store
     client = Client(a.url, tenant="default")
-    (tmp_path / "trigger_pipes_2.py").write_text(PIPES)
-    client.push_pipeline(
-        compile_pipeline(load_pipeline(f"{tmp_path / 'trigger_pipes_2.py'}:downstream"))
-    )
+    _push(client, tmp_path, "trigger_pipes_2", "downstream")
     cases = {
         "run_succeeded:downstream->downstream": (
             {"kind": "run_succeeded", "source": {"pipeline": "downstream"}}, "forever"
@@ -192,11 +192,7 @@ def test_a_named_artifact_trigger_fires_on_new_content_and_pauses(
     a = start_server(tmp_path / "server", {"ARGOSY_SCHEDULER_INTERVAL": "0.2"})
     try:
         client = Client(a.url, tenant="default")
-        (tmp_path / "trigger_pipes_3.py").write_text(PIPES)
-        for name in ("upstream", "downstream"):
-            client.push_pipeline(
-                compile_pipeline(load_pipeline(f"{tmp_path / 'trigger_pipes_3.py'}:{name}"))
-            )
+        _push(client, tmp_path, "trigger_pipes_3", "upstream", "downstream")
         made = ws.argosy("triggers", "create", "on-data", "--on", "artifact:upstream/make/output",
                          "--pipeline", "downstream", "--bind", "n=value", "--server", a.url)  # fmt: skip
         assert made.code == 0, made.stderr

@@ -97,7 +97,8 @@ class Local:
         executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
             self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             log_cap=s.log_cap_bytes, interpreter=self._interpreter, warm_workers=s.warm_workers,
-            warm_wait=s.warm_workers_wait,
+            warm_wait=s.warm_workers_wait, container_mode=s.container_mode,
+            container_uid_base=s.container_uid_base,
         )  # fmt: skip
         return Engine(
             self.metadata,

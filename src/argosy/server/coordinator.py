@@ -382,7 +382,8 @@ class Coordinator:
                 ledger=self.ledger,
                 interpreter=lambda launch: self.environments.interpreter(launch, store),
                 platform_credentials=False, live_log_interval=LIVE_LOG_INTERVAL, run_as=run_as,
-                log_cap=s.log_cap_bytes, warm_pool=self.warm,
+                log_cap=s.log_cap_bytes, warm_pool=self.warm, container_mode=s.container_mode,
+                container_uid_base=s.container_uid_base,
             )  # fmt: skip
         engine = Engine(
             self.ctx.metadata, store, executor, user=user, cache_dir=str(s.home / "cache"),

@@ -23,7 +23,6 @@ from argosy.service import approvals, search
 from argosy.service.context import ServiceContext
 from argosy.stores.archive import cold_tier
 from argosy.stores.metadata import runs as q
-from argosy.stores.metadata.runs import ensure_tenant
 from argosy.stores.metadata.tables import Approval, Artifact, BlobTier, LegalHold, Tenant
 
 KIND = "retrieval"
@@ -43,7 +42,7 @@ def set_policy(
 ) -> api_ops.RetentionPolicy:
     """Set the fields given (an explicit null: never) in the tenant's ``retention`` setting."""
     with ctx.metadata.session() as s:
-        ensure_tenant(s, ctx.tenant, ctx.actor)  # local mode: the one tenant's row, now
+        q.ensure_tenant(s, ctx.tenant, ctx.actor)  # local mode: the one tenant's row, now
         row = s.scalars(select(Tenant).where(Tenant.name == ctx.tenant).with_for_update()).one()
         settings = dict(row.settings or {})
         current = dict(settings.get("retention") or {})

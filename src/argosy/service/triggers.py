@@ -378,7 +378,7 @@ def _scan_one(
     floor = max(t for t in (q.as_utc(trigger.created_at), q.as_utc(trigger.resumed_at)) if t)
     events: list[tuple[str, dict[str, Any]]] = []
     if trigger.kind == "artifact":
-        events = _artifact_events(session, trigger, since, floor, now, store)
+        events = _artifact_events(session, trigger, since, floor, now, store, done)
     elif trigger.kind == "run_succeeded":
         source = session.scalar(
             select(Pipeline.id).where(
@@ -390,15 +390,15 @@ def _scan_one(
             .where(
                 Run.tenant == trigger.tenant, Run.pipeline_id == source,
                 Run.status == RunStatus.SUCCEEDED, Run.finished_at > since,
-                Run.finished_at <= now,
+                Run.finished_at >= floor, Run.finished_at <= now,
             )
             .order_by(Run.finished_at)
         ).all()  # fmt: skip
-        for run in runs:
-            finished = q.as_utc(run.finished_at)
-            if finished is not None and finished < floor:
-                continue
-            events.append((f"run:{run.id}", _run_event(session, run, store)))
+        events = [
+            (f"run:{run.id}", _run_event(session, run, store))
+            for run in runs
+            if f"run:{run.id}" not in done  # acted on already: its outputs are not read again
+        ]
     else:
         model = session.scalar(
             select(RegisteredModel.id).where(
@@ -413,6 +413,8 @@ def _scan_one(
             .order_by(ModelVersionRow.version)
         ).all()
         for v in versions:
+            if f"model:{v.id}" in done:
+                continue
             art = session.get_one(Artifact, v.artifact_id)
             events.append(
                 (
@@ -426,8 +428,6 @@ def _scan_one(
                 )
             )
     for key, event in events:
-        if key in done:
-            continue
         fired = _fire(session, trigger, key, event)
         if fired is not None and fired.run_id is not None:
             created += 1
@@ -455,9 +455,11 @@ def _artifact_events(
     floor: datetime,
     now: datetime,
     store: ArtifactStore | None,
+    done: set[str],
 ) -> list[tuple[str, dict[str, Any]]]:
-    """New versions of the named artifact: each one whose content differs from the artifact
-    of the same name before it (a re-run or a cache hit with the same bytes is not one)."""
+    """New versions of the named artifact not acted on yet (``done``): each one whose content
+    differs from the artifact of the same name before it (a re-run or a cache hit with the
+    same bytes is not one)."""
     pipeline_name, node, output = _artifact_name(trigger.source["artifact"])
     pipeline = session.scalar(
         select(Pipeline.id).where(Pipeline.tenant == trigger.tenant, Pipeline.name == pipeline_name)
@@ -471,12 +473,13 @@ def _artifact_events(
         )
     )  # fmt: skip
     found = session.scalars(
-        named.where(Artifact.created_at > since, Artifact.created_at <= now).order_by(Artifact.id)
+        named.where(
+            Artifact.created_at > since, Artifact.created_at >= floor, Artifact.created_at <= now
+        ).order_by(Artifact.id)
     ).all()
     events: list[tuple[str, dict[str, Any]]] = []
     for art in found:
-        made = q.as_utc(art.created_at)
-        if made is not None and made < floor:
+        if f"artifact:{art.id}" in done:
             continue
         before = session.scalar(
             named.where(Artifact.id < art.id).order_by(Artifact.id.desc()).limit(1)

@@ -86,10 +86,11 @@ ENV_ALLOW = (
     "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CA_BUNDLE",
 )  # fmt: skip
-PLATFORM_ENV = ("ARGOSY_CONTAINER_MODE", "ARGOSY_CONTAINER_UID_BASE")  # container settings
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ISOLATED_ENV = "ARGOSY_TASK_ISOLATED"  # set when the task runs as the task user
 CONTAINER_USER_ENV = "ARGOSY_CONTAINER_USER"  # a container's UID:GID (runtime/container.py)
+CONTAINER_MODE_ENV = "ARGOSY_CONTAINER_MODE"  # the settings container.py reads in the launcher
+CONTAINER_UID_BASE_ENV = "ARGOSY_CONTAINER_UID_BASE"
 LOG_TAIL_LINES = 20
 SAMPLE_INTERVAL = 0.1
 READ_CHUNK = 1024 * 1024  # raw output is read (and its disk blocks freed) this much at a time
@@ -178,8 +179,14 @@ class LocalExecutor(Executor):
         warm_workers: bool = False,
         warm_wait: float = 0.0,
         warm_pool: WarmPool | None = None,
+        container_mode: str = "auto",
+        container_uid_base: int | None = None,
     ) -> None:
         self.store = store
+        # container steps' settings (Settings.container_mode, .container_uid_base): the
+        # launcher gets them from here, never from a step's env
+        self.container_mode = container_mode
+        self.container_uid_base = container_uid_base
         self.log_cap = log_cap  # bytes of log per attempt: first and last parts kept
         self.attempts_dir = attempts_dir
         self._capacity = capacity
@@ -249,9 +256,11 @@ class LocalExecutor(Executor):
         env.update(launch.secrets)
         # What the platform decides comes last: a step's env or a secret named like one of
         # these (ARGOSY_CONTAINER_USER=<another tenant's uid>) must never override it.
-        for name in (ISOLATED_ENV, CONTAINER_USER_ENV, *PLATFORM_ENV):
+        for name in (ISOLATED_ENV, CONTAINER_USER_ENV, CONTAINER_UID_BASE_ENV):
             env.pop(name, None)
-        env.update({k: os.environ[k] for k in PLATFORM_ENV if k in os.environ})
+        env[CONTAINER_MODE_ENV] = self.container_mode
+        if self.container_uid_base is not None:
+            env[CONTAINER_UID_BASE_ENV] = str(self.container_uid_base)
         if self._isolated(launch):
             env[ISOLATED_ENV] = "1"  # the launcher makes itself non-dumpable
         elif self.run_as is not None:  # a container: its processes run as the task uid
