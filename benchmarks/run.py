@@ -159,8 +159,13 @@ class ArgosyRun:
         return [b.start - a.end for a, b in itertools.pairwise(ordered)]
 
 
-def argosy_run(home: Path, target: str, *options: str) -> ArgosyRun:
-    proc = timed([*ARGOSY, "run", target, "--output", "json", *options], child_env(home))
+def argosy_run(home: Path, target: str, *options: str, cold: bool = False) -> ArgosyRun:
+    """``argosy run TARGET`` as a user runs it (through the warm command line once one is
+    up); ``cold``: without it, as the first command of a session does."""
+    env = child_env(home)
+    if cold:
+        env["ARGOSY_WARM_CLI"] = "false"
+    proc = timed([*ARGOSY, "run", target, "--output", "json", *options], env)
     doc = json.loads(proc.stdout)
     if doc["status"] != "succeeded":
         raise RuntimeError(f"run {doc['id']} of {target} ended {doc['status']}: {doc['error']}")
@@ -214,6 +219,23 @@ def baseline_run(*args: str) -> BaselineRun:
     proc = timed([PYTHON, BASELINE, *args], child_env())
     doc = json.loads(proc.stdout)
     return BaselineRun(proc, doc["steps"], doc["result"])
+
+
+def start_warm_cli(home: Path) -> None:
+    """Start the warm command line (as a user's first ``argosy run`` does) and wait until it
+    answers, so the measured runs see what a user's second and later commands see."""
+    from argosy.cli import warm
+
+    paths = warm._paths()
+    if paths is None:
+        log("no warm command line on this machine (no private runtime folder)")
+        return
+    t0 = time.perf_counter()
+    timed([*ARGOSY, "run", f"{TRIVIAL}:chain3", "--output", "json"], child_env(home))
+    while not Path(paths[0]).exists() and time.perf_counter() - t0 < 30:
+        time.sleep(0.05)
+    timed([*ARGOSY, "run", f"{TRIVIAL}:chain3", "--output", "json"], child_env(home))
+    log(f"warm command line ready after {time.perf_counter() - t0:.1f} s ({paths[0]})")
 
 
 def interleaved(repeats: int, **measures: Callable[[], Any]) -> dict[str, list[Any]]:
@@ -741,14 +763,20 @@ def bench_startup(
         python=lambda: timed([PYTHON, "-c", "pass"], child_env()).wall,
     )
     helps, python = got["help"], med(got["python"])
-    log(f"(d) 3-step chain, argosy and baseline x {max(repeats, 3)} (+1 warm-up)")
+    log(f"(d) 3-step chain: argosy, argosy without the warm command line, baseline x "
+        f"{max(repeats, 3)} (+1 warm-up)")  # fmt: skip
     got = interleaved(
         max(repeats, 3),
         argosy=partial(argosy_run, home, f"{TRIVIAL}:chain3"),
+        cold=partial(argosy_run, home, f"{TRIVIAL}:chain3", cold=True),
         baseline=partial(baseline_run, "chain", "3"),
     )
     runs: list[ArgosyRun] = got["argosy"]
+    colds: list[ArgosyRun] = got["cold"]
     bases: list[BaselineRun] = got["baseline"]
+    cold_fixed = med([r.proc.wall - sum(a.wall for a in r.attempts) for r in colds])
+    cold_before = med([r.before for r in colds])
+    cold_wall = med([r.proc.wall for r in colds])
 
     help_wall = med(helps)
     fixed = med([r.proc.wall - sum(a.wall for a in r.attempts) for r in runs])
@@ -764,6 +792,8 @@ def bench_startup(
     figure("(d) 3-step fixed start-up / baseline's", fixed / base_fixed)
     figure("(d) 3-step whole process / baseline's", wall / base_wall)
     figure("(d) 3-step fixed start-up", fixed, kind="absolute", unit="s")
+    figure("(d) 3-step fixed start-up without the warm command line", cold_fixed,
+           kind="absolute", unit="s")  # fmt: skip
 
     t = Table("(d) Fixed start-up")
     t.add("**`argosy --help`** (baseline: `python -c pass`)", sec(help_wall), sec(python),
@@ -775,9 +805,18 @@ def bench_startup(
     t.add("of which: engine time around/between attempts", sec(between), "", "", "", "")
     t.add("of which: last attempt finish to process exit", sec(after), "", "", "", "")
     t.add("3-step run, whole process", sec(wall), sec(base_wall), ratio(wall, base_wall), "", "")
+    t.add("without the warm command line (`ARGOSY_WARM_CLI=false`, or a session's first "
+          "command): fixed start-up", sec(cold_fixed), sec(base_fixed),
+          ratio(cold_fixed, base_fixed), "", "")  # fmt: skip
+    t.add("of which: process start to first attempt start", sec(cold_before), "", "", "", "")
+    t.add("without it: whole process", sec(cold_wall), sec(base_wall), ratio(cold_wall, base_wall),
+          "", "")  # fmt: skip
     t.notes = [
         "Baseline fixed start-up: `benchmarks/baseline.py chain 3`'s wall time minus its three "
         "children's wall times (an interpreter that imports `subprocess`/`json`).",
+        "`argosy run` goes through the warm command line (docs/performance.md#warm-command-line), "
+        "as it does for a user once one command has started it; the suite starts it before "
+        "measuring. The rows *without* it are what the first command of a session pays.",
     ]
 
     log("(d) python -X importtime of the CLI, the run command and a step process")
@@ -1015,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[str, Any] = {}
     try:
         sha_rate = sha256_rate()
+        if only & set("abcde"):
+            start_warm_cli(scratch / "warm")
         if only & set("ad"):
             startup, imports, d_checks, chain3, base3, python = bench_startup(
                 scratch / "d", repeats

@@ -33,6 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # inherit COLUMNS=80 and LINES=24 from execnet)
     for inherited in ("COLUMNS", "LINES"):
         os.environ.pop(inherited, None)
+    # commands run cold: a resident warm command line shared by tests would couple them
+    # (tests/test_warm_cli.py starts its own, each in a private runtime folder)
+    os.environ["ARGOSY_WARM_CLI"] = "false"
 
 
 # -- no silent skips in CI ----------------------------------------------------------------------

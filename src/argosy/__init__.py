@@ -8,10 +8,14 @@ pydantic, SQLAlchemy or pandas at import time). The Python API for runs (``Run``
 ``register_model``: :mod:`argosy.client.models`) are imported on first use too.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
+from importlib import import_module
+
+TYPE_CHECKING = False  # not typing's: importing typing is ~5 ms of every ``argosy`` command
 if TYPE_CHECKING:
+    from typing import Any
+
     from argosy.client.models import Model, models, register_model
     from argosy.client.runs import Run, connect, runs
     from argosy.sdk.control import Elif, Else, If, exit_handler
