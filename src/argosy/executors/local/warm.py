@@ -634,7 +634,6 @@ def _import_task_client() -> None:
 
 def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     import signal
-    import sys
     import traceback
 
     if sealed is None:  # a local run's parent dies with its engine; a server's is shared by
@@ -662,6 +661,19 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     children: dict[int, int] = {}  # pidfd -> pid
     unchecked: dict[int, int] = {}  # pid -> pidfd: not reaped until the executor checked it
     gates: dict[int, int] = {}  # pid -> the pipe its child waits on before running the task
+    spare = _Spare.make(sock)
+    try:
+        _serve_loop(sock, sealed, started_by, idle, children, unchecked, gates, spare)
+    finally:
+        if spare.pid is not None:
+            spare.discard()
+
+
+def _serve_loop(sock: socket.socket, sealed: dict[str, Any] | None, started_by: int,
+                idle: float, children: dict[int, int], unchecked: dict[int, int],
+                gates: dict[int, int], spare: _Spare) -> None:  # fmt: skip
+    import sys
+
     idle_since = time.monotonic()
     while True:
         if os.getppid() != started_by:
@@ -696,10 +708,12 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
                 with contextlib.suppress(OSError):
                     os.write(gate, b"1")
                 os.close(gate)
+            if spare.pid is None:  # the next task's child, forked while this one runs
+                spare.refill(sock)
             continue
         sys.stdout.flush()  # nothing of the parent's may reach a child's output
         sys.stderr.flush()
-        reply = _fork(request, fds, sock, sealed)
+        reply = _fork(request, fds, sock, sealed, spare)
         for passed in fds:  # passed on unread (a sealed parent's: the invocation, environment)
             os.close(passed)
         if "pid" not in reply:
@@ -713,8 +727,101 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
         idle_since = time.monotonic()
 
 
+class _Spare:
+    """A child forked ahead of its task, so that forking is off the task's critical path: it
+    is in a session of its own already and waits for its request (and the task's descriptors)
+    on a private socket; the parent hands the next request to it and forks the next spare
+    after the executor has checked that child. A spare forked before the parent imported
+    more modules (another step's) is stale: it is discarded and the task's child forked as
+    before. It exits when its socket closes (the parent ended or discarded it)."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.sock: socket.socket | None = None
+        self.go = -1
+        self.modules = 0
+
+    @classmethod
+    def make(cls, main: socket.socket) -> _Spare:
+        spare = cls()
+        spare.refill(main)
+        return spare
+
+    def refill(self, main: socket.socket) -> None:
+        import sys
+        import traceback
+
+        if _threads() != 1:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the spare
+            try:
+                ours.close()
+                os.close(ready_r)
+                os.close(go_w)
+                os.setsid()
+                os.write(ready_w, b"1")
+                os.close(ready_w)
+                data, fds, _, _ = socket.recv_fds(theirs, MAX_MESSAGE, 8)
+                if not data:
+                    os._exit(0)  # discarded, or its parent ended
+                request = json.loads(data)
+                if os.read(go_r, 1) != b"1":  # the parent died before the executor checked it
+                    os._exit(0)
+                os.close(go_r)
+                theirs.close()
+                _become_task(request, fds, main)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+        theirs.close()
+        os.close(ready_w)
+        os.close(go_r)
+        got = os.read(ready_r, 1)
+        os.close(ready_r)
+        if not got:
+            ours.close()
+            os.close(go_w)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            return
+        self.pid, self.sock, self.go, self.modules = pid, ours, go_w, len(sys.modules)
+
+    def hand_over(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
+        """Give the request to the spare: the reply naming it, or None (none fit: fork)."""
+        import sys
+
+        if self.pid is None or self.sock is None:
+            return None
+        if self.modules != len(sys.modules):
+            self.discard()
+            return None
+        try:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        except OSError:
+            self.discard()
+            return None
+        reply = {"pid": self.pid, "_go": self.go}
+        self.sock.close()
+        self.pid, self.sock, self.go = None, None, -1
+        return reply
+
+    def discard(self) -> None:
+        if self.pid is None:
+            return
+        if self.sock is not None:
+            self.sock.close()  # it exits on the end of its socket
+        os.close(self.go)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.pid, self.sock, self.go = None, None, -1
+
+
 def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
-          sealed: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+          sealed: dict[str, Any] | None, spare: _Spare) -> dict[str, Any]:  # fmt: skip
     if len(request["attempt_id"]) != MARKER_LENGTH:
         return {"fallback": "an attempt id of another length"}
     if len(fds) != (5 if sealed is not None else 4):
@@ -726,6 +833,9 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
             _import_step(request["invocation"])
     except BaseException as exc:  # the fresh interpreter reports it as the step's error
         return {"fallback": f"the step's module did not import here: {exc}"}
+    handed = spare.hand_over(request, fds)
+    if handed is not None:
+        return handed
     if _threads() != 1:  # never fork a threaded process (a lock held elsewhere stays held)
         return {"fallback": f"the warm parent holds {_threads()} threads"}
     ready_r, ready_w = os.pipe()
