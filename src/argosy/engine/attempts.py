@@ -14,7 +14,7 @@ import dataclasses
 import json
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -32,6 +32,14 @@ from argosy.stores.metadata import runs as q
 from argosy.stores.metadata import tasks as task_rows
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """An attempt written (not yet committed, or committed) whose process is not started."""
+
+    view: TaskView
+    launch: AttemptLaunch
+
+
 class Attempts:
     """Starts and settles the run's attempts."""
 
@@ -40,6 +48,8 @@ class Attempts:
 
     # -- starting ------------------------------------------------------------------------------
     def start(self, view: TaskView, *, cause: str) -> None:
+        """Start an attempt of a queued task: its rows in a transaction of their own, then the
+        process."""
         run, e = self.run, self.run.e
         step = run.step_of(view.node_path)
         # each declared secret read once (on a server, reading one decrypts it)
@@ -51,20 +61,30 @@ class Attempts:
                     f"{Reason.INPUT_ERROR}: secret(s) {', '.join(missing)} not set for tenant "
                     f"{e.tenant!r}; set them with 'argosy secrets set NAME' and retry the run"))  # fmt: skip
             return
+        with e.metadata.session() as s:
+            prepared = self.prepare(s, view, cause=cause, secrets=secrets)
+        self.launch(prepared)
+
+    def prepare(
+        self, s: Session, view: TaskView, *, cause: str, secrets: dict[str, str] | None = None
+    ) -> Prepared:
+        """Write the new attempt (``running``) and the task's attempt number in ``s``: the
+        caller commits it before :meth:`launch` starts the process."""
+        run, e = self.run, self.run.e
+        step = run.step_of(view.node_path)
         number = view.attempt_count + 1
         prefix = attempt_prefix(run.run_id, view.node_path, number)
         started = q.now()
-        with e.metadata.session() as s:
-            attempt_id = attempt_rows.create_attempt(
-                s, tenant=e.tenant, run_id=run.run_id, task_id=view.id, number=number,
-                cause=cause, resources=step.resources.model_dump(),
-                node_pool=step.resources.pool, log_key=f"{prefix}/log.jsonl", user=e.user,
-                at=started,
-            )  # fmt: skip
-            values: dict[str, Any] = {"attempt_count": number}
-            if number == 1:
-                values["started_at"] = started
-            run.set_task(s, view, TaskState.RUNNING, **values)
+        attempt_id = attempt_rows.create_attempt(
+            s, tenant=e.tenant, run_id=run.run_id, task_id=view.id, number=number,
+            cause=cause, resources=step.resources.model_dump(),
+            node_pool=step.resources.pool, log_key=f"{prefix}/log.jsonl", user=e.user,
+            at=started,
+        )  # fmt: skip
+        values: dict[str, Any] = {"attempt_count": number}
+        if number == 1:
+            values["started_at"] = started
+        run.set_task(s, view, TaskState.RUNNING, **values)
         view.attempt_count = number
         view.attempt_id = attempt_id
         launch = AttemptLaunch(
@@ -79,16 +99,25 @@ class Attempts:
             pool=step.resources.pool,
             timeout=step.timeout,
             env=dict(step.env),
-            secrets=secrets,
+            secrets=secrets or {},
             log_key=f"{prefix}/log.jsonl",
             pipeline=run.spec.name,
         )
+        return Prepared(view, launch)
+
+    def launch(self, prepared: Prepared) -> None:
+        """Start the process of an attempt :meth:`prepare` wrote (and its caller committed),
+        then record where it runs."""
+        run, e = self.run, self.run.e
+        view, launch = prepared.view, prepared.launch
+        attempt_id, number = launch.attempt_id, launch.number
+        step = run.step_of(view.node_path)
         try:
             ident = e.executor.start(launch)
         except NoRoomError:  # another run of this process took the room meanwhile: wait
             with e.metadata.session() as s:
                 attempt_rows.withdraw_attempt(s, attempt_id)
-                values = {"attempt_count": number - 1}
+                values: dict[str, Any] = {"attempt_count": number - 1}
                 if number == 1:
                     values["started_at"] = None
                 run.set_task(s, view, TaskState.QUEUED, **values)
@@ -134,8 +163,9 @@ class Attempts:
             self._after_failure(s, view, Reason.EXCEPTION, message)
 
     # -- settling ------------------------------------------------------------------------------
-    def complete(self, ended: AttemptExit) -> None:
-        """Settle an attempt the executor reported ended (one not live here is ignored)."""
+    def complete(self, ended: AttemptExit, s: Session | None = None) -> None:
+        """Settle an attempt the executor reported ended (one not live here is ignored), in
+        ``s`` if given (the caller commits), else in a transaction of its own."""
         node = self.run.live.pop(ended.attempt_id, None)
         if node is None:
             return
@@ -143,7 +173,7 @@ class Attempts:
         record = self.result(ended.attempt_id, node, view.attempt_count)
         if record is None:  # the store refused it (a full disk): the executor may carry it
             record = ended.record
-        self.settle(view, ended.attempt_id, record, ended)
+        self.settle(view, ended.attempt_id, record, ended, s=s)
 
     def result(self, attempt_id: str, node: str, number: int) -> ResultRecord | None:
         """The attempt's result record, if its launcher wrote one (one it cannot read fails
@@ -166,8 +196,10 @@ class Attempts:
         ended: AttemptExit | None,
         *,
         lost: bool = False,
+        s: Session | None = None,
     ) -> None:
-        """Commit an attempt's outcome (fenced by its number) and move its task on."""
+        """Commit an attempt's outcome (fenced by its number) and move its task on (in ``s``
+        if given, which the caller commits)."""
         run = self.run
         stop_reason = ended.reason if ended else None
         succeeded = record is not None and record.succeeded and stop_reason != Reason.CANCELLED
@@ -181,37 +213,57 @@ class Attempts:
         if refused is not None:
             reason, error = Reason.OUTPUT_ERROR, refused
         finished = (ended.ended_at if ended is not None else None) or q.now()
-        with run.e.metadata.session() as s:
-            if not attempt_rows.is_current(s, attempt_id, view.id):
-                return  # fenced: a stale attempt never commits
-            values: dict[str, Any] = {
-                "state": AttemptState.SUCCEEDED if succeeded else (
-                    AttemptState.CANCELLED if reason == Reason.CANCELLED else AttemptState.FAILED),
-                "reason": reason, "error": error, "finished_at": finished,
-            }  # fmt: skip
-            if ended is not None:
-                launcher_peak = record.peak_memory if record is not None else None
-                peak = max(ended.peak_memory or 0, launcher_peak or 0) or None
-                ended = dataclasses.replace(ended, peak_memory=peak)
-                if ended.cpu_time is None and record is not None:  # a pod: the launcher's count
-                    ended = dataclasses.replace(ended, cpu_time=record.cpu_time)
-                values.update(
-                    exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
-                    cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,
-                )  # fmt: skip
-            attempt_rows.finish_attempt(s, attempt_id, **values)
-            if succeeded:
-                assert record is not None
-                self.register_outputs(s, view, attempt_id, record)
-                run.set_task(s, view, TaskState.SUCCEEDED, finished_at=finished, reason=None)
-            elif reason == Reason.ENGINE_LOST:
-                # a new attempt follows; it does not use up one of the step's retries
-                run.set_task(s, view, TaskState.QUEUED, reason=Reason.ENGINE_LOST.value)
-                view.not_before = 0.0
-            elif reason == Reason.CANCELLED:
-                run.set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=error)
-            else:
-                self._after_failure(s, view, str(reason), error)
+        if s is None:
+            with run.e.metadata.session() as own:
+                self._commit_outcome(own, view, attempt_id, record, ended, reason, error,
+                                     succeeded, finished)  # fmt: skip
+        else:
+            self._commit_outcome(s, view, attempt_id, record, ended, reason, error, succeeded,
+                                 finished)  # fmt: skip
+
+    def _commit_outcome(
+        self,
+        s: Session,
+        view: TaskView,
+        attempt_id: str,
+        record: ResultRecord | None,
+        ended: AttemptExit | None,
+        reason: str | None,
+        error: str | None,
+        succeeded: bool,
+        finished: datetime,
+    ) -> None:
+        run = self.run
+        if not attempt_rows.is_current(s, attempt_id, view.id):
+            return  # fenced: a stale attempt never commits
+        values: dict[str, Any] = {
+            "state": AttemptState.SUCCEEDED if succeeded else (
+                AttemptState.CANCELLED if reason == Reason.CANCELLED else AttemptState.FAILED),
+            "reason": reason, "error": error, "finished_at": finished,
+        }  # fmt: skip
+        if ended is not None:
+            launcher_peak = record.peak_memory if record is not None else None
+            peak = max(ended.peak_memory or 0, launcher_peak or 0) or None
+            ended = dataclasses.replace(ended, peak_memory=peak)
+            if ended.cpu_time is None and record is not None:  # a pod: the launcher's count
+                ended = dataclasses.replace(ended, cpu_time=record.cpu_time)
+            values.update(
+                exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
+                cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,
+            )  # fmt: skip
+        attempt_rows.finish_attempt(s, attempt_id, **values)
+        if succeeded:
+            assert record is not None
+            self.register_outputs(s, view, attempt_id, record)
+            run.set_task(s, view, TaskState.SUCCEEDED, finished_at=finished, reason=None)
+        elif reason == Reason.ENGINE_LOST:
+            # a new attempt follows; it does not use up one of the step's retries
+            run.set_task(s, view, TaskState.QUEUED, reason=Reason.ENGINE_LOST.value)
+            view.not_before = 0.0
+        elif reason == Reason.CANCELLED:
+            run.set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=error)
+        else:
+            self._after_failure(s, view, str(reason), error)
 
     def _outcome(
         self,

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from argosy.engine import readiness
-from argosy.engine.attempts import Attempts
+from argosy.engine.attempts import Attempts, Prepared
 from argosy.engine.fanout import Fanout
 from argosy.engine.inputs import Inputs
 from argosy.engine.recovery import Recovery
@@ -131,8 +133,7 @@ class RunLoop:
                 if not st.cancelling and self._cancel_requested():
                     st.cancel_why = Reason.CANCELLED
                     self._cancel_all(Reason.CANCELLED)
-            self._settle_exits()
-            changed = self._advance()
+            changed = self._turn()
             if changed:
                 st.emit()
                 continue  # what changed may let more tasks move at once (a map's iterations)
@@ -149,7 +150,6 @@ class RunLoop:
                     f"run {self.run_id} is stuck: no task can make progress"
                 )
             self._keep_exits(self.e.executor.poll(timeout))
-            self._settle_exits()
 
     def _load(self) -> None:
         """Fill the mirror from the database (the tasks, their outputs, the maps' iterations)."""
@@ -166,70 +166,116 @@ class RunLoop:
         self.fanout.rebuild()
 
     # -- advancing -------------------------------------------------------------------------------
-    def _advance(self) -> bool:
-        """Settle pending tasks whose upstream is done; finish maps; start queued tasks that fit."""
-        changed = self._settle_pending()
-        changed |= self._start_queued()
-        return changed
+    def _turn(self) -> bool:
+        """Settle the attempts that ended, settle pending tasks whose upstream is done, and
+        write the attempt of the first queued task that can start: one transaction, committed
+        before that attempt's process starts (a chain pays one commit between a task ending
+        and its dependant starting, not three); then start it, and any other queued task
+        that fits, each as before. Whether anything moved that may let more move."""
+        st = self.state
+        first = None
+        with self.e.metadata.session() as s:
+            settled = self._settle_kept(s)
+            fail_fast = bool(st.cancel_reason) and not st.cancelling
+            if not fail_fast:  # (else the loop cancels first, as it does after any failure)
+                changed = self._settle_pending(s)
+                if not st.cancel_reason:
+                    first = self._prepare_first(s)
+        del self.exits[:settled]
+        if settled:
+            st.emit()
+        if fail_fast:
+            return True
+        if first is not None:
+            self.attempts.launch(first)
+            changed = True
+        return self._start_queued() or changed
 
-    def _settle_pending(self) -> bool:
+    def _settle_pending(self, s: Session) -> bool:
         st = self.state
         changed = False
         settling = any(
             v.state == TaskState.PENDING or (v.state == TaskState.RUNNING and st.plan[p].is_map)
             for p, v in st.tasks.items()
         )
-        if not settling:  # open no (write) transaction when nothing may change: on SQLite
-            return False  # every transaction takes the write lock, which readers would wait for
-        with self.e.metadata.session() as s:
-            for path in list(st.order):
-                node, view = st.plan[path], st.tasks[path]
-                if view.state == TaskState.RUNNING and node.is_map:
-                    changed |= self.fanout.maybe_finish(s, node, view)
-                if view.state != TaskState.PENDING:
-                    continue
-                if st.cancelling and node.exit_group is None:
-                    continue
-                verdict = readiness.verdict(st, node)
-                if verdict is None:
-                    continue
-                changed = True
-                if verdict:
-                    st.set_task(s, view, TaskState.SKIPPED, finished_at=q.now(), reason=verdict)
-                    continue
-                try:
-                    view.inputs = self.inputs.resolve(node)
-                except ArgosyError as exc:
-                    st.set_task(s, view, TaskState.FAILED, finished_at=q.now(),
-                                reason=f"{Reason.INPUT_ERROR}: {exc}")  # fmt: skip
-                    continue
-                if node.is_map:
-                    self.fanout.start(s, node, view)
-                    continue
-                self.inputs.record(s, view)
-                self.reuse.consult(s, view)
+        if not settling:
+            return False
+        for path in list(st.order):
+            node, view = st.plan[path], st.tasks[path]
+            if view.state == TaskState.RUNNING and node.is_map:
+                changed |= self.fanout.maybe_finish(s, node, view)
+            if view.state != TaskState.PENDING:
+                continue
+            if st.cancelling and node.exit_group is None:
+                continue
+            verdict = readiness.verdict(st, node)
+            if verdict is None:
+                continue
+            changed = True
+            if verdict:
+                st.set_task(s, view, TaskState.SKIPPED, finished_at=q.now(), reason=verdict)
+                continue
+            try:
+                view.inputs = self.inputs.resolve(node)
+            except ArgosyError as exc:
+                st.set_task(s, view, TaskState.FAILED, finished_at=q.now(),
+                            reason=f"{Reason.INPUT_ERROR}: {exc}")  # fmt: skip
+                continue
+            if node.is_map:
+                self.fanout.start(s, node, view)
+                continue
+            self.inputs.record(s, view)
+            self.reuse.consult(s, view)
         return changed
 
-    def _start_queued(self) -> bool:
+    def _startable(self, now: float) -> Iterator[str]:
+        """Queued tasks, in pipeline order, that may start now (room permitting), each judged
+        when reached: a start before it counts towards a map's ``parallelism``."""
         st = self.state
-        changed = False
-        now = time.monotonic()
-        for path in list(st.order) if not self.e.draining else []:
+        if self.e.draining:
+            return
+        for path in list(st.order):
             view = st.tasks[path]
             if view.state != TaskState.QUEUED or view.not_before > now:
                 continue
             node = st.plan[path]
             if st.cancelling and node.exit_group is None:
                 continue
-            if not readiness.within_parallelism(st, node):
+            if readiness.within_parallelism(st, node):
+                yield path
+
+    def _fits(self, path: str) -> bool:
+        r = self.state.step_of(path).resources
+        return self.e.executor.has_room(r.cpu, r.memory, r.gpu)
+
+    @staticmethod
+    def _cause(view: TaskView) -> str:
+        if view.reason == Reason.ENGINE_LOST:
+            return Reason.ENGINE_LOST.value
+        return "retry" if view.attempt_count else "first"
+
+    def _prepare_first(self, s: Session) -> Prepared | None:
+        """The first startable task's attempt, written in ``s``. Only where writing it needs
+        no other transaction: a step without secrets (reading one may decrypt through the
+        database) on an engine without a task store (granting one writes a credential)."""
+        if self.e.task_store is not None:
+            return None
+        for path in self._startable(time.monotonic()):
+            if not self._fits(path):
                 continue
-            r = st.step_of(path).resources
-            if not self.e.executor.has_room(r.cpu, r.memory, r.gpu):
+            if self.state.step_of(path).secrets:
+                return None
+            view = self.state.tasks[path]
+            return self.attempts.prepare(s, view, cause=self._cause(view))
+        return None
+
+    def _start_queued(self) -> bool:
+        changed = False
+        for path in self._startable(time.monotonic()):
+            if not self._fits(path):
                 continue
-            cause = "retry" if view.attempt_count else "first"
-            if view.reason == Reason.ENGINE_LOST:
-                cause = Reason.ENGINE_LOST.value
-            self.attempts.start(view, cause=cause)
+            view = self.state.tasks[path]
+            self.attempts.start(view, cause=self._cause(view))
             changed = True
         return changed
 
@@ -280,14 +326,21 @@ class RunLoop:
         """Remember ended attempts (with their node) until their outcome is in the DB."""
         self.exits.extend((ended, self.state.live.get(ended.attempt_id)) for ended in exits)
 
-    def _settle_exits(self) -> None:
-        """Settle the kept exits in order; one that fails (the DB went away) stays kept."""
-        while self.exits:
-            ended, node = self.exits[0]
+    def _settle_kept(self, s: Session) -> int:
+        """Settle the kept exits in order, in ``s``; how many (the caller drops them once ``s``
+        is committed: if the database went away they stay kept, to be settled again)."""
+        for ended, node in self.exits:
             if node is not None:
                 self.state.live.setdefault(ended.attempt_id, node)  # popped by a try that failed
-            self.attempts.complete(ended)
-            self.exits.pop(0)
+            self.attempts.complete(ended, s)
+        return len(self.exits)
+
+    def _settle_exits(self) -> None:
+        """Settle the kept exits in a transaction of their own."""
+        with self.e.metadata.session() as s:
+            settled = self._settle_kept(s)
+        del self.exits[:settled]
+        if settled:
             self.state.emit()
 
     def _abandon(self) -> None:
