@@ -21,11 +21,13 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from argosy.client.client import Client
 from argosy.spec.compile import compile_pipeline
 from argosy.spec.loader import load_pipeline
-from argosy.stores.metadata.attempts import is_current
+from argosy.stores.metadata.attempts import finish_if_current
 from argosy.stores.metadata.db import MetadataStore
 from argosy.stores.metadata.tables import Attempt, ServerInstance, Task
 from tests.conftest import Workspace, alive
@@ -176,19 +178,28 @@ def test_leftover_processes_are_killed_when_a_step_returns_normally(
 # -- server.md ---------------------------------------------------------------------------------
 def test_a_stale_attempt_is_fenced(ws: Workspace) -> None:
     """server.md/concepts.md: outputs commit only for a task's current attempt number; the
-    fence is ``is_current`` (an older number, or an attempt already settled, is stale)."""
+    fence is ``finish_if_current`` (an older number, or an attempt already settled, is stale:
+    nothing of it is written)."""
     path = ws.write(TIMES.format(factor=2), "times_fence")
     doc = run_json(ws, f"{path}:tp")
     (first,) = task(doc, "times")["attempts"]
     store = MetadataStore.open(f"sqlite:///{ws.home / 'argosy.db'}")
+
+    def finish(s: Session, attempt_id: str, task_id: str) -> bool:
+        return finish_if_current(s, attempt_id, task_id, error="stale write")
+
     try:
         with store.session() as s:
             row = s.get_one(Attempt, first["id"])
-            assert not is_current(s, row.id, row.task_id)  # settled: stale
-            row.state = "running"  # as if still live ...
-            assert is_current(s, row.id, row.task_id)
-            s.get_one(Task, row.task_id).attempt_count = 2  # ... but a newer attempt exists
-            assert not is_current(s, row.id, row.task_id)
+            attempt_id, task_id = row.id, row.task_id
+            assert not finish(s, attempt_id, task_id)  # settled: stale
+            s.execute(update(Attempt).where(Attempt.id == attempt_id).values(state="running"))
+            assert finish(s, attempt_id, task_id)  # as if still live: written
+            s.execute(update(Attempt).where(Attempt.id == attempt_id).values(error=None))
+            s.execute(update(Task).where(Task.id == task_id).values(attempt_count=2))
+            assert not finish(s, attempt_id, task_id)  # ... but a newer attempt exists
+            error = s.execute(select(Attempt.error).where(Attempt.id == attempt_id)).scalar_one()
+            assert error is None  # the stale write wrote nothing
             s.rollback()
     finally:
         store.close()

@@ -234,8 +234,6 @@ class Attempts:
         finished: datetime,
     ) -> None:
         run = self.run
-        if not attempt_rows.is_current(s, attempt_id, view.id):
-            return  # fenced: a stale attempt never commits
         values: dict[str, Any] = {
             "state": AttemptState.SUCCEEDED if succeeded else (
                 AttemptState.CANCELLED if reason == Reason.CANCELLED else AttemptState.FAILED),
@@ -251,7 +249,8 @@ class Attempts:
                 exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
                 cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,
             )  # fmt: skip
-        attempt_rows.finish_attempt(s, attempt_id, **values)
+        if not attempt_rows.finish_if_current(s, attempt_id, view.id, **values):
+            return  # fenced: a stale attempt never commits
         if succeeded:
             assert record is not None
             self.register_outputs(s, view, attempt_id, record)

@@ -2,7 +2,7 @@
 
 An attempt is created ``running`` before its process exists, gets its process identity once
 the executor started it (so a later engine can find and end it), and is finished exactly
-once: :func:`is_current` is the fence that keeps a stale attempt (an older number, or one
+once: :func:`finish_if_current` is the fence that keeps a stale attempt (an older number, or one
 already settled) from committing anything.
 """
 
@@ -68,11 +68,20 @@ def record_process(
     )
 
 
-def is_current(session: Session, attempt_id: str, task_id: str) -> bool:
-    """Whether the attempt is still its task's current, running one (else it must not commit)."""
-    attempt = session.get_one(Attempt, attempt_id)
-    task = session.get_one(Task, task_id)
-    return task.attempt_count == attempt.number and attempt.state == AttemptState.RUNNING
+def finish_if_current(session: Session, attempt_id: str, task_id: str, **values: Any) -> bool:
+    """Write an attempt's outcome (as :func:`finish_attempt`) only if it is still its task's
+    current, running attempt; whether it was (if not, nothing is written and the caller must
+    commit nothing of it). The fence and the write are one statement."""
+    current = (
+        select(Task.attempt_count).where(Task.id == task_id).scalar_subquery() == Attempt.number
+    )
+    done = session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.state == AttemptState.RUNNING, current)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish_attempt(session: Session, attempt_id: str, **values: Any) -> None:
