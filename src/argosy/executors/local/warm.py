@@ -765,6 +765,12 @@ class _Spare:
                 os.setsid()
                 os.write(ready_w, b"1")
                 os.close(ready_w)
+                # what needs no request, done while the previous task runs
+                main.close()
+                _close_fds_except({theirs.fileno(), go_r})
+                _reset_signals()
+                marker = _marker_address()
+                os.environ.clear()
                 data, fds, _, _ = socket.recv_fds(theirs, MAX_MESSAGE, 8)
                 if not data:
                     os._exit(0)  # discarded, or its parent ended
@@ -773,7 +779,7 @@ class _Spare:
                     os._exit(0)
                 os.close(go_r)
                 theirs.close()
-                _become_task(request, fds, main)
+                _become_task(request, fds, main, marker)
             except BaseException:
                 traceback.print_exc()
                 os._exit(1)
@@ -867,10 +873,37 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
     return {"pid": pid, "_go": go_w}
 
 
-def _become_task(request: dict[str, Any], fds: list[int], sock: socket.socket) -> None:
-    """In the child: a launcher's process as a fresh interpreter would have it; never returns."""
-    import fcntl
+def _reset_signals() -> None:
+    """Every signal handler as a fresh interpreter has it."""
     import signal
+
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        handler: Any = signal.SIG_DFL
+        if sig == signal.SIGINT:
+            handler = signal.default_int_handler
+        elif sig in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
+            handler = signal.SIG_IGN
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, handler)
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd not in keep and fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _become_task(
+    request: dict[str, Any], fds: list[int], sock: socket.socket, marker: int | None = -1
+) -> None:
+    """In the child: a launcher's process as a fresh interpreter would have it; never returns.
+    ``marker``: where the environment block's marker is, found by a spare ahead of its request
+    (which has also reset its signal handlers and environment then); -1: not done yet."""
+    import fcntl
     import sys
 
     sock.close()
@@ -882,29 +915,17 @@ def _become_task(request: dict[str, Any], fds: list[int], sock: socket.socket) -
     assert isinstance(env, dict)
     wanted = {0: stdin, 1: stdout, 2: stderr, int(request["status_fd"]): status}
     high = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, 1000) for target, src in wanted.items()}
-    keep = set(high.values())
-    for entry in os.listdir("/proc/self/fd"):
-        fd = int(entry)
-        if fd not in keep and fd > 2:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    _close_fds_except(set(high.values()))
     for target, src in high.items():
         os.dup2(src, target)  # inheritable, as Popen's pass_fds leaves them
         os.close(src)
-    for sig in signal.valid_signals():  # as a fresh interpreter has them
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        handler: Any = signal.SIG_DFL
-        if sig == signal.SIGINT:
-            handler = signal.default_int_handler
-        elif sig in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)):
-            handler = signal.SIG_IGN
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(sig, handler)
+    if marker == -1:
+        _reset_signals()
+        marker = _marker_address()
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(env)
-    _mark_environment_block(request["attempt_id"])
+    _mark_environment_block(request["attempt_id"], marker)
     source = request.get("invocation") or "-"  # "-": on stdin, as a fresh task user's launcher
     sys.argv = ["-c", source]
     if "numpy" in sys.modules:
@@ -931,20 +952,26 @@ def _thread_limits(threads: int) -> None:
     threadpoolctl.threadpool_limits(threads)
 
 
-def _mark_environment_block(attempt_id: str) -> None:
-    """Write the attempt id over the placeholder in this process's original environment block
-    (what ``/proc/self/environ`` shows)."""
-    import ctypes
-
+def _marker_address() -> int | None:
+    """Where this process's original environment block (what ``/proc/self/environ`` shows)
+    holds the marker's value, or None."""
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
         start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
         block = Path("/proc/self/environ").read_bytes()
     except (OSError, IndexError, ValueError):
-        return
+        return None
     needle = f"{ATTEMPT_ENV}={_MARKER}".encode()
     at = block.find(needle)
     if at < 0 or start + at + len(needle) > end:
-        return
-    value = attempt_id.encode()
-    ctypes.memmove(start + at + len(ATTEMPT_ENV) + 1, value, len(value))
+        return None
+    return start + at + len(ATTEMPT_ENV) + 1
+
+
+def _mark_environment_block(attempt_id: str, address: int | None) -> None:
+    """Write the attempt id over the placeholder at ``address`` (:func:`_marker_address`)."""
+    import ctypes
+
+    if address is not None:
+        value = attempt_id.encode()
+        ctypes.memmove(address, value, len(value))
