@@ -41,7 +41,6 @@ class Reuse:
             image = self.image_ids[name]
         parts = cache.components(step, view.inputs or {}, e.tenant, image_id=image)
         key = cache.key_of(parts)
-        row = s.get_one(Task, view.id)
         info: dict[str, Any] = {"components": parts}
         if run.retry_of is not None:
             earlier = task_rows.task_at(s, e.tenant, run.retry_of, view.node_path)
@@ -60,7 +59,7 @@ class Reuse:
                 self._reuse(s, view, hit, key, info)
                 return
             info["status"] = "miss"
-            info["reason"] = self._miss_reason(s, row, key, parts)
+            info["reason"] = self._miss_reason(s, s.get_one(Task, view.id), key, parts)
         run.set_task(s, view, TaskState.QUEUED, inputs=view.inputs, queued_at=q.now(),
                      cache_key=key, cache=info)  # fmt: skip
 
