@@ -174,6 +174,10 @@ class RunLoop:
         that fits, each as before. Whether anything moved that may let more move."""
         st = self.state
         first = None
+        if self.e.task_store is not None or self.e.store.encrypted:
+            # checking a server task's outputs, or reading an encrypted result record, uses
+            # the database: never inside this transaction (on SQLite it would wait for itself)
+            self._settle_exits()
         with self.e.metadata.session() as s:
             settled = self._settle_kept(s)
             fail_fast = bool(st.cancel_reason) and not st.cancelling
@@ -336,11 +340,15 @@ class RunLoop:
         return len(self.exits)
 
     def _settle_exits(self) -> None:
-        """Settle the kept exits in a transaction of their own."""
-        with self.e.metadata.session() as s:
-            settled = self._settle_kept(s)
-        del self.exits[:settled]
-        if settled:
+        """Settle the kept exits in order, each in a transaction of its own (settling may read
+        the database in another: a server's output check); one that fails (the database went
+        away) stays kept."""
+        while self.exits:
+            ended, node = self.exits[0]
+            if node is not None:
+                self.state.live.setdefault(ended.attempt_id, node)  # popped by a try that failed
+            self.attempts.complete(ended)
+            self.exits.pop(0)
             self.state.emit()
 
     def _abandon(self) -> None:
