@@ -279,3 +279,31 @@ def test_the_client_imports_only_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(done.stdout.replace("'", '"')))
     assert not loaded & {"typing", "json", "hashlib", "sqlalchemy", "pydantic", "typer", "rich"}
+
+
+def test_only_the_dropped_modules_size_themselves_to_the_terminal_at_import() -> None:
+    """The warm command line keeps every argosy.cli module imported except
+    ``TERMINAL_MODULES``, which each command imports afresh; a kept module that made a console
+    (or imported commands.py's by name) at import would print to another terminal's size,
+    without colours."""
+    import ast
+
+    folder = Path(warm.__file__).parent
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        name = f"argosy.cli.{path.stem}"
+        if name in warm.TERMINAL_MODULES or path.stem == "warm":
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.module in warm.TERMINAL_MODULES:
+                found.append(f"{name}: imports from {node.module}")
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                for call in ast.walk(node.value):
+                    if isinstance(call, ast.Call) and ast.unparse(call.func) in (
+                        "Console", "render.console_for", "render.layout_for", "console_for",
+                        "layout_for",
+                    ):  # fmt: skip
+                        found.append(f"{name}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert found == []
+    commands = (folder / "commands.py").read_text()
+    assert "err = Console(" in commands  # the check above looks for what is really there

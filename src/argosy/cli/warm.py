@@ -12,8 +12,9 @@ same state folder, the same output on the same terminal or pipe, the same exit c
 What keeps it equivalent and safe:
 
 - The parent holds no database connection, thread, socket but its own, or user data: it has
-  only imported modules (the command line's own ``argosy.cli`` modules are dropped again, as
-  they size themselves to the terminal at import; a child imports them fresh, ~15 ms).
+  only imported modules and built the Click commands of :data:`WARM_COMMANDS` (the modules
+  that size themselves to the terminal at import, :data:`TERMINAL_MODULES`, are dropped
+  again: each command imports them for its own terminal).
 - One per (user, Python environment): the socket lives in a folder only the user can open,
   named by a digest of the interpreter, its prefix and ``PYTHONPATH``; a connection from any
   other uid is refused (``SO_PEERCRED``).
@@ -52,7 +53,7 @@ SWITCH_ENV = "ARGOSY_WARM_CLI"
 IDLE_ENV = "ARGOSY_WARM_CLI_IDLE"
 DEFAULT_IDLE = 900.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-# What a command's process imports (the rest follows from these); argosy.cli is dropped again.
+# What a command's process imports (the rest follows from these; see TERMINAL_MODULES).
 PRELOAD = (
     "argosy.cli.main",
     "argosy.cli.commands",
@@ -75,6 +76,17 @@ PRELOAD = (
     "argosy.sdk.pipeline",
     "argosy.interop.kfp.ir",
     "argosy.config",
+)
+# The command line's modules that size themselves to the terminal at import (commands.py's
+# consoles, and the modules that import them by name): dropped from the warm command line
+# after its imports, so that each command imports them for its own terminal. Every other
+# module of argosy.cli stays imported (tests/test_warm_cli.py checks none of them does that).
+TERMINAL_MODULES = (
+    "argosy.cli.commands",
+    "argosy.cli.ci_commands",
+    "argosy.cli.model_commands",
+    "argosy.cli.operations",
+    "argosy.cli.schedule_commands",
 )
 # The environment a parent is started with: enough to import the same modules, nothing else.
 _PARENT_ENV = (
@@ -269,9 +281,13 @@ def _preload() -> None:
     from sqlalchemy.orm import configure_mappers
 
     configure_mappers()
-    for name in [n for n in sys.modules if n == "argosy.cli" or n.startswith("argosy.cli.")]:
-        if name != __name__:
-            del sys.modules[name]
+    from argosy.cli import main
+
+    main.prepare(WARM_COMMANDS)
+    package = sys.modules["argosy.cli"]
+    for name in TERMINAL_MODULES:  # each command imports them afresh, sized to its terminal
+        if sys.modules.pop(name, None) is not None and hasattr(package, name.rsplit(".")[-1]):
+            delattr(package, name.rsplit(".")[-1])
     gc.collect()
     gc.freeze()
     gc.enable()
