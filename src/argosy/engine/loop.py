@@ -354,6 +354,8 @@ class RunLoop:
     def _abandon(self) -> None:
         """End the live attempts without settling them (the next owner does) and stop."""
         live = self.state.live
+        for ended, _ in self.exits:  # ended already, not settled yet: the next owner does
+            live.pop(ended.attempt_id, None)
         self._stop_live(Reason.ENGINE_LOST)
         deadline = time.monotonic() + 30.0
         while live and time.monotonic() < deadline:  # reap them, so their logs are stored
