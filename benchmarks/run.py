@@ -167,11 +167,7 @@ def argosy_run(
 ) -> ArgosyRun:
     """``argosy run TARGET`` as a user runs it (through the warm command line once one is
     up); ``cold``: without it, as the first command of a session does."""
-    given = env
-    env = child_env(home)
-    env.update(given or {})
-    if cold:
-        env["ARGOSY_WARM_CLI"] = "false"
+    env = {**child_env(home), **(env or {}), **({"ARGOSY_WARM_CLI": "false"} if cold else {})}
     proc = timed([*ARGOSY, "run", target, "--output", "json", *options], env)
     doc = json.loads(proc.stdout)
     if doc["status"] != "succeeded":
@@ -233,7 +229,7 @@ def start_warm_cli(home: Path) -> None:
     answers, so the measured runs see what a user's second and later commands see."""
     from argosy.cli import warm
 
-    paths = warm._paths()
+    paths = warm._paths(warm.environment_key())
     if paths is None:
         log("no warm command line on this machine (no private runtime folder)")
         return

@@ -252,13 +252,10 @@ def test_a_folder_others_can_open_is_not_used(w: Warm) -> None:
     assert list(folder.iterdir()) == []  # nothing started, no socket made
 
 
-def test_a_request_from_another_environment_is_refused(
-    w: Warm, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_request_from_another_environment_is_refused(w: Warm) -> None:
     """The socket's name is a digest; the environment key itself must match before a fork."""
     w.started()
-    monkeypatch.setattr(warm, "environment_key", lambda: "another interpreter")
-    assert warm._run_warm(str(w.socket), ["argosy", "runs", "list"]) is None
+    assert warm._run_warm(str(w.socket), ["argosy", "runs", "list"], "another interpreter") is None
     assert _children(w.parent_pid()) == []
 
 

@@ -100,9 +100,10 @@ def entry() -> NoReturn:
     running, else the usual in-process command (starting a warm one for next time)."""
     argv = sys.argv
     if _eligible(argv):
-        paths = _paths()
+        key = environment_key()
+        paths = _paths(key)
         if paths is not None:
-            code = _run_warm(paths[0], argv)
+            code = _run_warm(paths[0], argv, key)
             if code is not None:
                 os._exit(code)
             _start_parent(*paths)
@@ -127,7 +128,7 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _paths() -> tuple[str, str] | None:
+def _paths(key: str) -> tuple[str, str] | None:
     """The socket and lock file of this user's warm command line for this Python environment,
     in a folder only the user can use; None where no such folder can be had."""
     uid = os.getuid()
@@ -140,8 +141,8 @@ def _paths() -> tuple[str, str] | None:
         return None
     if st.st_uid != uid or st.st_mode & 0o077 or not os.path.isdir(folder):
         return None
-    key = environment_key().encode()
-    digest = f"{zlib.crc32(key):08x}{zlib.adler32(key):08x}"  # a name; the key itself is checked
+    data = key.encode()
+    digest = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"  # a name; the key itself is checked
     base = os.path.join(folder, f"cli-{digest}")
     if len(os.fsencode(base)) + len(".sock") > 107:  # the most a Unix socket's path holds
         return None
@@ -157,13 +158,13 @@ def environment_key() -> str:
     )  # fmt: skip
 
 
-def _run_warm(path: str, argv: list[str]) -> int | None:
+def _run_warm(path: str, argv: list[str], key: str) -> int | None:
     """Run the command in a child of the warm command line; its exit code, or None when none
     is running or it will not take the command (then the caller runs it cold)."""
     streams = (sys.stdin, sys.stdout, sys.stderr)
     request = marshal.dumps(
         {
-            "key": environment_key(),
+            "key": key,
             "argv": argv,
             "cwd": os.getcwd(),
             "env": dict(os.environ),
@@ -375,6 +376,8 @@ class _Parent:
             return False
 
     def _accept(self) -> None:
+        from argosy.runtime import processes
+
         try:
             conn, _ = self.listener.accept()
         except OSError:
@@ -392,7 +395,7 @@ class _Parent:
             elif not _unchanged(self.files):
                 conn.sendall(b"stale\n")
                 self.running = False
-            elif _threads() != 1:
+            elif processes.thread_count() != 1:
                 conn.sendall(b"busy\n")
             else:
                 pid = os.fork()
@@ -446,8 +449,10 @@ class _Parent:
     ) -> NoReturn:
         """In the forked child: take the client's streams, folder and environment, then run
         the command line's ``entry()`` exactly as the ``argosy`` script would."""
+        from argosy.runtime import processes
+
         try:
-            _die_with_parent()
+            processes.set_parent_death_signal()  # it must not outlive the warm command line
             os.setsid()
             signal.set_wakeup_fd(-1)
             for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
@@ -547,22 +552,3 @@ def _peer_is_us(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return bool(uid == os.getuid())
-
-
-def _threads() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
-
-
-def _die_with_parent() -> None:
-    """Linux: the command dies if the warm command line does (else it would outlive it)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

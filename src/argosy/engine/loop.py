@@ -173,7 +173,7 @@ class RunLoop:
         and its dependant starting, not three); then start it, and any other queued task
         that fits, each as before. Whether anything moved that may let more move."""
         st = self.state
-        first = None
+        first, changed = None, False
         if self.e.task_store is not None or self.e.store.encrypted:
             # checking a server task's outputs, or reading an encrypted result record, uses
             # the database: never inside this transaction (on SQLite it would wait for itself)

@@ -14,6 +14,7 @@ import os
 import signal
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
@@ -37,6 +38,20 @@ def set_not_dumpable() -> bool:
         return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def thread_count() -> int:
+    """This process's threads, as the kernel counts them (a fork copies only the caller)."""
+    return len(os.listdir("/proc/self/task"))
 
 
 def set_oom_score_adj(value: int) -> None:

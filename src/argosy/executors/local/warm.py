@@ -97,6 +97,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from argosy.errors import ExecutionError
+from argosy.runtime import processes
 
 IDLE_SECONDS = 120.0  # a parent without work for this long exits
 WARM_PARENT_MEMORY = 2 * 2**30  # a parent with pandas and scikit-learn: ~0.3 GiB, and room
@@ -531,15 +532,6 @@ def _remove_orphaned_plaintext(folder: Path) -> None:
 
 
 # -- the warm parent's side ------------------------------------------------------------------------
-def _set_parent_death_signal() -> None:
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _import_step(invocation: str) -> None:
@@ -572,15 +564,11 @@ def _private_cache() -> Path:
     return private
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 def serve(fd: int) -> NoReturn:
     """The warm parent: import, say ready, then fork a child per request until idle."""
     sealed = os.environ.pop(SEALED_ENV, None)
     if sealed is not None:  # first of all: no other process of the task uid may look inside
-        _set_not_dumpable()
+        processes.set_not_dumpable()
     try:
         _serve(fd, json.loads(sealed) if sealed is not None else None)
     finally:  # a parent killed outright leaves it: the next pool in this folder removes it
@@ -593,13 +581,6 @@ def serve(fd: int) -> NoReturn:
 
 
 _MARKER = ""  # this parent's ARGOSY_ATTEMPT_ID (its marker), which each child overwrites
-
-
-def _set_not_dumpable() -> None:
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
 
 
 def _import_sealed(start: dict[str, Any], module: str) -> None:
@@ -637,7 +618,7 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     import traceback
 
     if sealed is None:  # a local run's parent dies with its engine; a server's is shared by
-        _set_parent_death_signal()  # runs (threads) and exits when the server's socket closes
+        processes.set_parent_death_signal()  # runs (threads) and exits when the server's socket closes
     global _MARKER
     started_by = os.getppid()
     idle = float(os.environ.pop(IDLE_ENV, IDLE_SECONDS))
@@ -732,8 +713,8 @@ class _Spare:
     is in a session of its own already and waits for its request (and the task's descriptors)
     on a private socket; the parent hands the next request to it and forks the next spare
     after the executor has checked that child. A spare forked before the parent imported
-    more modules (another step's) is stale: it is discarded and the task's child forked as
-    before. It exits when its socket closes (the parent ended or discarded it)."""
+    more modules (another step's) is stale: it is discarded and a fresh one forked for the
+    task on the spot. It exits when its socket closes (the parent ended or discarded it)."""
 
     def __init__(self) -> None:
         self.pid: int | None = None
@@ -751,7 +732,7 @@ class _Spare:
         import sys
         import traceback
 
-        if _threads() != 1:
+        if processes.thread_count() != 1:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
@@ -840,37 +821,12 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket,
     except BaseException as exc:  # the fresh interpreter reports it as the step's error
         return {"fallback": f"the step's module did not import here: {exc}"}
     handed = spare.hand_over(request, fds)
-    if handed is not None:
-        return handed
-    if _threads() != 1:  # never fork a threaded process (a lock held elsewhere stays held)
-        return {"fallback": f"the warm parent holds {_threads()} threads"}
-    ready_r, ready_w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        try:
-            os.close(ready_r)
-            os.close(go_w)
-            os.setsid()
-            os.write(ready_w, b"1")
-            os.close(ready_w)
-            if os.read(go_r, 1) != b"1":  # the parent died before the executor checked it
-                os._exit(0)
-            os.close(go_r)
-            _become_task(request, fds, sock)
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            os._exit(1)
-    os.close(ready_w)
-    os.close(go_r)
-    got = os.read(ready_r, 1)  # its own process group exists before anyone may signal it
-    os.close(ready_r)
-    if not got:
-        os.close(go_w)
-        return {"fallback": "the forked child ended at once"}
-    return {"pid": pid, "_go": go_w}
+    if handed is None:  # no spare, or one older than this module: fork one for it now
+        if processes.thread_count() != 1:  # never fork a threaded process (a lock held
+            return {"fallback": f"the warm parent holds {processes.thread_count()} threads"}
+        spare.refill(sock)  # (elsewhere stays held)
+        handed = spare.hand_over(request, fds)
+    return handed or {"fallback": "the forked child ended at once"}
 
 
 def _reset_signals() -> None:
@@ -898,11 +854,11 @@ def _close_fds_except(keep: set[int]) -> None:
 
 
 def _become_task(
-    request: dict[str, Any], fds: list[int], sock: socket.socket, marker: int | None = -1
+    request: dict[str, Any], fds: list[int], sock: socket.socket, marker: int | None
 ) -> None:
-    """In the child: a launcher's process as a fresh interpreter would have it; never returns.
-    ``marker``: where the environment block's marker is, found by a spare ahead of its request
-    (which has also reset its signal handlers and environment then); -1: not done yet."""
+    """In the child (a spare that has reset its signal handlers and environment and found
+    ``marker``, its environment block's marker): a launcher's process as a fresh interpreter
+    would have it; never returns."""
     import fcntl
     import sys
 
@@ -919,9 +875,6 @@ def _become_task(
     for target, src in high.items():
         os.dup2(src, target)  # inheritable, as Popen's pass_fds leaves them
         os.close(src)
-    if marker == -1:
-        _reset_signals()
-        marker = _marker_address()
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(env)
