@@ -61,3 +61,19 @@ def test_quotas_count_what_the_tenant_runs_on_other_instances() -> None:
     led.set_elsewhere({"a": Usage(tasks=2, cpu=2.0)})
     assert led.reserve("a", 1, None, 0) == []
     assert led.reserve("a", 1, None, 0) is None  # 2 elsewhere + 1 here = its 3 CPUs
+
+
+def test_attempts_about_to_start_count_as_held() -> None:
+    """An engine writes all the attempts a turn can start in one transaction, then starts
+    them: each is admitted besides those written before it, so a turn never writes more than
+    the machine, the GPU devices or the tenant's quota admit."""
+    led = ledger(cpu=2, quotas={"a": {"running_tasks": 3}})
+    one = Usage(tasks=1, cpu=1.0)
+    assert led.fits("a", 1, None, 0, besides=one)
+    assert not led.fits("a", 1, None, 0, besides=Usage(tasks=2, cpu=2.0))  # the CPUs
+    assert led.fits("a", 0.5, None, 1, besides=one)
+    assert not led.fits("a", 0.5, None, 1, besides=Usage(tasks=1, cpu=0.5, gpu=1))  # the GPU
+    assert not led.fits("a", 0.1, None, 0, besides=Usage(tasks=3, cpu=0.3))  # the quota
+    led.reserve("a", 1, None, 0)
+    assert not led.fits("a", 1, None, 0, besides=one)  # held and about to start, together
+    assert led.by_tenant["a"].tasks == 1  # asking reserves nothing

@@ -8,6 +8,8 @@ test_failures.py and the engine-crash tests of test_engine.py run with warm work
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +89,56 @@ def test_warm_tasks_are_forked_with_a_fresh_interpreter_s_state(ws: Workspace) -
     # the same descriptors and ARGOSY_* variables as a fresh interpreter's
     assert {p["fds"] for p in found} == {p["fds"] for p in fresh}
     assert {tuple(p["argosy_vars"]) for p in found} == {tuple(p["argosy_vars"]) for p in fresh}
+
+
+AT_IMPORT = """
+import os, sys
+from pathlib import Path
+from argosy import pipeline, step
+
+SEEN_AT_IMPORT = os.environ.get("GREETING")  # the first task's environment, as fresh
+
+
+@step(cache=False, env={"GREETING": "hello"})
+def first() -> dict:
+    warm = b"argosy.executors.local.warm" in Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    return {"warm": warm, "seen_at_import": SEEN_AT_IMPORT, "hash": hash("argosy")}
+
+
+@step(cache=False, env={"GREETING": "hello", "PYTHONHASHSEED": "7"})
+def seeded(before: dict) -> dict:
+    warm = b"argosy.executors.local.warm" in Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    return {"warm": warm, "hash": hash("argosy")}
+
+
+@pipeline
+def at_import() -> dict:
+    return seeded(before=first())
+"""
+
+
+def test_the_first_task_is_forked_from_a_parent_started_ahead(ws: Workspace) -> None:
+    """Without waiting for a parent (the default), a run's first step is forked too: `argosy
+    run` starts a parent before compiling, and the first task gives it its environment before
+    its module is imported; a task whose interpreter variables differ (PYTHONHASHSEED) is not
+    handed that parent, whose interpreter did not start with them."""
+    path = ws.write(AT_IMPORT)
+    res = ws.argosy("run", f"{path}:at_import", "--output", "json",
+                    env={"ARGOSY_WARM_WORKERS": "true"})  # fmt: skip
+    assert res.code == 0, res.stderr
+    docs = {}
+    for task in res.json()["tasks"]:
+        got = ws.argosy("artifacts", "get", task["outputs"]["output"]["ref"], "--out",
+                        str(ws.root.parent / "o.json"))  # fmt: skip
+        assert got.code == 0, got.stderr
+        docs[task["step"]] = __import__("json").loads((ws.root.parent / "o.json").read_text())
+    assert docs["first"]["warm"], docs
+    assert docs["first"]["seen_at_import"] == "hello"
+    expected = subprocess.run(
+        [sys.executable, "-c", "print(hash('argosy'))"], env={"PYTHONHASHSEED": "7"},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert str(docs["seeded"]["hash"]) == expected  # its own interpreter's seed, not the parent's
 
 
 def test_a_changed_module_is_picked_up_on_the_next_run(ws: Workspace) -> None:
@@ -200,6 +252,7 @@ def test_warm_parents_end_with_the_run(ws: Workspace) -> None:
             if b"argosy.executors.local.warm" in cmd and cwd.startswith(str(ws.home)):
                 parents.append(int(entry.name))
     assert [p for p in parents if alive(p)] == []
+    assert list((ws.home / "warm").glob("*.log")) == []  # their output goes with them
 
 
 def test_a_module_that_imports_pandas_is_forked(ws: Workspace) -> None:

@@ -219,6 +219,8 @@ def run_pipeline(
     it succeeded. ``file_params`` (from ``--param-file``) are overridden by ``-p`` values."""
     from argosy.spec.parameters import bind_parameters
 
+    if not detach:
+        backend.prewarm()  # a local run's first step need not start a fresh interpreter
     compiled = compile_target(settings, target)
     text = parse_params(params)
     typed = {k: v for k, v in (file_params or {}).items() if k not in text}

@@ -47,6 +47,11 @@ class Backend(OperationsBackend, Protocol):
 
     def close(self) -> None: ...
 
+    def prewarm(self) -> None:
+        """About to submit a run and follow it: start now what executing it here will need
+        (local mode: the first step's warm parent, while the pipeline is compiled and
+        submitted); a server's backend has nothing to start."""
+
     # -- pipelines -----------------------------------------------------------------------------
     def push_pipeline(
         self, compiled: CompiledPipeline, version: str | None

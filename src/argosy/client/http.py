@@ -62,6 +62,9 @@ class HttpBackend(HttpOperations):
     def close(self) -> None:
         self.client.close()
 
+    def prewarm(self) -> None:
+        """Nothing: the server executes the run."""
+
     # -- pipelines -----------------------------------------------------------------------------
     def push_pipeline(
         self, compiled: CompiledPipeline, version: str | None

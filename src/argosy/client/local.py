@@ -24,7 +24,7 @@ from argosy import api, plugins
 from argosy.client.operations import LocalOperations
 from argosy.config import Settings
 from argosy.engine.engine import Engine, ProgressCallback
-from argosy.executors.base import Capacity
+from argosy.executors.base import Capacity, Executor
 from argosy.stores.artifacts.blobs import ArtifactStore, open_artifact_store
 from argosy.stores.metadata.db import MetadataStore
 
@@ -92,14 +92,26 @@ class Local:
         s = self.settings
         return Capacity(cpu=s.max_cpus, memory=s.max_memory, gpu=s.max_gpus)
 
-    def engine(self, on_change: ProgressCallback | None = None) -> Engine:
+    def prewarm(self) -> None:
+        """Make the executor of the next :meth:`engine` now and have it start what its first
+        task will need (a warm parent), while the run is still being compiled and submitted."""
+        if "_executor" not in self.__dict__:
+            self.__dict__["_executor"] = executor = self._executor()
+            executor.prewarm()
+
+    def _executor(self) -> Executor:
         s = self.settings
-        executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
+        executor: Executor = plugins.executor_class(plugins.DEFAULT_EXECUTOR)(
             self.store, s.attempts_dir, self.capacity, memory_margin=s.memory_margin,
             log_cap=s.log_cap_bytes, interpreter=self._interpreter, warm_workers=s.warm_workers,
             warm_wait=s.warm_workers_wait, container_mode=s.container_mode,
             container_uid_base=s.container_uid_base,
         )  # fmt: skip
+        return executor
+
+    def engine(self, on_change: ProgressCallback | None = None) -> Engine:
+        s = self.settings
+        executor = self.__dict__.pop("_executor", None) or self._executor()
         return Engine(
             self.metadata,
             self.store,
@@ -160,12 +172,19 @@ class LocalBackend(LocalOperations):
     def where(self) -> str:
         return f"the state folder {self.settings.home}"
 
+    def prewarm(self) -> None:
+        self.local.prewarm()
+
     @property
     def server_url(self) -> str | None:
         return None
 
     def close(self) -> None:
-        """Nothing to release: the metadata store's connections are pooled per process."""
+        """The executor :meth:`prewarm` made, if no run used it (its parent started ahead);
+        the metadata store's connections are pooled per process."""
+        unused = self.local.__dict__.pop("_executor", None)
+        if unused is not None:
+            unused.close()
 
     @property
     def ctx(self) -> ServiceContext:
@@ -276,9 +295,7 @@ class LocalBackend(LocalOperations):
             engine.execute(run_id)
         finally:
             self._ended.set()
-            close = getattr(engine.executor, "close", None)
-            if close is not None:  # its warm workers
-                close()
+            engine.executor.close()  # its warm workers
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.get_run(run_id)

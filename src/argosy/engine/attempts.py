@@ -14,6 +14,7 @@ import dataclasses
 import json
 import signal
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from argosy.auth.uploads import refused_outputs
 from argosy.engine.state import RunState, TaskView, artifact_ref
 from argosy.errors import ExecutionError, NoRoomError
-from argosy.executors.base import AttemptExit, AttemptLaunch
+from argosy.executors.base import AttemptExit, AttemptLaunch, ProcessIdentity
 from argosy.runtime.invocation import FAILED, CodeRef, Invocation, ResultRecord, StoreAccess
 from argosy.spec.models import PythonImplementation
 from argosy.states import AttemptState, Reason, TaskState
@@ -63,7 +64,7 @@ class Attempts:
             return
         with e.metadata.session() as s:
             prepared = self.prepare(s, view, cause=cause, secrets=secrets)
-        self.launch(prepared)
+        self.launch([prepared])
 
     def prepare(
         self, s: Session, view: TaskView, *, cause: str, secrets: dict[str, str] | None = None
@@ -105,15 +106,35 @@ class Attempts:
         )
         return Prepared(view, launch)
 
-    def launch(self, prepared: Prepared) -> None:
-        """Start the process of an attempt :meth:`prepare` wrote (and its caller committed),
-        then record where it runs."""
+    def launch(self, batch: Sequence[Prepared]) -> None:
+        """Start the processes of attempts :meth:`prepare` wrote (and its caller committed),
+        then record where they run, in one transaction."""
+        run, e = self.run, self.run.e
+        started: list[tuple[Prepared, ProcessIdentity]] = []
+        for prepared in batch:
+            ident = self._spawn(prepared)
+            if ident is not None:
+                run.live[prepared.launch.attempt_id] = prepared.view.node_path
+                started.append((prepared, ident))
+        if not started:
+            return
+        with e.metadata.session() as s:
+            for prepared, ident in started:
+                resources = run.step_of(prepared.view.node_path).resources.model_dump()
+                attempt_rows.record_process(
+                    s, prepared.launch.attempt_id, host=ident.host, pid=ident.pid,
+                    pgid=ident.pgid, started=ident.started,
+                    resources=dict(resources, gpu_devices=list(ident.gpu_devices)),
+                )  # fmt: skip
+
+    def _spawn(self, prepared: Prepared) -> ProcessIdentity | None:
+        """The attempt's process started; None if it could not be (the attempt is withdrawn,
+        its task queued again, when the room went to another run; else failed)."""
         run, e = self.run, self.run.e
         view, launch = prepared.view, prepared.launch
         attempt_id, number = launch.attempt_id, launch.number
-        step = run.step_of(view.node_path)
         try:
-            ident = e.executor.start(launch)
+            return e.executor.start(launch)
         except NoRoomError:  # another run of this process took the room meanwhile: wait
             with e.metadata.session() as s:
                 attempt_rows.withdraw_attempt(s, attempt_id)
@@ -123,17 +144,9 @@ class Attempts:
                 run.set_task(s, view, TaskState.QUEUED, **values)
             view.attempt_count = number - 1
             view.attempt_id = None
-            return
         except (OSError, ExecutionError) as exc:
             self._fail_to_start(view, attempt_id, f"could not start the attempt: {exc}")
-            return
-        run.live[attempt_id] = view.node_path
-        with e.metadata.session() as s:
-            attempt_rows.record_process(
-                s, attempt_id, host=ident.host, pid=ident.pid, pgid=ident.pgid,
-                started=ident.started,
-                resources=dict(step.resources.model_dump(), gpu_devices=list(ident.gpu_devices)),
-            )  # fmt: skip
+        return None
 
     def _invocation(self, view: TaskView, attempt_id: str, number: int, prefix: str) -> Invocation:
         run, e = self.run, self.run.e

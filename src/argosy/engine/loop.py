@@ -29,7 +29,7 @@ from argosy.engine.recovery import Recovery
 from argosy.engine.reuse import Reuse
 from argosy.engine.state import RunAbandoned, RunState, TaskView, artifact_ref
 from argosy.errors import ArgosyError, ExecutionError, StoreError
-from argosy.executors.base import AttemptExit
+from argosy.executors.base import AttemptExit, Usage
 from argosy.spec.models import PipelineSpec
 from argosy.states import TASK_DONE, Reason, RunStatus, TaskState
 from argosy.stores.metadata import db
@@ -168,12 +168,14 @@ class RunLoop:
     # -- advancing -------------------------------------------------------------------------------
     def _turn(self) -> bool:
         """Settle the attempts that ended, settle pending tasks whose upstream is done, and
-        write the attempt of the first queued task that can start: one transaction, committed
-        before that attempt's process starts (a chain pays one commit between a task ending
-        and its dependant starting, not three); then start it, and any other queued task
-        that fits, each as before. Whether anything moved that may let more move."""
+        write the attempts of the queued tasks that can start: one transaction, committed
+        before those attempts' processes start (a chain pays one commit between a task ending
+        and its dependant starting, not three; a fan-out one for all its branches, not two
+        each); then start them, record where they run in one more, and start any other queued
+        task that fits, each as before. Whether anything moved that may let more move."""
         st = self.state
-        first, changed = None, False
+        batch: list[Prepared] = []
+        changed = False
         if self.e.task_store is not None or self.e.store.encrypted:
             # checking a server task's outputs, or reading an encrypted result record, uses
             # the database: never inside this transaction (on SQLite it would wait for itself)
@@ -184,14 +186,14 @@ class RunLoop:
             if not fail_fast:  # (else the loop cancels first, as it does after any failure)
                 changed = self._settle_pending(s)
                 if not st.cancel_reason:
-                    first = self._prepare_first(s)
+                    batch = self._prepare_startable(s)
         del self.exits[:settled]
         if settled:
             st.emit()
         if fail_fast:
             return True
-        if first is not None:
-            self.attempts.launch(first)
+        if batch:
+            self.attempts.launch(batch)
             changed = True
         return self._start_queued() or changed
 
@@ -248,9 +250,9 @@ class RunLoop:
             if readiness.within_parallelism(st, node):
                 yield path
 
-    def _fits(self, path: str) -> bool:
+    def _fits(self, path: str, besides: Usage | None = None) -> bool:
         r = self.state.step_of(path).resources
-        return self.e.executor.has_room(r.cpu, r.memory, r.gpu)
+        return self.e.executor.has_room(r.cpu, r.memory, r.gpu, besides)
 
     @staticmethod
     def _cause(view: TaskView) -> str:
@@ -258,20 +260,25 @@ class RunLoop:
             return Reason.ENGINE_LOST.value
         return "retry" if view.attempt_count else "first"
 
-    def _prepare_first(self, s: Session) -> Prepared | None:
-        """The first startable task's attempt, written in ``s``. Only where writing it needs
-        no other transaction: a step without secrets (reading one may decrypt through the
-        database) on an engine without a task store (granting one writes a credential)."""
+    def _prepare_startable(self, s: Session) -> list[Prepared]:
+        """The attempts of the queued tasks that can start now, in pipeline order, written in
+        ``s``, each admitted besides those before it. Only where writing them needs no other
+        transaction: up to the first step with secrets (reading one may decrypt through the
+        database), on an engine without a task store (granting one writes a credential)."""
+        batch: list[Prepared] = []
         if self.e.task_store is not None:
-            return None
+            return batch
+        held = Usage()
         for path in self._startable(time.monotonic()):
-            if not self._fits(path):
+            if not self._fits(path, held):
                 continue
-            if self.state.step_of(path).secrets:
-                return None
+            step = self.state.step_of(path)
+            if step.secrets:
+                break
             view = self.state.tasks[path]
-            return self.attempts.prepare(s, view, cause=self._cause(view))
-        return None
+            batch.append(self.attempts.prepare(s, view, cause=self._cause(view)))
+            held.add(step.resources.cpu, step.resources.memory, step.resources.gpu)
+        return batch
 
     def _start_queued(self) -> bool:
         changed = False

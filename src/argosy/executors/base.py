@@ -24,6 +24,28 @@ class Capacity:
     gpu: int
 
 
+@dataclass
+class Usage:
+    """Attempts and the resources they hold, summed: a tenant's running attempts, or the
+    attempts an engine has written and is about to start (``Executor.has_room``'s
+    ``besides``)."""
+
+    tasks: int = 0
+    cpu: float = 0.0
+    memory: int = 0
+    gpu: int = 0
+
+    def add(self, cpu: float, memory: int | None, gpu: int, sign: int = 1) -> None:
+        self.tasks += sign
+        self.cpu += sign * cpu
+        self.memory += sign * (memory or 0)
+        self.gpu += sign * gpu
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.tasks + other.tasks, self.cpu + other.cpu,
+                     self.memory + other.memory, self.gpu + other.gpu)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class AttemptLaunch:
     """Everything needed to start one attempt."""
@@ -85,8 +107,11 @@ class Executor(abc.ABC):
         """The total resources attempts may use at once."""
 
     @abc.abstractmethod
-    def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        """Whether an attempt asking for this could start now."""
+    def has_room(
+        self, cpu: float, memory: int | None, gpu: int, besides: Usage | None = None
+    ) -> bool:
+        """Whether an attempt asking for this could start now, ``besides`` the attempts the
+        caller is about to start (written, not started yet: a turn starts them together)."""
 
     @abc.abstractmethod
     def start(self, launch: AttemptLaunch) -> ProcessIdentity:
@@ -117,6 +142,16 @@ class Executor(abc.ABC):
     def running(self) -> int:
         """How many attempts are running now."""
         return 0
+
+    def close(self) -> None:
+        """Release what it holds for its attempts (warm parents, watches); running attempts
+        are not touched. By default nothing."""
+        return None
+
+    def prewarm(self) -> None:
+        """Start, ahead of the first attempt, what attempts will need (the local executor's
+        warm parent) while the run is still being prepared; by default nothing."""
+        return None
 
     def sweep(self, is_live: Callable[[str], bool]) -> list[str]:
         """Remove what attempts that are not live left behind (processes, pods, folders, temp

@@ -108,17 +108,30 @@ def _all_pids() -> list[int]:
     return [int(p.name) for p in _PROC.iterdir() if p.name.isdigit()]
 
 
+_CHILDREN_FILES: bool | None = None  # whether this kernel has /proc/PID/task/TID/children
+
+
+def _has_children_files() -> bool:
+    global _CHILDREN_FILES
+    if _CHILDREN_FILES is None:
+        own = os.getpid()
+        _CHILDREN_FILES = (_PROC / str(own) / "task" / str(own) / "children").exists()
+    return _CHILDREN_FILES
+
+
 def children(pid: int) -> list[int]:
-    """Direct children of ``pid``."""
+    """Direct children of ``pid`` (none once it is gone)."""
     found: list[int] = []
     try:
-        for task in (_PROC / str(pid) / "task").iterdir():
-            text = (task / "children").read_text().split()
-            found.extend(int(c) for c in text)
-        return found
+        tasks = list((_PROC / str(pid) / "task").iterdir())
     except OSError:
-        pass
-    for other in _all_pids():  # kernels without /proc/PID/task/TID/children
+        return found  # gone (a task that ended is sampled once more before it is reaped)
+    if _has_children_files():
+        for task in tasks:
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                found.extend(int(c) for c in (task / "children").read_text().split())
+        return found
+    for other in _all_pids():  # kernels without /proc/PID/task/TID/children: scan them all
         fields = _stat_fields(other)
         if fields and int(fields[1]) == pid:
             found.append(other)

@@ -46,7 +46,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from argosy.errors import ExecutionError, NoRoomError, StoreError, UsageError
-from argosy.executors.base import AttemptExit, AttemptLaunch, Executor, ProcessIdentity
+from argosy.executors.base import (
+    AttemptExit,
+    AttemptLaunch,
+    Executor,
+    ProcessIdentity,
+    Usage,
+)
 from argosy.executors.kubernetes import bundle, manifests
 from argosy.executors.kubernetes.client import KubernetesApiError, KubernetesClient
 from argosy.executors.kubernetes.manifests import ATTEMPT_LABEL, JobOptions, Pool
@@ -157,8 +163,10 @@ class KubernetesExecutor(Executor):
     def capacity(self) -> Capacity:
         return self._capacity
 
-    def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        return self.ledger.fits(self.tenant, cpu, memory, gpu)
+    def has_room(
+        self, cpu: float, memory: int | None, gpu: int, besides: Usage | None = None
+    ) -> bool:
+        return self.ledger.fits(self.tenant, cpu, memory, gpu, besides)
 
     def running(self) -> int:
         return len(self._attempts)

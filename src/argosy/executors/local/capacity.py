@@ -21,26 +21,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from argosy.executors.base import Capacity
+from argosy.executors.base import Capacity, Usage
+
+__all__ = ["CapacityLedger", "Usage", "within_quota"]
 
 FAIR_WAIT = 2.0
-
-
-@dataclass
-class Usage:
-    tasks: int = 0
-    cpu: float = 0.0
-    memory: int = 0
-    gpu: int = 0
-
-    def add(self, cpu: float, memory: int | None, gpu: int, sign: int = 1) -> None:
-        self.tasks += sign
-        self.cpu += sign * cpu
-        self.memory += sign * (memory or 0)
-        self.gpu += sign * gpu
 
 
 def within_quota(quota: Mapping[str, Any] | None, total: Usage, cpu: float, memory: int | None,
@@ -73,14 +60,17 @@ class CapacityLedger:
         self.waiting: dict[str, float] = {}  # tenant -> when it last asked in vain
         self._lock = threading.Lock()
 
-    def fits(self, tenant: str, cpu: float, memory: int | None, gpu: int) -> bool:
+    def fits(self, tenant: str, cpu: float, memory: int | None, gpu: int,
+             besides: Usage | None = None) -> bool:  # fmt: skip
+        """Whether one more attempt of this size is admitted now, ``besides`` the attempts of
+        ``tenant`` about to start (counted as if they held their resources already)."""
         with self._lock:
-            return self._admit(tenant, cpu, memory, gpu)
+            return self._admit(tenant, cpu, memory, gpu, besides or Usage())
 
     def reserve(self, tenant: str, cpu: float, memory: int | None, gpu: int) -> list[int] | None:
         """Take the resources (returns the GPU devices), or None when not admitted now."""
         with self._lock:
-            if not self._admit(tenant, cpu, memory, gpu):
+            if not self._admit(tenant, cpu, memory, gpu, Usage()):
                 return None
             gpus, self.free_gpus = self.free_gpus[:gpu], self.free_gpus[gpu:]
             self.used_cpu += cpu
@@ -100,19 +90,20 @@ class CapacityLedger:
         with self._lock:
             self.elsewhere = usage
 
-    def _admit(self, tenant: str, cpu: float, memory: int | None, gpu: int) -> bool:
-        mine = self.by_tenant.get(tenant, Usage())
+    def _admit(self, tenant: str, cpu: float, memory: int | None, gpu: int,
+               besides: Usage) -> bool:  # fmt: skip
+        mine = self.by_tenant.get(tenant, Usage()) + besides
         if self.quotas is not None:
-            other = self.elsewhere.get(tenant, Usage())
-            total = Usage(mine.tasks + other.tasks, mine.cpu + other.cpu,
-                          mine.memory + other.memory, mine.gpu + other.gpu)  # fmt: skip
+            total = mine + self.elsewhere.get(tenant, Usage())
             if not within_quota(self.quotas(tenant), total, cpu, memory, gpu):
                 return False  # at its quota: it waits, without holding back anyone else
         now = time.monotonic()
         room = (
-            self.used_cpu + cpu <= self.capacity.cpu + 1e-9
-            and (memory is None or self.used_memory + memory <= self.capacity.memory)
-            and gpu <= len(self.free_gpus)
+            self.used_cpu + besides.cpu + cpu <= self.capacity.cpu + 1e-9
+            and (
+                memory is None or self.used_memory + besides.memory + memory <= self.capacity.memory
+            )
+            and gpu <= len(self.free_gpus) - besides.gpu
         )
         if not room:
             self.waiting[tenant] = now

@@ -61,6 +61,7 @@ from argosy.executors.base import (
     Capacity,
     Executor,
     ProcessIdentity,
+    Usage,
 )
 from argosy.executors.local.capacity import CapacityLedger
 from argosy.executors.local.warm import (
@@ -229,14 +230,24 @@ class LocalExecutor(Executor):
     def capacity(self) -> Capacity:
         return self._capacity
 
-    def has_room(self, cpu: float, memory: int | None, gpu: int) -> bool:
-        return self.ledger.fits(self.store.tenant, cpu, memory, gpu)
+    def has_room(
+        self, cpu: float, memory: int | None, gpu: int, besides: Usage | None = None
+    ) -> bool:
+        return self.ledger.fits(self.store.tenant, cpu, memory, gpu, besides)
 
     def running(self) -> int:
         return len(self._running)
 
     # -- start ---------------------------------------------------------------------------------
-    def _environment(self, launch: AttemptLaunch, scratch: Path, gpus: list[int]) -> dict[str, str]:
+    def prewarm(self) -> None:
+        """Start a warm parent now, before the run's first task is known, for the first task
+        of this executor's own interpreter to adopt (:meth:`WarmPool.prestart`)."""
+        if self.warm is not None and not self.warm.sealed and self.run_as is None:
+            self.warm.prestart(self.python, self._common_environment())
+
+    def _common_environment(self) -> dict[str, str]:
+        """What every task's environment starts from: the allow-listed variables of this
+        process and the interpreter's (``PYTHONPATH`` finds Argosy)."""
         env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW or k.startswith("LC_")}
         if not self.platform_credentials:  # a server's tasks get a task token instead
             env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
@@ -244,6 +255,10 @@ class LocalExecutor(Executor):
         user_path = os.environ.get("PYTHONPATH")
         env["PYTHONPATH"] = f"{src}{os.pathsep}{user_path}" if user_path else src
         env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _environment(self, launch: AttemptLaunch, scratch: Path, gpus: list[int]) -> dict[str, str]:
+        env = self._common_environment()
         env["TMPDIR"] = str(scratch / "tmp")
         threads = str(max(1, math.ceil(launch.cpu)))
         for var in THREAD_VARS:
@@ -393,7 +408,11 @@ class LocalExecutor(Executor):
         if _is_container(launch):  # a step in an image: its code runs there, never out here
             return None
         impl = launch.invocation.step.get("implementation", {})
-        key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")))
+        # the step's own variables too: its module's top level (and the interpreter, for
+        # PYTHON* ones) sees them in the parent, as a fresh interpreter of that step would
+        step_env = json.dumps(sorted(launch.env.items()))
+        key = (self.store.tenant, python, str(impl.get("code")), str(impl.get("environment")),
+               step_env)  # fmt: skip
         if not self.warm.sealed:
             parent = self.warm.parent(key, python, env, invocation)
             if parent is None:  # none ready yet (one is starting): this attempt starts fresh

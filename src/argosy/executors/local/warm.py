@@ -82,6 +82,7 @@ or died), when idle, and when its imports do not finish within ``START_TIMEOUT``
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -111,10 +112,12 @@ ATTEMPT_ENV = "ARGOSY_ATTEMPT_ID"
 # block; random per parent (lowercase hex: never an attempt id), so that what the module started
 # at import (processes that inherit it) can be found and ended with the parent
 MARKER_LENGTH = 26
+LOG_PREFIX = "warm-"  # + the engine's pid: a local parent's output
 PRIVATE_PREFIX = "private-"  # + the parent's pid: its plaintext code package (encrypted stores)
 SEALED_PREFIX = "sealed-"  # + a random name: a sealed parent's folder (its code and home)
 SEALED_ENV = "ARGOSY_WARM_SEALED"  # a sealed parent's start document (no secret in it)
 IDLE_ENV = "ARGOSY_WARM_IDLE"
+FIRST_ENV = "ARGOSY_WARM_FIRST"  # the invocation whose module a local parent imports first
 SERVE = "import sys;from argosy.executors.local.warm import serve;serve(int(sys.argv[1]))"
 
 
@@ -162,6 +165,9 @@ class WarmParent:
     sock: socket.socket
     folder: Path | None = None  # a sealed parent's folder (removed when it is dropped)
     marker: str | None = None  # its ARGOSY_ATTEMPT_ID, inherited by what its imports started
+    log: Path | None = None  # its stdout and stderr
+    python: str = ""  # its interpreter
+    started_with: dict[str, str] = field(default_factory=dict)  # what its interpreter read
     ready: bool = False
     failed: str | None = None
     started: float = field(default_factory=time.monotonic)
@@ -356,6 +362,7 @@ class WarmPool:
         self.sealed = sealed
         self.idle = idle  # seconds a parent without work lives on
         self._parents: dict[tuple[str, ...], WarmParent] = {}
+        self._ahead: WarmParent | None = None  # started before its first task was known
         self._leftovers: list[WarmParent] = []  # dropped with children running: folder kept
         self._lock = threading.Lock()
         if sealed:  # a server's: the folders of an earlier process's parents go
@@ -368,9 +375,47 @@ class WarmPool:
                 else:
                     old.unlink(missing_ok=True)
 
+    def prestart(self, python: str, env: dict[str, str]) -> None:
+        """Start a parent now, before any task is known (a run is still being compiled and
+        submitted), that imports the launcher and waits: the first task that needs a new
+        parent of this interpreter and interpreter environment adopts it — it is given that
+        task's environment and imports that task's module — instead of starting a fresh
+        interpreter while a parent warms up beside it. Local pools only (a sealed parent's
+        user and code are known only with its task)."""
+        with self._lock:
+            if self.sealed or self._ahead is not None:
+                return
+            self._ahead = self._start(("ahead",), python, env, None, None)
+
+    def _adopt(self, python: str, env: dict[str, str], invocation: Path) -> WarmParent | None:
+        """The parent started ahead, told to import ``invocation``'s module, if it fits."""
+        ahead = self._ahead
+        if ahead is None:
+            return None
+        if ahead.proc.poll() is not None:  # it exited (idle, or killed)
+            self._ahead = None
+            ahead.close()
+            _remove_folder(ahead)
+            return None
+        if ahead.python != python or ahead.started_with != _interpreter_env(env):
+            return None  # kept for a task it fits
+        self._ahead = None
+        first = {"first": str(invocation), "env": _parent_env(env, None)}
+        try:
+            ahead.sock.send(json.dumps(first).encode())
+        except OSError:
+            ahead.close()
+            _remove_folder(ahead)
+            return None
+        ahead.started = time.monotonic()  # its first import starts now
+        return ahead
+
     def parent(self, key: tuple[str, ...], python: str, env: dict[str, str],
                invocation: Path | None, sealed: Sealed | None = None) -> WarmParent | None:  # fmt: skip
-        """The ready parent for ``key``; else None (one is started for the next task)."""
+        """The ready parent for ``key``; else None (one is started for the next task). A
+        parent started ahead is adopted and waited for: it has imported the launcher already,
+        so its import of the task's module ends before a fresh interpreter's would."""
+        wait = self.wait
         with self._lock:
             self._remove_leftovers()
             for gone in [
@@ -398,21 +443,21 @@ class WarmPool:
                             old.lock.release()
                 if excess > 0:
                     return None  # every parent has tasks running: no room for another now
-                found = self._parents[key] = self._start(key, python, env, invocation, sealed)
-                if not self.wait:
+                adopted = None if invocation is None else self._adopt(python, env, invocation)
+                if adopted is not None:
+                    adopted.key, wait = key, max(wait, START_TIMEOUT)
+                found = self._parents[key] = adopted or self._start(
+                    key, python, env, invocation, sealed
+                )
+                if not wait:
                     return None
-        return found if found.poll_ready(self.wait) else None
+        return found if found.poll_ready(wait) else None
 
     def _start(self, key: tuple[str, ...], python: str, env: dict[str, str],
                invocation: Path | None, sealed: Sealed | None) -> WarmParent:  # fmt: skip
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        server_env = {k: v for k, v in env.items() if not k.startswith("ARGOSY_")}
-        server_env.update({var: "1" for var in THREAD_VARS})  # no thread pools while importing
-        # pyarrow's (pandas') jemalloc starts a background thread on import: a parent with a
-        # second thread is never forked
-        server_env.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
         marker = secrets.token_hex(MARKER_LENGTH // 2)
-        server_env[ATTEMPT_ENV] = marker  # a slot each child writes its attempt id into
+        server_env = _parent_env(env, marker)
         server_env[IDLE_ENV] = str(self.idle)
         self.folder.mkdir(parents=True, exist_ok=True)
         folder: Path | None = None
@@ -431,10 +476,10 @@ class WarmPool:
                         "umask": 0o077}  # fmt: skip
             log = folder.with_name(folder.name + ".log")
         else:
-            assert invocation is not None
-            server_env["ARGOSY_WARM_FIRST"] = str(invocation)
+            if invocation is not None:  # else started ahead: told its first task's later
+                server_env[FIRST_ENV] = str(invocation)
             _remove_orphaned_plaintext(self.folder)
-            log = self.folder / f"warm-{os.getpid()}-{len(self._parents)}-{int(time.time())}.log"
+            log = self.folder / f"{LOG_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.log"
         try:
             with open(log, "wb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW, 0o600)) as err:
                 proc = subprocess.Popen(
@@ -449,7 +494,8 @@ class WarmPool:
             raise
         finally:
             theirs.close()
-        return WarmParent(key, proc, ours, folder=folder, marker=marker)
+        return WarmParent(key, proc, ours, folder=folder, marker=marker, python=python,
+                          started_with=_interpreter_env(env), log=log)  # fmt: skip
 
     def _sealed_folder(self, sealed: Sealed) -> tuple[Path, Path]:
         """A sealed parent's folder (the server's, 0711, a random name) with its code (the
@@ -491,11 +537,36 @@ class WarmPool:
 
     def close(self) -> None:
         with self._lock:
+            if self._ahead is not None:  # it ran no task's code, only Argosy's imports
+                self._ahead.sock.close()
+                self._ahead.proc.kill()
+                self._ahead.proc.wait()
+                _remove_folder(self._ahead)
+                self._ahead = None
             for key in list(self._parents):
                 self._drop(key)
             for old in self._leftovers:
                 _remove_folder(old)
             self._leftovers.clear()
+
+
+def _parent_env(env: dict[str, str], marker: str | None) -> dict[str, str]:
+    """A parent's environment for tasks of environment ``env``: theirs without Argosy's
+    variables, native thread pools at one thread while importing, and ``marker``."""
+    parent = {k: v for k, v in env.items() if not k.startswith("ARGOSY_")}
+    parent.update({var: "1" for var in THREAD_VARS})  # no thread pools while importing
+    # pyarrow's (pandas') jemalloc starts a background thread on import: a parent with a
+    # second thread is never forked
+    parent.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+    if marker is not None:
+        parent[ATTEMPT_ENV] = marker  # a slot each child writes its attempt id into
+    return parent
+
+
+def _interpreter_env(env: dict[str, str]) -> dict[str, str]:
+    """What of ``env`` the interpreter reads once, when it starts (``sys.path``, hashing,
+    buffering): a parent started ahead serves only tasks that agree on all of it."""
+    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
 
 
 def _end_strays_in(folder: Path) -> None:
@@ -516,19 +587,29 @@ def _end_strays_in(folder: Path) -> None:
 
 
 def _remove_folder(parent: WarmParent) -> None:
+    """What a dropped parent leaves: a sealed parent's folder; its output (what its imports
+    printed), unless its imports failed — the task that then started fresh said why, this
+    log is kept for whoever wonders why it was not forked."""
     if parent.folder is not None:
         shutil.rmtree(parent.folder, ignore_errors=True)
         parent.folder.with_name(parent.folder.name + ".log").unlink(missing_ok=True)
+    elif parent.log is not None and not parent.failed:
+        parent.log.unlink(missing_ok=True)
 
 
 def _remove_orphaned_plaintext(folder: Path) -> None:
-    """Remove the private folders of parents that are gone (killed before their clean-up)."""
+    """Remove the private folders of parents that are gone (killed before their clean-up),
+    and the output of the parents of engines that are gone (``warm-ENGINE_PID-...log``)."""
     import shutil
 
     for private in folder.glob(f"{PRIVATE_PREFIX}*"):
         pid = private.name.removeprefix(PRIVATE_PREFIX)
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(private, ignore_errors=True)
+    for log in folder.glob(f"{LOG_PREFIX}*.log"):
+        engine = log.name.removeprefix(LOG_PREFIX).split("-", 1)[0]
+        if engine.isdigit() and not Path(f"/proc/{engine}").exists():
+            log.unlink(missing_ok=True)
 
 
 # -- the warm parent's side ------------------------------------------------------------------------
@@ -627,12 +708,23 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     try:
         signal.alarm(int(START_TIMEOUT))  # an import that never ends ends the parent
         import argosy.runtime.launcher  # noqa: F401  (what every child runs)
+        import argosy.sdk.pipeline  # noqa: F401  (what every step's module imports)
+        import argosy.spec.code_package  # noqa: F401  (what finds the step's code)
 
         if sealed is not None:
             _import_task_client()
             _import_sealed(sealed, sealed["module"])
         else:
-            _import_step(os.environ.pop("ARGOSY_WARM_FIRST"))
+            import argosy.stores.artifacts.local  # noqa: F401  (the code package's store)
+
+            first = os.environ.pop(FIRST_ENV, None)
+            if first is None:  # started ahead: wait for the first task's module and environment
+                signal.alarm(0)
+                first = _first_task(sock, idle)
+                if first is None:
+                    return
+                signal.alarm(int(START_TIMEOUT))
+            _import_step(first)
         signal.alarm(0)
     except BaseException as exc:
         traceback.print_exc()
@@ -648,6 +740,21 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     finally:
         if spare.pid is not None:
             spare.discard()
+
+
+def _first_task(sock: socket.socket, idle: float) -> str | None:
+    """A parent started ahead: take its first task's environment (as a parent started for
+    that task would have had it from the start) and return its invocation; None when the
+    executor closed the socket, or none came for ``idle`` seconds."""
+    ready, _, _ = select.select([sock], [], [], idle)
+    data = sock.recv(MAX_MESSAGE) if ready else b""
+    if not data:
+        return None
+    first = json.loads(data)
+    os.environ.clear()
+    os.environ.update(first["env"])
+    os.environ[ATTEMPT_ENV] = _MARKER
+    return str(first["first"])
 
 
 def _serve_loop(sock: socket.socket, sealed: dict[str, Any] | None, started_by: int,
@@ -734,6 +841,7 @@ class _Spare:
 
         if processes.thread_count() != 1:
             return
+        gc.freeze()  # the child's collections skip what the parent imported (no page copies)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
