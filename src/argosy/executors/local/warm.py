@@ -707,9 +707,10 @@ def _serve(fd: int, sealed: dict[str, Any] | None) -> None:
     sock = socket.socket(fileno=fd)
     try:
         signal.alarm(int(START_TIMEOUT))  # an import that never ends ends the parent
-        import argosy.runtime.launcher  # noqa: F401  (what every child runs)
-        import argosy.sdk.pipeline  # noqa: F401  (what every step's module imports)
-        import argosy.spec.code_package  # noqa: F401  (what finds the step's code)
+        # what every child runs, what every step's module imports, what finds its code
+        import argosy.runtime.launcher
+        import argosy.sdk.pipeline
+        import argosy.spec.code_package
 
         if sealed is not None:
             _import_task_client()
