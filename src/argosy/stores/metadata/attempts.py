@@ -8,14 +8,16 @@ already settled) from committing anything.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Update, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from argosy.ids import new_id
 from argosy.states import AttemptState
+from argosy.stores.metadata import statements
 from argosy.stores.metadata.tables import Attempt, Task
 
 
@@ -35,13 +37,12 @@ def create_attempt(
 ) -> str:
     """A new ``running`` attempt (its process is started next); returns its id."""
     attempt_id = new_id()
-    session.add(
-        Attempt(
-            id=attempt_id, tenant=tenant, run_id=run_id, task_id=task_id, number=number,
-            state=AttemptState.RUNNING, cause=cause, resources=resources, node_pool=node_pool,
-            log_key=log_key, started_at=at, created_at=at, created_by=user,
-        )
-    )  # fmt: skip
+    statements.insert_rows(session, Attempt, [{
+        "id": attempt_id, "tenant": tenant, "run_id": run_id, "task_id": task_id,
+        "number": number, "state": AttemptState.RUNNING, "cause": cause,
+        "resources": resources, "node_pool": node_pool, "log_key": log_key, "started_at": at,
+        "created_at": at, "created_by": user,
+    }])  # fmt: skip
     return attempt_id
 
 
@@ -61,33 +62,39 @@ def record_process(
     resources: dict[str, Any],
 ) -> None:
     """Where the attempt's process runs: how a later engine finds it again (and its GPUs)."""
-    session.execute(
-        update(Attempt)
-        .where(Attempt.id == attempt_id)
-        .values(host=host, pid=pid, pgid=pgid, process_started=started, resources=resources)
-    )
+    statements.update_row(session, Attempt, attempt_id, {
+        "host": host, "pid": pid, "pgid": pgid, "process_started": started,
+        "resources": resources,
+    })  # fmt: skip
 
 
 def finish_if_current(session: Session, attempt_id: str, task_id: str, **values: Any) -> bool:
     """Write an attempt's outcome (as :func:`finish_attempt`) only if it is still its task's
     current, running attempt; whether it was (if not, nothing is written and the caller must
     commit nothing of it). The fence and the write are one statement."""
+    done = session.connection().execute(
+        _finish_if_current(), {"row_id": attempt_id, "fence_task_id": task_id, **values}
+    )
+    return bool(done.rowcount == 1)
+
+
+@functools.cache
+def _finish_if_current() -> Update:
+    table = statements.table_of(Attempt)
+    attempts, tasks = table.c, statements.table_of(Task).c
     current = (
-        select(Task.attempt_count).where(Task.id == task_id).scalar_subquery() == Attempt.number
+        select(tasks.attempt_count).where(tasks.id == bindparam("fence_task_id")).scalar_subquery()
+        == attempts.number
     )
-    done = session.execute(
-        update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.state == AttemptState.RUNNING, current)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    return update(table).where(
+        attempts.id == bindparam("row_id"), attempts.state == AttemptState.RUNNING, current
     )
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish_attempt(session: Session, attempt_id: str, **values: Any) -> None:
     """Write an attempt's outcome: ``state``, ``reason``, ``error``, ``finished_at`` and what
     the executor measured (exit code, signal, times, peak memory, log tail)."""
-    session.execute(update(Attempt).where(Attempt.id == attempt_id).values(**values))
+    statements.update_row(session, Attempt, attempt_id, values)
 
 
 def running_attempts(session: Session, run_id: str) -> list[tuple[Attempt, str]]:

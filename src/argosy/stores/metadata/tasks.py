@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from argosy.ids import new_id
 from argosy.states import TaskState
+from argosy.stores.metadata import statements
 from argosy.stores.metadata.tables import Artifact, Run, Task, TaskInput
 
 
@@ -46,7 +47,7 @@ def finish_run(
 
 def set_task(session: Session, task_id: str, state: str, **values: Any) -> None:
     """Move a task to ``state``, with the columns that change with it."""
-    session.execute(update(Task).where(Task.id == task_id).values(state=state, **values))
+    statements.update_row(session, Task, task_id, {"state": state, **values})
 
 
 def task_at(session: Session, tenant: str, run_id: str, node_path: str) -> Task | None:
@@ -103,17 +104,17 @@ def record_inputs(
     at: datetime,
 ) -> None:
     """Lineage edges: which artifact, imported file or value each input of the task got."""
+    rows = []
     for name, got in inputs.items():
         art = got.get("artifact")
-        session.add(
-            TaskInput(
-                id=new_id(), tenant=tenant, run_id=run_id, task_id=task_id, name=name,
-                artifact_id=art.get("id") if art else None,
-                sha256=art["sha256"] if art else None, source=got.get("source"),
-                value=None if art else {"json": got.get("value")}, created_at=at,
-                created_by=user,
-            )
-        )  # fmt: skip
+        rows.append({
+            "id": new_id(), "tenant": tenant, "run_id": run_id, "task_id": task_id, "name": name,
+            "artifact_id": art.get("id") if art else None,
+            "sha256": art["sha256"] if art else None, "source": got.get("source"),
+            "value": None if art else {"json": got.get("value")}, "created_at": at,
+            "created_by": user,
+        })  # fmt: skip
+    statements.insert_rows(session, TaskInput, rows)
 
 
 def run_artifacts(session: Session, run_id: str) -> list[Artifact]:
@@ -125,7 +126,8 @@ def task_artifacts(session: Session, task_id: str) -> list[Artifact]:
 
 
 def add_artifact(session: Session, **columns: Any) -> Artifact:
-    """A new artifact row (an output of a task); ``id`` is made here."""
-    artifact = Artifact(id=new_id(), **columns)
-    session.add(artifact)
-    return artifact
+    """A new artifact row (an output of a task), written at once; ``id`` is made here. The
+    object returned is not the session's (nothing loads it in the engine's transactions)."""
+    row = {"id": new_id(), **columns}
+    statements.insert_rows(session, Artifact, [row])
+    return Artifact(**row)
