@@ -30,8 +30,11 @@ executor starts a fresh interpreter instead. A parent dies with the process that
 (``PR_SET_PDEATHSIG``) and after ``IDLE_SECONDS`` without work; its running children outlive
 it (the executor then has only the result record, not the exit status).
 
-One parent per (tenant, interpreter, code package, environment): a changed module is a new code
-package, so the next run gets a new parent. At most ``limit`` parents (the least recently used
+One parent per (tenant, interpreter, code package, environment, the step's ``env``): a changed
+module is a new code package, so the next run gets a new parent; a step's own variables are
+what its module's top level saw. A local run's first parent is started ahead
+(:meth:`WarmPool.prestart`, before ``argosy run`` compiles): it imports the launcher and waits
+for its first task, whose environment it takes before it imports that task's module. At most ``limit`` parents (the least recently used
 idle one goes first; with none idle a task starts a fresh interpreter). GPU steps, container
 steps and steps whose ``env`` sets ``ARGOSY_WARM=0`` always get a fresh interpreter;
 ``ARGOSY_WARM_WORKERS=false`` turns warm workers off.
