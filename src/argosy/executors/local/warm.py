@@ -53,7 +53,7 @@ with which it must never see another tenant's task. So:
   the store's keys if need be) into ``warm/sealed-<random>/code`` (owned by the server,
   readable, not writable, by the task uid; ``warm/`` is 0711, so the random name cannot be
   listed) and the parent only puts that folder on ``sys.path`` and imports the step's module;
-- its key is (tenant, task uid, interpreter, code package, environment): it only ever forks
+- its key is (tenant, task uid, interpreter, code package, environment, step env): it only ever forks
   tasks of the code it imported, of its own tenant;
 - a request carries the attempt id, working folder, status-pipe number and module name, and
   the descriptors: stdin is the server's ``invocation.json`` opened by the server (as for a
@@ -354,7 +354,7 @@ def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
 
 class WarmPool:
-    """Warm parents by (tenant, interpreter, code package, environment): one executor's
+    """Warm parents by (tenant, interpreter, code package, environment, step env): one executor's
     (local runs), or a server's, shared by all its runs (``sealed``)."""
 
     def __init__(self, folder: Path, limit: int = 2, wait: float = 0.0, *,
