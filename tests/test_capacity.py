@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from argosy.executors.local.capacity import CapacityLedger, Usage
+from argosy.executors.base import Usage
+from argosy.executors.local.capacity import CapacityLedger
 from argosy.spec.validate import Capacity
 
 GiB = 1024**3

@@ -41,8 +41,8 @@ from argosy.auth.task_credentials import TaskClaims
 from argosy.engine.engine import Engine, RunAbandoned, engine_alive
 from argosy.engine.submission import SERVER_QUEUE
 from argosy.errors import ArgosyError, RunBusyError
-from argosy.executors.base import Capacity
-from argosy.executors.local.capacity import CapacityLedger, Usage
+from argosy.executors.base import Capacity, Usage
+from argosy.executors.local.capacity import CapacityLedger
 from argosy.executors.local.warm import WARM_PARENT_MEMORY, WarmPool
 from argosy.server.context import ServerContext
 from argosy.server.environments import Environments

@@ -25,8 +25,6 @@ from typing import Any
 
 from argosy.executors.base import Capacity, Usage
 
-__all__ = ["CapacityLedger", "Usage", "within_quota"]
-
 FAIR_WAIT = 2.0
 
 

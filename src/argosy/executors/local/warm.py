@@ -34,8 +34,9 @@ One parent per (tenant, interpreter, code package, environment, the step's ``env
 module is a new code package, so the next run gets a new parent; a step's own variables are
 what its module's top level saw. A local run's first parent is started ahead
 (:meth:`WarmPool.prestart`, before ``argosy run`` compiles): it imports the launcher and waits
-for its first task, whose environment it takes before it imports that task's module. At most ``limit`` parents (the least recently used
-idle one goes first; with none idle a task starts a fresh interpreter). GPU steps, container
+for its first task, whose environment it takes before it imports that task's module. At most
+``limit`` parents (the least recently used idle one goes first; with none idle a task starts a
+fresh interpreter). GPU steps, container
 steps and steps whose ``env`` sets ``ARGOSY_WARM=0`` always get a fresh interpreter;
 ``ARGOSY_WARM_WORKERS=false`` turns warm workers off.
 
@@ -53,8 +54,8 @@ with which it must never see another tenant's task. So:
   the store's keys if need be) into ``warm/sealed-<random>/code`` (owned by the server,
   readable, not writable, by the task uid; ``warm/`` is 0711, so the random name cannot be
   listed) and the parent only puts that folder on ``sys.path`` and imports the step's module;
-- its key is (tenant, task uid, interpreter, code package, environment, step env): it only ever forks
-  tasks of the code it imported, of its own tenant;
+- its key is (tenant, task uid, interpreter, code package, environment, step env): it only
+  ever forks tasks of the code it imported, of its own tenant;
 - a request carries the attempt id, working folder, status-pipe number and module name, and
   the descriptors: stdin is the server's ``invocation.json`` opened by the server (as for a
   fresh task user's launcher, which reads it on stdin), and a fifth, a sealed memfd, holds the
@@ -354,8 +355,8 @@ def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
 
 class WarmPool:
-    """Warm parents by (tenant, interpreter, code package, environment, step env): one executor's
-    (local runs), or a server's, shared by all its runs (``sealed``)."""
+    """Warm parents by (tenant, interpreter, code package, environment, step env): one
+    executor's (local runs), or a server's, shared by all its runs (``sealed``)."""
 
     def __init__(self, folder: Path, limit: int = 2, wait: float = 0.0, *,
                  sealed: bool = False, idle: float = IDLE_SECONDS) -> None:  # fmt: skip
@@ -395,23 +396,27 @@ class WarmPool:
         ahead = self._ahead
         if ahead is None:
             return None
-        if ahead.proc.poll() is not None:  # it exited (idle, or killed)
-            self._ahead = None
-            ahead.close()
-            _remove_folder(ahead)
-            return None
-        if ahead.python != python or ahead.started_with != _interpreter_env(env):
+        alive = ahead.proc.poll() is None
+        if alive and (ahead.python != python or ahead.started_with != _interpreter_env(env)):
             return None  # kept for a task it fits
-        self._ahead = None
-        first = {"first": str(invocation), "env": _parent_env(env, None)}
-        try:
-            ahead.sock.send(json.dumps(first).encode())
-        except OSError:
-            ahead.close()
+        if alive:
+            first = {"first": str(invocation), "env": _parent_env(env, None)}
+            with contextlib.suppress(OSError):
+                ahead.sock.send(json.dumps(first).encode())
+                self._ahead = None
+                ahead.started = time.monotonic()  # its first import starts now
+                return ahead
+        self._discard_ahead()  # it exited (idle, killed) or cannot be told
+        return None
+
+    def _discard_ahead(self) -> None:
+        """Kill the parent started ahead: it ran no task's code, only Argosy's imports."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.sock.close()
+            ahead.proc.kill()
+            ahead.proc.wait()
             _remove_folder(ahead)
-            return None
-        ahead.started = time.monotonic()  # its first import starts now
-        return ahead
 
     def parent(self, key: tuple[str, ...], python: str, env: dict[str, str],
                invocation: Path | None, sealed: Sealed | None = None) -> WarmParent | None:  # fmt: skip
@@ -540,12 +545,7 @@ class WarmPool:
 
     def close(self) -> None:
         with self._lock:
-            if self._ahead is not None:  # it ran no task's code, only Argosy's imports
-                self._ahead.sock.close()
-                self._ahead.proc.kill()
-                self._ahead.proc.wait()
-                _remove_folder(self._ahead)
-                self._ahead = None
+            self._discard_ahead()
             for key in list(self._parents):
                 self._drop(key)
             for old in self._leftovers:
