@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -933,3 +935,34 @@ def test_the_status_pipe_carries_a_compact_failure_record() -> None:
     failed = ResultRecord("a", 1, FAILED, reason="exception", error="E" * 100_000)
     cut = failed.compact("why", limit=1000)
     assert cut.reason == "exception" and len(cut.error or "") == 1000
+
+
+def test_a_script_that_runs_its_own_pipeline(ws: Workspace) -> None:
+    """``python my_pipeline.py`` with ``my_pipeline.run()`` under ``if __name__ ==
+    "__main__":`` — the first thing many write. Its steps are defined in ``__main__``, which in
+    a task is the launcher's: every step failed with "module '__main__' has no attribute". The
+    task imports the script by its own name (its ``__main__`` block does not run again)."""
+    path = ws.write(
+        """
+        from argosy import pipeline, step
+
+        @step(cache=False)
+        def double(x: int) -> int:
+            return 2 * x
+
+        @pipeline
+        def doubled(x: int = 3) -> int:
+            return double(x=double(x=x))
+
+        if __name__ == "__main__":
+            run = doubled.run(x=5, progress=False)
+            print(run.status, run.outputs["output"].load())
+        """,
+        name="my_pipeline",
+    )
+    done = subprocess.run(
+        [sys.executable, str(path)], cwd=ws.root, env=ws.env(), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["succeeded", "20"], done.stdout + done.stderr

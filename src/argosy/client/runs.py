@@ -111,6 +111,7 @@ def start(
     from argosy.spec.parameters import bind_parameters
 
     found = backend_of(backend)
+    found.prewarm()  # a local run's first step need not start a fresh interpreter
     compiled = compile_pipeline(pipeline, cache_dir=load_settings().home / "cache")
     bound = bind_parameters(compiled.spec, {}, dict(parameters))
     created = found.submit(compiled, bound, version=version, fail_fast=fail_fast, no_cache=no_cache)

@@ -166,7 +166,7 @@ class _Compiler:
         return PythonImplementation(
             code_fingerprint=fp.code,
             packages=fp.packages,
-            module=s.module,
+            module=_importable(s.module),
             function=s.qualname,
             code="sha256:" + self.package.sha256,
             environment=env_digest,
@@ -331,3 +331,18 @@ def compile_graph(graph: PipelineGraph, *, cache_dir: Path | None = None) -> Com
 def compile_pipeline(pipeline: Pipeline, *, cache_dir: Path | None = None) -> CompiledPipeline:
     """Trace and compile a ``@pipeline``."""
     return compile_graph(pipeline.graph(), cache_dir=cache_dir)
+
+
+def _importable(module: str) -> str:
+    """The name a task imports a step's module by. A script run as ``python FILE.py`` defines
+    its steps in ``__main__``, which in a task is the launcher's: the task imports the script
+    by its own name instead (its ``if __name__ == "__main__":`` block does not run there), as
+    a process pool's workers do."""
+    main = sys.modules.get("__main__")
+    if module != "__main__" or main is None:
+        return module
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:  # python -m package.module
+        return str(spec.name)
+    file = getattr(main, "__file__", None)
+    return module_name_for(Path(file).resolve())[0] if file else module
