@@ -10,12 +10,13 @@ one up) or fails or cancels the task.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -226,27 +227,6 @@ class Attempts:
         if refused is not None:
             reason, error = Reason.OUTPUT_ERROR, refused
         finished = (ended.ended_at if ended is not None else None) or q.now()
-        if s is None:
-            with run.e.metadata.session() as own:
-                self._commit_outcome(own, view, attempt_id, record, ended, reason, error,
-                                     succeeded, finished)  # fmt: skip
-        else:
-            self._commit_outcome(s, view, attempt_id, record, ended, reason, error, succeeded,
-                                 finished)  # fmt: skip
-
-    def _commit_outcome(
-        self,
-        s: Session,
-        view: TaskView,
-        attempt_id: str,
-        record: ResultRecord | None,
-        ended: AttemptExit | None,
-        reason: str | None,
-        error: str | None,
-        succeeded: bool,
-        finished: datetime,
-    ) -> None:
-        run = self.run
         values: dict[str, Any] = {
             "state": AttemptState.SUCCEEDED if succeeded else (
                 AttemptState.CANCELLED if reason == Reason.CANCELLED else AttemptState.FAILED),
@@ -262,20 +242,21 @@ class Attempts:
                 exit_code=ended.exit_code, signal=ended.signal, wall_time=ended.wall_time,
                 cpu_time=ended.cpu_time, peak_memory=ended.peak_memory, log_tail=ended.log_tail,
             )  # fmt: skip
-        if not attempt_rows.finish_if_current(s, attempt_id, view.id, **values):
-            return  # fenced: a stale attempt never commits
-        if succeeded:
-            assert record is not None
-            self.register_outputs(s, view, attempt_id, record)
-            run.set_task(s, view, TaskState.SUCCEEDED, finished_at=finished, reason=None)
-        elif reason == Reason.ENGINE_LOST:
-            # a new attempt follows; it does not use up one of the step's retries
-            run.set_task(s, view, TaskState.QUEUED, reason=Reason.ENGINE_LOST.value)
-            view.not_before = 0.0
-        elif reason == Reason.CANCELLED:
-            run.set_task(s, view, TaskState.CANCELLED, finished_at=q.now(), reason=error)
-        else:
-            self._after_failure(s, view, str(reason), error)
+        with run.e.metadata.session() if s is None else contextlib.nullcontext(s) as tx:
+            if not attempt_rows.finish_if_current(tx, attempt_id, view.id, **values):
+                return  # fenced: a stale attempt never commits
+            if succeeded:
+                assert record is not None
+                self.register_outputs(tx, view, attempt_id, record)
+                run.set_task(tx, view, TaskState.SUCCEEDED, finished_at=finished, reason=None)
+            elif reason == Reason.ENGINE_LOST:
+                # a new attempt follows; it does not use up one of the step's retries
+                run.set_task(tx, view, TaskState.QUEUED, reason=Reason.ENGINE_LOST.value)
+                view.not_before = 0.0
+            elif reason == Reason.CANCELLED:
+                run.set_task(tx, view, TaskState.CANCELLED, finished_at=q.now(), reason=error)
+            else:
+                self._after_failure(tx, view, str(reason), error)
 
     def _outcome(
         self,
